@@ -1,0 +1,609 @@
+package adapters
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// DefaultMaxBody is the number of body bytes an [HTTP] adapter keeps in a result row unless
+// [HTTPConfig.MaxBody] says otherwise.
+const DefaultMaxBody = 64 << 10
+
+// DefaultUserAgent is the User-Agent an [HTTP] adapter sends unless [HTTPConfig.UserAgent] or a
+// header says otherwise.
+const DefaultUserAgent = "throttle/dev"
+
+// httpDrainLimit bounds how much of a body beyond MaxBody is read and discarded so that the
+// connection can go back to the keep-alive pool; a longer body costs a new connection instead.
+const httpDrainLimit = 256 << 10
+
+// minSecretLen is the shortest ${NAME} value scrubbed from a kept body: shorter values are not
+// credentials, and replacing them would mangle ordinary text.
+const minSecretLen = 4
+
+// httpMethods are the methods [NewHTTP] accepts.
+var httpMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// HTTPConfig configures an [HTTP] adapter. Its zero value is not usable: URL is required.
+type HTTPConfig struct {
+	// URL is a URL template (see [Template]): the values of {item} and {.name} are escaped,
+	// except a placeholder that starts it; ${NAME} is not allowed.
+	URL string
+	// Method is the request method, in any case; "" means GET, or POST when Body is set.
+	Method string
+	// Headers are request headers, each "Key: Value"; the value is a template and may read a
+	// secret with ${NAME}. A key may repeat. "Host: name" sets the request's host.
+	Headers []string
+	// Body is the request body template; "" sends no body. Set Content-Type with a header:
+	// none is guessed.
+	Body string
+	// MaxBody is the number of body bytes kept in the result row; 0 means [DefaultMaxBody].
+	MaxBody int64
+	// OKStatus lists the statuses that are a success; nil means 200–299.
+	OKStatus []int
+	// RetryStatus lists the statuses that ask to try again later; nil means 408, 429 and
+	// 500–599. OKStatus is consulted first; a status in neither list fails.
+	RetryStatus []int
+	// LookupEnv reads ${NAME} at call time; nil means [os.LookupEnv].
+	LookupEnv func(string) (string, bool)
+	// UserAgent is sent unless a header sets User-Agent; "" means [DefaultUserAgent].
+	UserAgent string
+}
+
+// HTTP is the http adapter: one request per item, built from the templates of an
+// [HTTPConfig], over one shared keep-alive connection pool. It has no time limit of its own:
+// the engine bounds each call with ctx. It is safe for concurrent use.
+//
+// Like [net/http.RoundTripper], Do returns an [engine.Outcome] for every answer, whatever its
+// status, and an error only when no answer was obtained. Such errors never contain the query
+// or userinfo of the URL (see [RedactURL]), and the values of ${NAME} used in a call (of 4
+// bytes or more) are replaced by "REDACTED" in the body it keeps, so that a server that echoes
+// the request (as many error pages do) cannot put a secret into a result row.
+type HTTP struct {
+	method    string
+	url       *Template
+	headers   []httpHeader
+	body      *Template // nil: no body
+	maxBody   int64
+	userAgent string
+	lookupEnv func(string) (string, bool)
+	ok, retry map[int]bool // nil: the default policy
+	transport *http.Transport
+	client    *http.Client
+	now       func() time.Time // for Retry-After dates
+}
+
+// httpHeader is one compiled header of an [HTTP] adapter.
+type httpHeader struct {
+	key   string // canonical
+	value *Template
+}
+
+var _ engine.Adapter = (*HTTP)(nil)
+var _ io.Closer = (*HTTP)(nil)
+
+// NewHTTP checks cfg and returns an adapter for it. It fails on a URL template that cannot
+// be compiled or does not start with http:// or https://, a header that is not "Key: Value"
+// (the error numbers the headers from 1), a body template that cannot be compiled, an unknown
+// method, a negative MaxBody or a status outside 100–999.
+func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
+	h := &HTTP{
+		maxBody:   cfg.MaxBody,
+		userAgent: cfg.UserAgent,
+		lookupEnv: cfg.LookupEnv,
+		now:       time.Now,
+	}
+	if h.maxBody < 0 {
+		return nil, fmt.Errorf("adapters: max body %d is negative", cfg.MaxBody)
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBody
+	}
+	if h.userAgent == "" {
+		h.userAgent = DefaultUserAgent
+	}
+	if h.lookupEnv == nil {
+		h.lookupEnv = os.LookupEnv
+	}
+
+	if cfg.URL == "" {
+		return nil, errors.New("adapters: url template is empty")
+	}
+	u, err := parseTemplate(cfg.URL, true)
+	if err != nil {
+		return nil, fmt.Errorf("adapters: url template: %w", err)
+	}
+	if u.startsWithLiteral() {
+		// Fill the placeholders with a sample to check the scheme and host now rather than
+		// on every item.
+		var b strings.Builder
+		for _, p := range u.parts {
+			if p.kind == tmplLiteral {
+				b.WriteString(p.text)
+			} else {
+				b.WriteString("x")
+			}
+		}
+		if err := checkURL(b.String()); err != nil {
+			return nil, fmt.Errorf("adapters: url template %s: %w", RedactURL(cfg.URL), err)
+		}
+	}
+	h.url = u
+
+	for i, line := range cfg.Headers {
+		key, value, ok := strings.Cut(line, ":")
+		key = strings.TrimSpace(key)
+		if !ok {
+			return nil, fmt.Errorf("adapters: header %d of %d has no \":\"; want \"Key: Value\"", i+1, len(cfg.Headers))
+		}
+		if !validHeaderName(key) {
+			return nil, fmt.Errorf("adapters: header %d of %d: name is not a valid HTTP header name; want \"Key: Value\"", i+1, len(cfg.Headers))
+		}
+		t, err := parseTemplate(strings.TrimSpace(value), false)
+		if err != nil {
+			return nil, fmt.Errorf("adapters: header %d of %d (%s): %w", i+1, len(cfg.Headers), key, err)
+		}
+		h.headers = append(h.headers, httpHeader{key: http.CanonicalHeaderKey(key), value: t})
+	}
+
+	if cfg.Body != "" {
+		t, err := parseTemplate(cfg.Body, false)
+		if err != nil {
+			return nil, fmt.Errorf("adapters: body template: %w", err)
+		}
+		h.body = t
+	}
+
+	h.method = strings.ToUpper(strings.TrimSpace(cfg.Method))
+	switch {
+	case h.method == "" && h.body != nil:
+		h.method = http.MethodPost
+	case h.method == "":
+		h.method = http.MethodGet
+	default:
+		known := false
+		for _, m := range httpMethods {
+			known = known || m == h.method
+		}
+		if !known {
+			return nil, fmt.Errorf("adapters: unknown method %q; want one of %s", cfg.Method, strings.Join(httpMethods, ", "))
+		}
+	}
+
+	if h.ok, err = statusSet("ok", cfg.OKStatus); err != nil {
+		return nil, err
+	}
+	if h.retry, err = statusSet("retry", cfg.RetryStatus); err != nil {
+		return nil, err
+	}
+
+	h.transport = &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		// No dial, TLS or header timeouts: the engine's per-call deadline bounds every phase.
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        0, // no limit across hosts
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	// No Timeout and no retrying layer: one Do is one request (plus redirects).
+	h.client = &http.Client{Transport: h.transport}
+	return h, nil
+}
+
+// checkURL reports why s cannot be requested: it does not parse, its scheme is not http or
+// https, or it has no host. Its errors never contain s.
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, query and all
+		}
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("no host")
+	}
+	return nil
+}
+
+// statusSet returns the set of the statuses in list, or nil for an empty list.
+func statusSet(what string, list []int) (map[int]bool, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	set := make(map[int]bool, len(list))
+	for _, s := range list {
+		if s < 100 || s > 999 {
+			return nil, fmt.Errorf("adapters: %s status %d is outside 100-999", what, s)
+		}
+		set[s] = true
+	}
+	return set, nil
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s has no control character other than tab.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// verdict classifies an answer's status.
+func (h *HTTP) verdict(status int) engine.Verdict {
+	if h.ok != nil {
+		if h.ok[status] {
+			return engine.OK
+		}
+	} else if 200 <= status && status <= 299 {
+		return engine.OK
+	}
+	if h.retry != nil {
+		if h.retry[status] {
+			return engine.Retry
+		}
+	} else if status == http.StatusRequestTimeout || status == http.StatusTooManyRequests ||
+		500 <= status && status <= 599 {
+		return engine.Retry
+	}
+	return engine.Fail
+}
+
+// Do sends the request for it and classifies the answer. See [HTTP] for what it returns.
+func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	var b strings.Builder
+	if err := h.url.expand(&b, it, nil, nil); err != nil {
+		return engine.Outcome{}, err
+	}
+	rawURL := b.String()
+	if err := checkURL(rawURL); err != nil {
+		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: url %s: %w", RedactURL(rawURL), err))
+	}
+
+	var secrets []string
+	var body io.Reader
+	if h.body != nil {
+		b.Reset()
+		if err := h.body.expand(&b, it, h.lookupEnv, &secrets); err != nil {
+			return engine.Outcome{}, err
+		}
+		body = strings.NewReader(b.String())
+	}
+	req, err := http.NewRequestWithContext(ctx, h.method, rawURL, body)
+	if err != nil { // checkURL has parsed it, so this is unexpected
+		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: %s %s: cannot build the request", h.method, RedactURL(rawURL)))
+	}
+	req.Header = make(http.Header, len(h.headers)+1)
+	for _, hd := range h.headers {
+		b.Reset()
+		if err := hd.value.expand(&b, it, h.lookupEnv, &secrets); err != nil {
+			return engine.Outcome{}, err
+		}
+		v := b.String()
+		if !validHeaderValue(v) {
+			return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: header %s: the value has a control character", hd.key))
+		}
+		if hd.key == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header[hd.key] = append(req.Header[hd.key], v)
+	}
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{h.userAgent}
+	}
+
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+	}
+	defer resp.Body.Close()
+	kept, truncated, err := readBody(resp.Body, resp.ContentLength, h.maxBody)
+	if err != nil {
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err))
+	}
+	kept = scrub(kept, secrets)
+
+	out := engine.Outcome{Status: resp.StatusCode, Verdict: h.verdict(resp.StatusCode)}
+	if out.Verdict != engine.OK {
+		out.Message = statusMessage(resp)
+	}
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if d, ok := ParseRetryAfter(v, h.now()); ok {
+			out.RetryAfter = d
+		}
+	}
+	switch {
+	case truncated:
+		out.Output = jsonString(trimPartialRune(kept))
+		out.Extra = map[string]any{"truncated": true}
+	case len(kept) == 0:
+		// No output: an empty body is not a JSON value.
+	case utf8.Valid(kept):
+		var buf bytes.Buffer
+		buf.Grow(len(kept))
+		if json.Compact(&buf, kept) == nil {
+			out.Output = buf.Bytes()
+		} else {
+			out.Output = jsonString(kept)
+		}
+	default:
+		out.Output = jsonString(kept)
+	}
+	return out, nil
+}
+
+// Close closes the adapter's idle connections. Calls in flight are not affected.
+func (h *HTTP) Close() error {
+	h.transport.CloseIdleConnections()
+	return nil
+}
+
+// readBody reads at most maxBody bytes of r and reports whether there were more; those it
+// drains up to [httpDrainLimit] so that the connection can be reused. length is the
+// Content-Length, -1 when unknown.
+func readBody(r io.Reader, length, maxBody int64) ([]byte, bool, error) {
+	var buf bytes.Buffer
+	if length > 0 {
+		buf.Grow(int(min(length, maxBody) + 1))
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r, maxBody+1)); err != nil {
+		return nil, false, err
+	}
+	if int64(buf.Len()) <= maxBody {
+		return buf.Bytes(), false, nil
+	}
+	_, _ = io.CopyN(io.Discard, r, httpDrainLimit) // best effort
+	return buf.Bytes()[:maxBody], true, nil
+}
+
+// scrub replaces in body every secret of minSecretLen bytes or more, as it is and as it
+// appears inside a JSON string, with "REDACTED".
+func scrub(body []byte, secrets []string) []byte {
+	for _, s := range secrets {
+		if len(s) < minSecretLen {
+			continue
+		}
+		forms := [2]string{s, ""}
+		if q := string(jsonString([]byte(s))); q[1:len(q)-1] != s {
+			forms[1] = q[1 : len(q)-1]
+		}
+		for _, f := range forms {
+			if f != "" && bytes.Contains(body, []byte(f)) {
+				body = bytes.ReplaceAll(body, []byte(f), []byte("REDACTED"))
+			}
+		}
+	}
+	return body
+}
+
+// statusMessage returns e.g. "503 Service Unavailable".
+func statusMessage(resp *http.Response) string {
+	code := strconv.Itoa(resp.StatusCode)
+	text := http.StatusText(resp.StatusCode)
+	if text == "" {
+		// The server's reason phrase, unless it is Go's filler for an unknown code.
+		text = strings.TrimSpace(strings.TrimPrefix(resp.Status, code))
+		if text == "status code "+code {
+			text = ""
+		}
+	}
+	if text == "" {
+		return code
+	}
+	return code + " " + text
+}
+
+// jsonString returns b as a JSON string, with invalid UTF-8 replaced by U+FFFD and without
+// escaping <, > and &.
+func jsonString(b []byte) json.RawMessage {
+	var buf bytes.Buffer
+	buf.Grow(len(b) + 2)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(string(b)) // a string always encodes
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// trimPartialRune drops an incomplete UTF-8 sequence that a truncation left at the end of b.
+func trimPartialRune(b []byte) []byte {
+	for i := 1; i <= utf8.UTFMax-1 && i <= len(b); i++ {
+		c := b[len(b)-i]
+		if c < utf8.RuneSelf {
+			return b // ASCII: nothing was cut
+		}
+		if utf8.RuneStart(c) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				return b[:len(b)-i]
+			}
+			return b
+		}
+	}
+	return b
+}
+
+// redactedError is an error of a call that obtained no answer, its text redacted.
+type redactedError struct {
+	msg   string
+	cause error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.cause }
+
+// noAnswer returns the error of a call to rawURL that obtained no answer: its text has the
+// URL redacted, it wraps ctx.Err() when ctx is done (so that errors.Is finds
+// context.DeadlineExceeded), and it is retryable.
+func noAnswer(ctx context.Context, method, rawURL string, err error) error {
+	cause := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		cause = ue.Err // its text would repeat the URL unredacted
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(cause, ctxErr) {
+		cause = ctxErr
+	}
+	return &redactedError{
+		msg:   "adapters: " + method + " " + RedactURL(rawURL) + ": " + redactURLsIn(cause.Error()),
+		cause: cause,
+	}
+}
+
+// redactURLsIn returns s with every http:// or https:// URL in it passed through RedactURL; a
+// URL ends at a space, a quote or the end of s.
+func redactURLsIn(s string) string {
+	lower := strings.ToLower(s)
+	if !strings.Contains(lower, "http://") && !strings.Contains(lower, "https://") {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(lower, "http://")
+		if j := strings.Index(lower, "https://"); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		end := strings.IndexAny(s[i:], " \t\r\n\"'`<>")
+		if end < 0 {
+			end = len(s) - i
+		}
+		b.WriteString(s[:i])
+		b.WriteString(RedactURL(s[i : i+end]))
+		s, lower = s[i+end:], lower[i+end:]
+	}
+}
+
+// RedactURL returns s with its userinfo, the value of each query parameter, and its fragment
+// replaced by "REDACTED": "https://u:p@host/path?api_key=k&q" becomes
+// "https://REDACTED@host/path?api_key=REDACTED&REDACTED". A query part with no "=" is redacted
+// whole, since some APIs take a bare token. The scheme, host and path are kept as they are. It
+// does not need s to parse as a URL, so it is safe on any text meant to be one.
+func RedactURL(s string) string {
+	rest := s
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	// Authority: after "//", up to the first "/", "?" or "#".
+	if i := strings.Index(rest, "//"); i >= 0 && !strings.ContainsAny(rest[:i], "/?#") {
+		b.WriteString(rest[:i+2])
+		rest = rest[i+2:]
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+			b.WriteString("REDACTED")
+			rest = rest[at:]
+		}
+	}
+	q := strings.IndexAny(rest, "?#")
+	if q < 0 {
+		b.WriteString(rest)
+		return b.String()
+	}
+	b.WriteString(rest[:q])
+	rest = rest[q:]
+	if rest[0] == '?' {
+		b.WriteByte('?')
+		query := rest[1:]
+		frag := ""
+		if h := strings.IndexByte(query, '#'); h >= 0 {
+			query, frag = query[:h], query[h:]
+		}
+		for i, kv := range strings.Split(query, "&") {
+			if i > 0 {
+				b.WriteByte('&')
+			}
+			if kv == "" {
+				continue
+			}
+			if k, _, ok := strings.Cut(kv, "="); ok {
+				b.WriteString(k)
+				b.WriteString("=REDACTED")
+			} else {
+				b.WriteString("REDACTED")
+			}
+		}
+		rest = frag
+	}
+	if rest != "" { // the fragment
+		b.WriteString("#REDACTED")
+	}
+	return b.String()
+}
+
+// ParseRetryAfter parses the value of a Retry-After header, delta-seconds ("120") or an
+// HTTP-date in any of the three formats [http.ParseTime] accepts, into a wait from now. A date
+// in the past and "0" give (0, true); anything else that does not parse, a negative number
+// among it, gives (0, false). A large value is returned as it is (the caller caps it), up to
+// the largest Duration.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	digits := true
+	for i := 0; i < len(v); i++ {
+		digits = digits && '0' <= v[i] && v[i] <= '9'
+	}
+	if digits {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n > math.MaxInt64/int64(time.Second) {
+			return time.Duration(math.MaxInt64), true // overflow: as large as it gets
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	d := t.Sub(now)
+	if d < 0 {
+		return 0, true
+	}
+	return d, true
+}

@@ -1,0 +1,284 @@
+package adapters
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// Template is a compiled template: a URL, a header value or a request body whose placeholders
+// are filled in for each item. It is compiled once by [ParseTemplate] or [ParseURLTemplate]
+// and expanded per call by [Template.Expand], which walks a slice of literal and placeholder
+// parts (no regular expression runs per call).
+//
+// The placeholders are:
+//
+//   - {item} is the item's line; for a JSON Lines item, the object's text.
+//   - {.name} is the field "name" of a JSON Lines item: a string value is inserted as it is
+//     (not quoted, not JSON-escaped), any other value as its JSON text (7, true, null,
+//     {"a":1}). The name is a top-level key taken literally: {.a.b} is the key "a.b".
+//   - ${NAME} is the environment variable NAME (letters, digits and _, not starting with a
+//     digit), read at each expansion, so a rotated token is picked up without a restart. It is
+//     allowed in headers and bodies only: a secret in a URL would leak into errors and logs.
+//
+// There is no escape syntax and none is needed: a "{" that does not start "{item}" or "{." is
+// literal, and so is a "$" that is not followed by "{". So a JSON body such as
+// {"id": {.id}, "q": "{item}"} means what it looks like.
+//
+// In a URL template, the values of {item} and {.name} are escaped: with [url.PathEscape]
+// before the URL's "?", with [url.QueryEscape] after it (so a value cannot add a query
+// parameter with "&" or "="). A placeholder that starts the template is inserted raw, so that
+// '{item}' runs a list of whole URLs.
+//
+// A Template is immutable and safe for concurrent use.
+type Template struct {
+	parts []tmplPart
+	url   bool // a URL template: escape values, no ${NAME}
+	size  int  // bytes of literal text, to size the output
+}
+
+type tmplPartKind uint8
+
+const (
+	tmplLiteral tmplPartKind = iota
+	tmplItem
+	tmplField
+	tmplEnv
+)
+
+// tmplPart is one piece of a template: literal text, {item}, {.name} or ${NAME}.
+type tmplPart struct {
+	kind tmplPartKind
+	text string // the literal text, the field name or the variable name
+}
+
+// ParseTemplate compiles a header value or body template. Its error says what is wrong and at
+// which byte: an unclosed "{." or "${", an empty field name, a bad variable name.
+func ParseTemplate(src string) (*Template, error) {
+	t, err := parseTemplate(src, false)
+	if err != nil {
+		return nil, fmt.Errorf("adapters: template: %w", err)
+	}
+	return t, nil
+}
+
+// ParseURLTemplate compiles a URL template: like [ParseTemplate], but values are escaped (see
+// [Template]) and ${NAME} is rejected.
+func ParseURLTemplate(src string) (*Template, error) {
+	t, err := parseTemplate(src, true)
+	if err != nil {
+		return nil, fmt.Errorf("adapters: url template: %w", err)
+	}
+	return t, nil
+}
+
+// parseTemplate compiles src. Its errors carry no package prefix; the callers add the context.
+func parseTemplate(src string, isURL bool) (*Template, error) {
+	t := &Template{url: isURL}
+	lit := 0 // start of the literal text not yet appended
+	i := 0
+	for i < len(src) {
+		j := strings.IndexAny(src[i:], "{$")
+		if j < 0 {
+			break
+		}
+		i += j
+		rest := src[i:]
+		switch {
+		case strings.HasPrefix(rest, "{item}"):
+			t.addLiteral(src[lit:i])
+			t.parts = append(t.parts, tmplPart{kind: tmplItem})
+			i += len("{item}")
+			lit = i
+		case strings.HasPrefix(rest, "{."):
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				return nil, fmt.Errorf("unclosed \"{.\" at byte %d", i)
+			}
+			name := rest[2:end]
+			if name == "" {
+				return nil, fmt.Errorf("empty field name \"{.}\" at byte %d", i)
+			}
+			t.addLiteral(src[lit:i])
+			t.parts = append(t.parts, tmplPart{kind: tmplField, text: name})
+			i += end + 1
+			lit = i
+		case strings.HasPrefix(rest, "${"):
+			end := strings.IndexByte(rest, '}')
+			if isURL {
+				shown := "${"
+				if end >= 0 {
+					shown = rest[:end+1]
+				}
+				return nil, fmt.Errorf("%s at byte %d: environment variables are not allowed in a url, "+
+					"where a secret would leak into errors and logs; put it in a header or the body", shown, i)
+			}
+			if end < 0 {
+				return nil, fmt.Errorf("unclosed \"${\" at byte %d", i)
+			}
+			name := rest[2:end]
+			if !validEnvName(name) {
+				return nil, fmt.Errorf("bad variable name %q at byte %d; want letters, digits and _, not starting with a digit", name, i)
+			}
+			t.addLiteral(src[lit:i])
+			t.parts = append(t.parts, tmplPart{kind: tmplEnv, text: name})
+			i += end + 1
+			lit = i
+		default:
+			i++ // a literal "{" or "$"
+		}
+	}
+	t.addLiteral(src[lit:])
+	return t, nil
+}
+
+func (t *Template) addLiteral(s string) {
+	if s == "" {
+		return
+	}
+	t.parts = append(t.parts, tmplPart{kind: tmplLiteral, text: s})
+	t.size += len(s)
+}
+
+// validEnvName reports whether s is a portable environment variable name.
+func validEnvName(s string) bool {
+	if s == "" || ('0' <= s[0] && s[0] <= '9') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// startsWithLiteral reports whether the template begins with literal text (so its scheme and
+// host can be checked before any item is seen).
+func (t *Template) startsWithLiteral() bool {
+	return len(t.parts) > 0 && t.parts[0].kind == tmplLiteral
+}
+
+// UsesEnv reports whether the template has a ${NAME} placeholder.
+func (t *Template) UsesEnv() bool {
+	for _, p := range t.parts {
+		if p.kind == tmplEnv {
+			return true
+		}
+	}
+	return false
+}
+
+// Expand returns the template filled in for it, reading ${NAME} through lookupEnv
+// ([os.LookupEnv] when nil). Every error it returns is wrapped with [engine.Permanent], since
+// retrying the item cannot fix it: a {.name} on an item that is not a JSON object or has no
+// such field, or an unset variable (the error names the variable, never a value).
+func (t *Template) Expand(it engine.Item, lookupEnv func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	if err := t.expand(&b, it, lookupEnv, nil); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// expand writes the template filled in for it to b. When secrets is not nil, the value of
+// every ${NAME} is appended to it, so that the caller can scrub them from what it keeps.
+func (t *Template) expand(b *strings.Builder, it engine.Item, lookupEnv func(string) (string, bool), secrets *[]string) error {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	b.Grow(t.size + len(it.Line))
+	inQuery := false // a URL template has written its "?"
+	for i, p := range t.parts {
+		var v string
+		switch p.kind {
+		case tmplLiteral:
+			b.WriteString(p.text)
+			if t.url && !inQuery && strings.IndexByte(p.text, '?') >= 0 {
+				inQuery = true
+			}
+			continue
+		case tmplItem:
+			v = it.Line
+		case tmplField:
+			f, err := fieldText(it, p.text)
+			if err != nil {
+				return err
+			}
+			v = f
+		case tmplEnv:
+			e, ok := lookupEnv(p.text)
+			if !ok {
+				return engine.Permanent(fmt.Errorf("adapters: environment variable %s is not set", p.text))
+			}
+			if secrets != nil {
+				*secrets = append(*secrets, e)
+			}
+			b.WriteString(e) // never in a URL template
+			continue
+		}
+		switch {
+		case !t.url:
+			b.WriteString(v)
+		case i == 0:
+			b.WriteString(v)
+			inQuery = strings.IndexByte(v, '?') >= 0
+		case inQuery:
+			b.WriteString(url.QueryEscape(v))
+		default:
+			b.WriteString(url.PathEscape(v))
+		}
+	}
+	return nil
+}
+
+// errNotObject and errNoField are the causes of a failed {.name}.
+var (
+	errNotObject = errors.New("the item is not a JSON object (the input is not JSON Lines)")
+	errNoField   = errors.New("the item has no such field")
+)
+
+// fieldText returns the text that {.name} stands for in it.
+func fieldText(it engine.Item, name string) (string, error) {
+	if it.Fields == nil {
+		return "", engine.Permanent(fmt.Errorf("adapters: {.%s}: %w", name, errNotObject))
+	}
+	v, ok := it.Fields[name]
+	if !ok {
+		return "", engine.Permanent(fmt.Errorf("adapters: {.%s}: %w", name, errNoField))
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case json.Number:
+		return string(v), nil
+	case bool:
+		if v {
+			return "true", nil
+		}
+		return "false", nil
+	case nil:
+		return "null", nil
+	case float64:
+		// encoding/json's own format in this range; it switches to exponents outside it.
+		if a := math.Abs(v); a == 0 || 1e-6 <= a && a < 1e21 {
+			return strconv.FormatFloat(v, 'f', -1, 64), nil
+		}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", engine.Permanent(fmt.Errorf("adapters: {.%s}: %w", name, err))
+	}
+	return strings.TrimSuffix(buf.String(), "\n"), nil
+}

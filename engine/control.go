@@ -1,0 +1,169 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+)
+
+// maxChanges is how many change-log entries the engine keeps; older ones are dropped.
+const maxChanges = 200
+
+// SetParallelism changes max_parallelism at once. Raising starts new calls immediately;
+// lowering starts no call while the new limit or more are in flight, and cancels nothing.
+func (e *Engine) SetParallelism(n int, origin string) error {
+	e.mu.Lock()
+	s := e.settings
+	s.Parallelism = n
+	if err := s.validate(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	old := e.settings.Parallelism
+	e.settings.Parallelism = n
+	e.logLocked(origin, "parallelism", strconv.Itoa(old), strconv.Itoa(n))
+	if !e.started.IsZero() {
+		e.spawnLocked()
+	}
+	e.mu.Unlock()
+	if n > old {
+		e.checkOpenFiles(n)
+	}
+	return nil
+}
+
+// SetPace changes each worker's minimum interval between call starts; it applies to waits
+// already under way.
+func (e *Engine) SetPace(d time.Duration, origin string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.settings
+	s.Pace = d
+	if err := s.validate(); err != nil {
+		return err
+	}
+	old := e.settings.Pace
+	e.settings.Pace = d
+	e.logLocked(origin, "pace", old.String(), d.String())
+	return nil
+}
+
+// SetRate changes the global rate cap (calls per second, 0 for none) and its burst; a raised
+// rate takes effect at once, also for the call already waiting for a token.
+func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.settings
+	s.Rate, s.Burst = perSecond, burst
+	if err := s.validate(); err != nil {
+		return err
+	}
+	old := e.settings
+	e.settings.Rate, e.settings.Burst = perSecond, burst
+	now := e.clock.Now()
+	e.limiter.SetLimitAt(now, limitOf(perSecond))
+	e.limiter.SetBurstAt(now, burst)
+	if old.Rate != perSecond {
+		e.logLocked(origin, "rate", FormatRate(old.Rate), FormatRate(perSecond))
+	}
+	if old.Burst != burst {
+		e.logLocked(origin, "burst", strconv.Itoa(old.Burst), strconv.Itoa(burst))
+	}
+	if old.Rate == perSecond && old.Burst == burst {
+		e.broadcastLocked()
+	}
+	return nil
+}
+
+// Pause stops new calls from starting; calls in flight finish.
+func (e *Engine) Pause(origin string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == Running {
+		e.setStateLocked(Paused, origin)
+	}
+}
+
+// Resume lets a paused run start calls again.
+func (e *Engine) Resume(origin string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == Paused {
+		e.setStateLocked(Running, origin)
+	}
+}
+
+// Drain ends dispatch: no new item is taken and no new call starts; calls in flight finish and
+// their rows are written; items waiting for a retry get a failed row with their last answer.
+func (e *Engine) Drain(origin string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state < Draining {
+		e.setStateLocked(Draining, origin)
+	}
+}
+
+// Stop is Drain that also cancels the calls in flight; their items get a failed row.
+func (e *Engine) Stop(origin string) {
+	e.mu.Lock()
+	if e.state < Stopping {
+		e.setStateLocked(Stopping, origin)
+	}
+	e.mu.Unlock()
+	e.cancelCall()
+}
+
+// setStateLocked requires that e.mu is held.
+func (e *Engine) setStateLocked(s State, origin string) {
+	old := e.state
+	e.state = s
+	if s >= Draining && old < Draining {
+		close(e.drained)
+	}
+	e.logLocked(origin, "state", old.String(), s.String())
+}
+
+// logLocked appends to the change log, wakes every waiter and tells observers. It requires
+// that e.mu is held.
+func (e *Engine) logLocked(origin, knob, from, to string) {
+	c := Change{At: e.clock.Now(), Origin: origin, Knob: knob, From: from, To: to}
+	e.changes = append(e.changes, c)
+	if len(e.changes) > maxChanges {
+		e.changes = append(e.changes[:0], e.changes[len(e.changes)-maxChanges:]...)
+	}
+	e.broadcastLocked()
+	e.bus.publish(Event{Kind: ControlChange, At: c.At, Change: c})
+}
+
+// warn records a warning for the summary and tells observers.
+func (e *Engine) warn(msg string) {
+	e.mu.Lock()
+	e.warnings = append(e.warnings, msg)
+	e.mu.Unlock()
+	e.bus.publish(Event{Kind: Warning, At: e.clock.Now(), Message: msg})
+}
+
+// Subscribe returns a [Subscription] to the run's events with room for buffer events; when it
+// is full, further events are dropped and counted. Subscribe before Run to see every event.
+func (e *Engine) Subscribe(buffer int) *Subscription { return e.bus.subscribe(buffer) }
+
+// State returns the run's state.
+func (e *Engine) State() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state
+}
+
+// Settings returns the live settings.
+func (e *Engine) Settings() Settings {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.settings
+}
+
+// Changes returns the change log, oldest first.
+func (e *Engine) Changes() []Change {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Change(nil), e.changes...)
+}
+

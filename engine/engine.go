@@ -1,0 +1,297 @@
+// Package engine runs a job: it streams items from a [Source] through an [Adapter] under live
+// limits (a resizable parallelism cap, per-worker pacing, a global rate cap, a shared
+// Retry-After hold), retries what the target asks to retry, and writes exactly one result row
+// per item it attempted. It has no terminal code: observers read [Engine.Snapshot] and
+// subscribe to events, and can never slow calls down.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Config is what a run needs. Zero values of the optional fields pick the defaults shown.
+type Config struct {
+	Settings
+	// Retries is how many times a retryable outcome is retried (so attempts ≤ Retries+1).
+	Retries int
+	// MaxBackoff caps one backoff wait, a server's Retry-After included (default 60s).
+	MaxBackoff time.Duration
+	// Timeout bounds each call; 0 means none.
+	Timeout time.Duration
+	// Chunk is how many items a worker takes at once (default 1). An adapter that implements
+	// [Batcher] gets the whole chunk in one call.
+	Chunk int
+	// Adapter makes the calls.
+	Adapter Adapter
+	// Source yields the items.
+	Source Source
+	// Total is the number of items the Source holds, or -1 when unknown (stdin).
+	Total int64
+	// Results receives one JSON line per finished item. If it has a Sync method it is synced
+	// when the run ends.
+	Results io.Writer
+	// Clock defaults to [WallClock].
+	Clock Clock
+	// Jitter returns a uniform random number in [0, 1); it defaults to math/rand/v2.
+	Jitter func() float64
+	// Origin names who set the starting settings in the change log (default "cli").
+	Origin string
+}
+
+// Engine runs one job. Its control methods and [Engine.Snapshot] are safe for concurrent use
+// from any goroutine while [Engine.Run] runs.
+type Engine struct {
+	cfg     Config
+	clock   Clock
+	adapter Adapter
+	batcher Batcher
+	coster  Coster
+	limiter *rate.Limiter
+	line    chan struct{} // the rate line: one worker at a time waits for tokens
+	bus     bus
+	writer  *rowWriter
+	input   chan Item
+	wg      sync.WaitGroup
+
+	callCtx    context.Context
+	cancelCall context.CancelFunc
+
+	mu          sync.Mutex // guards everything below
+	settings    Settings
+	state       State
+	started     time.Time
+	ended       time.Time
+	changed     chan struct{} // closed and replaced on every change of settings or state
+	slotFreed   chan struct{} // closed and replaced when a slot frees while someone waits
+	drained     chan struct{} // closed once the run drains or stops
+	slotWaiters int
+	admitted    int // workers holding a slot (about to call or calling)
+	inflight    int // calls in progress
+	workers     []*worker
+	retries     retryHeap
+	active      int // tasks held by workers
+	inputDone   bool
+	finished    bool
+	holdUntil   time.Time
+	holdSeq     int
+	holdSpread  time.Duration
+	changes     []Change
+	warnings    []string
+	err         error // first fatal error (results not writable, input unreadable)
+	notStarted  int64
+
+	read     atomic.Int64
+	okRows   atomic.Int64
+	failRows atomic.Int64
+	calls    atomic.Int64
+	retried  atomic.Int64
+	tooMany  atomic.Int64
+	errored  atomic.Int64
+	lost     atomic.Int64
+}
+
+// Coster is an optional interface of adapters whose calls cost more than one rate token (an
+// LLM call costs its tokens). Cost must be at most the burst.
+type Coster interface {
+	Cost(items []Item) int
+}
+
+// New checks cfg and returns an Engine ready to [Engine.Run].
+func New(cfg Config) (*Engine, error) {
+	if cfg.Burst == 0 {
+		cfg.Burst = 1
+	}
+	if err := cfg.Settings.validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Adapter == nil:
+		return nil, errors.New("engine: no adapter")
+	case cfg.Source == nil:
+		return nil, errors.New("engine: no source")
+	case cfg.Results == nil:
+		return nil, errors.New("engine: no results writer")
+	case cfg.Retries < 0:
+		return nil, fmt.Errorf("engine: retries %d: must not be negative", cfg.Retries)
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("engine: timeout %v: must not be negative", cfg.Timeout)
+	case cfg.Chunk < 0:
+		return nil, fmt.Errorf("engine: chunk %d: must be at least 1", cfg.Chunk)
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 60 * time.Second
+	}
+	if cfg.Chunk == 0 {
+		cfg.Chunk = 1
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = WallClock{}
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
+	if cfg.Origin == "" {
+		cfg.Origin = "cli"
+	}
+	e := &Engine{
+		cfg:       cfg,
+		clock:     cfg.Clock,
+		adapter:   cfg.Adapter,
+		line:      make(chan struct{}, 1),
+		input:     make(chan Item, 1024),
+		settings:  cfg.Settings,
+		changed:   make(chan struct{}),
+		slotFreed: make(chan struct{}),
+		drained:   make(chan struct{}),
+	}
+	e.batcher, _ = cfg.Adapter.(Batcher)
+	e.coster, _ = cfg.Adapter.(Coster)
+	e.limiter = rate.NewLimiter(limitOf(cfg.Rate), cfg.Burst)
+	e.callCtx, e.cancelCall = context.WithCancel(context.Background())
+	e.writer = newRowWriter(cfg.Results, e.rowsWritten, e.rowsLost)
+	return e, nil
+}
+
+func limitOf(perSecond float64) rate.Limit {
+	if perSecond <= 0 {
+		return rate.Inf
+	}
+	return rate.Limit(perSecond)
+}
+
+// Summary is the outcome of a run.
+type Summary struct {
+	State      State // Done, unless it was interrupted: then Draining or Stopping
+	Total      int64 // items in the input, -1 if unknown
+	OK         int64 // ok rows written
+	Failed     int64 // failed rows written
+	NotStarted int64 // items read but never attempted because the run was interrupted
+	Lost       int64 // rows that could not be written
+	Calls      int64
+	Retries    int64
+	TooMany    int64 // 429 answers
+	Elapsed    time.Duration
+	Warnings   []string
+}
+
+// Interrupted reports whether the run was drained or stopped before its input ended.
+func (s Summary) Interrupted() bool { return s.State == Draining || s.State == Stopping }
+
+// Run runs the job to its end: every item read has been attempted and its row written, or the
+// run was drained or stopped. Cancelling ctx stops the run as [Engine.Stop] does. The error
+// is the first fatal one (results not writable, input unreadable); failed items are not
+// errors, they are rows.
+func (e *Engine) Run(ctx context.Context) (Summary, error) {
+	e.mu.Lock()
+	if !e.started.IsZero() {
+		e.mu.Unlock()
+		return Summary{}, errors.New("engine: Run called twice")
+	}
+	e.started = e.clock.Now()
+	e.changes = append(e.changes, Change{At: e.started, Origin: e.cfg.Origin, Knob: "start",
+		To: fmt.Sprintf("parallelism %d, pace %v, rate %s, burst %d", e.settings.Parallelism,
+			e.settings.Pace, FormatRate(e.settings.Rate), e.settings.Burst)})
+	e.spawnLocked()
+	e.mu.Unlock()
+	e.checkOpenFiles(e.settings.Parallelism)
+
+	go e.readInput()
+	go e.writer.run()
+	stopWatch := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			e.Stop("context")
+		case <-stopWatch:
+		}
+	}()
+
+	e.wg.Wait()
+	close(stopWatch)
+
+	e.mu.Lock()
+	leftover := e.retries.drainAll()
+	e.mu.Unlock()
+	for _, t := range leftover {
+		for _, r := range t.last {
+			r.Error += " (not retried: run " + e.State().String() + ")"
+			e.emit(r)
+		}
+	}
+	close(e.writer.in)
+	<-e.writer.done
+	e.cancelCall()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Summary{State: Done, Total: e.cfg.Total, NotStarted: e.notStarted, Warnings: e.warnings}
+	if e.state == Draining || e.state == Stopping {
+		s.State = e.state
+	} else {
+		e.setStateLocked(Done, "engine")
+	}
+	e.ended = e.clock.Now()
+	s.OK, s.Failed, s.Lost = e.okRows.Load(), e.failRows.Load(), e.lost.Load()
+	s.Calls, s.Retries, s.TooMany = e.calls.Load(), e.retried.Load(), e.tooMany.Load()
+	s.Elapsed = e.ended.Sub(e.started)
+	return s, e.err
+}
+
+// readInput feeds the input channel; it is the only reader of the Source.
+func (e *Engine) readInput() {
+	defer close(e.input)
+	for {
+		it, err := e.cfg.Source.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			e.fail(err)
+			return
+		}
+		e.read.Add(1)
+		select {
+		case e.input <- it:
+		case <-e.drained:
+			e.read.Add(-1)
+			return
+		}
+	}
+}
+
+// fail records a fatal error and drains the run: nothing new starts.
+func (e *Engine) fail(err error) {
+	e.mu.Lock()
+	if e.err == nil {
+		e.err = err
+	}
+	e.mu.Unlock()
+	e.Drain("engine")
+}
+
+func (e *Engine) rowsWritten(ok, failed int64) {
+	e.okRows.Add(ok)
+	e.failRows.Add(failed)
+}
+
+func (e *Engine) rowsLost(err error, n int) {
+	e.lost.Add(int64(n))
+	if err != nil {
+		e.fail(fmt.Errorf("engine: writing results: %w", err))
+	}
+}
+
+// emit encodes a finished item's row and hands it to the writer.
+func (e *Engine) emit(r *Result) {
+	line := AppendRow(make([]byte, 0, 256+len(r.Item.Line)+len(r.Output)), r)
+	e.writer.in <- pendingRow{line: line, ok: r.OK}
+}

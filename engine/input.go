@@ -1,0 +1,174 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// MaxLineBytes is the longest input line taken as an item; a longer line becomes a failed row.
+const MaxLineBytes = 16 << 20
+
+// Source yields the items of a run in order. Next returns [io.EOF] after the last item. A
+// Source is used by one goroutine at a time.
+type Source interface {
+	Next() (Item, error)
+}
+
+// LineReader is a [Source] over a stream of lines, read incrementally so that an input of any
+// length runs in constant memory.
+//
+// Rules, the same as [CountItems]: a UTF-8 byte order mark at the start is dropped; "\r\n" and
+// "\n" both end a line; a line that is empty or only white space is not an item. A line with a
+// NUL byte, invalid UTF-8, more than [MaxLineBytes], or (for JSON Lines) text that is not a
+// JSON object still becomes an item, marked Invalid, so that it ends as a failed row with the
+// reason rather than vanishing.
+type LineReader struct {
+	r     *bufio.Reader
+	jsonl bool
+	index int64
+	line  int64
+	first bool
+	buf   []byte
+}
+
+// NewLineReader returns a LineReader over r; jsonl selects JSON Lines items.
+func NewLineReader(r io.Reader, jsonl bool) *LineReader {
+	return &LineReader{r: bufio.NewReaderSize(r, 256<<10), jsonl: jsonl, first: true}
+}
+
+// Next returns the next item, or io.EOF.
+func (l *LineReader) Next() (Item, error) {
+	for {
+		raw, tooLong, err := l.readLine()
+		if err != nil {
+			return Item{}, err
+		}
+		l.line++
+		if l.first {
+			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
+			l.first = false
+		}
+		if !tooLong && len(bytes.TrimSpace(raw)) == 0 {
+			continue
+		}
+		it := Item{Index: l.index, JSON: l.jsonl}
+		l.index++
+		switch {
+		case tooLong:
+			it.Line = string(raw[:256])
+			it.Invalid = fmt.Sprintf("input line %d is longer than %d bytes", l.line, MaxLineBytes)
+		case bytes.IndexByte(raw, 0) >= 0:
+			it.Line = string(raw)
+			it.Invalid = fmt.Sprintf("input line %d contains a NUL byte", l.line)
+		case !utf8.Valid(raw):
+			it.Line = string(raw)
+			it.Invalid = fmt.Sprintf("input line %d is not valid UTF-8", l.line)
+		default:
+			it.Line = string(raw)
+			if l.jsonl {
+				it.Fields, it.Invalid = decodeObject(raw, l.line)
+			}
+		}
+		return it, nil
+	}
+}
+
+// readLine returns the next line without its ending. A line longer than MaxLineBytes is
+// consumed whole and reported tooLong with only its start kept.
+func (l *LineReader) readLine() (line []byte, tooLong bool, err error) {
+	l.buf = l.buf[:0]
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		if len(l.buf)+len(chunk) <= MaxLineBytes+2 {
+			l.buf = append(l.buf, chunk...)
+		} else {
+			tooLong = true
+		}
+		switch {
+		case err == nil:
+			return trimEOL(l.buf), tooLong, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(l.buf) == 0 && !tooLong {
+				return nil, false, io.EOF
+			}
+			return trimEOL(l.buf), tooLong, nil
+		default:
+			return nil, false, fmt.Errorf("engine: reading input: %w", err)
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r"))
+}
+
+func decodeObject(raw []byte, line int64) (map[string]any, string) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Sprintf("input line %d is not valid JSON: %v", line, err)
+	}
+	if dec.More() {
+		return nil, fmt.Sprintf("input line %d holds more than one JSON value", line)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Sprintf("input line %d is not a JSON object", line)
+	}
+	return obj, ""
+}
+
+// CountItems counts the items r holds under the rules of [LineReader], reading it once in
+// large blocks; it is the fast first pass that gives progress its total.
+func CountItems(r io.Reader) (int64, error) {
+	var (
+		n        int64
+		buf      = make([]byte, 1<<20)
+		nonBlank bool
+		first    = true
+	)
+	for {
+		k, err := r.Read(buf)
+		chunk := buf[:k]
+		if first && k > 0 {
+			chunk = bytes.TrimPrefix(chunk, []byte("\xef\xbb\xbf"))
+			first = false
+		}
+		for len(chunk) > 0 {
+			i := bytes.IndexByte(chunk, '\n')
+			part := chunk
+			if i >= 0 {
+				part = chunk[:i]
+			}
+			if !nonBlank && len(bytes.TrimSpace(part)) > 0 {
+				nonBlank = true
+			}
+			if i < 0 {
+				break
+			}
+			if nonBlank {
+				n++
+			}
+			nonBlank = false
+			chunk = chunk[i+1:]
+		}
+		if errors.Is(err, io.EOF) {
+			if nonBlank {
+				n++
+			}
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("engine: counting input: %w", err)
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Result is the final state of one item: the content of its row in the results file.
+type Result struct {
+	Item       Item
+	OK         bool
+	Status     int
+	Attempts   int
+	Latency    time.Duration // of the last attempt
+	At         time.Time     // when the item ended
+	Output     json.RawMessage
+	Error      string
+	RetryAfter time.Duration // the last Retry-After the server sent, if any
+	Extra      map[string]any
+}
+
+// AppendRow appends r as one JSON line (with its newline) to dst. Field order is fixed:
+// item, ok, status, attempts, latency_ms, at, then output or error, retry_after_ms, and any
+// adapter fields in name order.
+func AppendRow(dst []byte, r *Result) []byte {
+	dst = append(dst, `{"item":`...)
+	if r.Item.JSON && r.Item.Invalid == "" {
+		dst = append(dst, r.Item.Line...)
+	} else {
+		dst = appendJSONString(dst, r.Item.Line)
+	}
+	dst = append(dst, `,"ok":`...)
+	dst = strconv.AppendBool(dst, r.OK)
+	if r.Status != 0 {
+		dst = append(dst, `,"status":`...)
+		dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	}
+	dst = append(dst, `,"attempts":`...)
+	dst = strconv.AppendInt(dst, int64(r.Attempts), 10)
+	dst = append(dst, `,"latency_ms":`...)
+	dst = strconv.AppendFloat(dst, float64(r.Latency.Microseconds())/1000, 'f', -1, 64)
+	dst = append(dst, `,"at":"`...)
+	dst = r.At.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	dst = append(dst, '"')
+	if len(r.Output) > 0 {
+		dst = append(dst, `,"output":`...)
+		dst = append(dst, r.Output...)
+	}
+	if r.Error != "" {
+		dst = append(dst, `,"error":`...)
+		dst = appendJSONString(dst, r.Error)
+	}
+	if r.RetryAfter > 0 {
+		dst = append(dst, `,"retry_after_ms":`...)
+		dst = strconv.AppendInt(dst, r.RetryAfter.Milliseconds(), 10)
+	}
+	if len(r.Extra) > 0 {
+		keys := make([]string, 0, len(r.Extra))
+		for k := range r.Extra {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			v, err := json.Marshal(r.Extra[k])
+			if err != nil {
+				v = appendJSONString(nil, fmt.Sprint(r.Extra[k]))
+			}
+			dst = append(dst, ',')
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = append(dst, v...)
+		}
+	}
+	return append(dst, "}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as in
+// encoding/json; '<', '>' and '&' are left as they are, since rows are not HTML.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// pendingRow is an encoded row on its way to the results file.
+type pendingRow struct {
+	line []byte
+	ok   bool
+}
+
+// rowWriter is the single goroutine that owns the results file. It writes rows in batches,
+// so that a burst of rows costs one write call, and reports each row as written only after
+// the write returned without error.
+type rowWriter struct {
+	w       io.Writer
+	in      chan pendingRow
+	written func(ok, failed int64)
+	failed  func(err error, lost int)
+	done    chan struct{}
+}
+
+const rowBatchBytes = 256 << 10
+
+func newRowWriter(w io.Writer, written func(ok, failed int64), failed func(error, int)) *rowWriter {
+	return &rowWriter{w: w, in: make(chan pendingRow, 4096), written: written, failed: failed, done: make(chan struct{})}
+}
+
+func (rw *rowWriter) run() {
+	defer close(rw.done)
+	var (
+		buf     []byte
+		okN     int64
+		failedN int64
+		broken  bool
+	)
+	for row := range rw.in {
+		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
+		count(row.ok, &okN, &failedN)
+	batch:
+		for len(buf) < rowBatchBytes {
+			select {
+			case more, open := <-rw.in:
+				if !open {
+					break batch
+				}
+				buf = append(buf, more.line...)
+				count(more.ok, &okN, &failedN)
+			default:
+				break batch
+			}
+		}
+		if broken {
+			rw.failed(nil, int(okN+failedN))
+			continue
+		}
+		if _, err := rw.w.Write(buf); err != nil {
+			broken = true
+			rw.failed(err, int(okN+failedN))
+			continue
+		}
+		rw.written(okN, failedN)
+	}
+	if s, ok := rw.w.(interface{ Sync() error }); ok && !broken {
+		if err := s.Sync(); err != nil {
+			rw.failed(err, 0)
+		}
+	}
+}
+
+func count(ok bool, okN, failedN *int64) {
+	if ok {
+		*okN++
+	} else {
+		*failedN++
+	}
+}

@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// Settings are the knobs an operator turns while a run goes on.
+type Settings struct {
+	// Parallelism is max_parallelism: the most calls in flight at once (at least 1).
+	Parallelism int
+	// MaxParallelism is a ceiling Parallelism may not pass; 0 means none.
+	MaxParallelism int
+	// Pace is each worker's minimum interval between the starts of two consecutive calls.
+	Pace time.Duration
+	// Rate caps calls per second across the run; 0 means unlimited.
+	Rate float64
+	// Burst is the token bucket's size for Rate (at least 1).
+	Burst int
+}
+
+// validate reports the first setting that is out of range.
+func (s Settings) validate() error {
+	switch {
+	case s.Parallelism < 1:
+		return fmt.Errorf("engine: parallelism %d: must be at least 1", s.Parallelism)
+	case s.MaxParallelism < 0:
+		return fmt.Errorf("engine: max parallelism %d: must be 0 (none) or more", s.MaxParallelism)
+	case s.MaxParallelism > 0 && s.Parallelism > s.MaxParallelism:
+		return fmt.Errorf("engine: parallelism %d exceeds max parallelism %d", s.Parallelism, s.MaxParallelism)
+	case s.Pace < 0:
+		return fmt.Errorf("engine: pace %v: must not be negative", s.Pace)
+	case s.Rate < 0:
+		return fmt.Errorf("engine: rate %v/s: must not be negative", s.Rate)
+	case s.Burst < 1:
+		return fmt.Errorf("engine: burst %d: must be at least 1", s.Burst)
+	}
+	return nil
+}
+
+// State is where a run is in its life.
+type State uint8
+
+const (
+	// Running: calls are being dispatched.
+	Running State = iota
+	// Paused: no new call starts; calls in flight finish.
+	Paused
+	// Draining: no new item is taken; calls in flight finish; then the run ends.
+	Draining
+	// Stopping: calls in flight were cancelled; the run ends as soon as their rows are written.
+	Stopping
+	// Done: the run ended.
+	Done
+)
+
+// String returns the state's name as the TUI and progress lines show it.
+func (s State) String() string {
+	return [...]string{"running", "paused", "draining", "stopping", "done"}[s]
+}
+
+// Change is one entry of the change log: who changed which knob, from what to what.
+type Change struct {
+	At     time.Time
+	Origin string // "cli", "tui", "ctl", "auto", "signal", "engine"
+	Knob   string // "parallelism", "pace", "rate", "burst", "state"
+	From   string
+	To     string
+}
+
+// String renders the change for a log line: "parallelism 16 → 24 (tui)".
+func (c Change) String() string {
+	return fmt.Sprintf("%s %s → %s (%s)", c.Knob, c.From, c.To, c.Origin)
+}

@@ -1,0 +1,73 @@
+package engine
+
+import "time"
+
+// Snapshot is the state of a run at one instant, cheap enough to take several times a second.
+type Snapshot struct {
+	At       time.Time
+	Started  time.Time
+	State    State
+	Settings Settings
+	// Total is the number of input items, -1 when unknown.
+	Total int64
+	// Read counts items taken from the input so far.
+	Read int64
+	// OK and Failed count rows written; Done = OK + Failed.
+	OK, Failed int64
+	// Calls counts calls made (a batch is one call); Retries counts retries scheduled.
+	Calls, Retries int64
+	// TooMany counts 429 answers; Errors counts other failed calls (errors and non-OK answers).
+	TooMany, Errors int64
+	// InFlight is calls in progress; Workers holds each slot's state, for slots below the limit
+	// and for slots above it still finishing a call.
+	InFlight int
+	Workers  []WorkerState
+	// ByState counts Workers by state.
+	ByState [numWorkerStates]int
+	// BackingOff is the number of items waiting out a backoff before their next attempt.
+	BackingOff int
+	// HoldUntil is when a server's Retry-After hold ends; zero or past when none.
+	HoldUntil time.Time
+	// Changes is the newest part of the change log, newest last.
+	Changes []Change
+	// Warnings are the run's warnings so far.
+	Warnings []string
+}
+
+// Done returns the number of rows written.
+func (s Snapshot) Done() int64 { return s.OK + s.Failed }
+
+// Snapshot returns the run's state now.
+func (e *Engine) Snapshot() Snapshot {
+	e.mu.Lock()
+	s := Snapshot{
+		At: e.clock.Now(), Started: e.started, State: e.state, Settings: e.settings,
+		Total: e.cfg.Total, InFlight: e.inflight, BackingOff: e.retries.items(), HoldUntil: e.holdUntil,
+		Warnings: append([]string(nil), e.warnings...),
+	}
+	from := max(0, len(e.changes)-20)
+	s.Changes = append([]Change(nil), e.changes[from:]...)
+	n := 0
+	for i, w := range e.workers {
+		if i < e.settings.Parallelism || w.running {
+			n = i + 1
+		}
+	}
+	workers := e.workers[:n]
+	e.mu.Unlock()
+
+	s.Workers = make([]WorkerState, len(workers))
+	for i, w := range workers {
+		st := WorkerState(w.state.Load())
+		if i >= s.Settings.Parallelism && st != WorkerCalling {
+			st = WorkerOff
+		}
+		s.Workers[i] = st
+		s.ByState[st]++
+	}
+	s.Read = e.read.Load()
+	s.OK, s.Failed = e.okRows.Load(), e.failRows.Load()
+	s.Calls, s.Retries = e.calls.Load(), e.retried.Load()
+	s.TooMany, s.Errors = e.tooMany.Load(), e.errored.Load()
+	return s
+}

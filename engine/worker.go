@@ -1,0 +1,475 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// WorkerState is what one worker slot is doing now.
+type WorkerState uint32
+
+const (
+	// WorkerIdle: waiting for work (or for a free slot after the limit was lowered).
+	WorkerIdle WorkerState = iota
+	// WorkerPacing: waiting out its pace since its previous call started.
+	WorkerPacing
+	// WorkerRateWait: waiting for a token of the rate cap.
+	WorkerRateWait
+	// WorkerHeld: held by a pause or by a server's Retry-After.
+	WorkerHeld
+	// WorkerCalling: a call is in flight.
+	WorkerCalling
+	// WorkerOff: the slot is above the parallelism limit.
+	WorkerOff
+	numWorkerStates
+)
+
+// String returns the state's name.
+func (s WorkerState) String() string {
+	return [...]string{"idle", "pacing", "rate-wait", "held", "calling", "off"}[s]
+}
+
+// worker is one slot of the parallelism limit, run by one goroutine while it is below the limit.
+type worker struct {
+	id    int
+	state atomic.Uint32
+	// Guarded by Engine.mu:
+	running   bool
+	hasSlot   bool
+	lastStart time.Time
+	holdSeq   int
+	holdDelay time.Duration
+}
+
+func (w *worker) set(s WorkerState) { w.state.Store(uint32(s)) }
+
+// task is work held by one worker: items not yet finished and the attempts made on them.
+type task struct {
+	items    []Item
+	attempts int
+	readyAt  time.Time
+	last     []*Result // the last failure of each item, for rows if the run ends first
+}
+
+var (
+	errRetired  = errors.New("engine: worker above the parallelism limit")
+	errDispatch = errors.New("engine: dispatch ended")
+)
+
+// spawnLocked starts a goroutine for every slot below the limit that has none.
+// It requires that e.mu is held.
+func (e *Engine) spawnLocked() {
+	if e.finished || e.state >= Draining {
+		return
+	}
+	for id := 0; id < e.settings.Parallelism; id++ {
+		if id == len(e.workers) {
+			e.workers = append(e.workers, &worker{id: id})
+		}
+		w := e.workers[id]
+		if w.running {
+			continue
+		}
+		w.running = true
+		e.wg.Add(1)
+		go e.work(w)
+	}
+}
+
+func (e *Engine) work(w *worker) {
+	defer e.wg.Done()
+	for {
+		t := e.next(w)
+		if t == nil {
+			return
+		}
+		e.runTask(w, t)
+		e.mu.Lock()
+		e.active--
+		if e.inputDone && e.active == 0 && e.retries.Len() == 0 {
+			e.broadcastLocked()
+		}
+		e.mu.Unlock()
+	}
+}
+
+// next returns the worker's next task, or nil when it should exit: the run is over, draining,
+// or the worker is above the limit. Due retries come before fresh input.
+func (e *Engine) next(w *worker) *task {
+	for {
+		e.mu.Lock()
+		if !e.finished && e.inputDone && e.active == 0 && e.retries.Len() == 0 {
+			e.finished = true
+			e.broadcastLocked()
+		}
+		if e.state >= Draining || w.id >= e.settings.Parallelism || e.finished {
+			w.running = false
+			w.set(WorkerOff)
+			e.mu.Unlock()
+			return nil
+		}
+		now := e.clock.Now()
+		if t := e.retries.popDue(now); t != nil {
+			e.active++
+			e.mu.Unlock()
+			return t
+		}
+		changed, inputOpen := e.changed, !e.inputDone
+		due := e.retries.nextDue()
+		e.mu.Unlock()
+
+		w.set(WorkerIdle)
+		var timer Timer
+		var timerC <-chan time.Time
+		if !due.IsZero() {
+			timer = e.clock.NewTimer(due.Sub(now))
+			timerC = timer.C()
+		}
+		var t *task
+		if inputOpen {
+			select {
+			case it, ok := <-e.input:
+				if ok {
+					t = &task{items: e.gather(it)}
+				} else {
+					e.markInputDone()
+				}
+			case <-changed:
+			case <-timerC:
+			}
+		} else {
+			select {
+			case <-changed:
+			case <-timerC:
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if t != nil {
+			e.mu.Lock()
+			e.active++
+			e.mu.Unlock()
+			return t
+		}
+	}
+}
+
+// chunkWait is how long a worker waits for more items to fill a chunk once it has one: long
+// enough for a file to fill it, short enough that a trickle on stdin is not held back.
+const chunkWait = 50 * time.Millisecond
+
+// gather returns first and up to Chunk-1 more items from the input.
+func (e *Engine) gather(first Item) []Item {
+	items := []Item{first}
+	var timer Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(items) < e.cfg.Chunk {
+		select {
+		case it, ok := <-e.input:
+			if !ok {
+				e.markInputDone()
+				return items
+			}
+			items = append(items, it)
+			continue
+		default:
+		}
+		if timer == nil {
+			timer = e.clock.NewTimer(chunkWait)
+		}
+		select {
+		case it, ok := <-e.input:
+			if !ok {
+				e.markInputDone()
+				return items
+			}
+			items = append(items, it)
+		case <-timer.C():
+			return items
+		}
+	}
+	return items
+}
+
+func (e *Engine) markInputDone() {
+	e.mu.Lock()
+	if !e.inputDone {
+		e.inputDone = true
+		e.broadcastLocked()
+	}
+	e.mu.Unlock()
+}
+
+// runTask makes the calls of one task: one call for a batching adapter, else one per item.
+func (e *Engine) runTask(w *worker, t *task) {
+	if e.batcher != nil {
+		e.callBatch(w, t)
+		return
+	}
+	for i, it := range t.items {
+		if it.Invalid != "" {
+			e.emit(&Result{Item: it, Error: it.Invalid, At: e.clock.Now()})
+			continue
+		}
+		cost := 1
+		if e.coster != nil {
+			cost = e.coster.Cost(t.items[i : i+1])
+		}
+		if err := e.admit(w, cost); err != nil {
+			if ec, ok := err.(errCost); ok {
+				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
+				continue
+			}
+			e.giveBack(t, i, err)
+			return
+		}
+		e.callOne(w, t, i)
+	}
+}
+
+// giveBack returns the unstarted rest of a task when the worker cannot go on: to the queue if
+// the worker was retired, as rows (or not-started counts) if dispatch ended.
+func (e *Engine) giveBack(t *task, from int, err error) {
+	rest := &task{items: t.items[from:], attempts: t.attempts, readyAt: e.clock.Now()}
+	if t.last != nil {
+		rest.last = t.last[from:]
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if errors.Is(err, errRetired) {
+		e.retries.push(rest)
+		e.broadcastLocked()
+		return
+	}
+	if rest.last != nil {
+		e.retries.push(rest) // written as rows when the run ends
+		return
+	}
+	e.notStarted += int64(len(rest.items))
+}
+
+// callOne makes one attempt at item i of t and settles it: a row, or a retry later.
+func (e *Engine) callOne(w *worker, t *task, i int) {
+	it := t.items[i]
+	start, inflight := e.lastStartOf(w)
+	attempt := t.attempts + 1
+	e.publishStart(w, it.Index, 1, attempt, inflight, start)
+
+	out, err := e.do(func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
+	end := e.clock.Now()
+	e.release(w)
+
+	res := e.settle(it, out, err, attempt, end.Sub(start), end)
+	e.publishEnd(w, it.Index, 1, attempt, res, out, err, end)
+	var last *Result
+	if t.last != nil {
+		last = t.last[i]
+	}
+	e.finish(res, out, attempt, last, end)
+}
+
+// callBatch makes one call for the whole task through the adapter's batch method.
+func (e *Engine) callBatch(w *worker, t *task) {
+	valid := t.items[:0:0]
+	var lasts []*Result
+	for i, it := range t.items {
+		if it.Invalid != "" {
+			e.emit(&Result{Item: it, Error: it.Invalid, At: e.clock.Now()})
+			continue
+		}
+		valid = append(valid, it)
+		if t.last != nil {
+			lasts = append(lasts, t.last[i])
+		}
+	}
+	if len(valid) == 0 {
+		return
+	}
+	cost := 1
+	if e.coster != nil {
+		cost = e.coster.Cost(valid)
+	}
+	if err := e.admit(w, cost); err != nil {
+		if ec, ok := err.(errCost); ok {
+			for _, it := range valid {
+				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
+			}
+			return
+		}
+		e.giveBack(&task{items: valid, attempts: t.attempts, last: lastsOrNil(lasts, t.last)}, 0, err)
+		return
+	}
+	start, inflight := e.lastStartOf(w)
+	attempt := t.attempts + 1
+	e.publishStart(w, valid[0].Index, len(valid), attempt, inflight, start)
+	var outs []Outcome
+	_, err := e.do(func(ctx context.Context) (Outcome, error) {
+		var err error
+		outs, err = e.batcher.DoBatch(ctx, valid)
+		return Outcome{}, err
+	})
+	end := e.clock.Now()
+	e.release(w)
+	if err == nil && len(outs) != len(valid) {
+		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(valid)))
+	}
+	for i, it := range valid {
+		var out Outcome
+		if err == nil {
+			out = outs[i]
+		}
+		res := e.settle(it, out, err, attempt, end.Sub(start), end)
+		if i == 0 {
+			e.publishEnd(w, it.Index, len(valid), attempt, res, out, err, end)
+		}
+		var last *Result
+		if lasts != nil {
+			last = lasts[i]
+		}
+		e.finish(res, out, attempt, last, end)
+	}
+}
+
+func lastsOrNil(lasts, had []*Result) []*Result {
+	if had == nil {
+		return nil
+	}
+	return lasts
+}
+
+// do runs one call under the per-call timeout and the run's stop context.
+func (e *Engine) do(call func(context.Context) (Outcome, error)) (Outcome, error) {
+	ctx := e.callCtx
+	if e.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.Timeout)
+		defer cancel()
+	}
+	return call(ctx)
+}
+
+// settle turns an adapter's answer into the item's result and says whether it may be retried.
+type settled struct {
+	*Result
+	retry    bool
+	noAnswer bool
+}
+
+func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency time.Duration, end time.Time) settled {
+	r := &Result{Item: it, Attempts: attempt, Latency: latency, At: end}
+	e.calls.Add(1)
+	if err != nil {
+		s := settled{Result: r, noAnswer: true}
+		switch {
+		case e.callCtx.Err() != nil:
+			r.Error = "canceled: run stopped"
+		case IsPermanent(err):
+			r.Error = err.Error()
+		case errors.Is(err, context.DeadlineExceeded):
+			r.Error = fmt.Sprintf("timeout after %v", e.cfg.Timeout)
+			s.retry = true
+		default:
+			r.Error = err.Error()
+			s.retry = true
+		}
+		e.errored.Add(1)
+		return s
+	}
+	r.Status, r.RetryAfter, r.Extra = out.Status, out.RetryAfter, out.Extra
+	if out.Status == 429 {
+		e.tooMany.Add(1)
+	}
+	switch out.Verdict {
+	case OK:
+		r.OK, r.Output = true, out.Output
+		return settled{Result: r}
+	case Retry:
+		r.Error = out.Message
+		if out.Status != 429 {
+			e.errored.Add(1)
+		}
+		return settled{Result: r, retry: true}
+	default:
+		r.Error = out.Message
+		e.errored.Add(1)
+		return settled{Result: r}
+	}
+}
+
+// finish writes the item's row, or schedules its retry after a backoff.
+func (e *Engine) finish(s settled, out Outcome, attempt int, last *Result, end time.Time) {
+	if out.Status == 429 && out.RetryAfter > 0 {
+		e.hold(out.RetryAfter, end)
+	}
+	if s.retry && attempt <= e.cfg.Retries && e.State() < Draining {
+		wait := Backoff(attempt, out.RetryAfter, e.cfg.MaxBackoff, e.cfg.Jitter())
+		e.retried.Add(1)
+		e.mu.Lock()
+		e.retries.push(&task{items: []Item{s.Item}, attempts: attempt, readyAt: end.Add(wait), last: []*Result{s.Result}})
+		e.broadcastLocked()
+		e.mu.Unlock()
+		return
+	}
+	if !s.OK && attempt > 1 {
+		s.Error = fmt.Sprintf("%s after %d attempts", s.Error, attempt)
+	}
+	if s.RetryAfter == 0 && last != nil {
+		s.RetryAfter = last.RetryAfter
+	}
+	e.emit(s.Result)
+}
+
+// hold makes every worker wait until the server's Retry-After has passed, each with its own
+// small delay past it so the pool does not return in one instant.
+func (e *Engine) hold(retryAfter time.Duration, now time.Time) {
+	d := min(retryAfter, e.cfg.MaxBackoff)
+	until := now.Add(d)
+	e.mu.Lock()
+	if !until.After(e.holdUntil) {
+		e.mu.Unlock()
+		return
+	}
+	e.holdUntil = until
+	e.holdSeq++
+	e.holdSpread = HoldSpread(d)
+	e.broadcastLocked()
+	e.mu.Unlock()
+	e.bus.publish(Event{Kind: HoldStart, At: now, Until: until, Message: fmt.Sprintf("server asked for %v of quiet", d)})
+}
+
+func (e *Engine) lastStartOf(w *worker) (time.Time, int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return w.lastStart, e.inflight
+}
+
+func (e *Engine) publishStart(w *worker, index int64, items, attempt, inflight int, at time.Time) {
+	if !e.bus.active() {
+		return
+	}
+	e.bus.publish(Event{Kind: CallStart, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight})
+}
+
+func (e *Engine) publishEnd(w *worker, index int64, items, attempt int, s settled, out Outcome, err error, at time.Time) {
+	if !e.bus.active() {
+		return
+	}
+	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt,
+		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil}
+	switch {
+	case s.OK:
+	case s.retry:
+		ev.Verdict, ev.Message = Retry, s.Error
+	default:
+		ev.Verdict, ev.Message = Fail, s.Error
+	}
+	e.bus.publish(ev)
+}
