@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// headless prints progress lines and the final summary to a writer (stderr) when there is no
+// TUI. It reads engine snapshots on its own ticker and windowed statistics from the event
+// stream, so a slow writer never slows the run.
+type headless struct {
+	w     io.Writer
+	e     *engine.Engine
+	title string
+	every time.Duration
+	iv    *probes.Interval
+	sub   *engine.Subscription
+
+	mu        sync.Mutex // serialises writes to w
+	lastCalls int64
+	lastAt    time.Time
+	quit      chan struct{}
+	done      sync.WaitGroup
+}
+
+func startHeadless(w io.Writer, e *engine.Engine, title string, every time.Duration) *headless {
+	h := &headless{w: w, e: e, title: title, every: every, iv: probes.NewInterval(), quit: make(chan struct{})}
+	h.sub = e.Subscribe(1 << 16)
+	s := e.Snapshot()
+	total := "unknown total"
+	if s.Total >= 0 {
+		total = count(s.Total) + " items"
+	}
+	h.say(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
+	h.lastAt = time.Now()
+	h.done.Add(2)
+	go func() {
+		defer h.done.Done()
+		probes.Feed(h.sub, h.quit, h.iv.Observe, h.onEvent)
+	}()
+	go func() {
+		defer h.done.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				h.progress()
+			case <-h.quit:
+				return
+			}
+		}
+	}()
+	return h
+}
+
+// onEvent prints what the operator must see at once: warnings and control changes.
+func (h *headless) onEvent(ev engine.Event) {
+	switch ev.Kind {
+	case engine.Warning:
+		h.say("warning: " + ev.Message)
+	case engine.ControlChange:
+		if ev.Change.Origin != "cli" && ev.Change.Origin != "engine" {
+			h.say(ev.Change.String())
+		}
+	}
+}
+
+func (h *headless) say(line string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintln(h.w, line)
+}
+
+func (h *headless) progress() {
+	s := h.e.Snapshot()
+	st := h.iv.Take()
+	now := time.Now()
+	dt := now.Sub(h.lastAt).Seconds()
+	callsPerSec := float64(s.Calls-h.lastCalls) / max(dt, 1e-9)
+	h.lastCalls, h.lastAt = s.Calls, now
+	h.say(progressLine(s, st, callsPerSec))
+}
+
+// progressLine renders one headless progress line from a snapshot and the last interval.
+func progressLine(s engine.Snapshot, st probes.Stats, callsPerSec float64) string {
+	var b strings.Builder
+	elapsed := s.At.Sub(s.Started)
+	fmt.Fprintf(&b, "%s  %s", clock(elapsed), s.State)
+	done := s.Done()
+	if s.Total >= 0 {
+		pct := 100.0
+		if s.Total > 0 {
+			pct = 100 * float64(done) / float64(s.Total)
+		}
+		fmt.Fprintf(&b, "  %s/%s %.1f%%", count(done), count(s.Total), pct)
+	} else {
+		fmt.Fprintf(&b, "  %s done", count(done))
+	}
+	fmt.Fprintf(&b, "  %.1f calls/s", callsPerSec)
+	if s.Settings.Rate > 0 {
+		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(s.Settings.Rate))
+	}
+	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, s.Settings.Parallelism)
+	if st.Calls > 0 {
+		fmt.Fprintf(&b, "  p50 %s p95 %s", ms(st.P50), ms(st.P95))
+	}
+	fmt.Fprintf(&b, "  429s %s", count(s.TooMany))
+	if st.TooMany > 0 {
+		fmt.Fprintf(&b, " (+%d)", st.TooMany)
+	}
+	fmt.Fprintf(&b, "  errors %s  failed %s", count(s.Errors), count(s.Failed))
+	if s.BackingOff > 0 {
+		fmt.Fprintf(&b, "  backoff %d", s.BackingOff)
+	}
+	if s.HoldUntil.After(s.At) {
+		fmt.Fprintf(&b, "  held %s (Retry-After)", s.HoldUntil.Sub(s.At).Round(100*time.Millisecond))
+	}
+	if s.Total > 0 && done > 0 && done < s.Total && elapsed > 0 {
+		perItem := elapsed / time.Duration(done)
+		fmt.Fprintf(&b, "  ETA %s", clock(perItem*time.Duration(s.Total-done)))
+	}
+	return b.String()
+}
+
+func (h *headless) stop() {
+	close(h.quit)
+	h.done.Wait()
+	h.sub.Close()
+}
+
+// summary prints the run's last lines.
+func (h *headless) summary(s engine.Summary, out string) {
+	rows := s.OK + s.Failed
+	verb := "done"
+	switch s.State {
+	case engine.Draining:
+		verb = "drained"
+	case engine.Stopping:
+		verb = "stopped"
+	}
+	perSec := 0.0
+	if s.Elapsed > 0 {
+		perSec = float64(rows) / s.Elapsed.Seconds()
+	}
+	h.say(fmt.Sprintf("%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s",
+		verb, s.Elapsed.Round(time.Millisecond), count(rows), count(s.OK), count(s.Failed),
+		count(s.Calls), count(s.Retries), count(s.TooMany), perSec))
+	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows) {
+		left := s.NotStarted
+		if s.Total >= 0 {
+			left = s.Total - rows
+		}
+		h.say(fmt.Sprintf("%s items were not run and have no row", count(left)))
+	}
+	if s.Lost > 0 {
+		h.say(fmt.Sprintf("%s finished items could not be written to %s", count(s.Lost), out))
+	}
+	for _, w := range s.Warnings {
+		h.say("warning: " + w)
+	}
+	h.say("results appended to " + out)
+}
+
+// count renders n with thousands separators: 1,234,567.
+func count(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// clock renders a duration as h:mm:ss or m:ss.
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d", m, s)
+}
+
+// ms renders a latency in milliseconds, or seconds past ten of them.
+func ms(d time.Duration) string {
+	if d >= 10*time.Second {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	if d >= 10*time.Millisecond {
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// job is what a command hands to runJob: the adapter and how to name the job.
+type job struct {
+	adapter engine.Adapter
+	name    string // the adapter's name
+}
+
+// input is an opened --input.
+type input struct {
+	source engine.Source
+	total  int64
+	name   string
+	close  func() error
+}
+
+// openInput opens --input ("-" is stdin) and counts its items in a fast first pass, so that
+// progress has a total; stdin's total is unknown.
+func openInput(env *Env, path string) (*input, error) {
+	if path == "" {
+		return nil, usageError("--input is required: a file of items, one per line, or - for stdin")
+	}
+	jsonl := strings.HasSuffix(strings.ToLower(path), ".jsonl")
+	if path == "-" {
+		return &input{source: engine.NewLineReader(env.Stdin, false), total: -1, name: "stdin", close: func() error { return nil }}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageError("--input: %v", err)
+	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		f.Close()
+		return nil, usageError("--input %s is a directory; want a file of items", path)
+	}
+	total, err := engine.CountItems(f)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, usageError("--input: %v", err)
+	}
+	return &input{source: engine.NewLineReader(f, jsonl), total: total, name: path, close: f.Close}, nil
+}
+
+// openResults opens --out for appending.
+func openResults(path string) (*os.File, error) {
+	if path == "" {
+		return nil, usageError("--out must name a file")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, usageError("--out: %v", err)
+	}
+	return f, nil
+}
+
+// runJob runs one job to its end and maps its outcome to the contract's exit status.
+func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
+	settings, err := rf.settings()
+	if err != nil {
+		return err
+	}
+	in, err := openInput(env, rf.input)
+	if err != nil {
+		return err
+	}
+	defer in.close()
+	out, err := openResults(rf.out)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+
+	e, err := engine.New(engine.Config{
+		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
+		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: out,
+	})
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	title := fmt.Sprintf("%s · %s", j.name, in.name)
+	rep := startHeadless(env.Stderr, e, title, rf.progressEvery)
+	stopSignals := handleSignals(env, e, rep)
+	sum, runErr := e.Run(ctx)
+	stopSignals()
+	rep.stop()
+	rep.summary(sum, rf.out)
+
+	switch {
+	case runErr != nil:
+		return &exitError{code: ExitFailures, err: runErr}
+	case sum.Interrupted():
+		return exitCode(ExitInterrupted)
+	case sum.Failed > 0 || sum.Lost > 0:
+		return exitCode(ExitFailures)
+	}
+	return nil
+}
+
+// handleSignals drains the run on the first SIGINT, SIGTERM or SIGHUP and stops it on a
+// second SIGINT. It returns a function that stops handling.
+func handleSignals(env *Env, e *engine.Engine, rep *headless) func() {
+	done := make(chan struct{})
+	go func() {
+		interrupts := 0
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-env.Signals:
+				if sig == syscall.SIGINT {
+					interrupts++
+				}
+				if interrupts >= 2 {
+					rep.say("second interrupt: cancelling the calls in flight; their items get failed rows")
+					e.Stop("signal")
+					continue
+				}
+				if e.State() < engine.Draining {
+					s := e.Snapshot()
+					rep.say(fmt.Sprintf("%v: draining — no new calls; waiting for %d in flight (ctrl+c again to cancel them)", sig, s.InFlight))
+					e.Drain("signal")
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// runFlags are the flags every adapter shares (CONTRACT.md, "throttle run flags").
+type runFlags struct {
+	input          string
+	out            string
+	parallelism    int
+	maxParallelism int
+	pace           time.Duration
+	rate           string
+	burst          int
+	retries        int
+	maxBackoff     time.Duration
+	timeout        time.Duration
+	chunk          int
+	headless       bool
+	progressEvery  time.Duration
+}
+
+// register adds the flags to fs; the demo makes its own input, so it leaves --input out.
+func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
+	if withInput {
+		fs.StringVar(&f.input, "input", "", "work items: one per line; - is stdin; a .jsonl file gives one JSON object per line (required)")
+	}
+	fs.StringVar(&f.out, "out", "results.jsonl", "results file, JSON Lines, appended: one row per item")
+	fs.IntVar(&f.parallelism, "parallelism", 4, "starting max_parallelism: calls in flight at once (start low)")
+	fs.IntVar(&f.maxParallelism, "max-parallelism", 0, "ceiling that parallelism may never pass, even when raised live (0: none)")
+	fs.DurationVar(&f.pace, "pace", 0, "per worker: minimum interval between the starts of two consecutive calls (e.g. 1s)")
+	fs.StringVar(&f.rate, "rate", "", "global cap on calls: 50 or 50/s, 3000/m, 1000/h (default unlimited)")
+	fs.IntVar(&f.burst, "burst", 1, "token-bucket burst for --rate")
+	fs.IntVar(&f.retries, "retries", 3, "retries of a retryable outcome (429, 408, 5xx, network error, timeout)")
+	fs.DurationVar(&f.maxBackoff, "max-backoff", 60*time.Second, "cap on one backoff wait, also on a server's Retry-After")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "per call (0: none)")
+	fs.IntVar(&f.chunk, "chunk", 1, "items handed to a worker at once (adapters that batch get them in one call)")
+	fs.BoolVar(&f.headless, "headless", false, "no TUI: progress lines on stderr (automatic when stdout is not a terminal)")
+	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
+	_ = fs.MarkHidden("progress-every")
+}
+
+// settings checks the knobs and returns them as engine settings.
+func (f *runFlags) settings() (engine.Settings, error) {
+	r, err := engine.ParseRate(f.rate)
+	if err != nil {
+		return engine.Settings{}, usageError("--rate: %v", err)
+	}
+	s := engine.Settings{Parallelism: f.parallelism, MaxParallelism: f.maxParallelism, Pace: f.pace, Rate: r, Burst: f.burst}
+	switch {
+	case f.parallelism < 1:
+		return s, usageError("--parallelism %d: must be at least 1", f.parallelism)
+	case f.maxParallelism < 0:
+		return s, usageError("--max-parallelism %d: must be 0 (none) or more", f.maxParallelism)
+	case f.maxParallelism > 0 && f.parallelism > f.maxParallelism:
+		return s, usageError("--parallelism %d is above --max-parallelism %d", f.parallelism, f.maxParallelism)
+	case f.pace < 0:
+		return s, usageError("--pace %v: must not be negative", f.pace)
+	case f.burst < 1:
+		return s, usageError("--burst %d: must be at least 1", f.burst)
+	case f.retries < 0:
+		return s, usageError("--retries %d: must not be negative", f.retries)
+	case f.maxBackoff <= 0:
+		return s, usageError("--max-backoff %v: must be positive", f.maxBackoff)
+	case f.timeout < 0:
+		return s, usageError("--timeout %v: must not be negative (0: none)", f.timeout)
+	case f.chunk < 1:
+		return s, usageError("--chunk %d: must be at least 1", f.chunk)
+	case f.progressEvery <= 0:
+		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
+	}
+	return s, nil
+}
+
+// describe is the settings line of a run's first progress output.
+func describeSettings(s engine.Settings) string {
+	pace := "none"
+	if s.Pace > 0 {
+		pace = s.Pace.String()
+	}
+	return fmt.Sprintf("parallelism %d, pace %s, rate %s (burst %d)", s.Parallelism, pace, engine.FormatRate(s.Rate), s.Burst)
+}
