@@ -166,4 +166,3 @@ func (e *Engine) Changes() []Change {
 	defer e.mu.Unlock()
 	return append([]Change(nil), e.changes...)
 }
-
