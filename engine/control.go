@@ -21,11 +21,12 @@ func (e *Engine) SetParallelism(n int, origin string) error {
 	old := e.settings.Parallelism
 	e.settings.Parallelism = n
 	e.logLocked(origin, "parallelism", strconv.Itoa(old), strconv.Itoa(n))
-	if !e.started.IsZero() {
+	started := !e.started.IsZero()
+	if started {
 		e.spawnLocked()
 	}
 	e.mu.Unlock()
-	if n > old {
+	if started && n > old { // before Run, Run checks
 		e.checkOpenFiles(n)
 	}
 	return nil
