@@ -31,7 +31,7 @@ type headless struct {
 
 func startHeadless(w io.Writer, e *engine.Engine, title string, every time.Duration) *headless {
 	h := &headless{w: w, e: e, title: title, every: every, iv: probes.NewInterval(), quit: make(chan struct{})}
-	h.sub = e.Subscribe(1 << 16)
+	h.sub = e.Subscribe(8192) // a lost event only blurs a percentile
 	s := e.Snapshot()
 	total := "unknown total"
 	if s.Total >= 0 {
@@ -66,7 +66,7 @@ func (h *headless) onEvent(ev engine.Event) {
 	case engine.Warning:
 		h.say("warning: " + ev.Message)
 	case engine.ControlChange:
-		if ev.Change.Origin != "cli" && ev.Change.Origin != "engine" {
+		if ev.Change.Knob != "start" && ev.Change.Origin != "engine" {
 			h.say(ev.Change.String())
 		}
 	}

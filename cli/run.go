@@ -155,7 +155,7 @@ func (f *simFlags) register(cmd *cobra.Command, rate string, burst int) {
 	fs.IntVar(&f.burst, "sim-burst", burst, "the hidden rate limit's burst")
 	fs.IntVar(&f.concurrency, "sim-concurrency", 0, "the simulated API's hidden concurrency capacity (0: none)")
 	fs.StringVar(&f.overload, "sim-overload", adapters.OverloadLatency, "past the capacity: latency (it grows, like a queue) or 429")
-	fs.DurationVar(&f.latency, "sim-latency", adapters.DefaultSimLatency, "median latency of a call")
+	fs.DurationVar(&f.latency, "sim-latency", adapters.DefaultSimLatency, "median latency of a call (at least 1ns)")
 	fs.Float64Var(&f.sigma, "sim-sigma", adapters.DefaultSimSigma, "spread of the lognormal latency (0: fixed)")
 	fs.Float64Var(&f.errorRate, "sim-error-rate", 0, "share of calls, 0 to 1, that fail with 503")
 	fs.Int64Var(&f.seed, "sim-seed", 1, "seed of the random latencies and errors")
@@ -165,6 +165,9 @@ func (f *simFlags) config() (adapters.SimConfig, error) {
 	r, err := engine.ParseRate(f.rate)
 	if err != nil {
 		return adapters.SimConfig{}, usageError("--sim-rate: %v", err)
+	}
+	if f.latency <= 0 {
+		return adapters.SimConfig{}, usageError("--sim-latency %v: must be positive (1ns for almost none)", f.latency)
 	}
 	cfg := adapters.SimConfig{Rate: r, Burst: f.burst, Concurrency: f.concurrency, Overload: f.overload,
 		Latency: f.latency, Sigma: f.sigma, ErrorRate: f.errorRate, Seed: f.seed}

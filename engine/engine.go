@@ -78,7 +78,6 @@ type Engine struct {
 	inflight    int // calls in progress
 	workers     []*worker
 	retries     retryHeap
-	active      int // tasks held by workers
 	inputDone   bool
 	finished    bool
 	holdUntil   time.Time
@@ -89,7 +88,8 @@ type Engine struct {
 	err         error // first fatal error (results not writable, input unreadable)
 	notStarted  int64
 
-	read     atomic.Int64
+	read     atomic.Int64 // items taken from the Source (and not given back at a drain)
+	emitted  atomic.Int64 // items whose row was handed to the writer
 	okRows   atomic.Int64
 	failRows atomic.Int64
 	calls    atomic.Int64
@@ -197,12 +197,19 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, errors.New("engine: Run called twice")
 	}
 	e.started = e.clock.Now()
-	e.changes = append(e.changes, Change{At: e.started, Origin: e.cfg.Origin, Knob: "start",
-		To: fmt.Sprintf("parallelism %d, pace %v, rate %s, burst %d", e.settings.Parallelism,
-			e.settings.Pace, FormatRate(e.settings.Rate), e.settings.Burst)})
+	e.logLocked(e.cfg.Origin, "start", "", fmt.Sprintf("parallelism %d, pace %v, rate %s, burst %d",
+		e.settings.Parallelism, e.settings.Pace, FormatRate(e.settings.Rate), e.settings.Burst))
+	stopped := ctx.Err() != nil
+	if stopped && e.state < Stopping {
+		e.setStateLocked(Stopping, "context")
+	}
 	e.spawnLocked()
+	parallelism := e.settings.Parallelism
 	e.mu.Unlock()
-	e.checkOpenFiles(e.settings.Parallelism)
+	if stopped {
+		e.cancelCall()
+	}
+	e.checkOpenFiles(parallelism)
 
 	go e.readInput()
 	go e.writer.run()
@@ -241,6 +248,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	}
 	e.ended = e.clock.Now()
 	s.OK, s.Failed, s.Lost = e.okRows.Load(), e.failRows.Load(), e.lost.Load()
+	s.NotStarted = e.read.Load() - s.OK - s.Failed - s.Lost
 	s.Calls, s.Retries, s.TooMany = e.calls.Load(), e.retried.Load(), e.tooMany.Load()
 	s.Elapsed = e.ended.Sub(e.started)
 	return s, e.err
@@ -292,6 +300,7 @@ func (e *Engine) rowsLost(err error, n int) {
 
 // emit encodes a finished item's row and hands it to the writer.
 func (e *Engine) emit(r *Result) {
+	defer e.emitted.Add(1)
 	line := AppendRow(make([]byte, 0, 256+len(r.Item.Line)+len(r.Output)), r)
 	e.writer.in <- pendingRow{line: line, ok: r.OK}
 }

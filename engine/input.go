@@ -43,38 +43,47 @@ func NewLineReader(r io.Reader, jsonl bool) *LineReader {
 
 // Next returns the next item, or io.EOF.
 func (l *LineReader) Next() (Item, error) {
+	raw, tooLong, err := l.nextLine()
+	if err != nil {
+		return Item{}, err
+	}
+	it := Item{Index: l.index, JSON: l.jsonl}
+	l.index++
+	switch {
+	case tooLong:
+		it.Line = string(raw[:min(len(raw), 256)])
+		it.Invalid = fmt.Sprintf("input line %d is longer than %d bytes", l.line, MaxLineBytes)
+	case bytes.IndexByte(raw, 0) >= 0:
+		it.Line = string(raw)
+		it.Invalid = fmt.Sprintf("input line %d contains a NUL byte", l.line)
+	case !utf8.Valid(raw):
+		it.Line = string(raw)
+		it.Invalid = fmt.Sprintf("input line %d is not valid UTF-8", l.line)
+	default:
+		it.Line = string(raw)
+		if l.jsonl {
+			it.Fields, it.Invalid = decodeObject(raw, l.line)
+		}
+	}
+	return it, nil
+}
+
+// nextLine returns the next line that is an item: the byte order mark dropped, blank lines
+// skipped. Next and CountItems share it, so that they always agree.
+func (l *LineReader) nextLine() (raw []byte, tooLong bool, err error) {
 	for {
-		raw, tooLong, err := l.readLine()
+		raw, tooLong, err = l.readLine()
 		if err != nil {
-			return Item{}, err
+			return nil, false, err
 		}
 		l.line++
 		if l.first {
 			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
 			l.first = false
 		}
-		if !tooLong && len(bytes.TrimSpace(raw)) == 0 {
-			continue
+		if tooLong || len(bytes.TrimSpace(raw)) > 0 {
+			return raw, tooLong, nil
 		}
-		it := Item{Index: l.index, JSON: l.jsonl}
-		l.index++
-		switch {
-		case tooLong:
-			it.Line = string(raw[:256])
-			it.Invalid = fmt.Sprintf("input line %d is longer than %d bytes", l.line, MaxLineBytes)
-		case bytes.IndexByte(raw, 0) >= 0:
-			it.Line = string(raw)
-			it.Invalid = fmt.Sprintf("input line %d contains a NUL byte", l.line)
-		case !utf8.Valid(raw):
-			it.Line = string(raw)
-			it.Invalid = fmt.Sprintf("input line %d is not valid UTF-8", l.line)
-		default:
-			it.Line = string(raw)
-			if l.jsonl {
-				it.Fields, it.Invalid = decodeObject(raw, l.line)
-			}
-		}
-		return it, nil
 	}
 }
 
@@ -91,14 +100,16 @@ func (l *LineReader) readLine() (line []byte, tooLong bool, err error) {
 		}
 		switch {
 		case err == nil:
-			return trimEOL(l.buf), tooLong, nil
+			line := trimEOL(l.buf)
+			return line, tooLong || len(line) > MaxLineBytes, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case errors.Is(err, io.EOF):
 			if len(l.buf) == 0 && !tooLong {
 				return nil, false, io.EOF
 			}
-			return trimEOL(l.buf), tooLong, nil
+			line := trimEOL(l.buf)
+			return line, tooLong || len(line) > MaxLineBytes, nil
 		default:
 			return nil, false, fmt.Errorf("engine: reading input: %w", err)
 		}
@@ -127,48 +138,19 @@ func decodeObject(raw []byte, line int64) (map[string]any, string) {
 	return obj, ""
 }
 
-// CountItems counts the items r holds under the rules of [LineReader], reading it once in
-// large blocks; it is the fast first pass that gives progress its total.
+// CountItems counts the items r holds under the rules of [LineReader] without keeping them:
+// the fast first pass that gives progress its total.
 func CountItems(r io.Reader) (int64, error) {
-	var (
-		n        int64
-		buf      = make([]byte, 1<<20)
-		nonBlank bool
-		first    = true
-	)
+	l := NewLineReader(r, false)
+	var n int64
 	for {
-		k, err := r.Read(buf)
-		chunk := buf[:k]
-		if first && k > 0 {
-			chunk = bytes.TrimPrefix(chunk, []byte("\xef\xbb\xbf"))
-			first = false
-		}
-		for len(chunk) > 0 {
-			i := bytes.IndexByte(chunk, '\n')
-			part := chunk
-			if i >= 0 {
-				part = chunk[:i]
-			}
-			if !nonBlank && len(bytes.TrimSpace(part)) > 0 {
-				nonBlank = true
-			}
-			if i < 0 {
-				break
-			}
-			if nonBlank {
-				n++
-			}
-			nonBlank = false
-			chunk = chunk[i+1:]
-		}
+		_, _, err := l.nextLine()
 		if errors.Is(err, io.EOF) {
-			if nonBlank {
-				n++
-			}
 			return n, nil
 		}
 		if err != nil {
 			return n, fmt.Errorf("engine: counting input: %w", err)
 		}
+		n++
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"time"
@@ -162,8 +163,14 @@ func (rw *rowWriter) run() {
 		failedN int64
 		broken  bool
 	)
+	type mark struct {
+		end int
+		ok  bool
+	}
+	var marks []mark
 	for row := range rw.in {
 		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
+		marks = append(marks[:0], mark{len(buf), row.ok})
 		count(row.ok, &okN, &failedN)
 	batch:
 		for len(buf) < rowBatchBytes {
@@ -173,6 +180,7 @@ func (rw *rowWriter) run() {
 					break batch
 				}
 				buf = append(buf, more.line...)
+				marks = append(marks, mark{len(buf), more.ok})
 				count(more.ok, &okN, &failedN)
 			default:
 				break batch
@@ -182,18 +190,42 @@ func (rw *rowWriter) run() {
 			rw.failed(nil, int(okN+failedN))
 			continue
 		}
-		if _, err := rw.w.Write(buf); err != nil {
+		if n, err := rw.w.Write(buf); err != nil {
 			broken = true
-			rw.failed(err, int(okN+failedN))
+			var wok, wfailed int64
+			for _, m := range marks {
+				if m.end > n {
+					break
+				}
+				count(m.ok, &wok, &wfailed)
+			}
+			rw.written(wok, wfailed)
+			rw.failed(err, int(okN+failedN-wok-wfailed))
 			continue
 		}
 		rw.written(okN, failedN)
 	}
-	if s, ok := rw.w.(interface{ Sync() error }); ok && !broken {
+	if f, ok := rw.w.(*os.File); ok && !broken && isRegular(f) {
+		if err := f.Sync(); err != nil {
+			rw.failed(err, 0)
+		}
+	} else if s, ok := rw.w.(interface{ Sync() error }); ok && !broken && !isFile(rw.w) {
 		if err := s.Sync(); err != nil {
 			rw.failed(err, 0)
 		}
 	}
+}
+
+// isRegular reports whether f is a regular file: fsync of /dev/null or a pipe fails with
+// EINVAL, and there is nothing on disk to make durable.
+func isRegular(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode().IsRegular()
+}
+
+func isFile(w io.Writer) bool {
+	_, ok := w.(*os.File)
+	return ok
 }
 
 func count(ok bool, okN, failedN *int64) {

@@ -70,5 +70,8 @@ type Change struct {
 
 // String renders the change for a log line: "parallelism 16 → 24 (tui)".
 func (c Change) String() string {
+	if c.From == "" {
+		return fmt.Sprintf("%s: %s (%s)", c.Knob, c.To, c.Origin)
+	}
 	return fmt.Sprintf("%s %s → %s (%s)", c.Knob, c.From, c.To, c.Origin)
 }

@@ -88,8 +88,7 @@ func (e *Engine) work(w *worker) {
 		}
 		e.runTask(w, t)
 		e.mu.Lock()
-		e.active--
-		if e.inputDone && e.active == 0 && e.retries.Len() == 0 {
+		if e.allSettledLocked() {
 			e.broadcastLocked()
 		}
 		e.mu.Unlock()
@@ -101,7 +100,7 @@ func (e *Engine) work(w *worker) {
 func (e *Engine) next(w *worker) *task {
 	for {
 		e.mu.Lock()
-		if !e.finished && e.inputDone && e.active == 0 && e.retries.Len() == 0 {
+		if !e.finished && e.allSettledLocked() {
 			e.finished = true
 			e.broadcastLocked()
 		}
@@ -113,7 +112,6 @@ func (e *Engine) next(w *worker) *task {
 		}
 		now := e.clock.Now()
 		if t := e.retries.popDue(now); t != nil {
-			e.active++
 			e.mu.Unlock()
 			return t
 		}
@@ -150,9 +148,6 @@ func (e *Engine) next(w *worker) *task {
 			timer.Stop()
 		}
 		if t != nil {
-			e.mu.Lock()
-			e.active++
-			e.mu.Unlock()
 			return t
 		}
 	}
@@ -197,6 +192,14 @@ func (e *Engine) gather(first Item) []Item {
 		}
 	}
 	return items
+}
+
+// allSettledLocked reports whether the run's work is over: the input ended, and every item
+// read has had its row emitted (none is held by a worker or waits for a retry). Counting
+// items, not tasks, leaves no gap between a worker receiving an item and counting it. It
+// requires that e.mu is held.
+func (e *Engine) allSettledLocked() bool {
+	return e.inputDone && e.retries.Len() == 0 && e.emitted.Load() == e.read.Load()
 }
 
 func (e *Engine) markInputDone() {
@@ -265,6 +268,10 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 
 	out, err := e.do(func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
 	end := e.clock.Now()
+	e.calls.Add(1)
+	if err == nil {
+		e.holdFor(out, end)
+	}
 	e.release(w)
 
 	res := e.settle(it, out, err, attempt, end.Sub(start), end)
@@ -273,7 +280,9 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 	if t.last != nil {
 		last = t.last[i]
 	}
-	e.finish(res, out, attempt, last, end)
+	if wait, retry := e.finish(res, out, attempt, last); retry {
+		e.scheduleRetry(&task{items: []Item{it}, attempts: attempt, readyAt: end.Add(wait), last: []*Result{res.Result}})
+	}
 }
 
 // callBatch makes one call for the whole task through the adapter's batch method.
@@ -317,10 +326,19 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		return Outcome{}, err
 	})
 	end := e.clock.Now()
-	e.release(w)
+	e.calls.Add(1)
 	if err == nil && len(outs) != len(valid) {
 		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(valid)))
 	}
+	if err == nil {
+		for _, out := range outs {
+			e.holdFor(out, end)
+		}
+	}
+	e.release(w)
+	// The items to retry go back as one batch, so that a failed batch is retried as a batch.
+	again := &task{attempts: attempt}
+	var longest time.Duration
 	for i, it := range valid {
 		var out Outcome
 		if err == nil {
@@ -334,7 +352,15 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		if lasts != nil {
 			last = lasts[i]
 		}
-		e.finish(res, out, attempt, last, end)
+		if wait, retry := e.finish(res, out, attempt, last); retry {
+			again.items = append(again.items, it)
+			again.last = append(again.last, res.Result)
+			longest = max(longest, wait)
+		}
+	}
+	if len(again.items) > 0 {
+		again.readyAt = end.Add(longest)
+		e.scheduleRetry(again)
 	}
 }
 
@@ -365,7 +391,6 @@ type settled struct {
 
 func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency time.Duration, end time.Time) settled {
 	r := &Result{Item: it, Attempts: attempt, Latency: latency, At: end}
-	e.calls.Add(1)
 	if err != nil {
 		s := settled{Result: r, noAnswer: true}
 		switch {
@@ -404,19 +429,12 @@ func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency ti
 	}
 }
 
-// finish writes the item's row, or schedules its retry after a backoff.
-func (e *Engine) finish(s settled, out Outcome, attempt int, last *Result, end time.Time) {
-	if out.Status == 429 && out.RetryAfter > 0 {
-		e.hold(out.RetryAfter, end)
-	}
+// finish writes the item's row, or, when it may be retried, returns the wait before its next
+// attempt and writes nothing: the caller schedules the retry.
+func (e *Engine) finish(s settled, out Outcome, attempt int, last *Result) (wait time.Duration, retry bool) {
 	if s.retry && attempt <= e.cfg.Retries && e.State() < Draining {
-		wait := Backoff(attempt, out.RetryAfter, e.cfg.MaxBackoff, e.cfg.Jitter())
 		e.retried.Add(1)
-		e.mu.Lock()
-		e.retries.push(&task{items: []Item{s.Item}, attempts: attempt, readyAt: end.Add(wait), last: []*Result{s.Result}})
-		e.broadcastLocked()
-		e.mu.Unlock()
-		return
+		return Backoff(attempt, out.RetryAfter, e.cfg.MaxBackoff, e.cfg.Jitter()), true
 	}
 	if !s.OK && attempt > 1 {
 		s.Error = fmt.Sprintf("%s after %d attempts", s.Error, attempt)
@@ -425,6 +443,23 @@ func (e *Engine) finish(s settled, out Outcome, attempt int, last *Result, end t
 		s.RetryAfter = last.RetryAfter
 	}
 	e.emit(s.Result)
+	return 0, false
+}
+
+// scheduleRetry queues a task's next attempt.
+func (e *Engine) scheduleRetry(t *task) {
+	e.mu.Lock()
+	e.retries.push(t)
+	e.broadcastLocked()
+	e.mu.Unlock()
+}
+
+// holdFor starts the shared Retry-After hold if out asks for one. It runs before the call's
+// slot is released, so that no worker starts a call in between.
+func (e *Engine) holdFor(out Outcome, now time.Time) {
+	if out.Status == 429 && out.RetryAfter > 0 {
+		e.hold(out.RetryAfter, now)
+	}
 }
 
 // hold makes every worker wait until the server's Retry-After has passed, each with its own
