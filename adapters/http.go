@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -406,17 +407,31 @@ func scrub(body []byte, secrets []string) []byte {
 		if len(s) < minSecretLen {
 			continue
 		}
-		forms := [2]string{s, ""}
-		if q := string(jsonString([]byte(s))); q[1:len(q)-1] != s {
-			forms[1] = q[1 : len(q)-1]
-		}
-		for _, f := range forms {
-			if f != "" && bytes.Contains(body, []byte(f)) {
+		for _, f := range secretForms(s) {
+			if bytes.Contains(body, []byte(f)) {
 				body = bytes.ReplaceAll(body, []byte(f), []byte("REDACTED"))
 			}
 		}
 	}
 	return body
+}
+
+// secretForms returns the spellings of s that an echoing server may write: as it is, and
+// inside a JSON string as common encoders escape it — only what JSON requires (JavaScript,
+// Python), also <, > and & as \u003c, \u003e and \u0026 (Go's encoding/json), also / as \/
+// (PHP's json_encode). A JSON decoder turns each back into s, so each must go.
+func secretForms(s string) []string {
+	plain := string(jsonString([]byte(s)))
+	plain = plain[1 : len(plain)-1]
+	b, _ := json.Marshal(s) // a string always marshals; HTML characters escaped
+	html := string(b[1 : len(b)-1])
+	forms := []string{s}
+	for _, f := range []string{plain, html, strings.ReplaceAll(plain, "/", `\/`), strings.ReplaceAll(html, "/", `\/`)} {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	return forms
 }
 
 // statusMessage returns e.g. "503 Service Unavailable".
