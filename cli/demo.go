@@ -75,7 +75,7 @@ the shared Retry-After hold, retries, and a summary.`,
 	fs.Lookup("parallelism").DefValue = "8"
 	_ = fs.Set("retries", "6")
 	fs.Lookup("retries").DefValue = "6"
-	fs.IntVar(&items, "items", 1000, "number of work items (ids 1..N)")
+	fs.IntVar(&items, "items", 600, "number of work items (ids 1..N)")
 	sf.register(cmd, "100/s", 10)
 	return cmd
 }
