@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,7 +67,8 @@ the shared Retry-After hold, retries, and a summary.`,
 				return err
 			}
 			defer a.Close()
-			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "demo http"})
+			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "demo http",
+				title: "demo · sim API " + strings.TrimPrefix(url, "http://")})
 		},
 	}
 	fs := cmd.Flags()

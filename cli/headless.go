@@ -137,6 +137,14 @@ func (h *headless) stop() {
 
 // summary prints the run's last lines.
 func (h *headless) summary(s engine.Summary, out string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	printSummary(h.w, s, out)
+}
+
+// printSummary writes the run's summary lines: totals, what was not run, warnings, where the
+// rows are.
+func printSummary(w io.Writer, s engine.Summary, out string) {
 	rows := s.OK + s.Failed
 	verb := "done"
 	switch s.State {
@@ -149,23 +157,23 @@ func (h *headless) summary(s engine.Summary, out string) {
 	if s.Elapsed > 0 {
 		perSec = float64(rows) / s.Elapsed.Seconds()
 	}
-	h.say(fmt.Sprintf("%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s",
+	fmt.Fprintf(w, "%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s\n",
 		verb, s.Elapsed.Round(time.Millisecond), count(rows), count(s.OK), count(s.Failed),
-		count(s.Calls), count(s.Retries), count(s.TooMany), perSec))
+		count(s.Calls), count(s.Retries), count(s.TooMany), perSec)
 	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows) {
 		left := s.NotStarted
 		if s.Total >= 0 {
 			left = s.Total - rows
 		}
-		h.say(fmt.Sprintf("%s items were not run and have no row", count(left)))
+		fmt.Fprintf(w, "%s items were not run and have no row\n", count(left))
 	}
 	if s.Lost > 0 {
-		h.say(fmt.Sprintf("%s finished items could not be written to %s", count(s.Lost), out))
+		fmt.Fprintf(w, "%s finished items could not be written to %s\n", count(s.Lost), out)
 	}
-	for _, w := range s.Warnings {
-		h.say("warning: " + w)
+	for _, warning := range s.Warnings {
+		fmt.Fprintln(w, "warning: "+warning)
 	}
-	h.say("results appended to " + out)
+	fmt.Fprintln(w, "results appended to "+out)
 }
 
 // count renders n with thousands separators: 1,234,567.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -15,6 +16,7 @@ import (
 type job struct {
 	adapter engine.Adapter
 	name    string // the adapter's name
+	title   string // the screen's title; default "name · input"
 }
 
 // input is an opened --input.
@@ -93,13 +95,25 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	title := fmt.Sprintf("%s · %s", j.name, in.name)
-	rep := startHeadless(env.Stderr, e, title, rf.progressEvery)
-	stopSignals := handleSignals(env, e, rep)
-	sum, runErr := e.Run(ctx)
-	stopSignals()
-	rep.stop()
-	rep.summary(sum, rf.out)
+	title := j.title
+	if title == "" {
+		title = fmt.Sprintf("%s · %s", j.name, in.name)
+	}
+	var (
+		sum    engine.Summary
+		runErr error
+	)
+	if wantScreen(env, rf) {
+		sum, runErr = runScreen(ctx, env, e, title, rf)
+		printSummary(env.Stdout, sum, rf.out)
+	} else {
+		rep := startHeadless(env.Stderr, e, title, rf.progressEvery)
+		sig := handleSignals(env, e, rep.say)
+		sum, runErr = e.Run(ctx)
+		sig.stop()
+		rep.stop()
+		rep.summary(sum, rf.out)
+	}
 
 	switch {
 	case runErr != nil:
@@ -112,32 +126,40 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	return nil
 }
 
+// signals is the CLI's one place for SIGINT, SIGTERM and SIGHUP during a run.
+type signals struct {
+	done     chan struct{}
+	received atomic.Bool
+}
+
+func (s *signals) stop() { close(s.done) }
+
 // handleSignals drains the run on the first SIGINT, SIGTERM or SIGHUP and stops it on a
-// second SIGINT. It returns a function that stops handling.
-func handleSignals(env *Env, e *engine.Engine, rep *headless) func() {
-	done := make(chan struct{})
+// second SIGINT, telling the operator through say.
+func handleSignals(env *Env, e *engine.Engine, say func(string)) *signals {
+	s := &signals{done: make(chan struct{})}
 	go func() {
 		interrupts := 0
 		for {
 			select {
-			case <-done:
+			case <-s.done:
 				return
 			case sig := <-env.Signals:
+				s.received.Store(true)
 				if sig == syscall.SIGINT {
 					interrupts++
 				}
 				if interrupts >= 2 {
-					rep.say("second interrupt: cancelling the calls in flight; their items get failed rows")
+					say("second interrupt: cancelling the calls in flight; their items get failed rows")
 					e.Stop("signal")
 					continue
 				}
 				if e.State() < engine.Draining {
-					s := e.Snapshot()
-					rep.say(fmt.Sprintf("%v: draining — no new calls; waiting for %d in flight (ctrl+c again to cancel them)", sig, s.InFlight))
+					say(fmt.Sprintf("%v: draining — no new calls; waiting for %d in flight (ctrl+c again to cancel them)", sig, e.Snapshot().InFlight))
 					e.Drain("signal")
 				}
 			}
 		}
 	}()
-	return func() { close(done) }
+	return s
 }

@@ -23,6 +23,7 @@ type runFlags struct {
 	timeout        time.Duration
 	chunk          int
 	headless       bool
+	fps            int
 	progressEvery  time.Duration
 }
 
@@ -42,6 +43,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "per call (0: none)")
 	fs.IntVar(&f.chunk, "chunk", 1, "items handed to a worker at once (adapters that batch get them in one call)")
 	fs.BoolVar(&f.headless, "headless", false, "no TUI: progress lines on stderr (automatic when stdout is not a terminal)")
+	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
 	_ = fs.MarkHidden("progress-every")
 }
@@ -72,6 +74,8 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--timeout %v: must not be negative (0: none)", f.timeout)
 	case f.chunk < 1:
 		return s, usageError("--chunk %d: must be at least 1", f.chunk)
+	case f.fps < 1 || f.fps > 30:
+		return s, usageError("--fps %d: want 1 to 30", f.fps)
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
 	}

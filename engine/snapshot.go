@@ -4,8 +4,10 @@ import "time"
 
 // Snapshot is the state of a run at one instant, cheap enough to take several times a second.
 type Snapshot struct {
-	At       time.Time
-	Started  time.Time
+	At      time.Time
+	Started time.Time
+	// Ended is when Run returned (every row written); zero while it runs.
+	Ended    time.Time
 	State    State
 	Settings Settings
 	// Total is the number of input items, -1 when unknown.
@@ -41,7 +43,7 @@ func (s Snapshot) Done() int64 { return s.OK + s.Failed }
 func (e *Engine) Snapshot() Snapshot {
 	e.mu.Lock()
 	s := Snapshot{
-		At: e.clock.Now(), Started: e.started, State: e.state, Settings: e.settings,
+		At: e.clock.Now(), Started: e.started, Ended: e.ended, State: e.state, Settings: e.settings,
 		Total: e.cfg.Total, InFlight: e.inflight, BackingOff: e.retries.items(), HoldUntil: e.holdUntil,
 		Warnings: append([]string(nil), e.warnings...),
 	}

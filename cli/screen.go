@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/tui"
+)
+
+// wantScreen decides, before Bubble Tea starts, between the TUI and headless progress lines:
+// the TUI needs a terminal on stdout that is not TERM=dumb (Bubble Tea would otherwise render
+// escape codes into a pipe).
+func wantScreen(env *Env, rf *runFlags) bool {
+	if rf.headless || !env.StdoutTTY {
+		return false
+	}
+	term, _ := env.LookupEnv("TERM")
+	return term != "" && term != "dumb"
+}
+
+// noColor follows the NO_COLOR convention: any non-empty value means no colour.
+func noColor(env *Env) bool {
+	v, _ := env.LookupEnv("NO_COLOR")
+	return v != ""
+}
+
+// runScreen runs the job under the TUI. Signals stay with the CLI (the program has no signal
+// handler): a SIGINT or SIGTERM drains the run, and the screen closes by itself when it ends.
+// Otherwise the final screen stays until a key is pressed.
+func runScreen(ctx context.Context, env *Env, e *engine.Engine, title string, rf *runFlags) (engine.Summary, error) {
+	series := probes.NewSeries()
+	sub := e.Subscribe(8192) // a lost event only blurs a percentile
+	stopFeed := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		probes.Feed(sub, stopFeed, series.Observe)
+	}()
+
+	m := tui.New(e, series, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env)})
+	p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(rf.fps), tea.WithOutput(env.Stdout))
+	shown := make(chan error, 1)
+	go func() {
+		_, err := p.Run()
+		shown <- err
+	}()
+
+	sig := handleSignals(env, e, func(string) {})
+	sum, runErr := e.Run(ctx)
+	sig.stop()
+
+	if sig.received.Load() {
+		// Nobody may be at the keyboard (SIGTERM from a supervisor): close the screen.
+		go p.Quit()
+		select {
+		case <-shown:
+		case <-time.After(2 * time.Second):
+			p.Kill()
+			<-shown
+		}
+	} else if err := <-shown; err != nil {
+		fmt.Fprintf(env.Stderr, "throttle: the screen failed: %v\n", err)
+	}
+	close(stopFeed)
+	<-fed
+	sub.Close()
+	return sum, runErr
+}

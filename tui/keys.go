@@ -1,0 +1,47 @@
+package tui
+
+import "charm.land/bubbles/v2/key"
+
+// KeyMap is every key the screen answers to, with its help text.
+type KeyMap struct {
+	Up, Down, Double, Halve key.Binding
+	PaceUp, PaceDown        key.Binding
+	RateUp, RateDown        key.Binding
+	Pause, Drain, Command   key.Binding
+	Window, Help, Quit      key.Binding
+	Interrupt, Cancel       key.Binding
+	Confirm                 key.Binding
+}
+
+// DefaultKeys returns the key map shown in the help bar and the README.
+func DefaultKeys() KeyMap {
+	return KeyMap{
+		Up:        key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "parallelism +1")),
+		Down:      key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "parallelism −1")),
+		Double:    key.NewBinding(key.WithKeys("pgup", "K"), key.WithHelp("PgUp/K", "parallelism ×2")),
+		Halve:     key.NewBinding(key.WithKeys("pgdown", "J"), key.WithHelp("PgDn/J", "parallelism ÷2")),
+		PaceUp:    key.NewBinding(key.WithKeys("]"), key.WithHelp("]", "pace longer")),
+		PaceDown:  key.NewBinding(key.WithKeys("["), key.WithHelp("[", "pace shorter")),
+		RateUp:    key.NewBinding(key.WithKeys("+", "="), key.WithHelp("+", "rate +10%")),
+		RateDown:  key.NewBinding(key.WithKeys("-", "_"), key.WithHelp("-", "rate −10% (sets a cap)")),
+		Pause:     key.NewBinding(key.WithKeys("p", "space"), key.WithHelp("p", "pause/resume")),
+		Drain:     key.NewBinding(key.WithKeys("d"), key.WithHelp("d", "drain")),
+		Command:   key.NewBinding(key.WithKeys(":"), key.WithHelp(":", "set a value")),
+		Window:    key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "chart window 1m/5m/15m")),
+		Help:      key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
+		Quit:      key.NewBinding(key.WithKeys("q"), key.WithHelp("q", "quit")),
+		Interrupt: key.NewBinding(key.WithKeys("ctrl+c"), key.WithHelp("ctrl+c", "drain and quit; twice: cancel calls")),
+		Cancel:    key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "cancel")),
+		Confirm:   key.NewBinding(key.WithKeys("y", "enter"), key.WithHelp("y", "confirm")),
+	}
+}
+
+// helpRows are the full help's lines, in order.
+func (k KeyMap) helpRows() [][2]string {
+	var rows [][2]string
+	for _, b := range []key.Binding{k.Up, k.Down, k.Double, k.Halve, k.PaceUp, k.PaceDown, k.RateUp, k.RateDown,
+		k.Pause, k.Drain, k.Command, k.Window, k.Help, k.Quit, k.Interrupt} {
+		rows = append(rows, [2]string{b.Help().Key, b.Help().Desc})
+	}
+	return rows
+}

@@ -1,0 +1,397 @@
+// Package tui is throttle's terminal interface (Bubble Tea v2): one screen that answers "is it
+// safe to go faster?" and the keys to act on the answer. It reads the engine's snapshot and
+// the probes' statistics on its own tick, never per event, and sends controls back; a stalled
+// terminal can therefore never slow the run.
+package tui
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"charm.land/bubbles/v2/key"
+	"charm.land/bubbles/v2/textinput"
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// Engine is what the screen reads and steers: an [*engine.Engine], or anything that relays to
+// one. Every change is made with the origin "tui", so the change log tells who did it.
+type Engine interface {
+	Snapshot() engine.Snapshot
+	SetParallelism(n int, origin string) error
+	SetPace(d time.Duration, origin string) error
+	SetRate(perSecond float64, burst int, origin string) error
+	Pause(origin string)
+	Resume(origin string)
+	Drain(origin string)
+	Stop(origin string)
+}
+
+// Stats is where the screen reads windowed statistics, e.g. a [*probes.Series].
+type Stats interface {
+	Points(now time.Time, span time.Duration) []probes.Point
+	Latency(now time.Time) probes.Stats
+	Errors(n int) []probes.ErrorGroup
+}
+
+// Options describe the job to the screen.
+type Options struct {
+	Title   string // e.g. "http · users.txt"
+	Retries int    // the run's retry budget, shown with the knobs
+	FPS     int    // refreshes per second (default 4)
+	Plain   bool   // no colour (NO_COLOR)
+	// Now is the clock (default time.Now); tests fix it.
+	Now func() time.Time
+}
+
+// origin is the change log's name for changes made from this screen.
+const origin = "tui"
+
+// chartWindows are the chart spans the window key cycles through.
+var chartWindows = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute}
+
+// tickMsg asks the model to read a fresh snapshot.
+type tickMsg time.Time
+
+// Model is the root model; it alone implements tea.Model.
+type Model struct {
+	eng    Engine
+	stats  Stats
+	opt    Options
+	keys   KeyMap
+	styles Styles
+
+	width, height int
+	snap          engine.Snapshot
+	points        []probes.Point
+	latency       probes.Stats
+	errs          []probes.ErrorGroup
+	window        int // index into chartWindows
+
+	help       bool
+	confirm    string // "quit" or "drain" while a confirmation is asked
+	commanding bool
+	input      textinput.Model
+	flash      string
+	flashUntil time.Time
+	quitting   bool // quit as soon as the run has ended
+	interrupts int
+}
+
+// New returns the model for a run.
+func New(eng Engine, stats Stats, opt Options) Model {
+	if opt.FPS <= 0 {
+		opt.FPS = 4
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	in := textinput.New()
+	in.Prompt = ": "
+	in.Placeholder = "parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m"
+	in.CharLimit = 64
+	m := Model{eng: eng, stats: stats, opt: opt, keys: DefaultKeys(), styles: NewStyles(opt.Plain),
+		width: 80, height: 24, window: 1, input: in}
+	m.refresh()
+	return m
+}
+
+// Init starts the refresh tick.
+func (m Model) Init() tea.Cmd { return m.tick() }
+
+func (m Model) tick() tea.Cmd {
+	return tea.Tick(time.Second/time.Duration(m.opt.FPS), func(t time.Time) tea.Msg { return tickMsg(t) })
+}
+
+// refresh reads the engine's snapshot and the statistics.
+func (m *Model) refresh() {
+	now := m.opt.Now()
+	m.snap = m.eng.Snapshot()
+	m.points = m.stats.Points(now, chartWindows[len(chartWindows)-1])
+	m.latency = m.stats.Latency(now)
+	m.errs = m.stats.Errors(8)
+}
+
+// Update handles ticks, keys and resizes.
+func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tickMsg:
+		m.refresh()
+		if m.quitting && !m.snap.Ended.IsZero() {
+			return m, tea.Quit
+		}
+		return m, m.tick()
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		return m, nil
+	case tea.KeyPressMsg:
+		return m.key(msg)
+	}
+	if m.commanding {
+		var cmd tea.Cmd
+		m.input, cmd = m.input.Update(msg)
+		return m, cmd
+	}
+	return m, nil
+}
+
+// key handles one key press.
+func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if key.Matches(msg, m.keys.Interrupt) {
+		return m.interrupt()
+	}
+	if !m.snap.Ended.IsZero() { // the final screen: any key leaves
+		return m, tea.Quit
+	}
+	if m.commanding {
+		switch msg.String() {
+		case "enter":
+			m.commanding = false
+			m.say(m.command(m.input.Value()))
+			m.input.Reset()
+			m.input.Blur()
+			return m, nil
+		case "esc":
+			m.commanding = false
+			m.input.Reset()
+			m.input.Blur()
+			return m, nil
+		}
+		var cmd tea.Cmd
+		m.input, cmd = m.input.Update(msg)
+		return m, cmd
+	}
+	if m.confirm != "" {
+		what := m.confirm
+		m.confirm = ""
+		confirmed := key.Matches(msg, m.keys.Confirm) || (what == "quit" && key.Matches(msg, m.keys.Quit)) ||
+			(what == "drain" && key.Matches(msg, m.keys.Drain))
+		if !confirmed {
+			return m, nil
+		}
+		m.eng.Drain(origin)
+		if what == "quit" {
+			m.quitting = true
+			m.say("draining: waiting for the calls in flight, then quitting")
+		} else {
+			m.say("draining: no new calls; the run ends when the calls in flight finish")
+		}
+		return m, nil
+	}
+	if m.help {
+		m.help = false // any key closes the help
+		return m, nil
+	}
+	s := m.snap.Settings
+	switch {
+	case key.Matches(msg, m.keys.Up):
+		m.setParallelism(s.Parallelism + 1)
+	case key.Matches(msg, m.keys.Down):
+		m.setParallelism(s.Parallelism - 1)
+	case key.Matches(msg, m.keys.Double):
+		m.setParallelism(s.Parallelism * 2)
+	case key.Matches(msg, m.keys.Halve):
+		m.setParallelism(s.Parallelism / 2)
+	case key.Matches(msg, m.keys.PaceUp):
+		m.setPace(s.Pace + paceStep(s.Pace, true))
+	case key.Matches(msg, m.keys.PaceDown):
+		m.setPace(s.Pace - paceStep(s.Pace, false))
+	case key.Matches(msg, m.keys.RateUp):
+		if s.Rate <= 0 {
+			m.say("rate is unlimited; press - to set a cap below the current calls/s")
+		} else {
+			m.setRate(s.Rate*1.1, s.Burst)
+		}
+	case key.Matches(msg, m.keys.RateDown):
+		if s.Rate <= 0 {
+			m.setRate(max(1, float64(int(m.callsPerSecond(5)*0.9))), s.Burst)
+		} else {
+			m.setRate(s.Rate*0.9, s.Burst)
+		}
+	case key.Matches(msg, m.keys.Pause):
+		if m.snap.State == engine.Paused {
+			m.eng.Resume(origin)
+			m.say("resumed")
+		} else if m.snap.State == engine.Running {
+			m.eng.Pause(origin)
+			m.say("paused: calls in flight finish, no new call starts (p to resume)")
+		}
+	case key.Matches(msg, m.keys.Drain):
+		m.confirm = "drain"
+	case key.Matches(msg, m.keys.Command):
+		m.commanding = true
+		return m, m.input.Focus()
+	case key.Matches(msg, m.keys.Window):
+		m.window = (m.window + 1) % len(chartWindows)
+	case key.Matches(msg, m.keys.Help):
+		m.help = true
+	case key.Matches(msg, m.keys.Quit):
+		if m.snap.InFlight == 0 && m.snap.State >= engine.Draining {
+			m.quitting = true
+			return m, nil
+		}
+		m.confirm = "quit"
+	}
+	m.refresh()
+	return m, nil
+}
+
+// interrupt is ctrl+c: the first drains and quits when the run has ended, the second cancels
+// the calls in flight too; on the final screen it leaves at once.
+func (m Model) interrupt() (tea.Model, tea.Cmd) {
+	if !m.snap.Ended.IsZero() {
+		return m, tea.Quit
+	}
+	m.interrupts++
+	m.quitting = true
+	m.confirm, m.commanding, m.help = "", false, false
+	if m.interrupts == 1 {
+		m.eng.Drain(origin)
+		m.say("draining: waiting for the calls in flight (ctrl+c again cancels them)")
+	} else {
+		m.eng.Stop(origin)
+		m.say("stopping: cancelling the calls in flight")
+	}
+	return m, nil
+}
+
+func (m *Model) setParallelism(n int) {
+	s := m.snap.Settings
+	n = max(n, 1)
+	if s.MaxParallelism > 0 && n > s.MaxParallelism {
+		n = s.MaxParallelism
+		if n == s.Parallelism {
+			m.say(fmt.Sprintf("parallelism is at its ceiling (--max-parallelism %d)", n))
+			return
+		}
+	}
+	if n == s.Parallelism {
+		return
+	}
+	m.report(m.eng.SetParallelism(n, origin), fmt.Sprintf("parallelism %d → %d", s.Parallelism, n))
+}
+
+func (m *Model) setPace(d time.Duration) {
+	d = max(d, 0)
+	if d == m.snap.Settings.Pace {
+		return
+	}
+	m.report(m.eng.SetPace(d, origin), fmt.Sprintf("pace %v → %v", m.snap.Settings.Pace, d))
+}
+
+func (m *Model) setRate(r float64, burst int) {
+	r = roundRate(r)
+	m.report(m.eng.SetRate(r, burst, origin), fmt.Sprintf("rate %s → %s", engine.FormatRate(m.snap.Settings.Rate), engine.FormatRate(r)))
+}
+
+func (m *Model) report(err error, done string) {
+	if err != nil {
+		m.say(err.Error())
+		return
+	}
+	m.say(done)
+}
+
+// say shows a message in the key line for a few seconds.
+func (m *Model) say(msg string) {
+	m.flash = msg
+	m.flashUntil = m.opt.Now().Add(4 * time.Second)
+}
+
+// command applies a typed command such as "parallelism 64" and returns what it did.
+func (m *Model) command(line string) string {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return ""
+	}
+	if len(f) != 2 {
+		return fmt.Sprintf("%q: want a knob and a value, e.g. parallelism 64", line)
+	}
+	s := m.snap.Settings
+	switch f[0] {
+	case "parallelism", "p", "par":
+		n, err := strconv.Atoi(f[1])
+		if err != nil || n < 1 {
+			return fmt.Sprintf("parallelism %q: want a whole number ≥ 1", f[1])
+		}
+		if err := m.eng.SetParallelism(n, origin); err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("parallelism %d → %d", s.Parallelism, n)
+	case "pace":
+		d, err := time.ParseDuration(f[1])
+		if err != nil || d < 0 {
+			return fmt.Sprintf("pace %q: want a duration such as 250ms or 0", f[1])
+		}
+		if err := m.eng.SetPace(d, origin); err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("pace %v → %v", s.Pace, d)
+	case "rate", "r":
+		r, err := engine.ParseRate(f[1])
+		if err != nil {
+			return err.Error()
+		}
+		if err := m.eng.SetRate(r, s.Burst, origin); err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("rate %s → %s", engine.FormatRate(s.Rate), engine.FormatRate(r))
+	case "burst", "b":
+		n, err := strconv.Atoi(f[1])
+		if err != nil || n < 1 {
+			return fmt.Sprintf("burst %q: want a whole number ≥ 1", f[1])
+		}
+		if err := m.eng.SetRate(s.Rate, n, origin); err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("burst %d → %d", s.Burst, n)
+	case "window", "w":
+		for i, w := range chartWindows {
+			if d, err := time.ParseDuration(f[1]); err == nil && d == w {
+				m.window = i
+				return "chart window " + shortDuration(w)
+			}
+		}
+		return fmt.Sprintf("window %q: want 1m, 5m or 15m", f[1])
+	}
+	return fmt.Sprintf("unknown knob %q: parallelism, pace, rate, burst or window", f[0])
+}
+
+// paceStep is how far [ and ] move the pace: 10 ms steps below 100 ms, 50 ms below 1 s,
+// then 10%.
+func paceStep(d time.Duration, up bool) time.Duration {
+	switch {
+	case d < 100*time.Millisecond || (!up && d == 100*time.Millisecond):
+		return 10 * time.Millisecond
+	case d < time.Second || (!up && d == time.Second):
+		return 50 * time.Millisecond
+	default:
+		return (d / 10).Round(10 * time.Millisecond)
+	}
+}
+
+// roundRate keeps typed-in rates readable after ±10% steps: 3 significant digits.
+func roundRate(r float64) float64 {
+	if r <= 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(r, 'g', 3, 64), 64)
+	return v
+}
+
+// callsPerSecond averages the last n complete seconds.
+func (m Model) callsPerSecond(n int) float64 {
+	if len(m.points) == 0 {
+		return 0
+	}
+	n = min(n, len(m.points))
+	var sum int64
+	for _, p := range m.points[len(m.points)-n:] {
+		sum += p.Calls
+	}
+	return float64(sum) / float64(n)
+}

@@ -1,0 +1,642 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// View renders the whole screen: exactly height lines of exactly width cells.
+func (m Model) View() tea.View {
+	v := tea.NewView(m.Render())
+	v.AltScreen = true
+	v.WindowTitle = "throttle · " + m.opt.Title
+	return v
+}
+
+// Render returns the screen as text, for the View and for golden frames.
+func (m Model) Render() string {
+	w, h := max(m.width, 20), max(m.height, 5)
+	var lines []string
+	lines = append(lines, m.header(w)...)
+	body := h - len(lines) - 1
+	if m.help {
+		lines = append(lines, m.helpScreen(w, body)...)
+	} else {
+		lines = append(lines, m.body(w, body)...)
+	}
+	for len(lines) < h-1 {
+		lines = append(lines, strings.Repeat(" ", w))
+	}
+	lines = append(lines[:h-1], m.keyLine(w))
+	return strings.Join(lines, "\n")
+}
+
+// layout decides the rows of each optional panel for a body of n rows. Panels give way in
+// order of least use — changes, then errors, then charts — rather than wrap.
+type layout struct{ knobs, charts, errors, advisor, changes int }
+
+func planLayout(n, width int) layout {
+	var l layout
+	take := func(rows int) bool {
+		if n >= rows {
+			n -= rows
+			return true
+		}
+		return false
+	}
+	if take(4) {
+		l.knobs = 4
+	}
+	if take(2) {
+		l.advisor = 2
+	}
+	switch {
+	case take(8):
+		l.charts = 8
+	case take(4):
+		l.charts = 4
+	}
+	if take(2) {
+		l.errors = 2
+	}
+	if take(2) {
+		l.changes = 2
+	}
+	// Room to spare goes to the charts first, then errors and changes.
+	if l.charts > 0 {
+		grow := min(n, max(0, 24-l.charts)*1)
+		if width >= 120 {
+			grow = min(n, 26-l.charts)
+		}
+		grow = max(grow, 0) &^ 1
+		l.charts += grow
+		n -= grow
+	}
+	if l.errors > 0 {
+		g := min(n, 4)
+		l.errors += g
+		n -= g
+	}
+	if l.changes > 0 {
+		l.changes += n
+	}
+	return l
+}
+
+func (m Model) body(w, n int) []string {
+	l := planLayout(n, w)
+	var out []string
+	if l.knobs > 0 {
+		out = append(out, m.knobs(w)...)
+	}
+	if l.charts > 0 {
+		out = append(out, m.charts(w, l.charts)...)
+	}
+	if l.errors > 0 {
+		out = append(out, m.errorPanel(w, l.errors)...)
+	}
+	if l.advisor > 0 {
+		out = append(out, m.rule("advisor", "", w), m.advisorLine(w))
+	}
+	if l.changes > 0 {
+		out = append(out, m.changePanel(w, l.changes)...)
+	}
+	return out
+}
+
+// header is the top three lines: how far, how fast, how healthy.
+func (m Model) header(w int) []string {
+	s, st := m.snap, m.styles
+	elapsed := s.At.Sub(s.Started)
+	if !s.Ended.IsZero() {
+		elapsed = s.Ended.Sub(s.Started)
+	}
+	if s.Started.IsZero() {
+		elapsed = 0
+	}
+	total := "unknown total"
+	if s.Total >= 0 {
+		total = count(s.Total) + " items"
+	}
+	left := st.Title.Render(" throttle ") + " " + m.opt.Title + " · " + total
+	right := m.stateWord() + "  " + clock(elapsed)
+	if eta := m.eta(); eta != "" {
+		right += "  ETA " + eta
+	}
+	line1 := spread(left, right, w)
+
+	done := s.Done()
+	frac := 0.0
+	if s.Total > 0 {
+		frac = float64(done) / float64(s.Total)
+	}
+	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, count(done), count(s.Total))
+	if s.Total < 0 {
+		tail = fmt.Sprintf("  %s done", count(done))
+		frac = 0
+	}
+	barW := max(w-ansi.StringWidth(tail)-1, 4)
+	line2 := " " + st.Bar.Render(bar(frac, barW-1)) + tail
+
+	cps := m.callsPerSecond(5)
+	rate := fmt.Sprintf("%.0f calls/s", cps)
+	if s.Settings.Rate > 0 {
+		rate += " of " + engine.FormatRate(s.Settings.Rate) + " cap"
+	}
+	line3 := fmt.Sprintf(" %s   ok %s   failed %s   retries %s   429s %s",
+		rate, count(s.OK), m.health(s.Failed > 0, count(s.Failed)), count(s.Retries), m.tooManyShare())
+	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
+}
+
+func (m Model) stateWord() string {
+	s, st := m.snap, m.styles
+	switch {
+	case !s.Ended.IsZero() && s.State == engine.Done:
+		return st.Good.Render("✓ done")
+	case !s.Ended.IsZero():
+		return st.Warn.Render("■ " + s.State.String() + ", ended")
+	case s.State == engine.Running && s.HoldUntil.After(s.At):
+		return st.Warn.Render("◇ held")
+	case s.State == engine.Running:
+		return st.Accent.Render("● running")
+	case s.State == engine.Paused:
+		return st.Warn.Render("‖ paused")
+	default:
+		return st.Warn.Render("◐ " + s.State.String())
+	}
+}
+
+// eta extrapolates the rows per second of the last minute.
+func (m Model) eta() string {
+	s := m.snap
+	if s.Total <= 0 || s.Done() >= s.Total || !s.Ended.IsZero() {
+		return ""
+	}
+	done := float64(0)
+	n := min(60, len(m.points))
+	for _, p := range m.points[len(m.points)-n:] {
+		done += float64(p.OK + p.Errors + p.TooMany)
+	}
+	_ = done
+	elapsed := s.At.Sub(s.Started)
+	if s.Done() == 0 || elapsed <= 0 {
+		return ""
+	}
+	perItem := elapsed / time.Duration(s.Done())
+	return clock(perItem * time.Duration(s.Total-s.Done()))
+}
+
+// tooManyShare is the share of 429 answers among the calls of the last 10 seconds.
+func (m Model) tooManyShare() string {
+	var calls, tm int64
+	n := min(10, len(m.points))
+	for _, p := range m.points[len(m.points)-n:] {
+		calls += p.Calls
+		tm += p.TooMany
+	}
+	if calls == 0 {
+		return "0%"
+	}
+	share := 100 * float64(tm) / float64(calls)
+	return m.health(tm > 0, fmt.Sprintf("%.1f%%", share))
+}
+
+func (m Model) health(bad bool, s string) string {
+	if bad {
+		return m.styles.Bad.Render(s)
+	}
+	return s
+}
+
+// knobs: each knob beside its keys and beside what it drives.
+func (m Model) knobs(w int) []string {
+	s, st := m.snap, m.styles
+	set := s.Settings
+	ceiling := "none"
+	if set.MaxParallelism > 0 {
+		ceiling = fmt.Sprint(set.MaxParallelism)
+	}
+	pace := "none"
+	if set.Pace > 0 {
+		pace = set.Pace.String()
+	}
+	k := st.Key.Render
+	leftW := 40
+	left := []string{
+		fmt.Sprintf(" parallelism %4d  max %-5s %s ±1 %s ×2", set.Parallelism, ceiling, k("↑↓"), k("⇞⇟")),
+		fmt.Sprintf(" pace  %10s             %s ±step", pace, k("[ ]")),
+		fmt.Sprintf(" rate  %10s  burst %-4d  %s ±10%%", engine.FormatRate(set.Rate), set.Burst, k("+ -")),
+	}
+	by := s.ByState
+	right := []string{
+		m.workerStrip(w - leftW - 1),
+		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
+		fmt.Sprintf("held %d backoff %d · binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)),
+	}
+	title := fmt.Sprintf("workers %d in flight / %d", s.InFlight, set.Parallelism)
+	out := []string{m.rule(fmt.Sprintf("knobs · retries %d", m.opt.Retries), title, w)}
+	for i := range left {
+		out = append(out, fit(fit(left[i], leftW)+" "+right[i], w))
+	}
+	return out
+}
+
+// workerStrip draws one symbol per worker slot, grouped by state so the proportions read at a
+// glance; it shows counts when the slots do not fit.
+func (m Model) workerStrip(w int) string {
+	s := m.snap
+	if len(s.Workers) == 0 {
+		return ""
+	}
+	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
+	if len(s.Workers) > w {
+		// One cell stands for several workers.
+		per := (len(s.Workers) + w - 1) / w
+		var b strings.Builder
+		for _, st := range order {
+			cells := (s.ByState[st] + per - 1) / per
+			b.WriteString(m.styles.Workers[st].Render(strings.Repeat(workerSymbols[st], cells)))
+		}
+		return b.String()
+	}
+	var b strings.Builder
+	for _, st := range order {
+		b.WriteString(m.styles.Workers[st].Render(strings.Repeat(workerSymbols[st], s.ByState[st])))
+	}
+	return b.String()
+}
+
+// binding names the limit that holds throughput now (a first reading; the advisor refines it).
+func binding(s engine.Snapshot) string {
+	by := s.ByState
+	switch {
+	case s.State == engine.Paused:
+		return "paused"
+	case s.HoldUntil.After(s.At):
+		return "Retry-After"
+	case by[engine.WorkerRateWait] > 0:
+		return "rate"
+	case by[engine.WorkerPacing] > 0 && by[engine.WorkerPacing] >= by[engine.WorkerIdle]:
+		return "pacing"
+	case s.InFlight >= s.Settings.Parallelism:
+		return "parallelism"
+	default:
+		return "none (workers idle)"
+	}
+}
+
+// charts draws four trend charts in a 2×2 grid over the chosen window: calls/s with the rate
+// cap, p95 latency, 429/s and errors/s. Titles carry the current value; the charts the trend.
+func (m Model) charts(w, rows int) []string {
+	span := chartWindows[m.window]
+	pts := tail(m.points, int(span/time.Second))
+	// A run younger than the window is drawn over its own life, not squeezed to the right.
+	for len(pts) > 10 && !m.snap.Started.IsZero() && pts[0].At.Before(m.snap.Started.Truncate(time.Second)) {
+		pts = pts[1:]
+	}
+	calls, p95, tm, errs := make([]float64, len(pts)), make([]float64, len(pts)), make([]float64, len(pts)), make([]float64, len(pts))
+	for i, p := range pts {
+		calls[i] = float64(p.Calls)
+		p95[i] = float64(p.P95.Microseconds()) / 1000
+		tm[i] = float64(p.TooMany)
+		errs[i] = float64(p.Errors)
+	}
+	var capLine []float64
+	if r := m.snap.Settings.Rate; r > 0 {
+		capLine = make([]float64, len(pts))
+		for i := range capLine {
+			capLine[i] = r
+		}
+	}
+	leftW := (w - 1) / 2
+	rightW := w - leftW - 1
+	lat := m.latency
+	win := shortDuration(span)
+	capTitle := ""
+	if m.snap.Settings.Rate > 0 {
+		capTitle = " · cap " + engine.FormatRate(m.snap.Settings.Rate)
+	}
+	var out []string
+	gridRows := 2
+	if rows < 8 {
+		gridRows = 1
+	}
+	h := rows/gridRows - 1
+	st := m.styles
+	top := sideBySide(
+		chart(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win), calls, capLine, leftW, h, false, st.ChartLine, st),
+		chart(fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)), p95, nil, rightW, h, false, st.ChartLine, st),
+		leftW, rightW)
+	out = append(out, top...)
+	if gridRows == 2 {
+		bottom := sideBySide(
+			chart(fmt.Sprintf("429/s %.1f · %s", lastRate(tm, 5), win), tm, nil, leftW, h, true, st.ChartBad, st),
+			chart(fmt.Sprintf("errors/s %.1f · %s", lastRate(errs, 5), win), errs, nil, rightW, h, true, st.ChartBad, st),
+			leftW, rightW)
+		out = append(out, bottom...)
+	}
+	for len(out) < rows {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	return out
+}
+
+func lastRate(v []float64, n int) float64 {
+	n = min(n, len(v))
+	if n == 0 {
+		return 0
+	}
+	sum := 0.0
+	for _, x := range v[len(v)-n:] {
+		sum += x
+	}
+	return sum / float64(n)
+}
+
+func tail(p []probes.Point, n int) []probes.Point {
+	if len(p) > n {
+		return p[len(p)-n:]
+	}
+	return p
+}
+
+// errorPanel lists failures grouped by message, newest kinds first.
+func (m Model) errorPanel(w, rows int) []string {
+	out := []string{m.rule("errors", fmt.Sprintf("%s × 429", count(m.snap.TooMany)), w)}
+	if len(m.errs) == 0 {
+		out = append(out, fit(m.styles.Dim.Render(" none"), w))
+	}
+	var line string
+	for _, g := range m.errs {
+		item := fmt.Sprintf("%s × %s", count(g.Count), g.Message)
+		if line != "" && ansi.StringWidth(line)+3+ansi.StringWidth(item) > w-1 {
+			out = append(out, fit(" "+line, w))
+			line = ""
+		}
+		if line != "" {
+			line += "   "
+		}
+		line += item
+	}
+	if line != "" {
+		out = append(out, fit(" "+line, w))
+	}
+	for len(out) < rows {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	return out[:rows]
+}
+
+// advisorLine says what the numbers say: clean for how long, or what is rising.
+func (m Model) advisorLine(w int) string {
+	s := m.snap
+	if !s.Ended.IsZero() {
+		return fit(" "+m.summary(), w)
+	}
+	return fit(" "+advice(m.points, s), w)
+}
+
+// advice reads the last seconds: 429s and errors, rising or not, or how long it has been clean.
+func advice(points []probes.Point, s engine.Snapshot) string {
+	sum := func(from, to int, f func(probes.Point) int64) int64 {
+		var n int64
+		for i := max(from, 0); i < to && i < len(points); i++ {
+			n += f(points[i])
+		}
+		return n
+	}
+	n := len(points)
+	tooMany := func(p probes.Point) int64 { return p.TooMany }
+	errs := func(p probes.Point) int64 { return p.Errors }
+	now429, before429 := sum(n-10, n, tooMany), sum(n-20, n-10, tooMany)
+	nowErr, beforeErr := sum(n-10, n, errs), sum(n-20, n-10, errs)
+	switch {
+	case now429 > 0:
+		return fmt.Sprintf("429s %s: %d in the last 10s, %d in the 10s before → lower parallelism or the rate", trend(now429, before429), now429, before429)
+	case nowErr > 0:
+		return fmt.Sprintf("errors %s: %d in the last 10s, %d in the 10s before", trend(nowErr, beforeErr), nowErr, beforeErr)
+	}
+	clean := time.Duration(0)
+	for i := n - 1; i >= 0; i-- {
+		p := points[i]
+		if p.TooMany > 0 || p.Errors > 0 || p.At.Before(s.Started.Truncate(time.Second)) {
+			break
+		}
+		clean += time.Second
+	}
+	if s.Calls == 0 {
+		return "waiting for the first calls"
+	}
+	return fmt.Sprintf("clean for %s: no 429s, no errors", shortDuration(clean))
+}
+
+func trend(now, before int64) string {
+	switch {
+	case now > before*3/2+1:
+		return "rising"
+	case now < before*2/3:
+		return "falling"
+	default:
+		return "steady"
+	}
+}
+
+func (m Model) summary() string {
+	s := m.snap
+	verb := "done"
+	if s.State != engine.Done {
+		verb = s.State.String() + ", ended"
+	}
+	left := ""
+	if s.Total > s.Done() {
+		left = fmt.Sprintf(" · %s not run", count(s.Total-s.Done()))
+	}
+	return fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429 — press any key to exit",
+		verb, clock(s.Ended.Sub(s.Started)), count(s.OK), count(s.Failed), left, count(s.Calls), count(s.TooMany))
+}
+
+// changePanel is the change log, newest first, with the time into the run.
+func (m Model) changePanel(w, rows int) []string {
+	out := []string{m.rule("changes", "", w)}
+	ch := m.snap.Changes
+	for i := len(ch) - 1; i >= 0 && len(out) < rows; i-- {
+		c := ch[i]
+		at := clock(c.At.Sub(m.snap.Started))
+		var what string
+		if c.From == "" {
+			what = fmt.Sprintf("%s %s", c.Knob, c.To)
+		} else {
+			what = fmt.Sprintf("%s %s → %s", c.Knob, c.From, c.To)
+		}
+		out = append(out, fit(fmt.Sprintf(" %7s  %-6s %s", at, c.Origin, what), w))
+	}
+	for len(out) < rows {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	return out
+}
+
+// keyLine is always there: the keys, or the prompt, confirmation or message of the moment.
+func (m Model) keyLine(w int) string {
+	st := m.styles
+	switch {
+	case m.commanding:
+		return fit(m.input.View(), w)
+	case m.confirm == "quit":
+		return fit(st.Warn.Render(fmt.Sprintf(" %d calls in flight: q or y drains and quits · any other key cancels", m.snap.InFlight)), w)
+	case m.confirm == "drain":
+		return fit(st.Warn.Render(" drain: no new calls, the run ends after those in flight · d or y confirms"), w)
+	case m.flash != "" && m.opt.Now().Before(m.flashUntil):
+		return fit(" "+st.Accent.Render(m.flash), w)
+	case !m.snap.Ended.IsZero():
+		return fit(" press any key to exit", w)
+	}
+	k := st.Key.Render
+	line := fmt.Sprintf(" %s parallelism  %s pace  %s rate  %s pause  %s drain  %s set  %s help  %s quit",
+		k("↑↓"), k("[ ]"), k("+ -"), k("p"), k("d"), k(":"), k("?"), k("q"))
+	if w >= 100 {
+		line += fmt.Sprintf("  %s chart window", k("w"))
+	}
+	return fit(line, w)
+}
+
+func (m Model) helpScreen(w, rows int) []string {
+	out := []string{m.rule("help", "any key closes", w)}
+	for _, r := range m.keys.helpRows() {
+		out = append(out, fit(fmt.Sprintf("  %-10s %s", r[0], r[1]), w))
+	}
+	out = append(out,
+		fit("  :          then e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m", w),
+		fit("", w),
+		fit("  workers: ■ calling  ▪ pacing  · waiting for a rate token  ◇ held  ○ idle  × above the limit", w))
+	for len(out) < rows {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	return out[:rows]
+}
+
+// rule is a section line: "─ title ───── right ──".
+func (m Model) rule(title, right string, w int) string {
+	st := m.styles
+	left := st.Rule.Render("─ ") + st.Accent.Render(title) + " "
+	r := ""
+	if right != "" {
+		r = " " + right + " " + st.Rule.Render("─")
+	}
+	fill := w - ansi.StringWidth(left) - ansi.StringWidth(r)
+	if fill < 1 {
+		return fit(left+r, w)
+	}
+	return left + st.Rule.Render(strings.Repeat("─", fill)) + r
+}
+
+// fit truncates s to w cells (ANSI-aware) and pads it with spaces to exactly w.
+func fit(s string, w int) string {
+	if ansi.StringWidth(s) > w {
+		s = ansi.Truncate(s, w, "…")
+	}
+	if pad := w - ansi.StringWidth(s); pad > 0 {
+		s += strings.Repeat(" ", pad)
+	}
+	return s
+}
+
+// spread puts left and right on one line of width w.
+func spread(left, right string, w int) string {
+	gap := w - ansi.StringWidth(left) - ansi.StringWidth(right) - 1
+	if gap < 1 {
+		return fit(left+" "+right, w)
+	}
+	return left + strings.Repeat(" ", gap) + right + " "
+}
+
+func sideBySide(a, b []string, wa, wb int) []string {
+	n := max(len(a), len(b))
+	out := make([]string, n)
+	for i := range n {
+		var x, y string
+		if i < len(a) {
+			x = a[i]
+		}
+		if i < len(b) {
+			y = b[i]
+		}
+		out[i] = fit(x, wa) + " " + fit(y, wb)
+	}
+	return out
+}
+
+// bar is a progress bar of w cells with eighth-cell resolution.
+func bar(frac float64, w int) string {
+	frac = min(max(frac, 0), 1)
+	eighths := int(frac * float64(w) * 8)
+	full, part := eighths/8, eighths%8
+	s := strings.Repeat("█", full)
+	if part > 0 && full < w {
+		s += string([]rune(" ▏▎▍▌▋▊▉")[part])
+		full++
+	}
+	return s + strings.Repeat(" ", max(w-full, 0))
+}
+
+// count renders n with thousands separators.
+func count(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + count(-n)
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// clock renders a duration as h:mm:ss or m:ss.
+func clock(d time.Duration) string {
+	d = max(d, 0).Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d", m, s)
+}
+
+// ms renders a latency compactly.
+func ms(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "–"
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	default:
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	}
+}
+
+func shortDuration(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	}
+}
+

@@ -1,0 +1,313 @@
+package tui
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/exp/golden"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// colourSGR matches an SGR sequence that sets a colour (foreground, background, 256 or RGB).
+var colourSGR = regexp.MustCompile(`\x1b\[[0-9;]*(3[0-9]|4[0-9]|9[0-7]|10[0-7]|38;|48;)[0-9;]*m`)
+
+// checkFrame fails unless the frame is exactly h lines of exactly w cells.
+func checkFrame(t *testing.T, frame string, w, h int) {
+	t.Helper()
+	lines := strings.Split(frame, "\n")
+	if len(lines) != h {
+		t.Errorf("frame has %d lines, want %d", len(lines), h)
+	}
+	for i, l := range lines {
+		if got := ansi.StringWidth(l); got != w {
+			t.Errorf("line %d is %d cells wide, want %d: %q", i+1, got, w, ansi.Strip(l))
+		}
+	}
+}
+
+// TestGoldenFrames keeps the screen at 80x24 and 160x48 (plain text, as NO_COLOR shows it).
+func TestGoldenFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w, h int
+	}{{"80x24", 80, 24}, {"160x48", 160, 48}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := newFixtureModel(tc.w, tc.h, true)
+			frame := m.Render()
+			checkFrame(t, frame, tc.w, tc.h)
+			golden.RequireEqual(t, ansi.Strip(frame)+"\n")
+		})
+	}
+}
+
+// TestFramesFitEverySize: nothing wraps or overflows, from a small terminal to a large one,
+// in every mode of the screen.
+func TestFramesFitEverySize(t *testing.T) {
+	sizes := [][2]int{{80, 24}, {160, 48}, {60, 20}, {100, 30}, {40, 10}, {200, 60}, {79, 23}}
+	for _, sz := range sizes {
+		for _, mode := range []string{"normal", "help", "command", "confirm", "ended"} {
+			m, fe := newFixtureModel(sz[0], sz[1], false)
+			switch mode {
+			case "help":
+				m.help = true
+			case "command":
+				m.commanding = true
+			case "confirm":
+				m.confirm = "quit"
+			case "ended":
+				fe.snap.Ended = fixedNow
+				fe.snap.State = engine.Done
+				m.refresh()
+			}
+			t.Run(mode, func(t *testing.T) { checkFrame(t, m.Render(), sz[0], sz[1]) })
+		}
+	}
+}
+
+// TestSmallTerminalDropsPanelsInOrder: below 80x24 the change log goes first, then errors,
+// then charts; the key line always stays.
+func TestSmallTerminalDropsPanelsInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		h             int
+		want, without []string
+	}{
+		{24, []string{"─ changes", "─ errors", "p95", "─ advisor"}, nil},
+		{20, []string{"─ errors", "p95", "─ advisor"}, []string{"─ changes"}},
+		{14, []string{"p95", "─ advisor"}, []string{"─ changes", "─ errors"}},
+		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "p95"}},
+	} {
+		m, _ := newFixtureModel(80, tc.h, true)
+		frame := ansi.Strip(m.Render())
+		for _, s := range tc.want {
+			if !strings.Contains(frame, s) {
+				t.Errorf("80x%d frame lacks %q:\n%s", tc.h, s, frame)
+			}
+		}
+		for _, s := range tc.without {
+			if strings.Contains(frame, s) {
+				t.Errorf("80x%d frame still has %q:\n%s", tc.h, s, frame)
+			}
+		}
+		if !strings.Contains(frame, "q quit") {
+			t.Errorf("80x%d frame lacks the key line", tc.h)
+		}
+	}
+}
+
+func TestNoColor(t *testing.T) {
+	plain, _ := newFixtureModel(160, 48, true)
+	if loc := colourSGR.FindStringIndex(plain.Render()); loc != nil {
+		t.Errorf("NO_COLOR frame has a colour escape %q", plain.Render()[loc[0]:loc[1]])
+	}
+	// The same frame in colour does have colour escapes, so the check above can fail.
+	coloured, _ := newFixtureModel(160, 48, false)
+	if !colourSGR.MatchString(coloured.Render()) {
+		t.Error("colour frame has no colour escape: the NO_COLOR check would pass vacuously")
+	}
+	// State is never told by colour alone: the plain frame carries the words and symbols.
+	frame := plain.Render()
+	for _, s := range []string{"● running", "■", "▪", "·", "○", "calling 16", "binding: rate"} {
+		if !strings.Contains(frame, s) {
+			t.Errorf("plain frame lacks %q", s)
+		}
+	}
+}
+
+func TestResizeRelaysTheScreen(t *testing.T) {
+	m, _ := newFixtureModel(80, 24, true)
+	next, _ := m.Update(tea.WindowSizeMsg{Width: 160, Height: 48})
+	frame := next.(Model).Render()
+	checkFrame(t, frame, 160, 48)
+	if !strings.Contains(ansi.Strip(frame), "chart window") {
+		t.Error("160-wide key line lacks the chart-window key that only fits there")
+	}
+}
+
+// press sends a key to the model and returns the new model.
+func press(t *testing.T, m Model, keys ...string) Model {
+	t.Helper()
+	for _, k := range keys {
+		var msg tea.KeyPressMsg
+		switch k {
+		case "up":
+			msg = tea.KeyPressMsg{Code: tea.KeyUp}
+		case "down":
+			msg = tea.KeyPressMsg{Code: tea.KeyDown}
+		case "pgup":
+			msg = tea.KeyPressMsg{Code: tea.KeyPgUp}
+		case "pgdown":
+			msg = tea.KeyPressMsg{Code: tea.KeyPgDown}
+		case "enter":
+			msg = tea.KeyPressMsg{Code: tea.KeyEnter}
+		case "esc":
+			msg = tea.KeyPressMsg{Code: tea.KeyEscape}
+		case " ":
+			msg = tea.KeyPressMsg{Code: tea.KeySpace, Text: " "}
+		case "ctrl+c":
+			msg = tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
+		default:
+			r := []rune(k)[0]
+			msg = tea.KeyPressMsg{Code: r, Text: k}
+		}
+		if msg.String() != k && k != " " {
+			t.Fatalf("key %q is sent as %q", k, msg.String())
+		}
+		next, _ := m.Update(msg)
+		m = next.(Model)
+	}
+	return m
+}
+
+func TestKeysTurnTheKnobs(t *testing.T) {
+	for _, tc := range []struct {
+		keys []string
+		want string
+	}{
+		{[]string{"up"}, "tui parallelism 25"},
+		{[]string{"down"}, "tui parallelism 23"},
+		{[]string{"pgup"}, "tui parallelism 48"},
+		{[]string{"pgdown"}, "tui parallelism 12"},
+		{[]string{"]"}, "tui pace 300ms"},
+		{[]string{"["}, "tui pace 200ms"},
+		{[]string{"+"}, "tui rate 220/s burst 1"},
+		{[]string{"-"}, "tui rate 180/s burst 1"},
+		{[]string{"p"}, "tui pause"},
+		{[]string{"d", "y"}, "tui drain"},
+		{[]string{":", "p", "a", "r", "a", "l", "l", "e", "l", "i", "s", "m", " ", "6", "4", "enter"}, "tui parallelism 64"},
+		{[]string{":", "r", "a", "t", "e", " ", "3", "0", "0", "/", "s", "enter"}, "tui rate 300/s burst 1"},
+	} {
+		m, fe := newFixtureModel(80, 24, true)
+		press(t, m, tc.keys...)
+		if len(fe.calls) != 1 || fe.calls[0] != tc.want {
+			t.Errorf("keys %q sent %q, want [%q]", tc.keys, fe.calls, tc.want)
+		}
+	}
+}
+
+func TestParallelismStopsAtCeiling(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	m = press(t, m, "pgup", "pgup") // 24 → 48 → 64 (the ceiling), not 96
+	if fe.snap.Settings.Parallelism != 64 {
+		t.Errorf("parallelism after PgUp twice = %d, want the ceiling 64", fe.snap.Settings.Parallelism)
+	}
+	m = press(t, m, "up")
+	if !strings.Contains(ansi.Strip(m.Render()), "ceiling") {
+		t.Error("a raise past the ceiling does not say why nothing changed")
+	}
+}
+
+func TestBadCommandChangesNothing(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	m = press(t, m, ":", "p", "a", "c", "e", " ", "f", "a", "s", "t", "enter")
+	if len(fe.calls) != 0 {
+		t.Errorf("a bad command sent %q", fe.calls)
+	}
+	if !strings.Contains(ansi.Strip(m.Render()), `pace "fast"`) {
+		t.Errorf("a bad command does not explain itself:\n%s", ansi.Strip(m.Render()))
+	}
+}
+
+func TestQuitAsksThenDrains(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	m = press(t, m, "q")
+	if !strings.Contains(ansi.Strip(m.Render()), "q or y drains and quits") || len(fe.calls) != 0 {
+		t.Fatalf("first q: calls %q, screen:\n%s", fe.calls, ansi.Strip(m.Render()))
+	}
+	m = press(t, m, "esc")
+	if len(fe.calls) != 0 || m.quitting {
+		t.Fatalf("esc after q: calls %q, quitting %v; want nothing", fe.calls, m.quitting)
+	}
+	m = press(t, m, "q", "q")
+	if len(fe.calls) != 1 || fe.calls[0] != "tui drain" || !m.quitting {
+		t.Fatalf("q q: calls %q, quitting %v; want a drain and quitting", fe.calls, m.quitting)
+	}
+	// The program quits on the first tick after the run has ended, not before.
+	_, cmd := m.Update(tickMsg(fixedNow))
+	if cmd == nil {
+		t.Fatal("tick returned no command")
+	}
+	if _, quit := cmd().(tea.QuitMsg); quit {
+		t.Fatal("quit before the run ended")
+	}
+	fe.snap.Ended = fixedNow
+	_, cmd = m.Update(tickMsg(fixedNow))
+	if cmd == nil {
+		t.Fatal("tick after the end returned no command")
+	}
+	if _, quit := cmd().(tea.QuitMsg); !quit {
+		t.Error("no quit after the run ended")
+	}
+}
+
+func TestCtrlCDrainsThenStops(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	m = press(t, m, "ctrl+c")
+	m = press(t, m, "ctrl+c")
+	if strings.Join(fe.calls, ",") != "tui drain,tui stop" || !m.quitting {
+		t.Errorf("ctrl+c twice: calls %q, quitting %v; want drain then stop", fe.calls, m.quitting)
+	}
+}
+
+func TestFinalScreenWaitsForAKey(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	fe.snap.Ended, fe.snap.State = fixedNow, engine.Done
+	m.refresh()
+	frame := ansi.Strip(m.Render())
+	for _, s := range []string{"✓ done", "276,906 ok", "press any key to exit"} {
+		if !strings.Contains(frame, s) {
+			t.Errorf("final screen lacks %q:\n%s", s, frame)
+		}
+	}
+	_, cmd := m.Update(tea.KeyPressMsg{Code: 'x', Text: "x"})
+	if cmd == nil {
+		t.Fatal("a key on the final screen returned no command")
+	}
+	if _, quit := cmd().(tea.QuitMsg); !quit {
+		t.Error("a key on the final screen did not quit")
+	}
+}
+
+func TestWindowKeyCyclesChartSpan(t *testing.T) {
+	m, _ := newFixtureModel(80, 24, true)
+	for _, want := range []string{"last 15m", "last 1m", "last 5m"} {
+		m = press(t, m, "w")
+		if frame := ansi.Strip(m.Render()); !strings.Contains(frame, want) {
+			t.Errorf("after w the charts do not say %q", want)
+		}
+	}
+}
+
+// TestKeyChangesTheRealEngine: a key press reaches a real engine's parallelism.
+func TestKeyChangesTheRealEngine(t *testing.T) {
+	e, err := engine.New(engine.Config{
+		Settings: engine.Settings{Parallelism: 4, Burst: 1},
+		Adapter:  engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) { return engine.Outcome{}, nil }),
+		Source:   engine.NewLineReader(strings.NewReader("a\n"), false),
+		Results:  &strings.Builder{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(e, emptyStats{}, Options{Title: "t", Now: func() time.Time { return fixedNow }})
+	m = press(t, m, "up", "pgup")
+	if got := e.Settings().Parallelism; got != 10 {
+		t.Errorf("engine parallelism after ↑ and PgUp = %d, want (4+1)×2 = 10", got)
+	}
+	if ch := e.Changes(); len(ch) != 2 || ch[1].Origin != "tui" || ch[1].To != "10" {
+		t.Errorf("change log = %v, want two tui changes ending at 10", ch)
+	}
+}
+
+// emptyStats is a Stats with nothing observed yet.
+type emptyStats struct{}
+
+func (emptyStats) Points(now time.Time, span time.Duration) []probes.Point { return nil }
+func (emptyStats) Latency(now time.Time) probes.Stats                      { return probes.Stats{} }
+func (emptyStats) Errors(n int) []probes.ErrorGroup                        { return nil }
