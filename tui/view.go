@@ -639,4 +639,3 @@ func shortDuration(d time.Duration) string {
 		return fmt.Sprintf("%ds", int(d.Seconds()))
 	}
 }
-
