@@ -42,7 +42,7 @@ func (m Model) Render() string {
 // order of least use — changes, then errors, then charts — rather than wrap.
 type layout struct{ knobs, charts, errors, advisor, changes int }
 
-func planLayout(n, width int) layout {
+func planLayout(n, width, knobRows int) layout {
 	var l layout
 	take := func(rows int) bool {
 		if n >= rows {
@@ -51,8 +51,8 @@ func planLayout(n, width int) layout {
 		}
 		return false
 	}
-	if take(4) {
-		l.knobs = 4
+	if take(knobRows) {
+		l.knobs = knobRows
 	}
 	if take(2) {
 		l.advisor = 2
@@ -91,7 +91,7 @@ func planLayout(n, width int) layout {
 }
 
 func (m Model) body(w, n int) []string {
-	l := planLayout(n, w)
+	l := planLayout(n, w, m.knobRows(w))
 	var out []string
 	if l.knobs > 0 {
 		out = append(out, m.knobs(w)...)
@@ -235,10 +235,12 @@ func (m Model) knobs(w int) []string {
 		fmt.Sprintf(" rate  %10s  burst %-4d  %s ±10%%", engine.FormatRate(set.Rate), set.Burst, k("+ -")),
 	}
 	by := s.ByState
-	right := []string{
-		m.workerStrip(w - leftW - 1),
+	right := m.workerGrid(w-leftW-1, m.gridRows(w))
+	right = append(right,
 		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
-		fmt.Sprintf("held %d backoff %d · binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)),
+		fmt.Sprintf("held %d backoff %d · binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)))
+	for len(left) < len(right) {
+		left = append(left, "")
 	}
 	title := fmt.Sprintf("workers %d in flight / %d", s.InFlight, set.Parallelism)
 	out := []string{m.rule(fmt.Sprintf("knobs · retries %d", m.opt.Retries), title, w)}
@@ -248,29 +250,40 @@ func (m Model) knobs(w int) []string {
 	return out
 }
 
-// workerStrip draws one symbol per worker slot, grouped by state so the proportions read at a
-// glance; it shows counts when the slots do not fit.
-func (m Model) workerStrip(w int) string {
+// gridRows is how many rows the worker grid may take: one on a small screen, up to three on a
+// wide one, so that 256 workers still show one cell each at 160 columns.
+func (m Model) gridRows(w int) int {
+	if w < 120 || m.height < 40 {
+		return 1
+	}
+	cells := w - 41
+	return min(3, max(1, (len(m.snap.Workers)+cells-1)/cells))
+}
+
+// knobRows is the knob panel's height for a width.
+func (m Model) knobRows(w int) int { return 1 + max(3, m.gridRows(w)+2) }
+
+// workerGrid draws one symbol per worker slot, grouped by state so the proportions read at a
+// glance, over at most rows lines of w cells; when the slots do not fit, one cell stands for
+// several workers.
+func (m Model) workerGrid(w, rows int) []string {
 	s := m.snap
-	if len(s.Workers) == 0 {
-		return ""
-	}
+	w = max(w, 1)
 	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
-	if len(s.Workers) > w {
-		// One cell stands for several workers.
-		per := (len(s.Workers) + w - 1) / w
-		var b strings.Builder
-		for _, st := range order {
-			cells := (s.ByState[st] + per - 1) / per
-			b.WriteString(m.styles.Workers[st].Render(strings.Repeat(workerSymbols[st], cells)))
-		}
-		return b.String()
-	}
-	var b strings.Builder
+	per := max(1, (len(s.Workers)+w*rows-1)/(w*rows))
+	var cells []string
 	for _, st := range order {
-		b.WriteString(m.styles.Workers[st].Render(strings.Repeat(workerSymbols[st], s.ByState[st])))
+		n := (s.ByState[st] + per - 1) / per
+		for range n {
+			cells = append(cells, m.styles.Workers[st].Render(workerSymbols[st]))
+		}
 	}
-	return b.String()
+	out := make([]string, rows)
+	for r := range rows {
+		from, to := min(r*w, len(cells)), min((r+1)*w, len(cells))
+		out[r] = strings.Join(cells[from:to], "")
+	}
+	return out
 }
 
 // binding names the limit that holds throughput now (a first reading; the advisor refines it).
@@ -370,7 +383,10 @@ func tail(p []probes.Point, n int) []probes.Point {
 // errorPanel lists failures grouped by message, newest kinds first.
 func (m Model) errorPanel(w, rows int) []string {
 	out := []string{m.rule("errors", fmt.Sprintf("%s × 429", count(m.snap.TooMany)), w)}
-	if len(m.errs) == 0 {
+	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
+		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
+	}
+	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
 		out = append(out, fit(m.styles.Dim.Render(" none"), w))
 	}
 	var line string

@@ -311,3 +311,39 @@ type emptyStats struct{}
 func (emptyStats) Points(now time.Time, span time.Duration) []probes.Point { return nil }
 func (emptyStats) Latency(now time.Time) probes.Stats                      { return probes.Stats{} }
 func (emptyStats) Errors(n int) []probes.ErrorGroup                        { return nil }
+
+func TestWarningsShow(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	fe.snap.Warnings = []string{"parallelism 200 needs about 264 open files but the limit is 100"}
+	m.refresh()
+	if frame := ansi.Strip(m.Render()); !strings.Contains(frame, "warning: parallelism 200 needs") {
+		t.Errorf("the engine's warning is not on the screen:\n%s", frame)
+	}
+}
+
+// TestWorkerGridAt160: 256 workers at 160x48 get a cell each over several rows; at 80x24 one
+// row of cells that each stand for several workers.
+func TestWorkerGridAt160(t *testing.T) {
+	for _, tc := range []struct {
+		w, h, cells int
+	}{{160, 48, 192}, {80, 24, 28}} { // calling cells: 192 of 256 one by one; 192/7 at 80 wide
+		m, fe := newFixtureModel(tc.w, tc.h, true)
+		fe.snap.Workers = make([]engine.WorkerState, 256)
+		fe.snap.ByState = [len(fe.snap.ByState)]int{}
+		for i := range fe.snap.Workers {
+			st := engine.WorkerCalling
+			if i%4 == 0 {
+				st = engine.WorkerRateWait
+			}
+			fe.snap.Workers[i] = st
+			fe.snap.ByState[st]++
+		}
+		fe.snap.Settings.Parallelism = 256
+		m.refresh()
+		frame := m.Render()
+		checkFrame(t, frame, tc.w, tc.h)
+		if got := strings.Count(frame, "■"); got != tc.cells {
+			t.Errorf("%dx%d: %d calling cells, want %d", tc.w, tc.h, got, tc.cells)
+		}
+	}
+}
