@@ -182,24 +182,37 @@ type benchScreen struct {
 	ran      chan error
 }
 
-// attach subscribes to e and, when w > 0, starts a program of w x h cells writing to out.
-func attach(e *engine.Engine, w, h int, out io.Writer, plain bool) *benchScreen {
-	s := &benchScreen{series: probes.NewSeries(), sub: e.Subscribe(8192),
-		stopFeed: make(chan struct{}), fed: make(chan struct{}), ran: make(chan error, 1)}
+// screenSpec says what to attach: a program of w x h cells writing to out (none when w is 0),
+// plain for NO_COLOR, history to start with 15 minutes of statistics, as a screen does once a
+// run has gone on for a while (its charts then move every second).
+type screenSpec struct {
+	w, h    int
+	out     io.Writer
+	plain   bool
+	history bool
+}
+
+// attach subscribes to e and starts the screen spec describes.
+func attach(e *engine.Engine, spec screenSpec) *benchScreen {
+	s := &benchScreen{series: probes.NewSeries(), stopFeed: make(chan struct{}), fed: make(chan struct{}), ran: make(chan error, 1)}
+	if spec.history {
+		fillSeries(s.series, time.Now().Add(-probes.SeriesSpan), time.Now)
+	}
+	s.sub = e.Subscribe(8192) // as cli/screen.go
 	go func() {
 		defer close(s.fed)
 		probes.Feed(s.sub, s.stopFeed, s.series.Observe)
 	}()
-	if w <= 0 {
+	if spec.w <= 0 {
 		return s
 	}
-	m := New(e, s.series, Options{Title: "http · bench.txt", Retries: 3, FPS: benchFPS, Plain: plain})
+	m := New(e, s.series, Options{Title: "http · bench.txt", Retries: 3, FPS: benchFPS, Plain: spec.plain})
 	s.prog = tea.NewProgram(m,
 		tea.WithoutSignalHandler(),
 		tea.WithFPS(benchFPS),
-		tea.WithOutput(out),
+		tea.WithOutput(spec.out),
 		tea.WithInput(nil), // no keyboard: no terminal queries either
-		tea.WithWindowSize(w, h),
+		tea.WithWindowSize(spec.w, spec.h),
 		tea.WithEnvironment(benchEnv),
 	)
 	go func() {
@@ -228,8 +241,9 @@ func (s *benchScreen) detach(b *testing.B) {
 //
 // "fixture" renders a fixed snapshot of an hour-old run with 256 workers and a Series holding
 // 15 minutes of 20,000 calls/s (18 million events, filled once). "live" reads a real engine
-// running 256 workers at ~20,000 calls/s with its event stream fed into a Series; each op is
-// one tick of the screen: a fresh snapshot and statistics (the model's refresh), then View.
+// running 256 workers at ~20,000 calls/s whose event stream feeds a Series that starts with
+// 15 minutes of history; each op is one tick of the screen: a fresh snapshot and statistics
+// (the model's refresh), then View.
 func BenchmarkView(b *testing.B) {
 	for _, sz := range [][2]int{{160, 48}, {80, 24}} {
 		b.Run(fmt.Sprintf("fixture/%dx%d", sz[0], sz[1]), func(b *testing.B) {
@@ -246,9 +260,9 @@ func BenchmarkView(b *testing.B) {
 	b.Run("live/160x48", func(b *testing.B) {
 		run := startBusyRun(b)
 		defer run.stop(b)
-		scr := attach(run.e, 0, 0, nil, false)
+		scr := attach(run.e, screenSpec{history: true})
 		defer scr.detach(b)
-		time.Sleep(2 * benchWarmup) // some seconds of points, and a latency window
+		time.Sleep(benchWarmup)
 		m := resized(New(run.e, scr.series, Options{Title: "http · bench.txt", Retries: 3}), 160, 48)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -256,8 +270,8 @@ func BenchmarkView(b *testing.B) {
 			m = next.(Model)
 			_ = m.View()
 		}
-		if got := m.snap.Settings.Parallelism; got != benchWorkers || len(m.snap.Workers) != benchWorkers {
-			b.Fatalf("snapshot: parallelism %d, %d workers; want %d", got, len(m.snap.Workers), benchWorkers)
+		if got := m.snap.Settings.Parallelism; got != benchWorkers {
+			b.Fatalf("snapshot: parallelism %d, want %d", got, benchWorkers)
 		}
 	})
 }
@@ -268,10 +282,12 @@ func resized(m Model, w, h int) Model {
 }
 
 // BenchmarkScreenBytes runs a real tea.Program on the model, at 4 fps, rendering into a
-// counting writer while an engine runs 256 workers at ~20,000 calls/s; it reports what reaches
-// the terminal per second of steady state (the first second skipped): bytes/s, frames/s,
-// bytes/frame, and the engine's actual calls/s. One op is 4 s of steady state, so ns/op is
-// left out. "nocolor" is the same screen with NO_COLOR.
+// counting writer while an engine runs 256 workers at ~20,000 calls/s; the statistics start
+// with 15 minutes of history, so the charts are full and move as they do in a long run. It
+// reports what reaches the terminal per second of steady state (the first second of the
+// program skipped): bytes/s, frames/s, bytes/frame, and the engine's actual calls/s. One op is
+// 4 s of steady state, so ns/op is left out. "nocolor" is the same screen with NO_COLOR. The
+// terminal is a 256-colour xterm without synchronized output (no input, so no query for it).
 func BenchmarkScreenBytes(b *testing.B) {
 	for _, c := range []struct {
 		w, h  int
@@ -285,7 +301,7 @@ func BenchmarkScreenBytes(b *testing.B) {
 			run := startBusyRun(b)
 			defer run.stop(b)
 			var out countingWriter
-			scr := attach(run.e, c.w, c.h, &out, c.plain)
+			scr := attach(run.e, screenSpec{w: c.w, h: c.h, out: &out, plain: c.plain, history: true})
 			defer scr.detach(b)
 			time.Sleep(benchWarmup)
 
@@ -304,7 +320,7 @@ func BenchmarkScreenBytes(b *testing.B) {
 				b.ReportMetric(float64(bytes1-bytes0)/float64(frames), "bytes/frame")
 			}
 			b.ReportMetric(float64(calls1-calls0)/secs, "calls/s")
-			b.ReportMetric(float64(scr.sub.Dropped()), "dropped-events")
+			b.ReportMetric(float64(scr.sub.Dropped()), "dropped-events") // in the whole run; the Series is lossy by design
 		})
 	}
 }
@@ -333,12 +349,12 @@ func BenchmarkEngineWithTUI(b *testing.B) {
 				)
 				switch mode {
 				case "feed":
-					scr = attach(e, 0, 0, nil, false)
+					scr = attach(e, screenSpec{})
 				case "tui":
-					scr = attach(e, 160, 48, &out, false)
+					scr = attach(e, screenSpec{w: 160, h: 48, out: &out})
 				case "stalled":
 					stall = newStalledWriter()
-					scr = attach(e, 160, 48, stall, false)
+					scr = attach(e, screenSpec{w: 160, h: 48, out: stall})
 				}
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -417,36 +433,45 @@ var (
 	benchSeriesData *probes.Series
 )
 
-// benchSeries returns a Series with 15 minutes of ~20,000 calls/s up to benchNow: latency
-// around 12 ms with a knee, a burst of 429s three minutes ago, a trickle of 503s and timeouts.
-// It is filled once (18 million events) and only read afterwards.
+// benchSeries returns a Series holding 15 minutes of ~20,000 calls/s up to benchNow, filled
+// once and only read afterwards.
 func benchSeries() *probes.Series {
 	benchSeriesOnce.Do(func() {
-		s := probes.NewSeries()
-		from := benchNow.Add(-probes.SeriesSpan)
-		for sec := range int(probes.SeriesSpan / time.Second) {
-			t := from.Add(time.Duration(sec) * time.Second)
-			calls := 19_000 + (sec*7919)%2_000
-			lat := 10*time.Millisecond + time.Duration(sec%30)*100*time.Microsecond
-			if sec > 600 {
-				lat += 3 * time.Millisecond
-			}
-			step := time.Second / time.Duration(calls+1)
-			for i := range calls {
-				ev := engine.Event{Kind: engine.CallEnd, At: t.Add(time.Duration(i) * step),
-					Latency: lat + time.Duration(i%40)*100*time.Microsecond, Status: 200, Verdict: engine.OK}
-				switch {
-				case sec >= 700 && sec < 720 && i%10 == 0:
-					ev.Status, ev.Verdict, ev.Message = 429, engine.Retry, "429 Too Many Requests"
-				case i%3_000 == 11:
-					ev.Status, ev.Verdict, ev.Message = 503, engine.Retry, "503 Service Unavailable"
-				case sec%200 == 0 && i == 1:
-					ev.Status, ev.Verdict, ev.Err, ev.Message = 0, engine.Retry, true, "timeout after 30s"
-				}
-				s.Observe(ev)
-			}
-		}
-		benchSeriesData = s
+		benchSeriesData = probes.NewSeries()
+		fillSeries(benchSeriesData, benchNow.Add(-probes.SeriesSpan), func() time.Time { return benchNow })
 	})
 	return benchSeriesData
+}
+
+// fillSeries observes ~20,000 calls a second from the second of from up to the second before
+// now() (read again after each second, so that a fill against the wall clock catches up with
+// it): latency around 12 ms with a knee after ten minutes, a burst of 429s from 700 s to
+// 720 s, a trickle of 503s and timeouts. 15 minutes are 18 million events.
+func fillSeries(s *probes.Series, from time.Time, now func() time.Time) {
+	from = from.Truncate(time.Second)
+	for sec := 0; ; sec++ {
+		t := from.Add(time.Duration(sec) * time.Second)
+		if !t.Before(now().Truncate(time.Second)) {
+			return
+		}
+		calls := 19_000 + (sec*7919)%2_000
+		lat := 10*time.Millisecond + time.Duration(sec%30)*100*time.Microsecond
+		if sec > 600 {
+			lat += 3 * time.Millisecond
+		}
+		step := time.Second / time.Duration(calls+1)
+		for i := range calls {
+			ev := engine.Event{Kind: engine.CallEnd, At: t.Add(time.Duration(i) * step),
+				Latency: lat + time.Duration(i%40)*100*time.Microsecond, Status: 200, Verdict: engine.OK}
+			switch {
+			case sec >= 700 && sec < 720 && i%10 == 0:
+				ev.Status, ev.Verdict, ev.Message = 429, engine.Retry, "429 Too Many Requests"
+			case i%3_000 == 11:
+				ev.Status, ev.Verdict, ev.Message = 503, engine.Retry, "503 Service Unavailable"
+			case sec%200 == 0 && i == 1:
+				ev.Status, ev.Verdict, ev.Err, ev.Message = 0, engine.Retry, true, "timeout after 30s"
+			}
+			s.Observe(ev)
+		}
+	}
 }

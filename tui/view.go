@@ -238,7 +238,7 @@ func (m Model) knobs(w int) []string {
 	right := m.workerGrid(w-leftW-1, m.gridRows(w))
 	right = append(right,
 		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
-		fmt.Sprintf("held %d backoff %d · binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)))
+		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)))
 	for len(left) < len(right) {
 		left = append(left, "")
 	}
