@@ -170,11 +170,16 @@ func (s *Series) Points(now time.Time, span time.Duration) []Point {
 	return out
 }
 
-// Latency returns the percentiles of the last complete few-second window (5 s).
+// Latency returns the percentiles of the last complete few-second window (5 s), or of the
+// window under way while none is complete (the first seconds of a run).
 func (s *Series) Latency(now time.Time) Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rollLocked(now.Unix())
+	if s.last.Calls == 0 && s.recent.TotalCount() > 0 {
+		return Stats{Calls: s.recent.TotalCount(), P50: micros(s.recent.ValueAtQuantile(50)),
+			P95: micros(s.recent.ValueAtQuantile(95)), P99: micros(s.recent.ValueAtQuantile(99)), Max: micros(s.recent.Max())}
+	}
 	return s.last
 }
 

@@ -98,7 +98,7 @@ func testRaiseAndQuit(t *testing.T, bin string) {
 		return limitShown(sc) == 18 && knobShown(sc) == 18
 	})
 	if !strings.Contains(screen, "17 → 18") {
-		t.Errorf("no \"17 → 18\" (change log or message) on the screen after Up Up:\n%s", screen)
+		t.Errorf("no \"17 → 18\" (change log or message) on the screen after Up Up (screen below)")
 	}
 
 	// The server must see the new limit: 18 calls at once, never more.
@@ -139,10 +139,10 @@ func testRaiseAndQuit(t *testing.T, bin string) {
 		t.Errorf("summary: %d items with a row + %d not run = %d, want 4000", items, notRun, items+notRun)
 	}
 	if !strings.Contains(final, "results appended to "+out) {
-		t.Errorf("the summary does not name the results file %s:\n%s", out, final)
+		t.Errorf("the summary does not name the results file %s (screen below)", out)
 	}
 	if !strings.Contains(final, "simulated API on http://"+api) {
-		t.Errorf("the shell's screen before the TUI (\"simulated API on http://%s\") was not restored:\n%s", api, final)
+		t.Errorf("the shell's screen before the TUI (\"simulated API on http://%s\") was not restored (screen below)", api)
 	}
 	rows := readRows(t, out, 4000)
 	if int64(len(rows)) != items {
@@ -166,7 +166,7 @@ func testRunEnds(t *testing.T, bin string) {
 		t.Fatalf("the program exited (status %d) before a key was pressed, want the final screen to stay", code)
 	}
 	if sc := s.capture(); !strings.Contains(lastLine(sc), "press any key to exit") {
-		t.Fatalf("the final screen changed without a key press:\n%s", sc)
+		t.Fatalf("the final screen changed without a key press (screen below)")
 	}
 
 	s.send("x")
@@ -267,8 +267,8 @@ type session struct {
 	socket string // tmux -L name: never the user's server
 	conf   string
 	name   string
-	exit   string // where the shell writes the demo's exit status
-	last   atomic.Value
+	exit   string       // where the shell writes the demo's exit status
+	last   atomic.Value // the last screen captured, shown when the test fails
 }
 
 var sessionSeq atomic.Int64
@@ -306,8 +306,12 @@ exec sleep 600
 		t.Fatal(err)
 	}
 
+	var socketPath string
 	t.Cleanup(func() {
 		_, _ = s.tmux("kill-server")
+		if socketPath != "" {
+			_ = os.Remove(socketPath)
+		}
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -317,6 +321,9 @@ exec sleep 600
 	if _, err := s.tmux("new-session", "-d", "-s", s.name, "-x", strconv.Itoa(w), "-y", strconv.Itoa(h),
 		"sh "+shQuote(script)); err != nil {
 		t.Fatalf("tmux new-session: %v", err)
+	}
+	if p, err := s.tmux("display-message", "-p", "#{socket_path}"); err == nil {
+		socketPath = strings.TrimSpace(p)
 	}
 	if got, err := s.tmux("display-message", "-p", "-t", s.name, "#{pane_width}x#{pane_height}"); err != nil {
 		t.Fatalf("tmux display-message: %v", err)
@@ -375,10 +382,10 @@ func (s *session) waitFor(what string, ok func(screen string) bool) string {
 			return sc
 		}
 		if code, exited := s.exitStatus(); exited {
-			s.t.Fatalf("waiting for %s: the program exited with status %d; screen:\n%s", what, code, sc)
+			s.t.Fatalf("waiting for %s: the program exited with status %d (screen below)", what, code)
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("waiting for %s: not there after %v; screen:\n%s", what, patience, sc)
+			s.t.Fatalf("waiting for %s: not there after %v (screen below)", what, patience)
 		}
 		time.Sleep(pollEvery)
 	}
@@ -408,7 +415,8 @@ func (s *session) waitExit() int {
 			return code
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("the program has not exited %v later; screen:\n%s", patience, s.capture())
+			s.capture()
+			s.t.Fatalf("the program has not exited %v later (screen below)", patience)
 		}
 		time.Sleep(pollEvery)
 	}
@@ -454,7 +462,7 @@ func (s *session) checkClean() string {
 			break
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("no \"results appended to\" on the screen %v after the exit:\n%s", patience, screen)
+			s.t.Fatalf("no \"results appended to\" on the screen %v after the exit (screen below)", patience)
 		}
 		time.Sleep(pollEvery)
 	}
@@ -469,7 +477,7 @@ func (s *session) checkClean() string {
 	}
 	for _, tui := range []string{"q quit", "press any key", "─ knobs", "─ changes", "in flight /"} {
 		if strings.Contains(screen, tui) {
-			s.t.Errorf("the screen after the exit still shows %q from the TUI:\n%s", tui, screen)
+			s.t.Errorf("the screen after the exit still shows %q from the TUI (screen below)", tui)
 		}
 	}
 	return screen
@@ -540,7 +548,7 @@ func simAPI(t *testing.T, screen string) string {
 	t.Helper()
 	m := simAPIRe.FindStringSubmatch(screen)
 	if m == nil {
-		t.Fatalf("no \"sim API 127.0.0.1:PORT\" in the title:\n%s", screen)
+		t.Fatalf("no \"sim API 127.0.0.1:PORT\" in the title (screen below)")
 	}
 	return m[1]
 }
@@ -575,7 +583,7 @@ func parseSummary(t *testing.T, screen, verb string) (items, ok, notRun int64) {
 	t.Helper()
 	m := summaryRe.FindStringSubmatch(screen)
 	if m == nil {
-		t.Fatalf("no summary line (\"%s in …: N items, N ok, N failed\") after the exit:\n%s", verb, screen)
+		t.Fatalf("no summary line (\"%s in …: N items, N ok, N failed\") after the exit (screen below)", verb)
 	}
 	if m[1] != verb {
 		t.Errorf("the summary says %q, want %q", m[1], verb)

@@ -130,6 +130,10 @@ func (m Model) header(w int) []string {
 	if eta := m.eta(); eta != "" {
 		right += "  ETA " + eta
 	}
+	// The state, elapsed time and ETA matter more than the title: shorten the title first.
+	if room := w - ansi.StringWidth(right) - 2; ansi.StringWidth(left) > room {
+		left = ansi.Truncate(left, max(room, 10), "…")
+	}
 	line1 := spread(left, right, w)
 
 	done := s.Done()
