@@ -135,6 +135,13 @@ func (e *Engine) logLocked(origin, knob, from, to string) {
 	e.bus.publish(Event{Kind: ControlChange, At: c.At, Change: c})
 }
 
+// Note adds a remark to the change log, e.g. the auto-tuner saying it pauses for the operator.
+func (e *Engine) Note(origin, text string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.logLocked(origin, "note", "", text)
+}
+
 // warn records a warning for the summary and tells observers.
 func (e *Engine) warn(msg string) {
 	e.mu.Lock()

@@ -37,6 +37,8 @@ type Event struct {
 	// Err is set on CallEnd when no answer was obtained (network error, timeout, canceled).
 	Err     bool
 	Message string
+	// RetryAfter is the wait a CallEnd's answer asked for (Retry-After), 0 if none.
+	RetryAfter time.Duration
 	Until   time.Time
 	Change  Change
 }

@@ -498,7 +498,7 @@ func (e *Engine) publishEnd(w *worker, index int64, items, attempt int, s settle
 		return
 	}
 	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt,
-		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil}
+		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter}
 	switch {
 	case s.OK:
 	case s.retry:
