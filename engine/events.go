@@ -39,8 +39,8 @@ type Event struct {
 	Message string
 	// RetryAfter is the wait a CallEnd's answer asked for (Retry-After), 0 if none.
 	RetryAfter time.Duration
-	Until   time.Time
-	Change  Change
+	Until      time.Time
+	Change     Change
 }
 
 // Subscription receives a run's events through a bounded buffer. When the buffer is full the

@@ -100,7 +100,9 @@ func (a Advice) String() string { return a.Reason }
 // parallelism ceiling. It is a pure function of its arguments.
 func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 	cfg = cfg.withDefaults()
-	hold := func(reason string) Advice { return Advice{Action: Hold, Settings: set, Binding: BindNone, Reason: reason} }
+	hold := func(reason string) Advice {
+		return Advice{Action: Hold, Settings: set, Binding: BindNone, Reason: reason}
+	}
 	if len(ws) == 0 || ws[len(ws)-1].Calls == 0 {
 		return hold("waiting for calls to judge by")
 	}
@@ -253,4 +255,3 @@ func short(d time.Duration) string {
 	}
 	return fmt.Sprintf("%dm%02ds", m, s)
 }
-

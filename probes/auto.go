@@ -43,9 +43,9 @@ type Tuner struct {
 	windows  *Windows
 	baseline time.Duration
 	clean    int
-	ceiling  int // parallelism where a server that counts connections said 429; 0 if none
-	probe    int // clean windows since the ceiling was last raised
-	cooldown int // windows to sit out after a decrease: calls started before it still land
+	ceiling  int       // parallelism where a server that counts connections said 429; 0 if none
+	probe    int       // clean windows since the ceiling was last raised
+	cooldown int       // windows to sit out after a decrease: calls started before it still land
 	seen     time.Time // the newest change of the log already looked at
 	pausedTo time.Time // operator's hands on the knobs until then
 }

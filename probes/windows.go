@@ -19,7 +19,7 @@ type Window struct {
 	Start  time.Time
 	Length time.Duration
 	// Calls ended in the window; OK + TooMany + the error classes add up to Calls.
-	Calls, OK, TooMany                               int64
+	Calls, OK, TooMany                                int64
 	Timeouts, Connection, Server5xx, Client4xx, Other int64
 	// TooManyTimed counts the 429s that came with a Retry-After: a server that says when to come
 	// back counts requests over time, one that does not usually counts connections.
@@ -45,7 +45,9 @@ func (w Window) PerSecond(n int64) float64 {
 }
 
 // Errors counts the failed calls other than 429s.
-func (w Window) Errors() int64 { return w.Timeouts + w.Connection + w.Server5xx + w.Client4xx + w.Other }
+func (w Window) Errors() int64 {
+	return w.Timeouts + w.Connection + w.Server5xx + w.Client4xx + w.Other
+}
 
 // TooManyShare is the share of calls answered 429, from 0 to 1.
 func (w Window) TooManyShare() float64 { return share(w.TooMany, w.Calls) }
