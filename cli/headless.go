@@ -19,19 +19,21 @@ type headless struct {
 	e     *engine.Engine
 	title string
 	every time.Duration
-	iv    *probes.Interval
 	sub   *engine.Subscription
+	mon   *probes.Monitor
+	said  string // the last advice printed
 
 	mu        sync.Mutex // serialises writes to w
 	lastCalls int64
+	last429   int64
 	lastAt    time.Time
 	quit      chan struct{}
 	done      sync.WaitGroup
 }
 
-func startHeadless(w io.Writer, e *engine.Engine, title string, every time.Duration) *headless {
-	h := &headless{w: w, e: e, title: title, every: every, iv: probes.NewInterval(), quit: make(chan struct{})}
-	h.sub = e.Subscribe(8192) // a lost event only blurs a percentile
+func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration) *headless {
+	h := &headless{w: w, e: e, mon: mon, title: title, every: every, quit: make(chan struct{})}
+	h.sub = e.Subscribe(64, engine.Warning, engine.ControlChange)
 	s := e.Snapshot()
 	total := "unknown total"
 	if s.Total >= 0 {
@@ -42,7 +44,7 @@ func startHeadless(w io.Writer, e *engine.Engine, title string, every time.Durat
 	h.done.Add(2)
 	go func() {
 		defer h.done.Done()
-		probes.Feed(h.sub, h.quit, h.iv.Observe, h.onEvent)
+		probes.Feed(h.sub, h.quit, h.onEvent)
 	}()
 	go func() {
 		defer h.done.Done()
@@ -80,16 +82,22 @@ func (h *headless) say(line string) {
 
 func (h *headless) progress() {
 	s := h.e.Snapshot()
-	st := h.iv.Take()
 	now := time.Now()
 	dt := now.Sub(h.lastAt).Seconds()
 	callsPerSec := float64(s.Calls-h.lastCalls) / max(dt, 1e-9)
-	h.lastCalls, h.lastAt = s.Calls, now
-	h.say(progressLine(s, st, callsPerSec))
+	new429 := s.TooMany - h.last429
+	h.lastCalls, h.last429, h.lastAt = s.Calls, s.TooMany, now
+	h.say(progressLine(s, h.mon.Latency(now), callsPerSec, new429))
+	// Each new suggestion once, as its own line (the tuner's changes come as change events).
+	if a := h.mon.Advice(now, s.Settings); a.Action != probes.Hold && a.Reason != h.said {
+		h.said = a.Reason
+		h.say("advice: " + a.Reason)
+	}
 }
 
-// progressLine renders one headless progress line from a snapshot and the last interval.
-func progressLine(s engine.Snapshot, st probes.Stats, callsPerSec float64) string {
+// progressLine renders one headless progress line from a snapshot, the latency of the last
+// few seconds, the calls per second and the 429s since the previous line.
+func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new429 int64) string {
 	var b strings.Builder
 	elapsed := s.At.Sub(s.Started)
 	fmt.Fprintf(&b, "%s  %s", clock(elapsed), s.State)
@@ -108,12 +116,12 @@ func progressLine(s engine.Snapshot, st probes.Stats, callsPerSec float64) strin
 		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(s.Settings.Rate))
 	}
 	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, s.Settings.Parallelism)
-	if st.Calls > 0 {
-		fmt.Fprintf(&b, "  p50 %s p95 %s", ms(st.P50), ms(st.P95))
+	if lat.Calls > 0 {
+		fmt.Fprintf(&b, "  p50 %s p95 %s", ms(lat.P50), ms(lat.P95))
 	}
 	fmt.Fprintf(&b, "  429s %s", count(s.TooMany))
-	if st.TooMany > 0 {
-		fmt.Fprintf(&b, " (+%d)", st.TooMany)
+	if new429 > 0 {
+		fmt.Fprintf(&b, " (+%d)", new429)
 	}
 	fmt.Fprintf(&b, "  errors %s  failed %s", count(s.Errors), count(s.Failed))
 	if s.BackingOff > 0 {

@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
 )
 
 // job is what a command hands to runJob: the adapter and how to name the job.
@@ -103,11 +105,13 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sum    engine.Summary
 		runErr error
 	)
+	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
+	defer stopMonitor()
 	if wantScreen(env, rf) {
-		sum, runErr = runScreen(ctx, env, e, title, rf)
+		sum, runErr = runScreen(ctx, env, e, mon, title, rf)
 		printSummary(env.Stdout, sum, rf.out)
 	} else {
-		rep := startHeadless(env.Stderr, e, title, rf.progressEvery)
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
 		sig := handleSignals(env, e, rep.say)
 		sum, runErr = e.Run(ctx)
 		sig.stop()
@@ -124,6 +128,34 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		return exitCode(ExitFailures)
 	}
 	return nil
+}
+
+// startMonitor feeds a probes.Monitor from the run's events (for the screen, the advice and
+// the auto-tuner) and, with auto, starts the tuner. The returned function stops both.
+func startMonitor(ctx context.Context, e *engine.Engine, auto bool) (*probes.Monitor, func()) {
+	mon := probes.NewMonitor(probes.AdvisorConfig{}, auto)
+	sub := e.Subscribe(8192, engine.CallEnd) // a lost event only blurs a percentile
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		probes.Feed(sub, stop, mon.Observe)
+	}()
+	tctx, cancel := context.WithCancel(ctx)
+	if auto {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mon.Tuner(e).Run(tctx)
+		}()
+	}
+	return mon, func() {
+		cancel()
+		close(stop)
+		wg.Wait()
+		sub.Close()
+	}
 }
 
 // signals is the CLI's one place for SIGINT, SIGTERM and SIGHUP during a run.

@@ -24,6 +24,7 @@ type runFlags struct {
 	chunk          int
 	headless       bool
 	fps            int
+	auto           bool
 	progressEvery  time.Duration
 }
 
@@ -43,6 +44,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "per call (0: none)")
 	fs.IntVar(&f.chunk, "chunk", 1, "items handed to a worker at once (adapters that batch get them in one call)")
 	fs.BoolVar(&f.headless, "headless", false, "no TUI: progress lines on stderr (automatic when stdout is not a terminal)")
+	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
 	_ = fs.MarkHidden("progress-every")

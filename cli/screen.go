@@ -32,17 +32,8 @@ func noColor(env *Env) bool {
 // runScreen runs the job under the TUI. Signals stay with the CLI (the program has no signal
 // handler): a SIGINT or SIGTERM drains the run, and the screen closes by itself when it ends.
 // Otherwise the final screen stays until a key is pressed.
-func runScreen(ctx context.Context, env *Env, e *engine.Engine, title string, rf *runFlags) (engine.Summary, error) {
-	series := probes.NewSeries()
-	sub := e.Subscribe(8192) // a lost event only blurs a percentile
-	stopFeed := make(chan struct{})
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		probes.Feed(sub, stopFeed, series.Observe)
-	}()
-
-	m := tui.New(e, series, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env)})
+func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Monitor, title string, rf *runFlags) (engine.Summary, error) {
+	m := tui.New(e, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto})
 	p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(rf.fps), tea.WithOutput(env.Stdout))
 	shown := make(chan error, 1)
 	go func() {
@@ -66,8 +57,5 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, title string, rf
 	} else if err := <-shown; err != nil {
 		fmt.Fprintf(env.Stderr, "throttle: the screen failed: %v\n", err)
 	}
-	close(stopFeed)
-	<-fed
-	sub.Close()
 	return sum, runErr
 }

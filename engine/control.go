@@ -150,9 +150,13 @@ func (e *Engine) warn(msg string) {
 	e.bus.publish(Event{Kind: Warning, At: e.clock.Now(), Message: msg})
 }
 
-// Subscribe returns a [Subscription] to the run's events with room for buffer events; when it
-// is full, further events are dropped and counted. Subscribe before Run to see every event.
-func (e *Engine) Subscribe(buffer int) *Subscription { return e.bus.subscribe(buffer) }
+// Subscribe returns a [Subscription] to the run's events of the given kinds (all kinds when
+// none is given) with room for buffer events; when it is full, further events are dropped and
+// counted. Subscribe before Run to see every event. Events nobody asked for are never built,
+// so an observer that needs only call ends should say so.
+func (e *Engine) Subscribe(buffer int, kinds ...EventKind) *Subscription {
+	return e.bus.subscribe(buffer, kinds)
+}
 
 // State returns the run's state.
 func (e *Engine) State() State {

@@ -30,7 +30,7 @@ type Event struct {
 	Index    int64 // item index; for a batch, its first item
 	Items    int   // items in the call (1 unless the adapter batches)
 	Attempt  int   // 1 for the first attempt
-	InFlight int   // calls in flight when this call started, itself included
+	InFlight int   // calls in flight when this call started, itself included (CallStart, CallEnd)
 	Latency  time.Duration
 	Status   int
 	Verdict  Verdict
@@ -48,6 +48,7 @@ type Event struct {
 type Subscription struct {
 	C       <-chan Event
 	ch      chan Event
+	kinds   uint32 // bit k set: wants EventKind k
 	dropped atomic.Int64
 	bus     *bus
 }
@@ -60,13 +61,25 @@ func (s *Subscription) Close() { s.bus.remove(s) }
 
 // bus fans events out to subscriptions without ever blocking the publisher.
 type bus struct {
-	mu   sync.Mutex
-	subs atomic.Pointer[[]*Subscription]
+	mu    sync.Mutex
+	subs  atomic.Pointer[[]*Subscription]
+	wants atomic.Uint32 // the kinds some subscription wants
 }
 
-func (b *bus) subscribe(buffer int) *Subscription {
+func kindBits(kinds []EventKind) uint32 {
+	if len(kinds) == 0 {
+		return ^uint32(0)
+	}
+	var bits uint32
+	for _, k := range kinds {
+		bits |= 1 << k
+	}
+	return bits
+}
+
+func (b *bus) subscribe(buffer int, kinds []EventKind) *Subscription {
 	ch := make(chan Event, max(buffer, 1))
-	s := &Subscription{C: ch, ch: ch, bus: b}
+	s := &Subscription{C: ch, ch: ch, bus: b, kinds: kindBits(kinds)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var next []*Subscription
@@ -74,8 +87,18 @@ func (b *bus) subscribe(buffer int) *Subscription {
 		next = append(next, *cur...)
 	}
 	next = append(next, s)
-	b.subs.Store(&next)
+	b.store(next)
 	return s
+}
+
+// store publishes a new list of subscriptions. It requires that b.mu is held.
+func (b *bus) store(subs []*Subscription) {
+	var wants uint32
+	for _, s := range subs {
+		wants |= s.kinds
+	}
+	b.subs.Store(&subs)
+	b.wants.Store(wants)
 }
 
 func (b *bus) remove(s *Subscription) {
@@ -91,14 +114,12 @@ func (b *bus) remove(s *Subscription) {
 			next = append(next, x)
 		}
 	}
-	b.subs.Store(&next)
+	b.store(next)
 }
 
-// active reports whether anybody listens, so the hot path can skip building events.
-func (b *bus) active() bool {
-	cur := b.subs.Load()
-	return cur != nil && len(*cur) > 0
-}
+// wanted reports whether anybody listens for events of kind k, so that the hot path can skip
+// building them.
+func (b *bus) wanted(k EventKind) bool { return b.wants.Load()&(1<<k) != 0 }
 
 func (b *bus) publish(ev Event) {
 	cur := b.subs.Load()
@@ -106,6 +127,9 @@ func (b *bus) publish(ev Event) {
 		return
 	}
 	for _, s := range *cur {
+		if s.kinds&(1<<ev.Kind) == 0 {
+			continue
+		}
 		select {
 		case s.ch <- ev:
 		default:

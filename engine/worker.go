@@ -275,7 +275,7 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 	e.release(w)
 
 	res := e.settle(it, out, err, attempt, end.Sub(start), end)
-	e.publishEnd(w, it.Index, 1, attempt, res, out, err, end)
+	e.publishEnd(w, it.Index, 1, attempt, inflight, res, out, err, end)
 	var last *Result
 	if t.last != nil {
 		last = t.last[i]
@@ -346,7 +346,7 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		}
 		res := e.settle(it, out, err, attempt, end.Sub(start), end)
 		if i == 0 {
-			e.publishEnd(w, it.Index, len(valid), attempt, res, out, err, end)
+			e.publishEnd(w, it.Index, len(valid), attempt, inflight, res, out, err, end)
 		}
 		var last *Result
 		if lasts != nil {
@@ -487,17 +487,17 @@ func (e *Engine) lastStartOf(w *worker) (time.Time, int) {
 }
 
 func (e *Engine) publishStart(w *worker, index int64, items, attempt, inflight int, at time.Time) {
-	if !e.bus.active() {
+	if !e.bus.wanted(CallStart) {
 		return
 	}
 	e.bus.publish(Event{Kind: CallStart, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight})
 }
 
-func (e *Engine) publishEnd(w *worker, index int64, items, attempt int, s settled, out Outcome, err error, at time.Time) {
-	if !e.bus.active() {
+func (e *Engine) publishEnd(w *worker, index int64, items, attempt, inflight int, s settled, out Outcome, err error, at time.Time) {
+	if !e.bus.wanted(CallEnd) {
 		return
 	}
-	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt,
+	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight,
 		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter}
 	switch {
 	case s.OK:

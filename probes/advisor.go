@@ -36,13 +36,21 @@ func BindingOf(w Window, set engine.Settings) (Binding, string) {
 	case w.TooMany > 0:
 		return BindServer, fmt.Sprintf("%d × 429 in %s", w.TooMany, short(w.Length))
 	case set.Rate > 0 && x >= 0.9*set.Rate:
-		return BindRate, fmt.Sprintf("%.0f calls/s against a cap of %s", x, engine.FormatRate(set.Rate))
+		return BindRate, fmt.Sprintf("%s calls/s against a cap of %s", perSec(x), engine.FormatRate(set.Rate))
 	case pace > r && x >= 0.9*p/pace:
-		return BindPacing, fmt.Sprintf("%.0f calls/s against %d workers / %v pace", x, set.Parallelism, set.Pace)
+		return BindPacing, fmt.Sprintf("%s calls/s against %d workers / %v pace", perSec(x), set.Parallelism, set.Pace)
 	case l >= 0.85*p:
-		return BindParallelism, fmt.Sprintf("%.0f calls/s × %s = %.1f in flight of %d", x, ms(w.Mean), l, set.Parallelism)
+		return BindParallelism, fmt.Sprintf("%s calls/s × %s = %.1f in flight of %d", perSec(x), ms(w.Mean), l, set.Parallelism)
 	}
-	return BindNone, fmt.Sprintf("%.0f calls/s × %s needs %.1f in flight of %d: workers idle", x, ms(w.Mean), l, set.Parallelism)
+	return BindNone, fmt.Sprintf("%s calls/s × %s needs %.1f in flight of %d: workers idle", perSec(x), ms(w.Mean), l, set.Parallelism)
+}
+
+// perSec renders a rate readably at any size: 1234, 12.5, 0.4.
+func perSec(x float64) string {
+	if x >= 100 {
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(roundTo3(x), 'f', -1, 64)
 }
 
 // AdvisorConfig sets the advisor's judgement.
@@ -113,7 +121,12 @@ func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 		a := Advice{Action: Lower, Settings: set, Binding: BindServer}
 		reason := fmt.Sprintf("%d × 429 in the last %s (%.1f%% of calls)", last.TooMany, short(last.Length), 100*last.TooManyShare())
 		if set.Rate > 0 {
-			a.Knob, a.Settings.Rate = "rate", roundTo3(set.Rate*0.8)
+			// From what flows, not from the cap: a cap far above the traffic lets 429s through.
+			base := set.Rate
+			if flow := last.PerSecond(last.Calls); flow < 0.9*set.Rate {
+				base = flow
+			}
+			a.Knob, a.Settings.Rate = "rate", max(roundTo3(base*0.8), 0.001)
 			a.Reason = fmt.Sprintf("%s: lower rate %s → %s", reason, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate))
 		} else {
 			a.Knob, a.Settings.Parallelism = "parallelism", max(1, int(float64(set.Parallelism)*0.7))
@@ -143,6 +156,9 @@ func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 			return a
 		}
 	}
+	if trend == Rising {
+		return hold(fmt.Sprintf("p95 rising %s → %s: not clean; hold", ms(time.Duration(p95s[len(p95s)-1]-change)), ms(last.P95)))
+	}
 	if last.ErrorShare() > cfg.MaxErrorShare {
 		return hold(fmt.Sprintf("errors %.1f%% of calls in the last %s (%s): hold until they clear",
 			100*last.ErrorShare(), short(last.Length), errorMix(last)))
@@ -159,7 +175,7 @@ func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 		a.Knob, a.Settings.Rate = "rate", roundTo3(set.Rate*1.25)
 		a.Reason = fmt.Sprintf("%s: raise rate %s → %s", lead, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate))
 	case BindPacing:
-		a.Knob, a.Settings.Pace = "pace", (set.Pace * 3 / 4).Round(time.Millisecond)
+		a.Knob, a.Settings.Pace = "pace", (set.Pace * 3 / 4).Round(time.Microsecond)
 		a.Reason = fmt.Sprintf("%s: shorten pace %v → %v", lead, set.Pace, a.Settings.Pace)
 	case BindParallelism:
 		next := set.Parallelism + max(1, set.Parallelism/3)

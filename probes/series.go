@@ -13,9 +13,6 @@ import (
 // SeriesSpan is how far back a [Series] remembers: the longest chart window.
 const SeriesSpan = 15 * time.Minute
 
-// recentSpan is the tumbling window behind "latency now".
-const recentSpan = 5 * time.Second
-
 // maxErrorGroups bounds the distinct error messages a Series tracks; later new ones are
 // counted under "other errors".
 const maxErrorGroups = 64
@@ -44,18 +41,15 @@ type bucket struct {
 	Point
 }
 
-// Series keeps per-second points of a run for the last [SeriesSpan], latency percentiles over
-// the last few seconds, and failures grouped by message. It is fed from the event stream and
+// Series keeps per-second points of a run for the last [SeriesSpan] and failures grouped by
+// message. It is fed from the event stream and
 // read by the TUI on its own tick; it is safe for concurrent use.
 type Series struct {
-	mu      sync.Mutex
-	ring    []bucket
-	cur     int64 // the second the histogram below collects
-	hist    *hdrhistogram.Histogram
-	recent  *hdrhistogram.Histogram
-	recentT int64 // start (unix second) of the recent window being collected
-	last    Stats // the latency of the last complete recent window
-	groups  map[string]*ErrorGroup
+	mu     sync.Mutex
+	ring   []bucket
+	cur    int64 // the second the histogram below collects
+	hist   *hdrhistogram.Histogram
+	groups map[string]*ErrorGroup
 }
 
 // NewSeries returns an empty Series.
@@ -63,7 +57,6 @@ func NewSeries() *Series {
 	return &Series{
 		ring:   make([]bucket, int(SeriesSpan/time.Second)),
 		hist:   hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs),
-		recent: hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs),
 		groups: make(map[string]*ErrorGroup),
 	}
 }
@@ -91,7 +84,6 @@ func (s *Series) Observe(ev engine.Event) {
 	if sec == s.cur {
 		_ = s.hist.RecordValue(us)
 	}
-	_ = s.recent.RecordValue(us)
 	if ev.Message != "" && ev.Status != 429 {
 		s.groupLocked(ev.Message, ev.At)
 	}
@@ -106,18 +98,6 @@ func (s *Series) rollLocked(sec int64) {
 		}
 		s.hist.Reset()
 		s.cur = sec
-	}
-	if s.recentT == 0 {
-		s.recentT = sec
-	}
-	if sec >= s.recentT+int64(recentSpan/time.Second) {
-		s.last = Stats{Calls: s.recent.TotalCount()}
-		if s.last.Calls > 0 {
-			s.last.P50, s.last.P95 = micros(s.recent.ValueAtQuantile(50)), micros(s.recent.ValueAtQuantile(95))
-			s.last.P99, s.last.Max = micros(s.recent.ValueAtQuantile(99)), micros(s.recent.Max())
-		}
-		s.recent.Reset()
-		s.recentT = sec
 	}
 }
 
@@ -168,19 +148,6 @@ func (s *Series) Points(now time.Time, span time.Duration) []Point {
 		}
 	}
 	return out
-}
-
-// Latency returns the percentiles of the last complete few-second window (5 s), or of the
-// window under way while none is complete (the first seconds of a run).
-func (s *Series) Latency(now time.Time) Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rollLocked(now.Unix())
-	if s.last.Calls == 0 && s.recent.TotalCount() > 0 {
-		return Stats{Calls: s.recent.TotalCount(), P50: micros(s.recent.ValueAtQuantile(50)),
-			P95: micros(s.recent.ValueAtQuantile(95)), P99: micros(s.recent.ValueAtQuantile(99)), Max: micros(s.recent.Max())}
-	}
-	return s.last
 }
 
 // Errors returns the distinct failure messages (429s aside), the most recent first, at most n.

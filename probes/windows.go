@@ -26,8 +26,8 @@ type Window struct {
 	TooManyTimed int64
 	// Retries counts calls that were a retry (attempt 2 or later).
 	Retries int64
-	// InFlight is the mean number of calls in flight seen by the calls that started in the
-	// window, themselves included.
+	// InFlight is the mean number of calls in flight when the window's calls started,
+	// themselves included.
 	InFlight float64
 	// Latency of the calls that ended in the window.
 	P50, P95, P99, Max, Mean time.Duration
@@ -80,24 +80,26 @@ type Windows struct {
 
 // NewWindows returns a collector of windows of the given length that keeps the last keep.
 func NewWindows(length time.Duration, keep int) *Windows {
-	return &Windows{length: length, keep: max(keep, 1),
-		curHist: hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs),
-		runHist: hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)}
+	ws := newWindows(length, keep)
+	ws.runHist = hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)
+	return ws
+}
+
+// newWindows is NewWindows without the whole run's histogram, for the tuner, which never asks.
+func newWindows(length time.Duration, keep int) *Windows {
+	return &Windows{length: length, keep: max(keep, 1), curHist: hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)}
 }
 
 // Observe adds one event.
 func (ws *Windows) Observe(ev engine.Event) {
-	if ev.Kind != engine.CallEnd && ev.Kind != engine.CallStart {
+	if ev.Kind != engine.CallEnd {
 		return
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ws.advanceLocked(ev.At)
-	if ev.Kind == engine.CallStart {
-		ws.startsIn += int64(ev.InFlight)
-		ws.startsN++
-		return
-	}
+	ws.startsIn += int64(ev.InFlight)
+	ws.startsN++
 	w := &ws.cur
 	w.Calls++
 	switch Classify(ev) {
@@ -125,7 +127,9 @@ func (ws *Windows) Observe(ev engine.Event) {
 	}
 	us := min(max(ev.Latency.Microseconds(), minLatencyMicros), maxLatencyMicros)
 	_ = ws.curHist.RecordValue(us)
-	_ = ws.runHist.RecordValue(us)
+	if ws.runHist != nil {
+		_ = ws.runHist.RecordValue(us)
+	}
 	ws.latSum += ev.Latency
 }
 
@@ -173,10 +177,35 @@ func (ws *Windows) Recent(now time.Time) []Window {
 	return append([]Window(nil), ws.closed...)
 }
 
+// Latest returns the latency of the last complete window, or of the window under way while
+// none is complete (the first seconds of a run).
+func (ws *Windows) Latest(now time.Time) Stats {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.cur.Start.IsZero() {
+		return Stats{}
+	}
+	ws.advanceLocked(now)
+	for i := len(ws.closed) - 1; i >= 0; i-- {
+		if w := ws.closed[i]; w.Calls > 0 {
+			return Stats{Calls: w.Calls, OK: w.OK, TooMany: w.TooMany, Errors: w.Errors(), P50: w.P50, P95: w.P95, P99: w.P99, Max: w.Max}
+		}
+	}
+	h := ws.curHist
+	if h.TotalCount() == 0 {
+		return Stats{}
+	}
+	return Stats{Calls: h.TotalCount(), P50: micros(h.ValueAtQuantile(50)), P95: micros(h.ValueAtQuantile(95)),
+		P99: micros(h.ValueAtQuantile(99)), Max: micros(h.Max())}
+}
+
 // Run returns the latency over the whole run so far.
 func (ws *Windows) Run() Stats {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	if ws.runHist == nil {
+		return Stats{}
+	}
 	s := Stats{Calls: ws.runHist.TotalCount()}
 	if s.Calls > 0 {
 		s.P50, s.P95 = micros(ws.runHist.ValueAtQuantile(50)), micros(ws.runHist.ValueAtQuantile(95))

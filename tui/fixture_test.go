@@ -93,7 +93,7 @@ func busySnapshot() engine.Snapshot {
 
 // busySeries fills a Series with 15 minutes of a steady run: about 190 calls/s with a latency
 // knee, a burst of 429s five minutes ago, a trickle of 503s and timeouts.
-func busySeries() *probes.Series {
+func busySeries() *probes.Monitor {
 	busyOnce.Do(func() { busy = fillBusySeries() })
 	return busy
 }
@@ -101,11 +101,11 @@ func busySeries() *probes.Series {
 // busy is built once: filling it observes 170,000 events, slow under -race.
 var (
 	busyOnce sync.Once
-	busy     *probes.Series
+	busy     *probes.Monitor
 )
 
-func fillBusySeries() *probes.Series {
-	s := probes.NewSeries()
+func fillBusySeries() *probes.Monitor {
+	s := probes.NewMonitor(probes.AdvisorConfig{}, false)
 	from := fixedNow.Add(-probes.SeriesSpan)
 	for sec := 0; sec < int(probes.SeriesSpan/time.Second); sec++ {
 		t := from.Add(time.Duration(sec) * time.Second)

@@ -10,6 +10,7 @@ type KeyMap struct {
 	Pause, Drain, Command   key.Binding
 	Window, Help, Quit      key.Binding
 	Interrupt, Cancel       key.Binding
+	Accept                  key.Binding
 	Confirm                 key.Binding
 }
 
@@ -32,6 +33,7 @@ func DefaultKeys() KeyMap {
 		Quit:      key.NewBinding(key.WithKeys("q"), key.WithHelp("q", "quit")),
 		Interrupt: key.NewBinding(key.WithKeys("ctrl+c"), key.WithHelp("ctrl+c", "drain and quit; twice: cancel calls")),
 		Cancel:    key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "cancel")),
+		Accept:    key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "accept the advisor's suggestion")),
 		Confirm:   key.NewBinding(key.WithKeys("y", "enter"), key.WithHelp("y", "confirm")),
 	}
 }
@@ -40,7 +42,7 @@ func DefaultKeys() KeyMap {
 func (k KeyMap) helpRows() [][2]string {
 	var rows [][2]string
 	for _, b := range []key.Binding{k.Up, k.Down, k.Double, k.Halve, k.PaceUp, k.PaceDown, k.RateUp, k.RateDown,
-		k.Pause, k.Drain, k.Command, k.Window, k.Help, k.Quit, k.Interrupt} {
+		k.Accept, k.Pause, k.Drain, k.Command, k.Window, k.Help, k.Quit, k.Interrupt} {
 		rows = append(rows, [2]string{b.Help().Key, b.Help().Desc})
 	}
 	return rows

@@ -31,11 +31,12 @@ type Engine interface {
 	Stop(origin string)
 }
 
-// Stats is where the screen reads windowed statistics, e.g. a [*probes.Series].
+// Stats is where the screen reads windowed statistics and advice, e.g. a [*probes.Monitor].
 type Stats interface {
 	Points(now time.Time, span time.Duration) []probes.Point
 	Latency(now time.Time) probes.Stats
 	Errors(n int) []probes.ErrorGroup
+	Advice(now time.Time, set engine.Settings) probes.Advice
 }
 
 // Options describe the job to the screen.
@@ -44,6 +45,7 @@ type Options struct {
 	Retries int    // the run's retry budget, shown with the knobs
 	FPS     int    // refreshes per second (default 4)
 	Plain   bool   // no colour (NO_COLOR)
+	Auto    bool   // the auto-tuner turns the knobs too
 	// Now is the clock (default time.Now); tests fix it.
 	Now func() time.Time
 }
@@ -70,6 +72,7 @@ type Model struct {
 	points        []probes.Point
 	latency       probes.Stats
 	errs          []probes.ErrorGroup
+	advice        probes.Advice
 	window        int // index into chartWindows
 
 	help       bool
@@ -114,6 +117,7 @@ func (m *Model) refresh() {
 	m.points = m.stats.Points(now, chartWindows[len(chartWindows)-1])
 	m.latency = m.stats.Latency(now)
 	m.errs = m.stats.Errors(8)
+	m.advice = m.stats.Advice(now, m.snap.Settings)
 }
 
 // Update handles ticks, keys and resizes.
@@ -225,6 +229,8 @@ func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	case key.Matches(msg, m.keys.Command):
 		m.commanding = true
 		return m, m.input.Focus()
+	case key.Matches(msg, m.keys.Accept):
+		m.accept()
 	case key.Matches(msg, m.keys.Window):
 		m.window = (m.window + 1) % len(chartWindows)
 	case key.Matches(msg, m.keys.Help):
@@ -257,6 +263,26 @@ func (m Model) interrupt() (tea.Model, tea.Cmd) {
 		m.say("stopping: cancelling the calls in flight")
 	}
 	return m, nil
+}
+
+// accept applies the advisor's suggestion, logged with the origin "advisor".
+func (m *Model) accept() {
+	a := m.advice
+	if a.Action == probes.Hold || a.Knob == "" {
+		m.say("no advice to accept: " + a.Reason)
+		return
+	}
+	cur, next := m.snap.Settings, a.Settings
+	var err error
+	switch {
+	case next.Parallelism != cur.Parallelism:
+		err = m.eng.SetParallelism(next.Parallelism, "advisor")
+	case next.Rate != cur.Rate:
+		err = m.eng.SetRate(next.Rate, cur.Burst, "advisor")
+	case next.Pace != cur.Pace:
+		err = m.eng.SetPace(next.Pace, "advisor")
+	}
+	m.report(err, "accepted: "+a.Knob+" changed")
 }
 
 func (m *Model) setParallelism(n int) {

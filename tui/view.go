@@ -103,7 +103,11 @@ func (m Model) body(w, n int) []string {
 		out = append(out, m.errorPanel(w, l.errors)...)
 	}
 	if l.advisor > 0 {
-		out = append(out, m.rule("advisor", "", w), m.advisorLine(w))
+		title := "advisor"
+		if m.opt.Auto {
+			title = "advisor · auto on"
+		}
+		out = append(out, m.rule(title, "", w), m.advisorLine(w))
 	}
 	if l.changes > 0 {
 		out = append(out, m.changePanel(w, l.changes)...)
@@ -242,7 +246,7 @@ func (m Model) knobs(w int) []string {
 	right := m.workerGrid(w-leftW-1, m.gridRows(w))
 	right = append(right,
 		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
-		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, binding(s)))
+		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, m.binding()))
 	for len(left) < len(right) {
 		left = append(left, "")
 	}
@@ -290,8 +294,17 @@ func (m Model) workerGrid(w, rows int) []string {
 	return out
 }
 
-// binding names the limit that holds throughput now (a first reading; the advisor refines it).
-func binding(s engine.Snapshot) string {
+// binding names the limit that holds throughput: by Little's law over the advisor's last
+// window when it has one, else from what the workers are doing this instant.
+func (m Model) binding() string {
+	if b := m.advice.Binding; b != "" && b != probes.BindNone {
+		return string(b)
+	}
+	return instantBinding(m.snap)
+}
+
+// instantBinding reads the workers' states: who waits for what.
+func instantBinding(s engine.Snapshot) string {
 	by := s.ByState
 	switch {
 	case s.State == engine.Paused:
@@ -414,58 +427,25 @@ func (m Model) errorPanel(w, rows int) []string {
 	return out[:rows]
 }
 
-// advisorLine says what the numbers say: clean for how long, or what is rising.
+// advisorLine is the advisor's suggestion with its reason and the key to accept it, or, under
+// --auto, the tuner's last change; on the final screen, the summary.
 func (m Model) advisorLine(w int) string {
 	s := m.snap
 	if !s.Ended.IsZero() {
 		return fit(" "+m.summary(), w)
 	}
-	return fit(" "+advice(m.points, s), w)
-}
-
-// advice reads the last seconds: 429s and errors, rising or not, or how long it has been clean.
-func advice(points []probes.Point, s engine.Snapshot) string {
-	sum := func(from, to int, f func(probes.Point) int64) int64 {
-		var n int64
-		for i := max(from, 0); i < to && i < len(points); i++ {
-			n += f(points[i])
+	if m.opt.Auto {
+		for i := len(s.Changes) - 1; i >= 0; i-- {
+			if c := s.Changes[i]; c.Origin == "auto" && s.At.Sub(c.At) < 30*time.Second {
+				return fit(" auto: "+c.Knob+" "+c.From+" → "+c.To+" ("+clock(c.At.Sub(s.Started))+")", w)
+			}
 		}
-		return n
 	}
-	n := len(points)
-	tooMany := func(p probes.Point) int64 { return p.TooMany }
-	errs := func(p probes.Point) int64 { return p.Errors }
-	now429, before429 := sum(n-10, n, tooMany), sum(n-20, n-10, tooMany)
-	nowErr, beforeErr := sum(n-10, n, errs), sum(n-20, n-10, errs)
-	switch {
-	case now429 > 0:
-		return fmt.Sprintf("429s %s: %d in the last 10s, %d in the 10s before → lower parallelism or the rate", trend(now429, before429), now429, before429)
-	case nowErr > 0:
-		return fmt.Sprintf("errors %s: %d in the last 10s, %d in the 10s before", trend(nowErr, beforeErr), nowErr, beforeErr)
+	line := " " + m.advice.Reason
+	if m.advice.Action != probes.Hold && !m.opt.Auto {
+		line += "  " + m.styles.Key.Render("a") + " accept"
 	}
-	clean := time.Duration(0)
-	for i := n - 1; i >= 0; i-- {
-		p := points[i]
-		if p.TooMany > 0 || p.Errors > 0 || p.At.Before(s.Started.Truncate(time.Second)) {
-			break
-		}
-		clean += time.Second
-	}
-	if s.Calls == 0 {
-		return "waiting for the first calls"
-	}
-	return fmt.Sprintf("clean for %s: no 429s, no errors", shortDuration(clean))
-}
-
-func trend(now, before int64) string {
-	switch {
-	case now > before*3/2+1:
-		return "rising"
-	case now < before*2/3:
-		return "falling"
-	default:
-		return "steady"
-	}
+	return fit(line, w)
 }
 
 func (m Model) summary() string {

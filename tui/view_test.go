@@ -78,10 +78,10 @@ func TestSmallTerminalDropsPanelsInOrder(t *testing.T) {
 		h             int
 		want, without []string
 	}{
-		{24, []string{"─ changes", "─ errors", "p95", "─ advisor"}, nil},
-		{20, []string{"─ errors", "p95", "─ advisor"}, []string{"─ changes"}},
-		{14, []string{"p95", "─ advisor"}, []string{"─ changes", "─ errors"}},
-		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "p95"}},
+		{24, []string{"─ changes", "─ errors", "(p50", "─ advisor"}, nil},
+		{20, []string{"─ errors", "(p50", "─ advisor"}, []string{"─ changes"}},
+		{14, []string{"(p50", "─ advisor"}, []string{"─ changes", "─ errors"}},
+		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "(p50"}},
 	} {
 		m, _ := newFixtureModel(80, tc.h, true)
 		frame := ansi.Strip(m.Render())
@@ -295,7 +295,7 @@ func TestKeyChangesTheRealEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(e, emptyStats{}, Options{Title: "t", Now: func() time.Time { return fixedNow }})
+	m := New(e, probes.NewMonitor(probes.AdvisorConfig{}, false), Options{Title: "t", Now: func() time.Time { return fixedNow }})
 	m = press(t, m, "up", "pgup")
 	if got := e.Settings().Parallelism; got != 10 {
 		t.Errorf("engine parallelism after ↑ and PgUp = %d, want (4+1)×2 = 10", got)
@@ -304,13 +304,6 @@ func TestKeyChangesTheRealEngine(t *testing.T) {
 		t.Errorf("change log = %v, want two tui changes ending at 10", ch)
 	}
 }
-
-// emptyStats is a Stats with nothing observed yet.
-type emptyStats struct{}
-
-func (emptyStats) Points(now time.Time, span time.Duration) []probes.Point { return nil }
-func (emptyStats) Latency(now time.Time) probes.Stats                      { return probes.Stats{} }
-func (emptyStats) Errors(n int) []probes.ErrorGroup                        { return nil }
 
 func TestWarningsShow(t *testing.T) {
 	m, fe := newFixtureModel(80, 24, true)
