@@ -41,7 +41,8 @@ Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 		},
 	}
 	rf.register(cmd.PersistentFlags(), true)
-	cmd.AddCommand(newHTTPCmd(env, rf), newSimCmd(env, rf))
+	run := func(cmd *cobra.Command, j job) error { return runJob(cmd.Context(), env, rf, j) }
+	cmd.AddCommand(newHTTPCmd(env, run), newSimCmd(env, run))
 	return cmd
 }
 
@@ -99,7 +100,10 @@ func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
 
 func versionWord() string { return strings.Fields(versionString())[1] }
 
-func newHTTPCmd(env *Env, rf *runFlags) *cobra.Command {
+// action is what an adapter command does with its adapter: run a job, or probe the target.
+type action func(cmd *cobra.Command, j job) error
+
+func newHTTPCmd(env *Env, act action) *cobra.Command {
 	hf := &httpFlags{}
 	cmd := &cobra.Command{
 		Use:   "http",
@@ -130,7 +134,7 @@ statuses fail at once. A JSON response body is kept in the row's "output".`,
 				return usageError("%v", err)
 			}
 			defer a.Close()
-			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "http"})
+			return act(cmd, job{adapter: a, name: "http"})
 		},
 	}
 	hf.register(cmd)
@@ -177,7 +181,7 @@ func (f *simFlags) config() (adapters.SimConfig, error) {
 	return cfg, nil
 }
 
-func newSimCmd(env *Env, rf *runFlags) *cobra.Command {
+func newSimCmd(env *Env, act action) *cobra.Command {
 	sf := &simFlags{}
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -195,10 +199,10 @@ a run's settings before pointing them at a real system.`,
 			if err != nil {
 				return err
 			}
-			return runJob(cmd.Context(), env, rf, job{adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)), name: "sim"})
+			return act(cmd, job{adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)), name: "sim"})
 		},
 	}
-	sf.register(cmd, "0", 1)
+	sf.register(cmd, "0", 10)
 	return cmd
 }
 

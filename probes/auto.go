@@ -33,9 +33,11 @@ const operatorPause = 60 * time.Second
 //     not raise it past that point again until five minutes have been clean.
 //   - At a latency knee (mean latency 30% over the lowest seen while parallelism binds) it
 //     sets parallelism by the gradient: P × baseline/latency, plus one.
-//   - After two clean windows it raises whichever limit binds: parallelism by a tenth (at
-//     least one), the rate by 3%, pacing shortened by a fifth; it keeps parallelism at least
-//     rate × latency × 1.5, so that a rate cap is never starved of workers.
+//   - After clean windows it raises whichever limit binds: until the first sign of a limit
+//     parallelism grows by a quarter after every clean window (like TCP's slow start), after it by a
+//     tenth (at least one) after two; the rate by 3%, pacing shortened by a fifth. It keeps
+//     parallelism at least rate × latency × 1.5, so that a rate cap is never starved of
+//     workers.
 //
 // An operator's change (from the TUI or ctl) pauses it for a minute; the pause is logged.
 type Tuner struct {
@@ -46,6 +48,7 @@ type Tuner struct {
 	ceiling  int       // parallelism where a server that counts connections said 429; 0 if none
 	probe    int       // clean windows since the ceiling was last raised
 	cooldown int       // windows to sit out after a decrease: calls started before it still land
+	cautious bool      // set at the first sign of a limit: from then on, raises are small
 	seen     time.Time // the newest change of the log already looked at
 	pausedTo time.Time // operator's hands on the knobs until then
 }
@@ -131,7 +134,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	}
 	okRate := w.PerSecond(w.OK)
 	if w.TooMany > 0 {
-		t.clean = 0
+		t.clean, t.cautious = 0, true
 		why := fmt.Sprintf("%d × 429 in %s at %.0f ok/s", w.TooMany, short(w.Length), okRate)
 		if w.TooManyTimed*2 < w.TooMany {
 			// No Retry-After: the server counts calls in flight. Step parallelism down and
@@ -151,7 +154,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	}
 	bind, _ := BindingOf(w, set)
 	if bind == BindParallelism && w.MeanOK > t.baseline*13/10 && set.Parallelism > 1 {
-		t.clean = 0
+		t.clean, t.cautious = 0, true
 		p := int(float64(set.Parallelism)*float64(t.baseline)/float64(w.MeanOK)) + 1
 		next.Parallelism = max(1, min(p, set.Parallelism-1))
 		t.cooldown = 1
@@ -170,7 +173,9 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 			t.ceiling, t.probe = t.ceiling+1, 0
 		}
 	}
-	if t.clean < 2 {
+	// Like TCP's slow start: until the first sign of a limit, grow by a quarter after every clean
+	// window; after it, by a tenth after two.
+	if t.clean < 2 && t.cautious {
 		return next, ""
 	}
 	t.clean = 0
@@ -184,7 +189,11 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	case BindPacing:
 		next.Pace = (set.Pace * 4 / 5).Round(time.Millisecond)
 	case BindParallelism:
-		next.Parallelism = set.Parallelism + max(1, set.Parallelism/10)
+		if t.cautious {
+			next.Parallelism = set.Parallelism + max(1, set.Parallelism/10)
+		} else {
+			next.Parallelism = set.Parallelism + max(1, set.Parallelism/4)
+		}
 	default:
 		return next, ""
 	}

@@ -112,3 +112,58 @@ func TestAutoFollowsADrop(t *testing.T) {
 		}
 	})
 }
+
+// TestAutoScenario is the issue's scenario, in virtual time: 20,000 items against a simulated
+// API with a hidden limit of 200 calls/s and a 50 ms median latency (ideal: 100 s). --auto
+// from parallelism 2 must finish within 1.2× the ideal; fixed settings too low and too high
+// are reported beside it. `make bench` prints the table (go test -run TestAutoScenario -v).
+func TestAutoScenario(t *testing.T) {
+	type outcome struct {
+		name     string
+		finish   time.Duration
+		tooMany  int64
+		failed   int64
+		auto     bool
+		settings engine.Settings
+	}
+	cases := []outcome{
+		{name: "--auto from parallelism 2", auto: true, settings: engine.Settings{Parallelism: 2, Burst: 1}},
+		{name: "fixed parallelism 2 (too low)", settings: engine.Settings{Parallelism: 2, Burst: 1}},
+		{name: "fixed parallelism 64 (too high)", settings: engine.Settings{Parallelism: 64, Burst: 1}},
+		{name: "fixed parallelism 10, rate 190/s (hand-tuned)", settings: engine.Settings{Parallelism: 10, Rate: 190, Burst: 1}},
+	}
+	for i := range cases {
+		c := &cases[i]
+		synctest.Test(t, func(t *testing.T) {
+			sim := adapters.NewSim(adapters.SimConfig{Rate: 200, Burst: 10, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 7})
+			e, err := engine.New(engine.Config{Settings: c.settings, Retries: 10, Adapter: adapters.NewSimAdapter(sim),
+				Source: engine.NewLineReader(strings.NewReader(strings.Repeat("x\n", 20_000)), false), Results: io.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if c.auto {
+				m := probes.NewMonitor(probes.AdvisorConfig{}, true)
+				sub := e.Subscribe(1<<16, engine.CallEnd)
+				stop := make(chan struct{})
+				defer close(stop)
+				go probes.Feed(sub, stop, m.Observe)
+				go m.Tuner(e).Run(ctx)
+			}
+			start := time.Now()
+			s, err := e.Run(ctx)
+			if err != nil || s.OK+s.Failed != 20_000 || (c.auto && s.Failed > 0) {
+				t.Fatalf("%s: Run() = ok %d, failed %d, %v; want 20,000 rows (all ok under --auto)", c.name, s.OK, s.Failed, err)
+			}
+			c.finish, c.tooMany, c.failed = time.Since(start), sim.Stats().TooMany, s.Failed
+		})
+	}
+	t.Logf("%-48s %10s %8s %8s %8s", "20,000 items, hidden limit 200/s, 50 ms", "finish", "× ideal", "429s", "failed")
+	for _, c := range cases {
+		t.Logf("%-48s %10s %8.2f %8d %8d", c.name, c.finish.Round(100*time.Millisecond), c.finish.Seconds()/100, c.tooMany, c.failed)
+	}
+	if auto := cases[0]; auto.finish > 120*time.Second {
+		t.Errorf("--auto finished in %v, want within 1.2× the ideal 100 s", auto.finish)
+	}
+}
