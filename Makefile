@@ -17,8 +17,10 @@ test: ## go vet + the whole suite under the race detector
 demo: build ## a real http job against the embedded simulated API on 127.0.0.1
 	./$(BIN) demo
 
-bench: build ## engine and adapter benchmarks, rate adherence, peak RSS (~2.5 min on 2 cores)
+bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, peak RSS, the --auto scenario
 	$(GO) run ./bench/scenarios -bin $(BIN) | tee bench.out
+	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
+	$(GO) test -count=1 -run 'TestAutoScenario|TestAuto' -v ./probes/ | grep -v '^=== ' | tee -a bench.out
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)

@@ -340,3 +340,29 @@ func TestWorkerGridAt160(t *testing.T) {
 		}
 	}
 }
+
+// TestAcceptAdvice: the advisor line shows the suggestion with its reason, and one key applies
+// it to the engine, logged as the advisor's.
+func TestAcceptAdvice(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	frame := ansi.Strip(m.Render())
+	if !strings.Contains(frame, "raise rate 200/s → 250/s  a accept") {
+		t.Fatalf("the advisor line lacks the suggestion and its key:\n%s", frame)
+	}
+	press(t, m, "a")
+	if len(fe.calls) != 1 || fe.calls[0] != "advisor rate 250/s burst 1" {
+		t.Errorf("a sent %q, want [\"advisor rate 250/s burst 1\"]", fe.calls)
+	}
+}
+
+// TestAutoShowsItsChanges: under --auto the advisor line shows the tuner's last change.
+func TestAutoShowsItsChanges(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	m.opt.Auto = true
+	fe.snap.Changes = append(fe.snap.Changes, engine.Change{At: fixedNow.Add(-5 * time.Second), Origin: "auto", Knob: "parallelism", From: "24", To: "27"})
+	m.refresh()
+	frame := ansi.Strip(m.Render())
+	if !strings.Contains(frame, "advisor · auto on") || !strings.Contains(frame, "auto: parallelism 24 → 27") || strings.Contains(frame, "a accept") {
+		t.Errorf("under --auto the advisor panel does not show the tuner's change (or still offers a key):\n%s", frame)
+	}
+}
