@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"io"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title str
 	s := e.Snapshot()
 	total := "unknown total"
 	if s.Total >= 0 {
-		total = count(s.Total) + " items"
+		total = human.Count(s.Total) + " items"
 	}
 	h.say(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
 	h.lastAt = time.Now()
@@ -100,16 +101,16 @@ func (h *headless) progress() {
 func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new429 int64) string {
 	var b strings.Builder
 	elapsed := s.At.Sub(s.Started)
-	fmt.Fprintf(&b, "%s  %s", clock(elapsed), s.State)
+	fmt.Fprintf(&b, "%s  %s", human.Clock(elapsed), s.State)
 	done := s.Done()
 	if s.Total >= 0 {
 		pct := 100.0
 		if s.Total > 0 {
 			pct = 100 * float64(done) / float64(s.Total)
 		}
-		fmt.Fprintf(&b, "  %s/%s %.1f%%", count(done), count(s.Total), pct)
+		fmt.Fprintf(&b, "  %s/%s %.1f%%", human.Count(done), human.Count(s.Total), pct)
 	} else {
-		fmt.Fprintf(&b, "  %s done", count(done))
+		fmt.Fprintf(&b, "  %s done", human.Count(done))
 	}
 	fmt.Fprintf(&b, "  %.1f calls/s", callsPerSec)
 	if s.Settings.Rate > 0 {
@@ -117,13 +118,13 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	}
 	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, s.Settings.Parallelism)
 	if lat.Calls > 0 {
-		fmt.Fprintf(&b, "  p50 %s p95 %s", ms(lat.P50), ms(lat.P95))
+		fmt.Fprintf(&b, "  p50 %s p95 %s", human.Latency(lat.P50), human.Latency(lat.P95))
 	}
-	fmt.Fprintf(&b, "  429s %s", count(s.TooMany))
+	fmt.Fprintf(&b, "  429s %s", human.Count(s.TooMany))
 	if new429 > 0 {
 		fmt.Fprintf(&b, " (+%d)", new429)
 	}
-	fmt.Fprintf(&b, "  errors %s  failed %s", count(s.Errors), count(s.Failed))
+	fmt.Fprintf(&b, "  errors %s  failed %s", human.Count(s.Errors), human.Count(s.Failed))
 	if s.BackingOff > 0 {
 		fmt.Fprintf(&b, "  backoff %d", s.BackingOff)
 	}
@@ -132,7 +133,7 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	}
 	if s.Total > 0 && done > 0 && done < s.Total && elapsed > 0 {
 		perItem := elapsed / time.Duration(done)
-		fmt.Fprintf(&b, "  ETA %s", clock(perItem*time.Duration(s.Total-done)))
+		fmt.Fprintf(&b, "  ETA %s", human.Clock(perItem*time.Duration(s.Total-done)))
 	}
 	return b.String()
 }
@@ -166,59 +167,20 @@ func printSummary(w io.Writer, s engine.Summary, out string) {
 		perSec = float64(rows) / s.Elapsed.Seconds()
 	}
 	fmt.Fprintf(w, "%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s\n",
-		verb, s.Elapsed.Round(time.Millisecond), count(rows), count(s.OK), count(s.Failed),
-		count(s.Calls), count(s.Retries), count(s.TooMany), perSec)
+		verb, s.Elapsed.Round(time.Millisecond), human.Count(rows), human.Count(s.OK), human.Count(s.Failed),
+		human.Count(s.Calls), human.Count(s.Retries), human.Count(s.TooMany), perSec)
 	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows) {
 		left := s.NotStarted
 		if s.Total >= 0 {
 			left = s.Total - rows
 		}
-		fmt.Fprintf(w, "%s items were not run and have no row\n", count(left))
+		fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
 	}
 	if s.Lost > 0 {
-		fmt.Fprintf(w, "%s finished items could not be written to %s\n", count(s.Lost), out)
+		fmt.Fprintf(w, "%s finished items could not be written to %s\n", human.Count(s.Lost), out)
 	}
 	for _, warning := range s.Warnings {
 		fmt.Fprintln(w, "warning: "+warning)
 	}
 	fmt.Fprintln(w, "results appended to "+out)
-}
-
-// count renders n with thousands separators: 1,234,567.
-func count(n int64) string {
-	s := fmt.Sprint(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
-// clock renders a duration as h:mm:ss or m:ss.
-func clock(d time.Duration) string {
-	d = d.Round(time.Second)
-	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
-	if h > 0 {
-		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
-	}
-	return fmt.Sprintf("%d:%02d", m, s)
-}
-
-// ms renders a latency in milliseconds, or seconds past ten of them.
-func ms(d time.Duration) string {
-	if d >= 10*time.Second {
-		return fmt.Sprintf("%.1fs", d.Seconds())
-	}
-	if d >= 10*time.Millisecond {
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	}
-	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
 }

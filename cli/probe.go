@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"io"
 	"strings"
 	"time"
@@ -163,12 +164,12 @@ func probeJob(ctx context.Context, env *Env, pf *probeFlags, j job) error {
 
 	fmt.Fprintf(out, "%12s %9s %9s %9s %7s %7s\n", "parallelism", "ok/s", "mean", "p95", "429s", "errors")
 	for _, s := range res.Steps {
-		fmt.Fprintf(out, "%12d %9.1f %9s %9s %7d %7d\n", s.Parallelism, s.OKPerSec, ms(s.Mean), ms(s.P95), s.TooMany, s.Errors)
+		fmt.Fprintf(out, "%12d %9.1f %9s %9s %7d %7d\n", s.Parallelism, s.OKPerSec, human.Latency(s.Mean), human.Latency(s.P95), s.TooMany, s.Errors)
 	}
 	fmt.Fprintf(out, "stopped: %s\n", res.Stop)
 	if res.Knee.Parallelism > 0 {
 		fmt.Fprintf(out, "knee: parallelism %d at %.1f ok/s, p95 %s; the most seen: %.1f ok/s\n",
-			res.Knee.Parallelism, res.Knee.OKPerSec, ms(res.Knee.P95), res.Capacity)
+			res.Knee.Parallelism, res.Knee.OKPerSec, human.Latency(res.Knee.P95), res.Capacity)
 	}
 	if res.Capacity > 0 {
 		fmt.Fprintf(out, "start with: --parallelism %d --rate %s   (about half of what the target took; raise after clean logs)\n",

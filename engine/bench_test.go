@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,48 +12,14 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 )
 
-// lineGen is an io.Reader of n generated lines ("item-0\n", "item-1\n", …), made as they are
-// read so that an input of any length costs no memory.
-type lineGen struct {
-	n, next int
-	pending []byte // the unread rest of the current line
-}
-
-func (g *lineGen) Read(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		if len(g.pending) == 0 {
-			if g.next == g.n {
-				break
-			}
-			g.pending = strconv.AppendInt(append(g.pending[:0], "item-"...), int64(g.next), 10)
-			g.pending = append(g.pending, '\n')
-			g.next++
-		}
-		k := copy(p[written:], g.pending)
-		g.pending = g.pending[k:]
-		written += k
-	}
-	if written == 0 {
-		return 0, io.EOF
-	}
-	return written, nil
-}
-
-// noop answers every call at once with OK, like a target with no latency: what is left is the
-// engine's own cost per item (reading, dispatch, admission, settling, row encoding, writing).
-var noop = engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
-	return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
-})
-
-// runNoop runs one job of n items through noop at parallelism p, its rows written to w. With
+// runNoop runs one job of n items through enginetest.Noop at parallelism p, its rows written to w. With
 // events, a subscriber drains the event stream as headless progress and the TUI do.
 func runNoop(b *testing.B, n, p int, w io.Writer, events bool) {
 	b.Helper()
 	e, err := engine.New(engine.Config{
 		Settings: engine.Settings{Parallelism: p},
-		Adapter:  noop,
-		Source:   engine.NewLineReader(&lineGen{n: n}, false),
+		Adapter:  enginetest.Noop,
+		Source:   engine.NewLineReader(enginetest.Lines(n), false),
 		Total:    int64(n),
 		Results:  w,
 	})
@@ -115,7 +82,7 @@ func BenchmarkEngineNoop(b *testing.B) {
 // BenchmarkLineReader measures reading items alone, the floor under BenchmarkEngineNoop.
 func BenchmarkLineReader(b *testing.B) {
 	b.ReportAllocs()
-	r := engine.NewLineReader(&lineGen{n: b.N}, false)
+	r := engine.NewLineReader(enginetest.Lines(b.N), false)
 	for {
 		if _, err := r.Next(); err == io.EOF {
 			break

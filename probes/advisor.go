@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"strconv"
 	"time"
 
@@ -34,15 +35,15 @@ func BindingOf(w Window, set engine.Settings) (Binding, string) {
 	case w.Calls == 0:
 		return BindNone, "no calls ended in the last window"
 	case w.TooMany > 0:
-		return BindServer, fmt.Sprintf("%d × 429 in %s", w.TooMany, short(w.Length))
+		return BindServer, fmt.Sprintf("%d × 429 in %s", w.TooMany, human.Span(w.Length))
 	case set.Rate > 0 && x >= 0.9*set.Rate:
 		return BindRate, fmt.Sprintf("%s calls/s against a cap of %s", perSec(x), engine.FormatRate(set.Rate))
 	case pace > r && x >= 0.9*p/pace:
 		return BindPacing, fmt.Sprintf("%s calls/s against %d workers / %v pace", perSec(x), set.Parallelism, set.Pace)
 	case l >= 0.85*p:
-		return BindParallelism, fmt.Sprintf("%s calls/s × %s = %.1f in flight of %d", perSec(x), ms(w.Mean), l, set.Parallelism)
+		return BindParallelism, fmt.Sprintf("%s calls/s × %s = %.1f in flight of %d", perSec(x), human.Latency(w.Mean), l, set.Parallelism)
 	}
-	return BindNone, fmt.Sprintf("%s calls/s × %s needs %.1f in flight of %d: workers idle", perSec(x), ms(w.Mean), l, set.Parallelism)
+	return BindNone, fmt.Sprintf("%s calls/s × %s needs %.1f in flight of %d: workers idle", perSec(x), human.Latency(w.Mean), l, set.Parallelism)
 }
 
 // perSec renders a rate readably at any size: 1234, 12.5, 0.4.
@@ -119,7 +120,7 @@ func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 
 	if last.TooMany > 0 {
 		a := Advice{Action: Lower, Settings: set, Binding: BindServer}
-		reason := fmt.Sprintf("%d × 429 in the last %s (%.1f%% of calls)", last.TooMany, short(last.Length), 100*last.TooManyShare())
+		reason := fmt.Sprintf("%d × 429 in the last %s (%.1f%% of calls)", last.TooMany, human.Span(last.Length), 100*last.TooManyShare())
 		if set.Rate > 0 {
 			// From what flows, not from the cap: a cap far above the traffic lets 429s through.
 			base := set.Rate
@@ -151,24 +152,24 @@ func Advise(ws []Window, set engine.Settings, cfg AdvisorConfig) Advice {
 		a.Settings.Parallelism = max(1, int(float64(set.Parallelism)*0.8))
 		first := time.Duration(p95s[len(p95s)-1] - change)
 		a.Reason = fmt.Sprintf("p95 rising %s → %s over %s with parallelism binding (latency knee): lower parallelism %d → %d",
-			ms(first), ms(last.P95), short(time.Duration(len(p95s))*last.Length), set.Parallelism, a.Settings.Parallelism)
+			human.Latency(first), human.Latency(last.P95), human.Span(time.Duration(len(p95s))*last.Length), set.Parallelism, a.Settings.Parallelism)
 		if a.Settings != set {
 			return a
 		}
 	}
 	if trend == Rising {
-		return hold(fmt.Sprintf("p95 rising %s → %s: not clean; hold", ms(time.Duration(p95s[len(p95s)-1]-change)), ms(last.P95)))
+		return hold(fmt.Sprintf("p95 rising %s → %s: not clean; hold", human.Latency(time.Duration(p95s[len(p95s)-1]-change)), human.Latency(last.P95)))
 	}
 	if last.ErrorShare() > cfg.MaxErrorShare {
 		return hold(fmt.Sprintf("errors %.1f%% of calls in the last %s (%s): hold until they clear",
-			100*last.ErrorShare(), short(last.Length), errorMix(last)))
+			100*last.ErrorShare(), human.Span(last.Length), errorMix(last)))
 	}
 
 	clean := cleanFor(ws, cfg.MaxErrorShare)
 	if clean < cfg.CleanFor {
-		return hold(fmt.Sprintf("clean for %s of %s, p95 %s at %s", short(clean), short(cfg.CleanFor), trend, ms(last.P95)))
+		return hold(fmt.Sprintf("clean for %s of %s, p95 %s at %s", human.Span(clean), human.Span(cfg.CleanFor), trend, human.Latency(last.P95)))
 	}
-	lead := fmt.Sprintf("clean for %s, p95 %s at %s, 0 × 429", short(clean), trend, ms(last.P95))
+	lead := fmt.Sprintf("clean for %s, p95 %s at %s, 0 × 429", human.Span(clean), trend, human.Latency(last.P95))
 	a := Advice{Action: Raise, Settings: set, Binding: bind}
 	switch bind {
 	case BindRate:
@@ -243,31 +244,4 @@ func roundTo3(v float64) float64 {
 	}
 	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
 	return r
-}
-
-// ms renders a latency compactly: 52ms, 1.2s, 0.4ms.
-func ms(d time.Duration) string {
-	switch {
-	case d >= 10*time.Second:
-		return fmt.Sprintf("%.0fs", d.Seconds())
-	case d >= time.Second:
-		return fmt.Sprintf("%.1fs", d.Seconds())
-	case d >= 10*time.Millisecond:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	default:
-		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
-	}
-}
-
-// short renders a span as 5s, 1m20s, 2m.
-func short(d time.Duration) string {
-	d = d.Round(time.Second)
-	if d < time.Minute {
-		return strconv.Itoa(int(d.Seconds())) + "s"
-	}
-	m, s := int(d.Minutes()), int(d.Seconds())%60
-	if s == 0 {
-		return strconv.Itoa(m) + "m"
-	}
-	return fmt.Sprintf("%dm%02ds", m, s)
 }

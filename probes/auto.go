@@ -3,6 +3,7 @@ package probes
 import (
 	"context"
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -107,7 +108,7 @@ func (t *Tuner) operatorChanged(s engine.Snapshot, now time.Time) bool {
 	if changed {
 		t.pausedTo = now.Add(operatorPause)
 		t.clean = 0
-		t.knobs.Note("auto", fmt.Sprintf("paused for %s after an operator's change", short(operatorPause)))
+		t.knobs.Note("auto", fmt.Sprintf("paused for %s after an operator's change", human.Span(operatorPause)))
 	}
 	return changed
 }
@@ -135,7 +136,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	okRate := w.PerSecond(w.OK)
 	if w.TooMany > 0 {
 		t.clean, t.cautious = 0, true
-		why := fmt.Sprintf("%d × 429 in %s at %.0f ok/s", w.TooMany, short(w.Length), okRate)
+		why := fmt.Sprintf("%d × 429 in %s at %.0f ok/s", w.TooMany, human.Span(w.Length), okRate)
 		if w.TooManyTimed*2 < w.TooMany {
 			// No Retry-After: the server counts calls in flight. Step parallelism down and
 			// remember where the 429s began.
@@ -158,8 +159,8 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 		p := int(float64(set.Parallelism)*float64(t.baseline)/float64(w.MeanOK)) + 1
 		next.Parallelism = max(1, min(p, set.Parallelism-1))
 		t.cooldown = 1
-		return next, fmt.Sprintf("latency %s is %.0f%% over its baseline %s (knee)", ms(w.MeanOK),
-			100*(float64(w.MeanOK)/float64(t.baseline)-1), ms(t.baseline))
+		return next, fmt.Sprintf("latency %s is %.0f%% over its baseline %s (knee)", human.Latency(w.MeanOK),
+			100*(float64(w.MeanOK)/float64(t.baseline)-1), human.Latency(t.baseline))
 	}
 	if w.ErrorShare() > 0.05 {
 		t.clean = 0
@@ -200,7 +201,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	if t.ceiling > 0 && next.Parallelism > t.ceiling {
 		next.Parallelism = max(set.Parallelism, t.ceiling)
 	}
-	return next, fmt.Sprintf("clean for %s, %s binds", short(2*w.Length), bind)
+	return next, fmt.Sprintf("clean for %s, %s binds", human.Span(2*w.Length), bind)
 }
 
 // apply makes the change through the knobs, with the origin "auto", and describes it.

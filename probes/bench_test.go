@@ -2,9 +2,9 @@ package probes_test
 
 import (
 	"context"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 	"io"
 	"runtime"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -12,39 +12,6 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 )
-
-// genLines is an io.Reader of n generated lines ("item-0\n", "item-1\n", …), made as they are
-// read so that an input of any length costs no memory.
-type genLines struct {
-	n, next int
-	pending []byte
-}
-
-func (g *genLines) Read(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		if len(g.pending) == 0 {
-			if g.next == g.n {
-				break
-			}
-			g.pending = strconv.AppendInt(append(g.pending[:0], "item-"...), int64(g.next), 10)
-			g.pending = append(g.pending, '\n')
-			g.next++
-		}
-		k := copy(p[written:], g.pending)
-		g.pending = g.pending[k:]
-		written += k
-	}
-	if written == 0 {
-		return 0, io.EOF
-	}
-	return written, nil
-}
-
-// noopAdapter answers every call at once with OK: what is left is the engine's own cost.
-var noopAdapter = engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
-	return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
-})
 
 // cpuTime is the process's user+system CPU time so far.
 func cpuTime(tb testing.TB) time.Duration {
@@ -81,8 +48,8 @@ func runProbed(tb testing.TB, n int, rate float64, mode string) probeRun {
 	tb.Helper()
 	e, err := engine.New(engine.Config{
 		Settings: engine.Settings{Parallelism: 4, Rate: rate, Burst: 100},
-		Adapter:  noopAdapter,
-		Source:   engine.NewLineReader(&genLines{n: n}, false),
+		Adapter:  enginetest.Noop,
+		Source:   engine.NewLineReader(enginetest.Lines(n), false),
 		Total:    int64(n),
 		Results:  io.Discard,
 	})

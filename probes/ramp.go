@@ -3,6 +3,7 @@ package probes
 import (
 	"context"
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"math"
 	"time"
 )
@@ -93,13 +94,13 @@ func Ramp(ctx context.Context, e Knobs, ws *Windows, cfg RampConfig) RampResult 
 		prev := res.Knee
 		switch {
 		case st.Calls == 0:
-			res.Stop = fmt.Sprintf("no call ended in %s at parallelism %d", short(cfg.Step), p)
+			res.Stop = fmt.Sprintf("no call ended in %s at parallelism %d", human.Span(cfg.Step), p)
 		case st.TooMany > 0:
 			res.Stop = fmt.Sprintf("429s at parallelism %d (%d of %d calls)", p, st.TooMany, st.Calls)
 		case float64(st.Errors) > 0.05*float64(st.Calls):
 			res.Stop = fmt.Sprintf("errors at parallelism %d (%d of %d calls)", p, st.Errors, st.Calls)
 		case len(res.Steps) > 1 && st.P95 > 2*base.P95 && st.OKPerSec < 1.1*prev.OKPerSec:
-			res.Stop = fmt.Sprintf("latency knee at parallelism %d: p95 %s against %s at first, throughput flat", p, ms(st.P95), ms(base.P95))
+			res.Stop = fmt.Sprintf("latency knee at parallelism %d: p95 %s against %s at first, throughput flat", p, human.Latency(st.P95), human.Latency(base.P95))
 		case len(res.Steps) > 1 && st.OKPerSec < 1.1*prev.OKPerSec:
 			res.Stop = fmt.Sprintf("throughput stopped growing at parallelism %d (%.0f/s against %.0f/s)", p, st.OKPerSec, prev.OKPerSec)
 		}
@@ -113,7 +114,7 @@ func Ramp(ctx context.Context, e Knobs, ws *Windows, cfg RampConfig) RampResult 
 		case calls >= cfg.MaxCalls:
 			res.Stop = fmt.Sprintf("made the most calls allowed (%d) without a sign of the limit", cfg.MaxCalls)
 		case time.Now().Add(cfg.Step).After(deadline):
-			res.Stop = fmt.Sprintf("ran out of time (%s) without a sign of the limit", short(cfg.MaxTime))
+			res.Stop = fmt.Sprintf("ran out of time (%s) without a sign of the limit", human.Span(cfg.MaxTime))
 		}
 		if res.Stop != "" {
 			break

@@ -3,9 +3,9 @@ package tui
 import (
 	"context"
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 	"io"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,34 +37,6 @@ const (
 // is no TTY, so CLICOLOR_FORCE keeps the colour profile from dropping to "no TTY", which would
 // strip every style and understate the bytes.
 var benchEnv = []string{"TERM=xterm-256color", "CLICOLOR_FORCE=1"}
-
-// benchLines is an io.Reader of n generated lines ("item-0\n", "item-1\n", …), made as they are
-// read so that an input of any length costs no memory.
-type benchLines struct {
-	n, next int
-	pending []byte
-}
-
-func (g *benchLines) Read(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		if len(g.pending) == 0 {
-			if g.next == g.n {
-				break
-			}
-			g.pending = strconv.AppendInt(append(g.pending[:0], "item-"...), int64(g.next), 10)
-			g.pending = append(g.pending, '\n')
-			g.next++
-		}
-		k := copy(p[written:], g.pending)
-		g.pending = g.pending[k:]
-		written += k
-	}
-	if written == 0 {
-		return 0, io.EOF
-	}
-	return written, nil
-}
 
 // benchTarget is an in-process API: each call takes 2/3 to 4/3 of mean (so percentiles
 // differ), one call in 500 is a 429 and one in 3,000 a 503, so that every panel has
@@ -103,7 +75,7 @@ func newBenchEngine(b *testing.B, items, parallelism int, a engine.Adapter) *eng
 		Settings: engine.Settings{Parallelism: parallelism},
 		Retries:  3,
 		Adapter:  a,
-		Source:   engine.NewLineReader(&benchLines{n: items}, false),
+		Source:   engine.NewLineReader(enginetest.Lines(items), false),
 		Total:    int64(items),
 		Results:  io.Discard,
 	})

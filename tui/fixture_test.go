@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"github.com/throttle-dev/throttle/internal/human"
 	"sync"
 	"time"
 
@@ -59,7 +60,7 @@ func (f *fakeEngine) Resume(origin string) { f.record(origin + " resume") }
 func (f *fakeEngine) Drain(origin string)  { f.record(origin + " drain") }
 func (f *fakeEngine) Stop(origin string)   { f.record(origin + " stop") }
 
-func itoa(n int) string { return count(int64(n)) }
+func itoa(n int) string { return human.Count(int64(n)) }
 
 // busySnapshot is a run an hour in: 24 workers, a rate cap, some 429s and errors.
 func busySnapshot() engine.Snapshot {

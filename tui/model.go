@@ -6,6 +6,7 @@ package tui
 
 import (
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"strconv"
 	"strings"
 	"time"
@@ -379,7 +380,7 @@ func (m *Model) command(line string) string {
 		for i, w := range chartWindows {
 			if d, err := time.ParseDuration(f[1]); err == nil && d == w {
 				m.window = i
-				return "chart window " + shortDuration(w)
+				return "chart window " + human.Span(w)
 			}
 		}
 		return fmt.Sprintf("window %q: want 1m, 5m or 15m", f[1])

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"github.com/throttle-dev/throttle/internal/human"
 	"strings"
 	"time"
 
@@ -127,10 +128,10 @@ func (m Model) header(w int) []string {
 	}
 	total := "unknown total"
 	if s.Total >= 0 {
-		total = count(s.Total) + " items"
+		total = human.Count(s.Total) + " items"
 	}
 	left := st.Title.Render(" throttle ") + " " + m.opt.Title + " · " + total
-	right := m.stateWord() + "  " + clock(elapsed)
+	right := m.stateWord() + "  " + human.Clock(elapsed)
 	if eta := m.eta(); eta != "" {
 		right += "  ETA " + eta
 	}
@@ -145,9 +146,9 @@ func (m Model) header(w int) []string {
 	if s.Total > 0 {
 		frac = float64(done) / float64(s.Total)
 	}
-	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, count(done), count(s.Total))
+	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, human.Count(done), human.Count(s.Total))
 	if s.Total < 0 {
-		tail = fmt.Sprintf("  %s done", count(done))
+		tail = fmt.Sprintf("  %s done", human.Count(done))
 		frac = 0
 	}
 	barW := max(w-ansi.StringWidth(tail)-1, 4)
@@ -159,7 +160,7 @@ func (m Model) header(w int) []string {
 		rate += " of " + engine.FormatRate(s.Settings.Rate) + " cap"
 	}
 	line3 := fmt.Sprintf(" %s   ok %s   failed %s   retries %s   429s %s",
-		rate, count(s.OK), m.health(s.Failed > 0, count(s.Failed)), count(s.Retries), m.tooManyShare())
+		rate, human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
 	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
 }
 
@@ -198,7 +199,7 @@ func (m Model) eta() string {
 		return ""
 	}
 	perItem := elapsed / time.Duration(s.Done())
-	return clock(perItem * time.Duration(s.Total-s.Done()))
+	return human.Clock(perItem * time.Duration(s.Total-s.Done()))
 }
 
 // tooManyShare is the share of 429 answers among the calls of the last 10 seconds.
@@ -348,7 +349,7 @@ func (m Model) charts(w, rows int) []string {
 	leftW := (w - 1) / 2
 	rightW := w - leftW - 1
 	lat := m.latency
-	win := shortDuration(span)
+	win := human.Span(span)
 	capTitle := ""
 	if m.snap.Settings.Rate > 0 {
 		capTitle = " · cap " + engine.FormatRate(m.snap.Settings.Rate)
@@ -399,7 +400,7 @@ func tail(p []probes.Point, n int) []probes.Point {
 
 // errorPanel lists failures grouped by message, newest kinds first.
 func (m Model) errorPanel(w, rows int) []string {
-	out := []string{m.rule("errors", fmt.Sprintf("%s × 429", count(m.snap.TooMany)), w)}
+	out := []string{m.rule("errors", fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
 	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
 		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
 	}
@@ -408,7 +409,7 @@ func (m Model) errorPanel(w, rows int) []string {
 	}
 	var line string
 	for _, g := range m.errs {
-		item := fmt.Sprintf("%s × %s", count(g.Count), g.Message)
+		item := fmt.Sprintf("%s × %s", human.Count(g.Count), g.Message)
 		if line != "" && ansi.StringWidth(line)+3+ansi.StringWidth(item) > w-1 {
 			out = append(out, fit(" "+line, w))
 			line = ""
@@ -437,7 +438,7 @@ func (m Model) advisorLine(w int) string {
 	if m.opt.Auto {
 		for i := len(s.Changes) - 1; i >= 0; i-- {
 			if c := s.Changes[i]; c.Origin == "auto" && s.At.Sub(c.At) < 30*time.Second {
-				return fit(" auto: "+c.Knob+" "+c.From+" → "+c.To+" ("+clock(c.At.Sub(s.Started))+")", w)
+				return fit(" auto: "+c.Knob+" "+c.From+" → "+c.To+" ("+human.Clock(c.At.Sub(s.Started))+")", w)
 			}
 		}
 	}
@@ -456,10 +457,10 @@ func (m Model) summary() string {
 	}
 	left := ""
 	if s.Total > s.Done() {
-		left = fmt.Sprintf(" · %s not run", count(s.Total-s.Done()))
+		left = fmt.Sprintf(" · %s not run", human.Count(s.Total-s.Done()))
 	}
 	return fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429 — press any key to exit",
-		verb, clock(s.Ended.Sub(s.Started)), count(s.OK), count(s.Failed), left, count(s.Calls), count(s.TooMany))
+		verb, human.Clock(s.Ended.Sub(s.Started)), human.Count(s.OK), human.Count(s.Failed), left, human.Count(s.Calls), human.Count(s.TooMany))
 }
 
 // changePanel is the change log, newest first, with the time into the run.
@@ -468,7 +469,7 @@ func (m Model) changePanel(w, rows int) []string {
 	ch := m.snap.Changes
 	for i := len(ch) - 1; i >= 0 && len(out) < rows; i-- {
 		c := ch[i]
-		at := clock(c.At.Sub(m.snap.Started))
+		at := human.Clock(c.At.Sub(m.snap.Started))
 		var what string
 		if c.From == "" {
 			what = fmt.Sprintf("%s %s", c.Knob, c.To)
@@ -586,56 +587,10 @@ func bar(frac float64, w int) string {
 	return s + strings.Repeat(" ", max(w-full, 0))
 }
 
-// count renders n with thousands separators.
-func count(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return "-" + count(-n)
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-// clock renders a duration as h:mm:ss or m:ss.
-func clock(d time.Duration) string {
-	d = max(d, 0).Round(time.Second)
-	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
-	if h > 0 {
-		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
-	}
-	return fmt.Sprintf("%d:%02d", m, s)
-}
-
-// ms renders a latency compactly.
+// ms renders a latency, or a dash while there is none to show.
 func ms(d time.Duration) string {
-	switch {
-	case d == 0:
+	if d == 0 {
 		return "–"
-	case d >= 10*time.Second:
-		return fmt.Sprintf("%.1fs", d.Seconds())
-	case d >= 10*time.Millisecond:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	default:
-		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
 	}
-}
-
-func shortDuration(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute && d%time.Minute == 0:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d >= time.Minute:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	default:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	}
+	return human.Latency(d)
 }
