@@ -58,38 +58,45 @@ func openInput(env *Env, path string) (*input, error) {
 	return &input{source: engine.NewLineReader(f, jsonl), total: total, name: path, close: f.Close}, nil
 }
 
-// openResults opens --out for appending.
-func openResults(path string) (*os.File, error) {
-	if path == "" {
-		return nil, usageError("--out must name a file")
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, usageError("--out: %v", err)
-	}
-	return f, nil
-}
-
 // runJob runs one job to its end and maps its outcome to the contract's exit status.
 func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	settings, err := rf.settings()
 	if err != nil {
 		return err
 	}
-	in, err := openInput(env, rf.input)
-	if err != nil {
-		return err
+	if rf.resume && rf.onlyFailed {
+		return usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
 	}
-	defer in.close()
 	out, err := openResults(rf.out)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
+	open := func() (*input, error) { return openInput(env, rf.input) }
+	if rf.onlyFailed {
+		open = func() (*input, error) { return onlyFailed(rf.input) }
+	}
+	in, err := open()
+	if err != nil {
+		return err
+	}
+	defer func() { in.close() }()
+	if rf.resume {
+		reopen := open
+		if rf.input == "-" {
+			reopen = nil
+		}
+		if err := resume(env, out, rf.out, in, reopen); err != nil {
+			return err
+		}
+	}
+	if rf.dedupe {
+		dedupe(in)
+	}
 
 	e, err := engine.New(engine.Config{
 		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
-		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: out,
+		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: out, SyncEvery: rf.fsyncEvery,
 	})
 	if err != nil {
 		return usageError("%v", err)

@@ -25,6 +25,10 @@ type runFlags struct {
 	headless       bool
 	fps            int
 	auto           bool
+	resume         bool
+	onlyFailed     bool
+	dedupe         bool
+	fsyncEvery     time.Duration
 	progressEvery  time.Duration
 }
 
@@ -44,6 +48,10 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "per call (0: none)")
 	fs.IntVar(&f.chunk, "chunk", 1, "items handed to a worker at once (adapters that batch get them in one call)")
 	fs.BoolVar(&f.headless, "headless", false, "no TUI: progress lines on stderr (automatic when stdout is not a terminal)")
+	fs.BoolVar(&f.resume, "resume", false, "skip items that already have an ok row in --out (matched by content); a torn last line is cut first")
+	fs.BoolVar(&f.onlyFailed, "only-failed", false, "with a results file as --input: run only the items whose last row failed")
+	fs.BoolVar(&f.dedupe, "dedupe", false, "run each distinct item once (by default duplicates run once per occurrence)")
+	fs.DurationVar(&f.fsyncEvery, "fsync-every", 5*time.Second, "fsync the results at least this often while rows are written (0: only at the end)")
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
@@ -76,6 +84,8 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--timeout %v: must not be negative (0: none)", f.timeout)
 	case f.chunk < 1:
 		return s, usageError("--chunk %d: must be at least 1", f.chunk)
+	case f.fsyncEvery < 0:
+		return s, usageError("--fsync-every %v: must not be negative", f.fsyncEvery)
 	case f.fps < 1 || f.fps > 30:
 		return s, usageError("--fps %d: want 1 to 30", f.fps)
 	case f.progressEvery <= 0:

@@ -36,9 +36,11 @@ type Config struct {
 	Source Source
 	// Total is the number of items the Source holds, or -1 when unknown (stdin).
 	Total int64
-	// Results receives one JSON line per finished item. If it has a Sync method it is synced
-	// when the run ends.
+	// Results receives one JSON line per finished item. If it is a regular file (or has a
+	// Sync method) it is synced when the run ends and, with SyncEvery, periodically.
 	Results io.Writer
+	// SyncEvery bounds how long written rows may wait for an fsync; 0 syncs only at the end.
+	SyncEvery time.Duration
 	// Clock defaults to [WallClock].
 	Clock Clock
 	// Jitter returns a uniform random number in [0, 1); it defaults to math/rand/v2.
@@ -157,7 +159,7 @@ func New(cfg Config) (*Engine, error) {
 	e.coster, _ = cfg.Adapter.(Coster)
 	e.limiter = rate.NewLimiter(limitOf(cfg.Rate), cfg.Burst)
 	e.callCtx, e.cancelCall = context.WithCancel(context.Background())
-	e.writer = newRowWriter(cfg.Results, e.rowsWritten, e.rowsLost)
+	e.writer = newRowWriter(cfg.Results, cfg.SyncEvery, cfg.Clock.Now, e.rowsWritten, e.rowsLost)
 	return e, nil
 }
 

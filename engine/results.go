@@ -142,26 +142,43 @@ type pendingRow struct {
 // so that a burst of rows costs one write call, and reports each row as written only after
 // the write returned without error.
 type rowWriter struct {
-	w       io.Writer
-	in      chan pendingRow
-	written func(ok, failed int64)
-	failed  func(err error, lost int)
-	done    chan struct{}
+	w         io.Writer
+	syncEvery time.Duration // fsync at most this long after a write; 0: only at the end
+	now       func() time.Time
+	in        chan pendingRow
+	written   func(ok, failed int64)
+	failed    func(err error, lost int)
+	done      chan struct{}
 }
 
 const rowBatchBytes = 256 << 10
 
-func newRowWriter(w io.Writer, written func(ok, failed int64), failed func(error, int)) *rowWriter {
-	return &rowWriter{w: w, in: make(chan pendingRow, 4096), written: written, failed: failed, done: make(chan struct{})}
+func newRowWriter(w io.Writer, syncEvery time.Duration, now func() time.Time, written func(ok, failed int64), failed func(error, int)) *rowWriter {
+	return &rowWriter{w: w, syncEvery: syncEvery, now: now, in: make(chan pendingRow, 4096), written: written, failed: failed, done: make(chan struct{})}
+}
+
+// syncer returns what can make the results durable: a regular file, or any other writer with
+// a Sync method; nil for /dev/null, pipes and plain writers.
+func (rw *rowWriter) syncer() interface{ Sync() error } {
+	if f, ok := rw.w.(*os.File); ok {
+		if isRegular(f) {
+			return f
+		}
+		return nil
+	}
+	s, _ := rw.w.(interface{ Sync() error })
+	return s
 }
 
 func (rw *rowWriter) run() {
 	defer close(rw.done)
 	var (
-		buf     []byte
-		okN     int64
-		failedN int64
-		broken  bool
+		buf      []byte
+		okN      int64
+		failedN  int64
+		broken   bool
+		syncer   = rw.syncer()
+		lastSync = rw.now()
 	)
 	type mark struct {
 		end int
@@ -204,13 +221,16 @@ func (rw *rowWriter) run() {
 			continue
 		}
 		rw.written(okN, failedN)
-	}
-	if f, ok := rw.w.(*os.File); ok && !broken && isRegular(f) {
-		if err := f.Sync(); err != nil {
-			rw.failed(err, 0)
+		if syncer != nil && rw.syncEvery > 0 && rw.now().Sub(lastSync) >= rw.syncEvery {
+			if err := syncer.Sync(); err != nil {
+				broken = true
+				rw.failed(err, 0)
+			}
+			lastSync = rw.now()
 		}
-	} else if s, ok := rw.w.(interface{ Sync() error }); ok && !broken && !isFile(rw.w) {
-		if err := s.Sync(); err != nil {
+	}
+	if syncer != nil && !broken {
+		if err := syncer.Sync(); err != nil {
 			rw.failed(err, 0)
 		}
 	}
@@ -221,11 +241,6 @@ func (rw *rowWriter) run() {
 func isRegular(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode().IsRegular()
-}
-
-func isFile(w io.Writer) bool {
-	_, ok := w.(*os.File)
-	return ok
 }
 
 func count(ok bool, okN, failedN *int64) {
