@@ -169,10 +169,10 @@ func printSummary(w io.Writer, s engine.Summary, out string) {
 	fmt.Fprintf(w, "%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s\n",
 		verb, s.Elapsed.Round(time.Millisecond), human.Count(rows), human.Count(s.OK), human.Count(s.Failed),
 		human.Count(s.Calls), human.Count(s.Retries), human.Count(s.TooMany), perSec)
-	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows) {
+	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows+s.Lost) {
 		left := s.NotStarted
 		if s.Total >= 0 {
-			left = s.Total - rows
+			left = s.Total - rows - s.Lost
 		}
 		fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
 	}
@@ -182,5 +182,7 @@ func printSummary(w io.Writer, s engine.Summary, out string) {
 	for _, warning := range s.Warnings {
 		fmt.Fprintln(w, "warning: "+warning)
 	}
-	fmt.Fprintln(w, "results appended to "+out)
+	if rows > 0 || s.Lost == 0 {
+		fmt.Fprintln(w, "results appended to "+out)
+	}
 }

@@ -1,0 +1,32 @@
+package cli_test
+
+import (
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestDiskFull: when the results cannot be written (/dev/full answers ENOSPC), dispatch stops
+// at once, the run exits non-zero with a clear message, and nothing is claimed done.
+func TestDiskFull(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full on this system")
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) { okJSON(w, r) })
+	in := writeItems(t, 2000)
+	r := run(t, invocation{args: []string{"run", "http", "--input", in, "--out", "/dev/full", "--url", srv.URL + "/{item}", "--parallelism", "4"}})
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	if !strings.Contains(r.stderr, "no space left on device") || !strings.Contains(r.stderr, "could not be written") {
+		t.Errorf("stderr does not say the results could not be written:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "0 items, 0 ok, 0 failed") {
+		t.Errorf("the summary claims rows that were never written:\n%s", r.stderr)
+	}
+	if srv.count() > 100 {
+		t.Errorf("server saw %d calls after the first failed write; dispatch must stop at once", srv.count())
+	}
+}
