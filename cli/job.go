@@ -67,20 +67,20 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if rf.resume && rf.onlyFailed {
 		return usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
 	}
+	open := func() (*input, error) { return openInput(env, rf.input) }
+	if rf.onlyFailed {
+		open = func() (*input, error) { return onlyFailed(rf.input) }
+	}
+	in, err := open() // first, so that a bad --input leaves no results file behind
+	if err != nil {
+		return err
+	}
+	defer func() { in.close() }()
 	out, err := openResults(rf.out)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	open := func() (*input, error) { return openInput(env, rf.input) }
-	if rf.onlyFailed {
-		open = func() (*input, error) { return onlyFailed(rf.input) }
-	}
-	in, err := open()
-	if err != nil {
-		return err
-	}
-	defer func() { in.close() }()
 	if rf.resume {
 		reopen := open
 		if rf.input == "-" {

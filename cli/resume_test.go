@@ -111,7 +111,9 @@ func TestOutIsLocked(t *testing.T) {
 	out := outPath(t)
 	in := writeFile(t, "in.txt", "x\n")
 	first := make(chan result)
-	go func() { first <- run(t, invocation{args: []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}"}}) }()
+	go func() {
+		first <- run(t, invocation{args: []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}"}})
+	}()
 	if !waitFor(5*time.Second, func() bool { return srv.count() > 0 }) {
 		t.Fatal("the first run never called")
 	}

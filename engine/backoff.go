@@ -9,19 +9,17 @@ const BaseBackoff = 250 * time.Millisecond
 // attempts made so far (1 after the first call); retryAfter is the wait the server asked for,
 // 0 if none; maxWait caps both; jitter is a uniform random number in [0, 1).
 //
-// Without Retry-After it is exponential backoff with full jitter: a uniform wait in
-// [0, min(maxWait, BaseBackoff·2^(attempt-1))). A server's Retry-After is honoured as asked,
-// capped at maxWait, because waiting less would only earn another 429.
+// It is exponential backoff with full jitter: a uniform wait in [0, min(maxWait,
+// BaseBackoff·2^(attempt-1))). A server's Retry-After is a floor under it, capped at maxWait:
+// waiting less would only earn another 429, and a server that asks for a few milliseconds
+// at every attempt must not use up an item's retries in one burst.
 func Backoff(attempt int, retryAfter, maxWait time.Duration, jitter float64) time.Duration {
-	if retryAfter > 0 {
-		return min(retryAfter, maxWait)
-	}
 	ceiling := BaseBackoff
 	for i := 1; i < attempt && ceiling < maxWait; i++ {
 		ceiling *= 2
 	}
 	ceiling = min(ceiling, maxWait)
-	return time.Duration(jitter * float64(ceiling))
+	return min(max(retryAfter, time.Duration(jitter*float64(ceiling))), maxWait)
 }
 
 // HoldSpread is how far past a shared Retry-After hold each worker's start is spread, so that

@@ -17,21 +17,22 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 	// Exponential with full jitter: uniform in [0, min(maxWait, 250ms·2^(attempt-1))).
-	check(1, 0, time.Minute, 0, 0)                                   // jitter 0 waits nothing
-	check(1, 0, time.Minute, 0.5, 125*time.Millisecond)              // half of the first ceiling, 250ms
-	check(1, 0, time.Minute, 0.999, 249750*time.Microsecond)         // just under the ceiling
-	check(2, 0, time.Minute, 0.5, 250*time.Millisecond)              // ceiling doubles: 500ms
-	check(3, 0, time.Minute, 0.999, 999*time.Millisecond)            // 1s
-	check(8, 0, time.Minute, 0.5, 16*time.Second)                    // 32s, still under the cap
-	check(9, 0, time.Minute, 0.5, 30*time.Second)                    // 64s is capped at 60s
-	check(1000, 0, time.Minute, 0.999, 59940*time.Millisecond)       // no overflow at huge attempts
-	check(1, 0, 100*time.Millisecond, 0.5, 50*time.Millisecond)      // a cap below the base ceiling
-	check(0, 0, time.Minute, 0.5, 125*time.Millisecond)              // attempt 0 counts as the first
-	check(3, 0, 0, 0.5, 0)                                           // no room at all
-	check(1, 2*time.Second, time.Minute, 0.5, 2*time.Second)         // Retry-After honoured as asked, no jitter
-	check(5, 2*time.Second, time.Minute, 0, 2*time.Second)           // whatever the attempt
-	check(1, time.Millisecond, time.Minute, 0.999, time.Millisecond) // a short Retry-After is not stretched
-	check(1, 10*time.Minute, time.Minute, 0.5, time.Minute)          // Retry-After capped at maxWait
+	check(1, 0, time.Minute, 0, 0)                                          // jitter 0 waits nothing
+	check(1, 0, time.Minute, 0.5, 125*time.Millisecond)                     // half of the first ceiling, 250ms
+	check(1, 0, time.Minute, 0.999, 249750*time.Microsecond)                // just under the ceiling
+	check(2, 0, time.Minute, 0.5, 250*time.Millisecond)                     // ceiling doubles: 500ms
+	check(3, 0, time.Minute, 0.999, 999*time.Millisecond)                   // 1s
+	check(8, 0, time.Minute, 0.5, 16*time.Second)                           // 32s, still under the cap
+	check(9, 0, time.Minute, 0.5, 30*time.Second)                           // 64s is capped at 60s
+	check(1000, 0, time.Minute, 0.999, 59940*time.Millisecond)              // no overflow at huge attempts
+	check(1, 0, 100*time.Millisecond, 0.5, 50*time.Millisecond)             // a cap below the base ceiling
+	check(0, 0, time.Minute, 0.5, 125*time.Millisecond)                     // attempt 0 counts as the first
+	check(3, 0, 0, 0.5, 0)                                                  // no room at all
+	check(1, 2*time.Second, time.Minute, 0.5, 2*time.Second)                // Retry-After honoured: a floor over the jitter
+	check(5, 2*time.Second, time.Minute, 0, 2*time.Second)                  // whatever the attempt
+	check(1, time.Millisecond, time.Minute, 0.999, 249750*time.Microsecond) // a short Retry-After does not shorten the backoff
+	check(8, 2*time.Second, time.Minute, 0.5, 16*time.Second)               // a later attempt backs off past it
+	check(1, 10*time.Minute, time.Minute, 0.5, time.Minute)                 // Retry-After capped at maxWait
 	check(1, 90*time.Second, 30*time.Second, 0.999, 30*time.Second)
 
 	// Whatever the attempt and jitter, the wait is in [0, maxWait).
