@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/throttle-dev/throttle/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: build test demo bench lint fmt clean
+.PHONY: build test demo bench fuzz lint fmt clean
 
 build: ## build bin/throttle
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -21,6 +21,12 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	$(GO) run ./bench/scenarios -bin $(BIN) | tee bench.out
 	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
 	$(GO) test -count=1 -run 'TestAutoScenario|TestAuto' -v ./probes/ | grep -v '^=== ' | tee -a bench.out
+
+fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds in */testdata/fuzz
+	@fail=0; for t in engine/FuzzLineReader engine/FuzzResultsReader adapters/FuzzTemplate adapters/FuzzRetryAfter; do \
+		echo "$(GO) test -run '^$$' -fuzz '^$${t#*/}$$' -fuzztime $(FUZZTIME) ./$${t%/*}/"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*/}\$$" -fuzztime $(FUZZTIME) ./$${t%/*}/ || fail=1; \
+	done; exit $$fail
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)

@@ -128,7 +128,7 @@ func decodeObject(raw []byte, line int64) (map[string]any, string) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Sprintf("input line %d is not valid JSON: %v", line, err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(raw[dec.InputOffset():])) > 0 {
 		return nil, fmt.Sprintf("input line %d holds more than one JSON value", line)
 	}
 	obj, ok := v.(map[string]any)

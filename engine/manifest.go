@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"io"
 	"slices"
+	"strings"
 )
 
 // Row is one result row read back from a results file.
@@ -62,10 +63,14 @@ func ReadRows(r io.Reader, fn func(Row) error) (validEnd int64, torn bool, err e
 	var line int64
 	for {
 		b, err := br.ReadSlice('\n')
-		for errors.Is(err, bufio.ErrBufferFull) {
-			more, err2 := br.ReadSlice('\n')
-			b = append(append([]byte(nil), b...), more...)
-			err = err2
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// b is the reader's buffer, which the next ReadSlice overwrites: copy it first.
+			long := append([]byte(nil), b...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				b, err = br.ReadSlice('\n')
+				long = append(long, b...)
+			}
+			b = long
 		}
 		if errors.Is(err, io.EOF) {
 			return validEnd, len(b) > 0, nil
@@ -127,7 +132,11 @@ func (d *Finished) Len() int { return len(d.keys) }
 
 // Take reports whether it has an ok row not yet matched, and matches it.
 func (d *Finished) Take(it Item) bool {
-	k := ItemKey(it.Line)
+	line := it.Line
+	if it.JSON && it.Invalid == "" {
+		line = strings.Trim(line, " \t\r") // a row holds the object without the white space around it
+	}
+	k := ItemKey(line)
 	i, found := slices.BinarySearch(d.keys, k)
 	for ; found && i < len(d.keys) && d.keys[i] == k; i++ {
 		if !d.used[i] {
