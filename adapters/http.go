@@ -300,7 +300,7 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	}
 	rawURL := b.String()
 	if err := checkURL(rawURL); err != nil {
-		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: url %s: %w", RedactURL(rawURL), err))
+		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: url %s: %w", shownURL(rawURL), err))
 	}
 
 	var secrets []string
@@ -314,7 +314,7 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, h.method, rawURL, body)
 	if err != nil { // checkURL has parsed it, so this is unexpected
-		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: %s %s: cannot build the request", h.method, RedactURL(rawURL)))
+		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: %s %s: cannot build the request", h.method, shownURL(rawURL)))
 	}
 	req.Header = make(http.Header, len(h.headers)+1)
 	for _, hd := range h.headers {
@@ -501,9 +501,27 @@ func noAnswer(ctx context.Context, method, rawURL string, err error) error {
 		cause = ctxErr
 	}
 	return &redactedError{
-		msg:   "adapters: " + method + " " + RedactURL(rawURL) + ": " + redactURLsIn(cause.Error()),
+		msg:   "adapters: " + method + " " + shownURL(rawURL) + ": " + shorten(redactURLsIn(cause.Error())),
 		cause: cause,
 	}
+}
+
+// maxShown bounds a URL or cause quoted in an error: a 10 MB item must not make a 10 MB row.
+const maxShown = 256
+
+// shownURL is the URL as errors quote it: redacted, and cut past maxShown bytes.
+func shownURL(rawURL string) string { return shorten(RedactURL(rawURL)) }
+
+// shorten cuts s past maxShown bytes (at a rune boundary) and says how long it was.
+func shorten(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	cut := maxShown - 56
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
 }
 
 // redactURLsIn returns s with every http:// or https:// URL in it passed through RedactURL; a

@@ -79,6 +79,7 @@ type row struct {
 	Output       json.RawMessage `json:"output"`
 	Error        string          `json:"error"`
 	RetryAfterMS int64           `json:"retry_after_ms"`
+	Invalid      bool            `json:"invalid"`
 }
 
 // key is the row's item: the input line for text input, the object's text for JSONL.

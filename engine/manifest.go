@@ -22,6 +22,8 @@ type Row struct {
 	Attempts   int             `json:"attempts"`
 	Error      string          `json:"error"`
 	RetryAfter int64           `json:"retry_after_ms"`
+	// Invalid marks the row of an item the reader refused (see [Item].Invalid).
+	Invalid bool `json:"invalid"`
 	// Line is the row's line number in the file, from 1.
 	Line int64 `json:"-"`
 }
@@ -29,6 +31,13 @@ type Row struct {
 // AsItem returns the row's item as an input item: the string of a text item, or the object
 // of a JSON Lines item.
 func (r Row) AsItem() (Item, error) {
+	if r.Invalid {
+		var s string
+		if err := json.Unmarshal(r.Item, &s); err != nil {
+			s = string(r.Item)
+		}
+		return Item{Line: s, Invalid: r.Error}, nil
+	}
 	if len(r.Item) > 0 && r.Item[0] == '{' {
 		fields, invalid := decodeObject(r.Item, r.Line)
 		if invalid != "" {

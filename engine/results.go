@@ -56,6 +56,11 @@ func AppendRow(dst []byte, r *Result) []byte {
 		dst = append(dst, `,"error":`...)
 		dst = appendJSONString(dst, r.Error)
 	}
+	if r.Item.Invalid != "" {
+		// The row cannot hold the line as the input had it (a NUL, invalid UTF-8, too long):
+		// a retry from this row must fail it again, not call with an altered item.
+		dst = append(dst, `,"invalid":true`...)
+	}
 	if r.RetryAfter > 0 {
 		dst = append(dst, `,"retry_after_ms":`...)
 		dst = strconv.AppendInt(dst, r.RetryAfter.Milliseconds(), 10)

@@ -34,13 +34,13 @@ func TestAppendRowFields(t *testing.T) {
 		`{"item":"x","ok":false,"attempts":2,"latency_ms":0.001,"at":"2026-11-23T10:00:00.123Z","error":"dial tcp: connection refused after 2 attempts"}`+"\n")
 	// An invalid item: never called.
 	check(&Result{Item: Item{Line: "a\x00b", Invalid: "input line 1 contains a NUL byte"}, At: at, Error: "input line 1 contains a NUL byte"},
-		`{"item":"a\u0000b","ok":false,"attempts":0,"latency_ms":0,"at":"2026-11-23T10:00:00.123Z","error":"input line 1 contains a NUL byte"}`+"\n")
+		`{"item":"a\u0000b","ok":false,"attempts":0,"latency_ms":0,"at":"2026-11-23T10:00:00.123Z","error":"input line 1 contains a NUL byte","invalid":true}`+"\n")
 	// A JSONL item is the object itself.
 	check(&Result{Item: Item{Line: `{"id": 7, "tags": ["a"]}`, JSON: true}, OK: true, Attempts: 1, At: at},
 		`{"item":{"id": 7, "tags": ["a"]},"ok":true,"attempts":1,"latency_ms":0,"at":"2026-11-23T10:00:00.123Z"}`+"\n")
 	// An invalid JSONL line is a string: it is not JSON.
 	check(&Result{Item: Item{Line: `{"id": `, JSON: true, Invalid: "input line 1 is not valid JSON"}, At: at, Error: "input line 1 is not valid JSON"},
-		`{"item":"{\"id\": ","ok":false,"attempts":0,"latency_ms":0,"at":"2026-11-23T10:00:00.123Z","error":"input line 1 is not valid JSON"}`+"\n")
+		`{"item":"{\"id\": ","ok":false,"attempts":0,"latency_ms":0,"at":"2026-11-23T10:00:00.123Z","error":"input line 1 is not valid JSON","invalid":true}`+"\n")
 	// Adapter fields: a key that needs escaping, a value that cannot be marshalled (written as
 	// its text, so that the row still parses).
 	line := AppendRow(nil, &Result{Item: Item{Line: "k"}, OK: true, Attempts: 1, At: at, Extra: map[string]any{`we"ird`: 1, "ch": make(chan int)}})
