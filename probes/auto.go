@@ -36,7 +36,8 @@ const operatorPause = 60 * time.Second
 //     sets parallelism by the gradient: P × baseline/latency, plus one.
 //   - After clean windows it raises whichever limit binds: until the first sign of a limit
 //     parallelism grows by a quarter after every clean window (like TCP's slow start), after it by a
-//     tenth (at least one) after two; the rate by 3%, pacing shortened by a fifth. It keeps
+//     tenth (at least one) after two; the rate by 3%, doubling the step at each raise up to
+//     25% until the next 429s; pacing shortened by a fifth. It keeps
 //     parallelism at least rate × latency × 1.5, so that a rate cap is never starved of
 //     workers.
 //
@@ -50,6 +51,8 @@ type Tuner struct {
 	probe    int       // clean windows since the ceiling was last raised
 	cooldown int       // windows to sit out after a decrease: calls started before it still land
 	cautious bool      // set at the first sign of a limit: from then on, raises are small
+	cleanOK  float64   // ok answers per second of the last window without 429s
+	raises   int       // rate raises since the last 429s: each step doubles, from 3% to 25%
 	seen     time.Time // the newest change of the log already looked at
 	pausedTo time.Time // operator's hands on the knobs until then
 }
@@ -135,7 +138,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	}
 	okRate := w.PerSecond(w.OK)
 	if w.TooMany > 0 {
-		t.clean, t.cautious = 0, true
+		t.clean, t.cautious, t.raises = 0, true, 0
 		why := fmt.Sprintf("%d × 429 in %s at %.0f ok/s", w.TooMany, human.Span(w.Length), okRate)
 		if w.TooManyTimed*2 < w.TooMany {
 			// No Retry-After: the server counts calls in flight. Step parallelism down and
@@ -145,7 +148,10 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 			return next, why + " without Retry-After"
 		}
 		t.cooldown = 1
-		target := roundTo3(max(1, 0.97*okRate))
+		// In a window with 429s the server's Retry-After holds every worker, so its ok rate
+		// can be far below what the server takes; the last window without 429s is a better
+		// lower bound of it.
+		target := roundTo3(max(1, 0.97*max(okRate, t.cleanOK)))
 		if set.Rate == 0 || set.Rate > target*1.02 {
 			next.Rate = target
 		} else {
@@ -153,6 +159,7 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 		}
 		return next, why
 	}
+	t.cleanOK = okRate
 	bind, _ := BindingOf(w, set)
 	if bind == BindParallelism && w.MeanOK > t.baseline*13/10 && set.Parallelism > 1 {
 		t.clean, t.cautious = 0, true
@@ -182,7 +189,11 @@ func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) 
 	t.clean = 0
 	switch bind {
 	case BindRate:
-		next.Rate = roundTo3(set.Rate * 1.03)
+		// Far below the server's limit (a cap set from a window the server's holds starved)
+		// a fixed 3% step would take minutes; doubling the step until the next 429s does not.
+		step := min(0.03*float64(int(1)<<min(t.raises, 4)), 0.25)
+		t.raises++
+		next.Rate = roundTo3(set.Rate * (1 + step))
 		need := int(set.Rate*w.Mean.Seconds()*1.5) + 1
 		if need > set.Parallelism {
 			next.Parallelism = need
