@@ -114,6 +114,11 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	)
 	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
 	defer stopMonitor()
+	stopControl, sock := serveControl(env, e, title, rf.control)
+	defer stopControl()
+	if sock != "" && !wantScreen(env, rf) {
+		fmt.Fprintf(env.Stderr, "control: throttle ctl --control %s get\n", sock)
+	}
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf)
 		printSummary(env.Stdout, sum, rf.out)

@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/throttle-dev/throttle/control"
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
+)
+
+// serveControl starts the run's control socket at --control or the default private place. A
+// socket that cannot be made is a warning, not a failure: the run goes on without it.
+func serveControl(env *Env, e *engine.Engine, title, path string) (stop func(), where string) {
+	if path == "" {
+		var err error
+		if path, err = control.DefaultPath(os.Getpid()); err != nil {
+			fmt.Fprintf(env.Stderr, "warning: no control socket: %v\n", err)
+			return func() {}, ""
+		}
+	}
+	srv, err := control.Listen(path, e, title)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "warning: no control socket: %v\n", err)
+		return func() {}, ""
+	}
+	go srv.Serve()
+	return func() { _ = srv.Close() }, srv.Path()
+}
+
+func newCtlCmd(env *Env) *cobra.Command {
+	var path string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ctl [--control PATH] get | set KEY VALUE | pause | resume | drain | stop | list",
+		Short: "Control a running job: read its state, change its knobs",
+		Long: `Talk to a running job through its control socket (a private unix socket in
+/tmp/throttle-UID, or --control PATH). With one job running, no --control is needed.
+
+  get                 the live settings, counts and change log (--json for a script)
+  set KEY VALUE       parallelism N | pace D | rate R | burst N, applied at once
+  pause | resume      stop starting calls / start again
+  drain | stop        end the run: let calls finish / cancel them
+  list                the jobs of this user that are running
+
+Every change is logged in the job's change log as "ctl".`,
+		Example: `  throttle ctl get
+  throttle ctl set parallelism 16
+  throttle ctl --control /tmp/throttle-1000/4242.sock set rate 200/s`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "list" {
+				return ctlList(env)
+			}
+			req := control.Request{Cmd: args[0]}
+			switch args[0] {
+			case "set":
+				if len(args) != 3 {
+					return usageError("ctl set takes a key and a value, e.g. ctl set parallelism 16")
+				}
+				req.Key, req.Value = args[1], args[2]
+			case "get", "pause", "resume", "drain", "stop":
+				if len(args) != 1 {
+					return usageError("ctl %s takes no more arguments", args[0])
+				}
+			default:
+				return usageError("unknown ctl command %q: get, set, pause, resume, drain, stop or list", args[0])
+			}
+			sock, err := pickSocket(path)
+			if err != nil {
+				return err
+			}
+			resp, err := control.Do(sock, req)
+			if err != nil {
+				return &exitError{code: ExitFailures, err: err}
+			}
+			if !resp.OK {
+				return usageError("%s", resp.Error)
+			}
+			if asJSON {
+				return json.NewEncoder(env.Stdout).Encode(resp.Status)
+			}
+			printStatus(env, resp.Status)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&path, "control", "", "the job's control socket (default: the only job running)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the state as JSON")
+	return cmd
+}
+
+// pickSocket is --control, or the only live socket of this user.
+func pickSocket(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	live, err := liveSockets()
+	if err != nil {
+		return "", usageError("%v", err)
+	}
+	switch len(live) {
+	case 0:
+		return "", usageError("no throttle job of yours is running (or give --control PATH)")
+	case 1:
+		return live[0].path, nil
+	}
+	var names []string
+	for _, l := range live {
+		names = append(names, l.path+" ("+l.title+")")
+	}
+	return "", usageError("%d jobs are running; pick one with --control: %s", len(live), strings.Join(names, ", "))
+}
+
+type liveSocket struct{ path, title string }
+
+func liveSockets() ([]liveSocket, error) {
+	paths, err := control.Sockets()
+	if err != nil {
+		return nil, err
+	}
+	var live []liveSocket
+	for _, p := range paths {
+		if resp, err := control.Do(p, control.Request{Cmd: "get"}); err == nil && resp.OK {
+			live = append(live, liveSocket{p, resp.Status.Title})
+		}
+	}
+	return live, nil
+}
+
+func ctlList(env *Env) error {
+	live, err := liveSockets()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if len(live) == 0 {
+		fmt.Fprintln(env.Stdout, "no throttle job of yours is running")
+		return nil
+	}
+	for _, l := range live {
+		fmt.Fprintf(env.Stdout, "%s  %s\n", l.path, l.title)
+	}
+	return nil
+}
+
+func printStatus(env *Env, s *control.Status) {
+	w := env.Stdout
+	fmt.Fprintf(w, "%s (pid %d): %s\n", s.Title, s.PID, s.State)
+	fmt.Fprintf(w, "parallelism %d (in flight %d), pace %s, rate %s, burst %d\n", s.Parallelism, s.InFlight, s.Pace, s.Rate, s.Burst)
+	total := "?"
+	if s.Total >= 0 {
+		total = human.Count(s.Total)
+	}
+	fmt.Fprintf(w, "done %s of %s: ok %s, failed %s · calls %s, retries %s, 429s %s, errors %s\n",
+		human.Count(s.OK+s.Failed), total, human.Count(s.OK), human.Count(s.Failed), human.Count(s.Calls),
+		human.Count(s.Retries), human.Count(s.TooMany), human.Count(s.Errors))
+	for _, c := range s.Changes {
+		fmt.Fprintln(w, "  "+c)
+	}
+}

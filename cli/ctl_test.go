@@ -1,0 +1,73 @@
+package cli_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCtlSteersARun: `throttle ctl set parallelism` on a running job changes what the server
+// sees in flight within 100 ms, 2 → 16 → 4; `ctl get --json` tells the state and holds no
+// secret from a ${ENV} header; an unknown key changes nothing.
+func TestCtlSteersARun(t *testing.T) {
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
+		time.Sleep(150 * time.Millisecond)
+		okJSON(w, r)
+	})
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "run.sock")
+	const token = "tok-7f3a9c2e5b"
+	done := make(chan result)
+	go func() {
+		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 600), "--out", outPath(t),
+			"--url", srv.URL + "/{item}", "--header", "Authorization: Bearer ${API_TOKEN}", "--parallelism", "2", "--control", sock},
+			env: map[string]string{"API_TOKEN": token}})
+	}()
+	if !waitFor(5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil && srv.count() > 0 }) {
+		t.Fatal("the run never served its control socket")
+	}
+	ctl := func(args ...string) result {
+		return run(t, invocation{args: append([]string{"ctl", "--control", sock}, args...)})
+	}
+	// Raising shows at once; lowering waits for the calls in flight (150 ms) to end.
+	for _, step := range []struct {
+		n      int64
+		within time.Duration
+	}{{16, 100 * time.Millisecond}, {4, 250 * time.Millisecond}} {
+		at := time.Now()
+		if r := ctl("set", "parallelism", strconv.FormatInt(step.n, 10)); r.code != 0 {
+			t.Fatalf("ctl set parallelism %d: exit %d\n%s", step.n, r.code, r.stderr)
+		}
+		reached := waitFor(2*time.Second, func() bool {
+			cur := srv.inflight.Load()
+			return (step.n == 16 && cur == 16) || (step.n == 4 && cur <= 4)
+		})
+		if took := time.Since(at); !reached || took > step.within {
+			t.Errorf("after ctl set parallelism %d the server saw %d in flight after %v, want it within %v", step.n, srv.inflight.Load(), took, step.within)
+		}
+	}
+	if r := ctl("set", "speed", "9"); r.code != 2 || !strings.Contains(r.stderr, "unknown key") {
+		t.Errorf("ctl set speed: exit %d, want 2 and the reason\n%s", r.code, r.stderr)
+	}
+	r := ctl("get", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"parallelism":4`) || !strings.Contains(r.stdout, "parallelism 16 → 4 (ctl)") {
+		t.Errorf("ctl get --json: exit %d, want the live settings and the change log:\n%s", r.code, r.stdout)
+	}
+	if strings.Contains(r.stdout, token) || strings.Contains(r.stdout, "Authorization") {
+		t.Errorf("the socket told a secret or a header:\n%s", r.stdout)
+	}
+	ctl("stop")
+	if res := <-done; res.code != 130 {
+		t.Errorf("run exit %d after ctl stop, want 130", res.code)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the socket is still there after the run: %v", err)
+	}
+}

@@ -1,0 +1,65 @@
+package control
+
+import (
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// Version is the protocol's version: requests and responses are JSON lines over the socket,
+// one response per request.
+const Version = 1
+
+// Request is one command: get, set (Key, Value), pause, resume, drain or stop.
+type Request struct {
+	V     int    `json:"v"`
+	Cmd   string `json:"cmd"`
+	Key   string `json:"key,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+// Response answers one Request: the state after it, or why it failed (nothing changed then).
+type Response struct {
+	V      int     `json:"v"`
+	OK     bool    `json:"ok"`
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// Status is what the socket tells of a run: its title, settings and counts, and the newest
+// changes. It holds no item, no header and no secret.
+type Status struct {
+	Title       string    `json:"title"`
+	PID         int       `json:"pid"`
+	State       string    `json:"state"`
+	Started     time.Time `json:"started"`
+	Parallelism int       `json:"parallelism"`
+	MaxParallel int       `json:"max_parallelism"`
+	Pace        string    `json:"pace"`
+	Rate        string    `json:"rate"`
+	Burst       int       `json:"burst"`
+	Total       int64     `json:"total"`
+	OK          int64     `json:"ok"`
+	Failed      int64     `json:"failed"`
+	Calls       int64     `json:"calls"`
+	Retries     int64     `json:"retries"`
+	TooMany     int64     `json:"too_many"`
+	Errors      int64     `json:"errors"`
+	InFlight    int       `json:"in_flight"`
+	BackingOff  int       `json:"backing_off"`
+	Changes     []string  `json:"changes"`
+}
+
+func statusOf(title string, pid int, s engine.Snapshot) *Status {
+	st := &Status{Title: title, PID: pid, State: s.State.String(), Started: s.Started,
+		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
+		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
+		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff}
+	if !s.Ended.IsZero() {
+		st.State = "ended"
+	}
+	for _, c := range s.Changes {
+		st.Changes = append(st.Changes, c.At.Sub(s.Started).Round(time.Second).String()+"  "+c.String())
+	}
+	return st
+}

@@ -1,0 +1,202 @@
+package control
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// Engine is what the socket reads and steers: an [*engine.Engine].
+type Engine interface {
+	Snapshot() engine.Snapshot
+	SetParallelism(n int, origin string) error
+	SetPace(d time.Duration, origin string) error
+	SetRate(perSecond float64, burst int, origin string) error
+	Pause(origin string)
+	Resume(origin string)
+	Drain(origin string)
+	Stop(origin string)
+}
+
+// origin names changes made through the socket in the change log.
+const origin = "ctl"
+
+// writeTimeout bounds a response's write: a client that does not read cannot hold a
+// connection's goroutine for ever (and never the engine, which it does not touch).
+const writeTimeout = 2 * time.Second
+
+// Server serves one run's control socket.
+type Server struct {
+	ln    *net.UnixListener
+	path  string
+	eng   Engine
+	title string
+	wg    sync.WaitGroup
+}
+
+// Listen creates the control socket at path (0600) and returns its server; Serve must be
+// called. A stale socket left by a dead run is replaced; a live one is refused.
+func Listen(path string, eng Engine, title string) (*Server, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("control: socket path %s is %d bytes, more than the %d a unix socket takes", path, len(path), maxSocketPath)
+	}
+	if err := checkPrivateDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control: another run serves %s", path)
+		}
+		_ = os.Remove(path) // stale: its run is gone
+	}
+	old := syscall.Umask(0o177) // the socket is born 0600: no moment when others may connect
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	return &Server{ln: ln, path: path, eng: eng, title: title}, nil
+}
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Serve accepts connections until Close.
+func (s *Server) Serve() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			if err := checkPeer(c); err != nil {
+				return
+			}
+			s.serveConn(c)
+		}()
+	}
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.wg.Wait()
+	return err
+}
+
+// checkPeer refuses a peer that is not this user (SO_PEERCRED).
+func checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return credErr
+	}
+	if int(cred.Uid) != os.Getuid() {
+		return fmt.Errorf("control: peer uid %d is not %d", cred.Uid, os.Getuid())
+	}
+	return nil
+}
+
+func (s *Server) serveConn(c *net.UnixConn) {
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	enc := json.NewEncoder(c)
+	for sc.Scan() {
+		var req Request
+		resp := Response{V: Version}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			resp.Error = "control: a request is one JSON object per line: " + err.Error()
+		} else if err := s.apply(req); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.OK = true
+			resp.Status = statusOf(s.title, os.Getpid(), s.eng.Snapshot())
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if enc.Encode(resp) != nil {
+			return
+		}
+	}
+}
+
+// apply carries out a request; an unknown command, key or a bad value changes nothing.
+func (s *Server) apply(r Request) error {
+	if r.V != 0 && r.V != Version {
+		return fmt.Errorf("control: protocol version %d; this run speaks %d", r.V, Version)
+	}
+	switch r.Cmd {
+	case "get":
+		return nil
+	case "pause":
+		s.eng.Pause(origin)
+	case "resume":
+		s.eng.Resume(origin)
+	case "drain":
+		s.eng.Drain(origin)
+	case "stop":
+		s.eng.Stop(origin)
+	case "set":
+		return s.set(r.Key, r.Value)
+	default:
+		return fmt.Errorf("control: unknown command %q: get, set, pause, resume, drain or stop", r.Cmd)
+	}
+	return nil
+}
+
+func (s *Server) set(key, value string) error {
+	cur := s.eng.Snapshot().Settings
+	switch key {
+	case "parallelism":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 {
+			return fmt.Errorf("control: parallelism %q: want a whole number ≥ 1", value)
+		}
+		return s.eng.SetParallelism(n, origin)
+	case "pace":
+		d, err := time.ParseDuration(value)
+		if err != nil || d < 0 {
+			return fmt.Errorf("control: pace %q: want a duration such as 250ms or 0", value)
+		}
+		return s.eng.SetPace(d, origin)
+	case "rate":
+		r, err := engine.ParseRate(value)
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		return s.eng.SetRate(r, cur.Burst, origin)
+	case "burst":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 {
+			return fmt.Errorf("control: burst %q: want a whole number ≥ 1", value)
+		}
+		return s.eng.SetRate(cur.Rate, n, origin)
+	}
+	return errors.New("control: unknown key " + strconv.Quote(key) + ": parallelism, pace, rate or burst")
+}
