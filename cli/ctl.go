@@ -2,6 +2,8 @@ package cli
 
 import (
 	"encoding/json"
+
+	tea "charm.land/bubbletea/v2"
 	"fmt"
 	"os"
 	"strings"
@@ -11,11 +13,56 @@ import (
 	"github.com/throttle-dev/throttle/control"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/tui"
 )
+
+func newAttachCmd(env *Env) *cobra.Command {
+	var path string
+	var fps int
+	cmd := &cobra.Command{
+		Use:   "attach [--control PATH]",
+		Short: "Open the screen of a job that is already running",
+		Long: `Open the same screen as 'throttle run' on a job that is already running (started
+before an ssh drop, with --detach, or by someone else of your user), fed from its
+control socket, with the same keys. q or ctrl+c detach and leave the job running;
+d drains it. Several screens may attach at once.`,
+		Example: `  throttle attach
+  throttle attach --control /tmp/throttle-1000/4242.sock`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !wantScreen(env, &runFlags{}) {
+				return usageError("attach needs a terminal (use 'throttle ctl get' in scripts)")
+			}
+			sock, err := pickSocket(path)
+			if err != nil {
+				return err
+			}
+			r, err := control.Dial(sock)
+			if err != nil {
+				return &exitError{code: ExitFailures, err: err}
+			}
+			v := r.View()
+			m := tui.New(r, r, tui.Options{Title: v.Title, Retries: v.Retries, Auto: v.Auto, FPS: fps, Plain: noColor(env), Attached: true})
+			p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(fps), tea.WithOutput(env.Stdout))
+			if _, err := p.Run(); err != nil {
+				return &exitError{code: ExitFailures, err: err}
+			}
+			if s := r.View().Snapshot; s.Ended.IsZero() {
+				fmt.Fprintf(env.Stdout, "detached; the job goes on: throttle attach --control %s\n", sock)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&path, "control", "", "the job's control socket (default: the only job running)")
+	cmd.Flags().IntVar(&fps, "fps", 4, "refreshes per second")
+	return cmd
+}
 
 // serveControl starts the run's control socket at --control or the default private place. A
 // socket that cannot be made is a warning, not a failure: the run goes on without it.
-func serveControl(env *Env, e *engine.Engine, title, path string) (stop func(), where string) {
+func serveControl(env *Env, e *engine.Engine, mon *probes.Monitor, rf *runFlags, title string) (stop func(), where string) {
+	path := rf.control
 	if path == "" {
 		var err error
 		if path, err = control.DefaultPath(os.Getpid()); err != nil {
@@ -28,6 +75,7 @@ func serveControl(env *Env, e *engine.Engine, title, path string) (stop func(), 
 		fmt.Fprintf(env.Stderr, "warning: no control socket: %v\n", err)
 		return func() {}, ""
 	}
+	srv.Viewer, srv.Retries, srv.Auto = mon, rf.retries, rf.auto
 	go srv.Serve()
 	return func() { _ = srv.Close() }, srv.Path()
 }

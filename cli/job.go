@@ -114,7 +114,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	)
 	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
 	defer stopMonitor()
-	stopControl, sock := serveControl(env, e, title, rf.control)
+	stopControl, sock := serveControl(env, e, mon, rf, title)
 	defer stopControl()
 	if sock != "" && !wantScreen(env, rf) {
 		fmt.Fprintf(env.Stderr, "control: throttle ctl --control %s get\n", sock)

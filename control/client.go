@@ -31,3 +31,5 @@ func Do(path string, req Request) (Response, error) {
 	}
 	return resp, nil
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -4,18 +4,21 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
 )
 
 // Version is the protocol's version: requests and responses are JSON lines over the socket,
 // one response per request.
 const Version = 1
 
-// Request is one command: get, set (Key, Value), pause, resume, drain or stop.
+// Request is one command: get, view, set (Key, Value), pause, resume, drain or stop. Origin
+// names who asks in the change log: "tui" for an attached screen, else "ctl".
 type Request struct {
-	V     int    `json:"v"`
-	Cmd   string `json:"cmd"`
-	Key   string `json:"key,omitempty"`
-	Value string `json:"value,omitempty"`
+	V      int    `json:"v"`
+	Cmd    string `json:"cmd"`
+	Key    string `json:"key,omitempty"`
+	Value  string `json:"value,omitempty"`
+	Origin string `json:"origin,omitempty"`
 }
 
 // Response answers one Request: the state after it, or why it failed (nothing changed then).
@@ -24,6 +27,28 @@ type Response struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	View   *View   `json:"view,omitempty"`
+}
+
+// View is everything an attached screen draws: the engine's snapshot and the statistics of
+// the run's monitor. It holds no item, header or secret either.
+type View struct {
+	Title    string              `json:"title"`
+	Retries  int                 `json:"retries"`
+	Auto     bool                `json:"auto"`
+	Snapshot engine.Snapshot     `json:"snapshot"`
+	Points   []probes.Point      `json:"points"`
+	Latency  probes.Stats        `json:"latency"`
+	Errors   []probes.ErrorGroup `json:"errors"`
+	Advice   probes.Advice       `json:"advice"`
+}
+
+// Viewer gives the statistics of a run for [View]: a [*probes.Monitor].
+type Viewer interface {
+	Points(now time.Time, span time.Duration) []probes.Point
+	Latency(now time.Time) probes.Stats
+	Errors(n int) []probes.ErrorGroup
+	Advice(now time.Time, set engine.Settings) probes.Advice
 }
 
 // Status is what the socket tells of a run: its title, settings and counts, and the newest

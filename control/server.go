@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
 )
 
 // Engine is what the socket reads and steers: an [*engine.Engine].
@@ -28,9 +29,6 @@ type Engine interface {
 	Stop(origin string)
 }
 
-// origin names changes made through the socket in the change log.
-const origin = "ctl"
-
 // writeTimeout bounds a response's write: a client that does not read cannot hold a
 // connection's goroutine for ever (and never the engine, which it does not touch).
 const writeTimeout = 2 * time.Second
@@ -42,6 +40,10 @@ type Server struct {
 	eng   Engine
 	title string
 	wg    sync.WaitGroup
+	// Viewer, Retries and Auto, when set before Serve, let screens attach (the view command).
+	Viewer  Viewer
+	Retries int
+	Auto    bool
 }
 
 // Listen creates the control socket at path (0600) and returns its server; Serve must be
@@ -135,6 +137,8 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			resp.Error = "control: a request is one JSON object per line: " + err.Error()
 		} else if err := s.apply(req); err != nil {
 			resp.Error = err.Error()
+		} else if req.Cmd == "view" {
+			resp.OK, resp.View = true, s.view()
 		} else {
 			resp.OK = true
 			resp.Status = statusOf(s.title, os.Getpid(), s.eng.Snapshot())
@@ -146,13 +150,31 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 }
 
+// view is what an attached screen draws now.
+func (s *Server) view() *View {
+	snap := s.eng.Snapshot()
+	v := &View{Title: s.title, Retries: s.Retries, Auto: s.Auto, Snapshot: snap}
+	if s.Viewer != nil {
+		now := time.Now()
+		v.Points = s.Viewer.Points(now, probes.SeriesSpan)
+		v.Latency = s.Viewer.Latency(now)
+		v.Errors = s.Viewer.Errors(8)
+		v.Advice = s.Viewer.Advice(now, snap.Settings)
+	}
+	return v
+}
+
 // apply carries out a request; an unknown command, key or a bad value changes nothing.
 func (s *Server) apply(r Request) error {
 	if r.V != 0 && r.V != Version {
 		return fmt.Errorf("control: protocol version %d; this run speaks %d", r.V, Version)
 	}
+	origin := "ctl"
+	if r.Origin == "tui" || r.Origin == "advisor" {
+		origin = r.Origin
+	}
 	switch r.Cmd {
-	case "get":
+	case "get", "view":
 		return nil
 	case "pause":
 		s.eng.Pause(origin)
@@ -163,14 +185,14 @@ func (s *Server) apply(r Request) error {
 	case "stop":
 		s.eng.Stop(origin)
 	case "set":
-		return s.set(r.Key, r.Value)
+		return s.set(r.Key, r.Value, origin)
 	default:
 		return fmt.Errorf("control: unknown command %q: get, set, pause, resume, drain or stop", r.Cmd)
 	}
 	return nil
 }
 
-func (s *Server) set(key, value string) error {
+func (s *Server) set(key, value, origin string) error {
 	cur := s.eng.Snapshot().Settings
 	switch key {
 	case "parallelism":

@@ -47,6 +47,9 @@ type Options struct {
 	FPS     int    // refreshes per second (default 4)
 	Plain   bool   // no colour (NO_COLOR)
 	Auto    bool   // the auto-tuner turns the knobs too
+	// Attached: the screen watches a job that runs elsewhere (throttle attach); q and ctrl+c
+	// detach and leave it running.
+	Attached bool
 	// Now is the clock (default time.Now); tests fix it.
 	Now func() time.Time
 }
@@ -146,6 +149,9 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 // key handles one key press.
 func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if m.opt.Attached && (key.Matches(msg, m.keys.Interrupt) || (key.Matches(msg, m.keys.Quit) && !m.commanding)) {
+		return m, tea.Quit // detach: the job goes on
+	}
 	if key.Matches(msg, m.keys.Interrupt) {
 		return m.interrupt()
 	}

@@ -500,8 +500,12 @@ func (m Model) keyLine(w int) string {
 		return fit(" press any key to exit", w)
 	}
 	k := st.Key.Render
-	line := fmt.Sprintf(" %s parallelism  %s pace  %s rate  %s pause  %s drain  %s set  %s help  %s quit",
-		k("↑↓"), k("[ ]"), k("+ -"), k("p"), k("d"), k(":"), k("?"), k("q"))
+	quit := "quit"
+	if m.opt.Attached {
+		quit = "detach"
+	}
+	line := fmt.Sprintf(" %s parallelism  %s pace  %s rate  %s pause  %s drain  %s set  %s help  %s %s",
+		k("↑↓"), k("[ ]"), k("+ -"), k("p"), k("d"), k(":"), k("?"), k("q"), quit)
 	if w >= 100 {
 		line += fmt.Sprintf("  %s chart window", k("w"))
 	}

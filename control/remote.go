@@ -1,0 +1,126 @@
+package control
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// Remote is a running job seen through its control socket: the screen's engine and
+// statistics, from the view it fetches on each Snapshot. When the job is gone (it ended and
+// removed its socket) the last view stands, marked ended.
+type Remote struct {
+	path string
+	mu   sync.Mutex
+	view View
+	gone bool
+}
+
+// Dial fetches a first view of the job at path.
+func Dial(path string) (*Remote, error) {
+	r := &Remote{path: path}
+	resp, err := Do(path, Request{Cmd: "view"})
+	if err != nil {
+		return nil, err
+	}
+	if !resp.OK || resp.View == nil {
+		return nil, errorf("control: %s: %s", path, resp.Error)
+	}
+	r.view = *resp.View
+	return r, nil
+}
+
+// View returns the last view fetched.
+func (r *Remote) View() View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.view
+}
+
+// Snapshot fetches a fresh view and returns its snapshot.
+func (r *Remote) Snapshot() engine.Snapshot {
+	resp, err := Do(r.path, Request{Cmd: "view"})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case err == nil && resp.OK && resp.View != nil:
+		r.view = *resp.View
+	case !r.gone:
+		r.gone = true
+		if r.view.Snapshot.Ended.IsZero() {
+			r.view.Snapshot.Ended = time.Now()
+		}
+	}
+	return r.view.Snapshot
+}
+
+func (r *Remote) send(req Request) error {
+	resp, err := Do(r.path, req)
+	if err != nil {
+		return err
+	}
+	if !resp.OK {
+		return errorf("%s", resp.Error)
+	}
+	return nil
+}
+
+// SetParallelism asks the job to change its parallelism.
+func (r *Remote) SetParallelism(n int, origin string) error {
+	return r.send(Request{Cmd: "set", Key: "parallelism", Value: strconv.Itoa(n), Origin: origin})
+}
+
+// SetPace asks the job to change its pace.
+func (r *Remote) SetPace(d time.Duration, origin string) error {
+	return r.send(Request{Cmd: "set", Key: "pace", Value: d.String(), Origin: origin})
+}
+
+// SetRate asks the job to change its rate cap and burst.
+func (r *Remote) SetRate(perSecond float64, burst int, origin string) error {
+	cur := r.View().Snapshot.Settings
+	if burst != cur.Burst {
+		if err := r.send(Request{Cmd: "set", Key: "burst", Value: strconv.Itoa(burst), Origin: origin}); err != nil {
+			return err
+		}
+	}
+	if perSecond == cur.Rate {
+		return nil
+	}
+	return r.send(Request{Cmd: "set", Key: "rate", Value: strconv.FormatFloat(perSecond, 'f', -1, 64), Origin: origin})
+}
+
+// Pause asks the job to pause.
+func (r *Remote) Pause(origin string) { _ = r.send(Request{Cmd: "pause", Origin: origin}) }
+
+// Resume asks the job to resume.
+func (r *Remote) Resume(origin string) { _ = r.send(Request{Cmd: "resume", Origin: origin}) }
+
+// Drain asks the job to drain.
+func (r *Remote) Drain(origin string) { _ = r.send(Request{Cmd: "drain", Origin: origin}) }
+
+// Stop asks the job to stop.
+func (r *Remote) Stop(origin string) { _ = r.send(Request{Cmd: "stop", Origin: origin}) }
+
+// Points returns the last span of the view's per-second points.
+func (r *Remote) Points(now time.Time, span time.Duration) []probes.Point {
+	p := r.View().Points
+	if n := int(span / time.Second); len(p) > n {
+		p = p[len(p)-n:]
+	}
+	return p
+}
+
+// Latency returns the view's latency now.
+func (r *Remote) Latency(now time.Time) probes.Stats { return r.View().Latency }
+
+// Errors returns the view's error groups.
+func (r *Remote) Errors(n int) []probes.ErrorGroup {
+	e := r.View().Errors
+	return e[:min(n, len(e))]
+}
+
+// Advice returns the view's advice.
+func (r *Remote) Advice(now time.Time, set engine.Settings) probes.Advice { return r.View().Advice }
