@@ -116,14 +116,15 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	defer stopMonitor()
 	stopControl, sock := serveControl(env, e, mon, rf, title)
 	defer stopControl()
-	if sock != "" && !wantScreen(env, rf) {
-		fmt.Fprintf(env.Stderr, "control: throttle ctl --control %s get\n", sock)
-	}
+
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf)
 		printSummary(env.Stdout, sum, rf.out)
 	} else {
 		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
+		if sock != "" {
+			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
+		}
 		sig := handleSignals(env, e, rep.say)
 		sum, runErr = e.Run(ctx)
 		sig.stop()
