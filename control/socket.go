@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -51,13 +52,21 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
-// DefaultPath is the control socket of the process pid in [Dir].
+// runs numbers the runs of this process, so that each has its own socket.
+var runs atomic.Int64
+
+// DefaultPath is a new control socket path for a run of the process pid, in [Dir]:
+// PID.sock for the first run, PID-N.sock for later ones.
 func DefaultPath(pid int) (string, error) {
 	dir, err := Dir()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, strconv.Itoa(pid)+".sock"), nil
+	name := strconv.Itoa(pid)
+	if n := runs.Add(1); n > 1 {
+		name += "-" + strconv.FormatInt(n, 10)
+	}
+	return filepath.Join(dir, name+".sock"), nil
 }
 
 // Sockets lists the control sockets in [Dir].
