@@ -2,6 +2,8 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
+	"syscall"
 
 	tea "charm.land/bubbletea/v2"
 	"fmt"
@@ -172,8 +174,13 @@ func liveSockets() ([]liveSocket, error) {
 	}
 	var live []liveSocket
 	for _, p := range paths {
-		if resp, err := control.Do(p, control.Request{Cmd: "get"}); err == nil && resp.OK {
+		resp, err := control.Do(p, control.Request{Cmd: "get"})
+		if err == nil && resp.OK {
 			live = append(live, liveSocket{p, resp.Status.Title})
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			_ = os.Remove(p) // its run was killed before it could remove it
 		}
 	}
 	return live, nil

@@ -75,6 +75,13 @@ func (h *headless) onEvent(ev engine.Event) {
 	}
 }
 
+// redirect sends the lines from now on to w (a log file once the terminal is gone).
+func (h *headless) redirect(w io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.w = w
+}
+
 func (h *headless) say(line string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

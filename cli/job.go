@@ -125,7 +125,13 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		if sock != "" {
 			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}
-		sig := handleSignals(env, e, rep.say)
+		sig := handleSignals(env, e, rep.say, func() {
+			// Progress lines go on in a log next to the results; stderr is likely a dead tty.
+			if f, err := os.OpenFile(rf.out+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+				rep.redirect(f)
+				rep.say("SIGHUP: the terminal went away; the job goes on (throttle attach to watch it)")
+			}
+		})
 		sum, runErr = e.Run(ctx)
 		sig.stop()
 		rep.stop()
@@ -179,9 +185,10 @@ type signals struct {
 
 func (s *signals) stop() { close(s.done) }
 
-// handleSignals drains the run on the first SIGINT, SIGTERM or SIGHUP and stops it on a
-// second SIGINT, telling the operator through say.
-func handleSignals(env *Env, e *engine.Engine, say func(string)) *signals {
+// handleSignals drains the run on the first SIGINT or SIGTERM and stops it on a second
+// SIGINT, telling the operator through say. SIGHUP — the terminal went away, an ssh link
+// dropped — does not end the run: hangup is called once and the job goes on.
+func handleSignals(env *Env, e *engine.Engine, say func(string), hangup func()) *signals {
 	s := &signals{done: make(chan struct{})}
 	go func() {
 		interrupts := 0
@@ -190,6 +197,13 @@ func handleSignals(env *Env, e *engine.Engine, say func(string)) *signals {
 			case <-s.done:
 				return
 			case sig := <-env.Signals:
+				if sig == syscall.SIGHUP {
+					if hangup != nil {
+						hangup()
+						hangup = nil
+					}
+					continue
+				}
 				s.received.Store(true)
 				if sig == syscall.SIGINT {
 					interrupts++

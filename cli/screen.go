@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -41,9 +43,33 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 		shown <- err
 	}()
 
-	sig := handleSignals(env, e, func(string) {})
+	// When the terminal goes away (SIGHUP) the screen goes and the job goes on headless,
+	// its progress lines in a log next to the results, ready to be attached again.
+	var rep *headless
+	var mu sync.Mutex
+	hungUp := false
+	sig := handleSignals(env, e, func(string) {}, func() {
+		mu.Lock()
+		hungUp = true
+		mu.Unlock()
+		p.Kill()
+		f, err := os.OpenFile(rf.out+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		rep = startHeadless(f, e, mon, title, rf.progressEvery)
+		mu.Unlock()
+		rep.say("SIGHUP: the terminal went away; the job goes on (throttle attach to watch it)")
+	})
 	sum, runErr := e.Run(ctx)
 	sig.stop()
+	mu.Lock()
+	if rep != nil {
+		rep.stop()
+		rep.summary(sum, rf.out)
+	}
+	mu.Unlock()
 
 	if sig.received.Load() {
 		// Nobody may be at the keyboard (SIGTERM from a supervisor): close the screen.
@@ -54,7 +80,7 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 			p.Kill()
 			<-shown
 		}
-	} else if err := <-shown; err != nil {
+	} else if err := <-shown; err != nil && !hungUp {
 		fmt.Fprintf(env.Stderr, "throttle: the screen failed: %v\n", err)
 	}
 	return sum, runErr

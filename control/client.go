@@ -12,7 +12,7 @@ import (
 func Do(path string, req Request) (Response, error) {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
-		return Response{}, fmt.Errorf("control: %s: no run answers there (%v)", path, err)
+		return Response{}, fmt.Errorf("control: %s: no run answers there: %w", path, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
