@@ -64,6 +64,12 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return err
 	}
+	if rf.detach {
+		if rf.input == "-" {
+			return usageError("--detach cannot read items from stdin")
+		}
+		return detach(env, rf)
+	}
 	if rf.resume && rf.onlyFailed {
 		return usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
 	}

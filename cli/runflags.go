@@ -30,6 +30,7 @@ type runFlags struct {
 	dedupe         bool
 	fsyncEvery     time.Duration
 	control        string
+	detach         bool
 	progressEvery  time.Duration
 }
 
@@ -53,6 +54,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.BoolVar(&f.onlyFailed, "only-failed", false, "with a results file as --input: run only the items whose last row failed")
 	fs.BoolVar(&f.dedupe, "dedupe", false, "run each distinct item once (by default duplicates run once per occurrence)")
 	fs.DurationVar(&f.fsyncEvery, "fsync-every", 5*time.Second, "fsync the results at least this often while rows are written (0: only at the end)")
+	fs.BoolVar(&f.detach, "detach", false, "run in the background from the start (progress to <out>.log) and print how to attach")
 	fs.StringVar(&f.control, "control", "", "control socket for ctl (default: a private one in /tmp/throttle-UID)")
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
