@@ -47,7 +47,17 @@ d drains it. Several screens may attach at once.`,
 			v := r.View()
 			m := tui.New(r, r, tui.Options{Title: v.Title, Retries: v.Retries, Auto: v.Auto, FPS: fps, Plain: noColor(env), Attached: true})
 			p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(fps), tea.WithOutput(env.Stdout))
-			if _, err := p.Run(); err != nil {
+			// Any signal — the terminal going away included — only detaches: the job is elsewhere.
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				select {
+				case <-env.Signals:
+					p.Kill()
+				case <-stop:
+				}
+			}()
+			if _, err := p.Run(); err != nil && !errors.Is(err, tea.ErrProgramKilled) {
 				return &exitError{code: ExitFailures, err: err}
 			}
 			if s := r.View().Snapshot; s.Ended.IsZero() {

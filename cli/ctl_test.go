@@ -15,7 +15,7 @@ import (
 // secret from a ${ENV} header; an unknown key changes nothing.
 func TestCtlSteersARun(t *testing.T) {
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		okJSON(w, r)
 	})
 	dir := t.TempDir()
@@ -26,7 +26,7 @@ func TestCtlSteersARun(t *testing.T) {
 	const token = "tok-7f3a9c2e5b"
 	done := make(chan result)
 	go func() {
-		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 600), "--out", outPath(t),
+		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 2000), "--out", outPath(t),
 			"--url", srv.URL + "/{item}", "--header", "Authorization: Bearer ${API_TOKEN}", "--parallelism", "2", "--control", sock},
 			env: map[string]string{"API_TOKEN": token}})
 	}()
@@ -36,11 +36,11 @@ func TestCtlSteersARun(t *testing.T) {
 	ctl := func(args ...string) result {
 		return run(t, invocation{args: append([]string{"ctl", "--control", sock}, args...)})
 	}
-	// Raising shows at once; lowering waits for the calls in flight (150 ms) to end.
+	// Raising shows at once; lowering as the calls in flight (50 ms) end: both within 100 ms.
 	for _, step := range []struct {
 		n      int64
 		within time.Duration
-	}{{16, 100 * time.Millisecond}, {4, 250 * time.Millisecond}} {
+	}{{16, 100 * time.Millisecond}, {4, 100 * time.Millisecond}} {
 		at := time.Now()
 		if r := ctl("set", "parallelism", strconv.FormatInt(step.n, 10)); r.code != 0 {
 			t.Fatalf("ctl set parallelism %d: exit %d\n%s", step.n, r.code, r.stderr)
