@@ -2,12 +2,15 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
@@ -43,28 +46,37 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 		shown <- err
 	}()
 
-	// When the terminal goes away (SIGHUP) the screen goes and the job goes on headless,
-	// its progress lines in a log next to the results, ready to be attached again.
+	// When the terminal goes away (SIGHUP, or a dead terminal seen by watchTerminal) the
+	// screen goes and the job goes on headless, its progress lines in a log next to the
+	// results, ready to be attached again.
 	var rep *headless
 	var mu sync.Mutex
-	hungUp := false
-	sig := handleSignals(env, e, func(string) {}, func() {
-		mu.Lock()
-		hungUp = true
-		mu.Unlock()
-		p.Kill()
-		f, err := os.OpenFile(rf.out+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		rep = startHeadless(f, e, mon, title, rf.progressEvery)
-		mu.Unlock()
-		rep.say("SIGHUP: the terminal went away; the job goes on (throttle attach to watch it)")
-	})
+	var once sync.Once
+	hungUp, ended := false, false
+	hangup := func(why string) {
+		once.Do(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			hungUp = true
+			p.Kill()
+			if ended {
+				return // the final screen on a dead terminal: nothing left to report
+			}
+			f, err := os.OpenFile(rf.out+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			if err != nil {
+				return
+			}
+			rep = startHeadless(f, e, mon, title, rf.progressEvery)
+			rep.say(why + ": the terminal went away; the job goes on (throttle attach to watch it)")
+		})
+	}
+	sig := handleSignals(env, e, func(string) {}, func() { hangup("SIGHUP") })
+	stopWatch := watchTerminal(env.Stdout, func() { hangup("terminal closed") })
+	defer stopWatch()
 	sum, runErr := e.Run(ctx)
 	sig.stop()
 	mu.Lock()
+	ended = true
 	if rep != nil {
 		rep.stop()
 		rep.summary(sum, rf.out)
@@ -80,8 +92,41 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 			p.Kill()
 			<-shown
 		}
-	} else if err := <-shown; err != nil && !hungUp {
+	} else if err := <-shown; err != nil && !wasHungUp(&mu, &hungUp) {
 		fmt.Fprintf(env.Stderr, "throttle: the screen failed: %v\n", err)
 	}
 	return sum, runErr
+}
+
+func wasHungUp(mu *sync.Mutex, b *bool) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	return *b
+}
+
+// watchTerminal calls gone once the terminal on w is hung up (its pty closed) even if no
+// SIGHUP came, e.g. when the session leader outlived it: reads of it then give EOF, which
+// Bubble Tea takes as the end of input, and the screen would wait for ever for a key.
+func watchTerminal(w io.Writer, gone func()) (stop func()) {
+	f, ok := w.(interface{ Fd() uintptr })
+	if !ok {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); errors.Is(err, unix.EIO) {
+					gone()
+					return
+				}
+			}
+		}
+	}()
+	return sync.OnceFunc(func() { close(done) })
 }
