@@ -18,16 +18,7 @@ import (
 )
 
 // Engine is what the socket reads and steers: an [*engine.Engine].
-type Engine interface {
-	Snapshot() engine.Snapshot
-	SetParallelism(n int, origin string) error
-	SetPace(d time.Duration, origin string) error
-	SetRate(perSecond float64, burst int, origin string) error
-	Pause(origin string)
-	Resume(origin string)
-	Drain(origin string)
-	Stop(origin string)
-}
+type Engine = engine.Controls
 
 // writeTimeout bounds a response's write: a client that does not read cannot hold a
 // connection's goroutine for ever (and never the engine, which it does not touch).

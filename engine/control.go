@@ -5,6 +5,22 @@ import (
 	"time"
 )
 
+// Controls is a running job's control surface as its observers see it: a snapshot to read,
+// knobs to turn, each change with its origin. [*Engine] implements it; so does a job seen
+// through its control socket. Screens and the socket take it, not the Engine.
+type Controls interface {
+	Snapshot() Snapshot
+	SetParallelism(n int, origin string) error
+	SetPace(d time.Duration, origin string) error
+	SetRate(perSecond float64, burst int, origin string) error
+	Pause(origin string)
+	Resume(origin string)
+	Drain(origin string)
+	Stop(origin string)
+}
+
+var _ Controls = (*Engine)(nil)
+
 // maxChanges is how many change-log entries the engine keeps; older ones are dropped.
 const maxChanges = 200
 

@@ -19,18 +19,9 @@ import (
 	"github.com/throttle-dev/throttle/probes"
 )
 
-// Engine is what the screen reads and steers: an [*engine.Engine], or anything that relays to
-// one. Every change is made with the origin "tui", so the change log tells who did it.
-type Engine interface {
-	Snapshot() engine.Snapshot
-	SetParallelism(n int, origin string) error
-	SetPace(d time.Duration, origin string) error
-	SetRate(perSecond float64, burst int, origin string) error
-	Pause(origin string)
-	Resume(origin string)
-	Drain(origin string)
-	Stop(origin string)
-}
+// Engine is what the screen reads and steers: an [*engine.Engine], or a job seen through its
+// control socket. Every change is made with the origin "tui", so the change log tells who did it.
+type Engine = engine.Controls
 
 // Stats is where the screen reads windowed statistics and advice, e.g. a [*probes.Monitor].
 type Stats interface {
