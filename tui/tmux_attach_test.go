@@ -39,16 +39,7 @@ var (
 // TestTmuxAttach: the TUI's terminal goes away mid-run; the job goes on, answers ctl, is
 // attached from a new terminal (live), is detached from with q, and ends with every row.
 func TestTmuxAttach(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives the real binary in tmux; skipped with -short")
-	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("CI=true but tmux is not installed (%v): .ci/run installs it", err)
-		}
-		t.Skipf("tmux is not installed (%v): install it to run the end-to-end TUI tests", err)
-	}
-	bin := buildThrottle(t)
+	bin := tmuxAndBinary(t)
 
 	// An ssh drop: the pty closes, the login shell (the session leader) dies of its SIGHUP,
 	// and the kernel then sends SIGHUP to the foreground process group: the run.

@@ -44,16 +44,7 @@ var (
 // screen and by the simulated server), quitting mid-run, a run that ends by itself, and the
 // layout at 160x48 and after a resize.
 func TestTmuxDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives the real binary in tmux; skipped with -short")
-	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("CI=true but tmux is not installed (%v): .ci/run installs it", err)
-		}
-		t.Skipf("tmux is not installed (%v): install it to run the end-to-end TUI tests", err)
-	}
-	bin := buildThrottle(t)
+	bin := tmuxAndBinary(t)
 
 	t.Run("raise parallelism then quit", func(t *testing.T) {
 		t.Parallel()
@@ -640,4 +631,20 @@ func readRows(t *testing.T, path string, maxItem int) map[string]row {
 // shQuote quotes s for sh.
 func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// tmuxAndBinary skips a test under -short, fails it under CI=true without tmux (else skips),
+// and builds the binary it drives.
+func tmuxAndBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("drives the real binary in tmux; skipped with -short")
+	}
+	if _, err := exec.LookPath("tmux"); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatalf("CI=true but tmux is not installed (%v): .ci/run installs it", err)
+		}
+		t.Skipf("tmux is not installed (%v): install it to run the end-to-end TUI tests", err)
+	}
+	return buildThrottle(t)
 }
