@@ -18,7 +18,6 @@ import (
 type headless struct {
 	w     io.Writer
 	e     *engine.Engine
-	title string
 	every time.Duration
 	sub   *engine.Subscription
 	mon   *probes.Monitor
@@ -33,7 +32,7 @@ type headless struct {
 }
 
 func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration) *headless {
-	h := &headless{w: w, e: e, mon: mon, title: title, every: every, quit: make(chan struct{})}
+	h := &headless{w: w, e: e, mon: mon, every: every, quit: make(chan struct{})}
 	h.sub = e.Subscribe(64, engine.Warning, engine.ControlChange)
 	s := e.Snapshot()
 	total := "unknown total"
@@ -138,9 +137,8 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	if s.HoldUntil.After(s.At) {
 		fmt.Fprintf(&b, "  held %s (Retry-After)", s.HoldUntil.Sub(s.At).Round(100*time.Millisecond))
 	}
-	if s.Total > 0 && done > 0 && done < s.Total && elapsed > 0 {
-		perItem := elapsed / time.Duration(done)
-		fmt.Fprintf(&b, "  ETA %s", human.Clock(perItem*time.Duration(s.Total-done)))
+	if eta, ok := s.ETA(); ok {
+		fmt.Fprintf(&b, "  ETA %s", human.Clock(eta))
 	}
 	return b.String()
 }

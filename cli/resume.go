@@ -85,7 +85,7 @@ func onlyFailed(path string) (*input, error) {
 }
 
 // dedupe wraps in so that each distinct item runs once; later occurrences are counted.
-func dedupe(in *input) *engine.Skipping {
+func dedupe(in *input) {
 	seen := make(map[uint64]struct{})
 	sk := &engine.Skipping{Src: in.source, Skip: func(it engine.Item) bool {
 		k := engine.ItemKey(it.Line)
@@ -96,5 +96,4 @@ func dedupe(in *input) *engine.Skipping {
 		return false
 	}}
 	in.source = sk
-	return sk
 }

@@ -174,7 +174,7 @@ func (e *Engine) sleep(d time.Duration, changed <-chan struct{}) {
 // startLocked counts w's call in flight. It requires that e.mu is held.
 func (e *Engine) startLocked(w *worker, now time.Time) {
 	e.inflight++
-	w.lastStart = now
+	w.lastStart, w.inflight = now, e.inflight
 	w.set(WorkerCalling)
 }
 

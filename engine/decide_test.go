@@ -142,3 +142,22 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotETA(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		s      Snapshot
+		want   time.Duration
+		wantOK bool
+	}{
+		{Snapshot{Started: t0, At: t0.Add(time.Minute), Total: 400, OK: 90, Failed: 10}, 3 * time.Minute, true}, // 100 rows a minute, 300 to go
+		{Snapshot{Started: t0, At: t0.Add(time.Minute), Total: -1, OK: 100}, 0, false},                          // unknown total
+		{Snapshot{Started: t0, At: t0.Add(time.Minute), Total: 400}, 0, false},                                  // no row yet
+		{Snapshot{Started: t0, At: t0.Add(time.Minute), Total: 100, OK: 100}, 0, false},                         // all done
+		{Snapshot{Started: t0, At: t0.Add(time.Minute), Ended: t0.Add(time.Minute), Total: 400, OK: 100}, 0, false},
+	} {
+		if got, ok := tc.s.ETA(); got != tc.want || ok != tc.wantOK {
+			t.Errorf("ETA() of %d/%d rows after %v = %v, %v; want %v, %v", tc.s.Done(), tc.s.Total, tc.s.At.Sub(tc.s.Started), got, ok, tc.want, tc.wantOK)
+		}
+	}
+}

@@ -88,7 +88,6 @@ type Engine struct {
 	changes     []Change
 	warnings    []string
 	err         error // first fatal error (results not writable, input unreadable)
-	notStarted  int64
 
 	read     atomic.Int64 // items taken from the Source (and not given back at a drain)
 	emitted  atomic.Int64 // items whose row was handed to the writer
@@ -242,7 +241,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := Summary{State: Done, Total: e.cfg.Total, NotStarted: e.notStarted, Warnings: e.warnings}
+	s := Summary{State: Done, Total: e.cfg.Total, Warnings: e.warnings}
 	if e.state == Draining || e.state == Stopping {
 		s.State = e.state
 	} else {

@@ -39,6 +39,16 @@ type Snapshot struct {
 // Done returns the number of rows written.
 func (s Snapshot) Done() int64 { return s.OK + s.Failed }
 
+// ETA extrapolates the run's average time per row to the rows still to come; ok is false
+// when there is nothing to extrapolate (no total, no row yet, or the run is over).
+func (s Snapshot) ETA() (time.Duration, bool) {
+	done, elapsed := s.Done(), s.At.Sub(s.Started)
+	if s.Total <= 0 || done == 0 || done >= s.Total || elapsed <= 0 || !s.Ended.IsZero() {
+		return 0, false
+	}
+	return elapsed / time.Duration(done) * time.Duration(s.Total-done), true
+}
+
 // Snapshot returns the run's state now.
 func (e *Engine) Snapshot() Snapshot {
 	e.mu.Lock()

@@ -40,6 +40,7 @@ type worker struct {
 	running   bool
 	hasSlot   bool
 	lastStart time.Time
+	inflight  int // calls in flight when its last call started, itself included
 	holdSeq   int
 	holdDelay time.Duration
 }
@@ -254,15 +255,14 @@ func (e *Engine) giveBack(t *task, from int, err error) {
 	}
 	if rest.last != nil {
 		e.retries.push(rest) // written as rows when the run ends
-		return
 	}
-	e.notStarted += int64(len(rest.items))
+	// Items never attempted get no row; Summary.NotStarted counts them.
 }
 
 // callOne makes one attempt at item i of t and settles it: a row, or a retry later.
 func (e *Engine) callOne(w *worker, t *task, i int) {
 	it := t.items[i]
-	start, inflight := e.lastStartOf(w)
+	start, inflight := w.lastStart, w.inflight // set by admit on this goroutine
 	attempt := t.attempts + 1
 	e.publishStart(w, it.Index, 1, attempt, inflight, start)
 
@@ -316,7 +316,7 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		e.giveBack(&task{items: valid, attempts: t.attempts, last: lastsOrNil(lasts, t.last)}, 0, err)
 		return
 	}
-	start, inflight := e.lastStartOf(w)
+	start, inflight := w.lastStart, w.inflight // set by admit on this goroutine
 	attempt := t.attempts + 1
 	e.publishStart(w, valid[0].Index, len(valid), attempt, inflight, start)
 	var outs []Outcome
@@ -478,12 +478,6 @@ func (e *Engine) hold(retryAfter time.Duration, now time.Time) {
 	e.broadcastLocked()
 	e.mu.Unlock()
 	e.bus.publish(Event{Kind: HoldStart, At: now, Until: until, Message: fmt.Sprintf("server asked for %v of quiet", d)})
-}
-
-func (e *Engine) lastStartOf(w *worker) (time.Time, int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return w.lastStart, e.inflight
 }
 
 func (e *Engine) publishStart(w *worker, index int64, items, attempt, inflight int, at time.Time) {

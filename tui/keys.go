@@ -9,7 +9,7 @@ type KeyMap struct {
 	RateUp, RateDown        key.Binding
 	Pause, Drain, Command   key.Binding
 	Window, Help, Quit      key.Binding
-	Interrupt, Cancel       key.Binding
+	Interrupt               key.Binding
 	Accept                  key.Binding
 	Confirm                 key.Binding
 }
@@ -32,7 +32,6 @@ func DefaultKeys() KeyMap {
 		Help:      key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
 		Quit:      key.NewBinding(key.WithKeys("q"), key.WithHelp("q", "quit")),
 		Interrupt: key.NewBinding(key.WithKeys("ctrl+c"), key.WithHelp("ctrl+c", "drain and quit; twice: cancel calls")),
-		Cancel:    key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "cancel")),
 		Accept:    key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "accept the advisor's suggestion")),
 		Confirm:   key.NewBinding(key.WithKeys("y", "enter"), key.WithHelp("y", "confirm")),
 	}

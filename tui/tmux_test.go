@@ -268,60 +268,7 @@ var sessionSeq atomic.Int64
 // records the exit status and then stays (so the pane's state can be read after the exit).
 func startDemo(t *testing.T, bin, dir string, w, h int, args ...string) *session {
 	t.Helper()
-	s := &session{
-		t:      t,
-		socket: fmt.Sprintf("throttle-test-%d-%d", os.Getpid(), sessionSeq.Add(1)),
-		conf:   filepath.Join(dir, "tmux.conf"),
-		name:   "demo",
-		exit:   filepath.Join(dir, "exit"),
-	}
-	s.last.Store("")
-	conf := "set -g status off\nset -g remain-on-exit on\nset -g history-limit 1000\n"
-	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	quoted := []string{shQuote(bin), "demo"}
-	for _, a := range args {
-		quoted = append(quoted, shQuote(a))
-	}
-	script := filepath.Join(dir, "run.sh")
-	body := fmt.Sprintf(`unset COLUMNS LINES
-TERM=xterm-256color
-export TERM
-%s
-st=$?
-echo "$st" > %s.tmp && mv %s.tmp %s
-exec sleep 600
-`, strings.Join(quoted, " "), shQuote(s.exit), shQuote(s.exit), shQuote(s.exit))
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-
-	var socketPath string
-	t.Cleanup(func() {
-		_, _ = s.tmux("kill-server")
-		if socketPath != "" {
-			_ = os.Remove(socketPath)
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("last screen of tmux -L %s:\n%s", s.socket, s.last.Load())
-		}
-	})
-	if _, err := s.tmux("new-session", "-d", "-s", s.name, "-x", strconv.Itoa(w), "-y", strconv.Itoa(h),
-		"sh "+shQuote(script)); err != nil {
-		t.Fatalf("tmux new-session: %v", err)
-	}
-	if p, err := s.tmux("display-message", "-p", "#{socket_path}"); err == nil {
-		socketPath = strings.TrimSpace(p)
-	}
-	if got, err := s.tmux("display-message", "-p", "-t", s.name, "#{pane_width}x#{pane_height}"); err != nil {
-		t.Fatalf("tmux display-message: %v", err)
-	} else if want := fmt.Sprintf("%dx%d", w, h); strings.TrimSpace(got) != want {
-		t.Fatalf("tmux pane is %s, want %s", strings.TrimSpace(got), want)
-	}
-	return s
+	return startProgram(t, bin, dir, w, h, stayAfterExit, append([]string{"demo"}, args...)...)
 }
 
 // tmux runs one tmux command against the test's own server.

@@ -132,8 +132,8 @@ func (m Model) header(w int) []string {
 	}
 	left := st.Title.Render(" throttle ") + " " + m.opt.Title + " · " + total
 	right := m.stateWord() + "  " + human.Clock(elapsed)
-	if eta := m.eta(); eta != "" {
-		right += "  ETA " + eta
+	if eta, ok := s.ETA(); ok {
+		right += "  ETA " + human.Clock(eta)
 	}
 	// The state, elapsed time and ETA matter more than the title: shorten the title first.
 	if room := w - ansi.StringWidth(right) - 2; ansi.StringWidth(left) > room {
@@ -180,26 +180,6 @@ func (m Model) stateWord() string {
 	default:
 		return st.Warn.Render("◐ " + s.State.String())
 	}
-}
-
-// eta extrapolates the rows per second of the last minute.
-func (m Model) eta() string {
-	s := m.snap
-	if s.Total <= 0 || s.Done() >= s.Total || !s.Ended.IsZero() {
-		return ""
-	}
-	done := float64(0)
-	n := min(60, len(m.points))
-	for _, p := range m.points[len(m.points)-n:] {
-		done += float64(p.OK + p.Errors + p.TooMany)
-	}
-	_ = done
-	elapsed := s.At.Sub(s.Started)
-	if s.Done() == 0 || elapsed <= 0 {
-		return ""
-	}
-	perItem := elapsed / time.Duration(s.Done())
-	return human.Clock(perItem * time.Duration(s.Total-s.Done()))
 }
 
 // tooManyShare is the share of 429 answers among the calls of the last 10 seconds.
