@@ -67,7 +67,7 @@ the shared Retry-After hold, retries, and a summary.`,
 				return err
 			}
 			defer a.Close()
-			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "demo http",
+			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "demo http", target: url + "/items/{item}",
 				title: "demo · sim API " + strings.TrimPrefix(url, "http://")})
 		},
 	}

@@ -18,6 +18,7 @@ import (
 type job struct {
 	adapter engine.Adapter
 	name    string // the adapter's name
+	target  string // what it calls, for a recording's header: no secrets
 	title   string // the screen's title; default "name · input"
 }
 
@@ -118,6 +119,10 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sum    engine.Summary
 		runErr error
 	)
+	rec, err := startRecording(rf, j, in, settings, e)
+	if err != nil {
+		return err
+	}
 	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
 	defer stopMonitor()
 	stopControl, sock := serveControl(env, e, mon, rf, title)
@@ -125,7 +130,8 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf)
-		printSummary(env.Stdout, sum, rf.out)
+		stopRecording(env, rec, sum, rf.record)
+		printSummary(env.Stdout, sum, mon.Overall(), rf.out)
 	} else {
 		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
 		if sock != "" {
@@ -141,7 +147,8 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sum, runErr = e.Run(ctx)
 		sig.stop()
 		rep.stop()
-		rep.summary(sum, rf.out)
+		stopRecording(env, rec, sum, rf.record)
+		rep.summary(sum, mon.Overall(), rf.out)
 	}
 
 	switch {

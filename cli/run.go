@@ -134,7 +134,7 @@ statuses fail at once. A JSON response body is kept in the row's "output".`,
 				return usageError("%v", err)
 			}
 			defer a.Close()
-			return act(cmd, job{adapter: a, name: "http"})
+			return act(cmd, job{adapter: a, name: "http", target: adapters.RedactURL(cfg.URL)})
 		},
 	}
 	hf.register(cmd)
@@ -163,6 +163,12 @@ func (f *simFlags) register(cmd *cobra.Command, rate string, burst int) {
 	fs.Float64Var(&f.sigma, "sim-sigma", adapters.DefaultSimSigma, "spread of the lognormal latency (0: fixed)")
 	fs.Float64Var(&f.errorRate, "sim-error-rate", 0, "share of calls, 0 to 1, that fail with 503")
 	fs.Int64Var(&f.seed, "sim-seed", 1, "seed of the random latencies and errors")
+}
+
+// describe names the simulated target for a recording's header.
+func (f *simFlags) describe() string {
+	return fmt.Sprintf("sim rate %s burst %d concurrency %d (%s) latency %v sigma %v errors %v",
+		f.rate, f.burst, f.concurrency, f.overload, f.latency, f.sigma, f.errorRate)
 }
 
 func (f *simFlags) config() (adapters.SimConfig, error) {
@@ -199,7 +205,7 @@ a run's settings before pointing them at a real system.`,
 			if err != nil {
 				return err
 			}
-			return act(cmd, job{adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)), name: "sim"})
+			return act(cmd, job{adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)), name: "sim", target: sf.describe()})
 		},
 	}
 	sf.register(cmd, "0", 10)

@@ -32,6 +32,7 @@ type runFlags struct {
 	control        string
 	detach         bool
 	progressEvery  time.Duration
+	record         string
 }
 
 // register adds the flags to fs; the demo makes its own input, so it leaves --input out.
@@ -56,6 +57,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.DurationVar(&f.fsyncEvery, "fsync-every", 5*time.Second, "fsync the results at least this often while rows are written (0: only at the end)")
 	fs.BoolVar(&f.detach, "detach", false, "run in the background from the start (progress to <out>.log) and print how to attach")
 	fs.StringVar(&f.control, "control", "", "control socket for ctl (default: a private one in /tmp/throttle-UID)")
+	fs.StringVar(&f.record, "record", "", "record the run to FILE for throttle replay (no secrets, no bodies; about 20 bytes per call)")
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")

@@ -79,7 +79,7 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 	ended = true
 	if rep != nil {
 		rep.stop()
-		rep.summary(sum, rf.out)
+		rep.summary(sum, mon.Overall(), rf.out)
 	}
 	mu.Unlock()
 

@@ -39,6 +39,9 @@ type Event struct {
 	Message string
 	// RetryAfter is the wait a CallEnd's answer asked for (Retry-After), 0 if none.
 	RetryAfter time.Duration
+	// Final is set on a CallEnd whose item got its row (for a batch, its first item's); it is
+	// false when the item will be tried again, so a recording can count retries and rows.
+	Final bool
 	Until      time.Time
 	Change     Change
 }

@@ -275,12 +275,14 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 	e.release(w)
 
 	res := e.settle(it, out, err, attempt, end.Sub(start), end)
-	e.publishEnd(w, it.Index, 1, attempt, inflight, res, out, err, end)
+	msg := res.Error // before finish adds "after N attempts": one error group per cause
 	var last *Result
 	if t.last != nil {
 		last = t.last[i]
 	}
-	if wait, retry := e.finish(res, out, attempt, last); retry {
+	wait, retry := e.finish(res, out, attempt, last)
+	e.publishEnd(w, it.Index, 1, attempt, inflight, res, msg, out, err, end, !retry)
+	if retry {
 		e.scheduleRetry(&task{items: []Item{it}, attempts: attempt, readyAt: end.Add(wait), last: []*Result{res.Result}})
 	}
 }
@@ -345,14 +347,16 @@ func (e *Engine) callBatch(w *worker, t *task) {
 			out = outs[i]
 		}
 		res := e.settle(it, out, err, attempt, end.Sub(start), end)
-		if i == 0 {
-			e.publishEnd(w, it.Index, len(valid), attempt, inflight, res, out, err, end)
-		}
+		msg := res.Error
 		var last *Result
 		if lasts != nil {
 			last = lasts[i]
 		}
-		if wait, retry := e.finish(res, out, attempt, last); retry {
+		wait, retry := e.finish(res, out, attempt, last)
+		if i == 0 {
+			e.publishEnd(w, it.Index, len(valid), attempt, inflight, res, msg, out, err, end, !retry)
+		}
+		if retry {
 			again.items = append(again.items, it)
 			again.last = append(again.last, res.Result)
 			longest = max(longest, wait)
@@ -487,18 +491,19 @@ func (e *Engine) publishStart(w *worker, index int64, items, attempt, inflight i
 	e.bus.publish(Event{Kind: CallStart, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight})
 }
 
-func (e *Engine) publishEnd(w *worker, index int64, items, attempt, inflight int, s settled, out Outcome, err error, at time.Time) {
+// publishEnd reports a call's end; msg is its error before finish decorated it.
+func (e *Engine) publishEnd(w *worker, index int64, items, attempt, inflight int, s settled, msg string, out Outcome, err error, at time.Time, final bool) {
 	if !e.bus.wanted(CallEnd) {
 		return
 	}
 	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight,
-		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter}
+		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter, Final: final}
 	switch {
 	case s.OK:
 	case s.retry:
-		ev.Verdict, ev.Message = Retry, s.Error
+		ev.Verdict, ev.Message = Retry, msg
 	default:
-		ev.Verdict, ev.Message = Fail, s.Error
+		ev.Verdict, ev.Message = Fail, msg
 	}
 	e.bus.publish(ev)
 }

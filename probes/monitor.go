@@ -39,6 +39,9 @@ func (m *Monitor) Observe(ev engine.Event) {
 // Latency is the latency of the last complete advisor window (5 s).
 func (m *Monitor) Latency(now time.Time) Stats { return m.advisor.Latest(now) }
 
+// Overall is the latency over the whole run so far.
+func (m *Monitor) Overall() Stats { return m.advisor.Run() }
+
 // Advice is the advisor's suggestion for the run's settings now.
 func (m *Monitor) Advice(now time.Time, set engine.Settings) Advice {
 	return Advise(m.advisor.Recent(now), set, m.cfg)

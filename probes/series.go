@@ -56,7 +56,7 @@ type Series struct {
 func NewSeries() *Series {
 	return &Series{
 		ring:   make([]bucket, int(SeriesSpan/time.Second)),
-		hist:   hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs),
+		hist:   NewLatencyHistogram(),
 		groups: make(map[string]*ErrorGroup),
 	}
 }
@@ -80,9 +80,8 @@ func (s *Series) Observe(ev engine.Event) {
 	default:
 		b.OK++
 	}
-	us := min(max(ev.Latency.Microseconds(), minLatencyMicros), maxLatencyMicros)
 	if sec == s.cur {
-		_ = s.hist.RecordValue(us)
+		RecordLatency(s.hist, ev.Latency)
 	}
 	if ev.Message != "" && ev.Status != 429 {
 		s.groupLocked(ev.Message, ev.At)

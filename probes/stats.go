@@ -6,6 +6,8 @@ package probes
 
 import (
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Latency bounds of the histograms: 1 µs to 10 minutes at 3 significant digits.
@@ -28,3 +30,19 @@ type Stats struct {
 }
 
 func micros(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+
+// NewLatencyHistogram returns a histogram of latencies with the bounds and precision every
+// statistic of this package uses, so that numbers computed elsewhere (a replay) agree.
+func NewLatencyHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)
+}
+
+// RecordLatency adds d to h, clamped to the histogram's bounds.
+func RecordLatency(h *hdrhistogram.Histogram, d time.Duration) {
+	_ = h.RecordValue(min(max(d.Microseconds(), minLatencyMicros), maxLatencyMicros))
+}
+
+// Quantile returns h's latency at quantile q (0 to 100).
+func Quantile(h *hdrhistogram.Histogram, q float64) time.Duration {
+	return micros(h.ValueAtQuantile(q))
+}

@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,13 +82,13 @@ type Windows struct {
 // NewWindows returns a collector of windows of the given length that keeps the last keep.
 func NewWindows(length time.Duration, keep int) *Windows {
 	ws := newWindows(length, keep)
-	ws.runHist = hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)
+	ws.runHist = NewLatencyHistogram()
 	return ws
 }
 
 // newWindows is NewWindows without the whole run's histogram, for the tuner, which never asks.
 func newWindows(length time.Duration, keep int) *Windows {
-	return &Windows{length: length, keep: max(keep, 1), curHist: hdrhistogram.New(minLatencyMicros, maxLatencyMicros, sigFigs)}
+	return &Windows{length: length, keep: max(keep, 1), curHist: NewLatencyHistogram()}
 }
 
 // Observe adds one event.
@@ -125,10 +126,9 @@ func (ws *Windows) Observe(ev engine.Event) {
 	if ev.Attempt > 1 {
 		w.Retries++
 	}
-	us := min(max(ev.Latency.Microseconds(), minLatencyMicros), maxLatencyMicros)
-	_ = ws.curHist.RecordValue(us)
+	RecordLatency(ws.curHist, ev.Latency)
 	if ws.runHist != nil {
-		_ = ws.runHist.RecordValue(us)
+		RecordLatency(ws.runHist, ev.Latency)
 	}
 	ws.latSum += ev.Latency
 }
@@ -227,6 +227,15 @@ const (
 	Class4xx
 	ClassOther
 )
+
+// String names the class as recordings and logs write it.
+func (c Class) String() string {
+	names := [...]string{"ok", "429", "timeout", "connection", "5xx", "4xx", "other"}
+	if int(c) < len(names) {
+		return names[c]
+	}
+	return "class " + strconv.Itoa(int(c))
+}
 
 // Classify says what kind of outcome a call end is: ok, 429, timeout, connection error (no
 // answer), 5xx, other 4xx, or other.

@@ -1,0 +1,330 @@
+package record
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
+)
+
+// Recording is a recording read back, in the order it was written.
+type Recording struct {
+	Header Header
+	// Calls are ordered by their end.
+	Calls     []Call
+	Changes   []Change
+	Holds     []Hold
+	Snapshots []Snap
+	Warnings  []Warning
+	// Dropped counts events the recorder missed (its buffer was full).
+	Dropped int64
+	// End is nil when the recording was cut off before the run ended (a crash).
+	End *End
+	// Cut says the stream itself ended mid-way: the rest of the run was never written.
+	Cut bool
+}
+
+// Open reads the recording in path.
+func Open(path string) (*Recording, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rec, err := Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rec, nil
+}
+
+// ErrNotRecording is returned for a file that is not a throttle recording.
+var ErrNotRecording = errors.New("not a throttle recording")
+
+// Read reads a recording. A stream cut off mid-way (a crash) reads up to its last complete
+// line and sets Cut; a stream that is not a recording, or a line that does not parse, is an
+// error.
+func Read(r io.Reader) (*Recording, error) {
+	zr, err := gzip.NewReader(bufio.NewReaderSize(r, 256<<10))
+	if err != nil {
+		return nil, ErrNotRecording
+	}
+	zr.Multistream(false)
+	lines := newLines(zr)
+	head, err := lines.next()
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, ErrNotRecording
+		}
+		return nil, err
+	}
+	rec := &Recording{}
+	if json.Unmarshal(head, &rec.Header) != nil || rec.Header.Format != formatName {
+		return nil, ErrNotRecording
+	}
+	if rec.Header.Version != Version {
+		return nil, fmt.Errorf("recording version %d: this throttle reads version %d", rec.Header.Version, Version)
+	}
+	for n := 2; ; n++ {
+		line, err := lines.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil { // a cut: what came before stands
+			rec.Cut = true
+			break
+		}
+		if err := rec.add(line); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+	}
+	if rec.End == nil {
+		rec.Cut = true
+	}
+	// Calls are written as they end, and a busy engine may publish two ends out of order.
+	slices.SortStableFunc(rec.Calls, func(a, b Call) int { return int(a.End() - b.End()) })
+	return rec, nil
+}
+
+// lines splits a stream into complete lines; a last line without its newline is a cut.
+type lines struct {
+	r *bufio.Reader
+}
+
+func newLines(r io.Reader) *lines { return &lines{r: bufio.NewReaderSize(r, 64<<10)} }
+
+func (l *lines) next() ([]byte, error) {
+	line, err := l.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull { // a long line (a long warning): gather it
+		var all []byte
+		all = append(all, line...)
+		for err == bufio.ErrBufferFull {
+			line, err = l.r.ReadSlice('\n')
+			all = append(all, line...)
+		}
+		line = all
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			return nil, io.EOF
+		}
+		if errors.Is(err, io.EOF) {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return line[:len(line)-1], nil
+}
+
+// dropped is a count of events the recorder missed.
+type dropped struct {
+	At time.Duration
+	N  int64
+}
+
+// parseLine parses one record line into a Call, Change, Hold, Snap, Warning, dropped or
+// *End; a kind from a later version parses as nil.
+func parseLine(line []byte) (any, error) {
+	p := parser{b: line}
+	if !p.open() {
+		return nil, errors.New("not a record")
+	}
+	kind, at := p.int(), p.dur()
+	var v any
+	switch kind {
+	case kindCall:
+		v = Call{Start: at, Latency: p.dur(), Worker: int32(p.int()), Index: p.int(), Items: int32(p.int()),
+			Attempt: int16(p.int()), InFlight: int32(p.int()), Status: int16(p.int()), Class: probes.Class(p.int()),
+			Verdict: engine.Verdict(p.int()), Final: p.int() == 1, RetryAfter: p.dur()}
+	case kindChange:
+		v = Change{At: at, Origin: p.str(), Knob: p.str(), From: p.str(), To: p.str()}
+	case kindHold:
+		v = Hold{At: at, Until: p.dur()}
+	case kindSnapshot:
+		v = Snap{At: at, State: engine.State(p.int()), Read: p.int(), OK: p.int(), Failed: p.int(), Calls: p.int(),
+			Retries: p.int(), TooMany: p.int(), Errors: p.int(), InFlight: int(p.int()), BackingOff: int(p.int())}
+	case kindWarning:
+		v = Warning{At: at, Message: p.str()}
+	case kindDropped:
+		v = dropped{At: at, N: p.int()}
+	case kindEnd:
+		p.expectComma()
+		if p.err != nil {
+			return nil, p.err
+		}
+		end := &End{At: at}
+		if err := json.Unmarshal(bytes.TrimSuffix(p.b[p.i:], []byte("]")), end); err != nil {
+			return nil, err
+		}
+		return end, nil
+	default:
+		return nil, p.err
+	}
+	if p.err == nil && p.i != len(p.b)-1 {
+		p.err = errors.New("record has more fields than its kind")
+	}
+	return v, p.err
+}
+
+// add parses one record line and keeps it.
+func (rec *Recording) add(line []byte) error {
+	v, err := parseLine(line)
+	if err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case Call:
+		rec.Calls = append(rec.Calls, v)
+	case Change:
+		rec.Changes = append(rec.Changes, v)
+	case Hold:
+		rec.Holds = append(rec.Holds, v)
+	case Snap:
+		rec.Snapshots = append(rec.Snapshots, v)
+	case Warning:
+		rec.Warnings = append(rec.Warnings, v)
+	case dropped:
+		rec.Dropped += v.N
+	case *End:
+		rec.End = v
+	}
+	return nil
+}
+
+// parser reads the numbers and strings of one record array without reflection: a
+// million-call recording must replay in well under three seconds.
+type parser struct {
+	b   []byte
+	i   int
+	err error
+}
+
+func (p *parser) open() bool {
+	if len(p.b) < 2 || p.b[0] != '[' || p.b[len(p.b)-1] != ']' {
+		return false
+	}
+	p.i = 1
+	return true
+}
+
+func (p *parser) expectComma() {
+	if p.err != nil {
+		return
+	}
+	if p.i >= len(p.b) || p.b[p.i] != ',' {
+		p.err = fmt.Errorf("bad record at byte %d", p.i)
+		return
+	}
+	p.i++
+}
+
+// int reads the next integer; the first one follows '[' directly.
+func (p *parser) int() int64 {
+	if p.err != nil {
+		return 0
+	}
+	if p.i > 1 {
+		p.expectComma()
+	}
+	start := p.i
+	for p.i < len(p.b) && p.b[p.i] != ',' && p.b[p.i] != ']' {
+		p.i++
+	}
+	v, err := strconv.ParseInt(string(p.b[start:p.i]), 10, 64)
+	if err != nil {
+		p.err = fmt.Errorf("bad number %q", p.b[start:p.i])
+	}
+	return v
+}
+
+func (p *parser) dur() time.Duration { return time.Duration(p.int()) * time.Microsecond }
+
+// str reads the next JSON string.
+func (p *parser) str() string {
+	p.expectComma()
+	if p.err != nil {
+		return ""
+	}
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		p.err = fmt.Errorf("want a string at byte %d", p.i)
+		return ""
+	}
+	end := p.i + 1
+	for end < len(p.b) && p.b[end] != '"' {
+		if p.b[end] == '\\' {
+			end++
+		}
+		end++
+	}
+	if end >= len(p.b) {
+		p.err = errors.New("unterminated string")
+		return ""
+	}
+	var s string
+	if err := json.Unmarshal(p.b[p.i:end+1], &s); err != nil {
+		p.err = err
+	}
+	p.i = end + 1
+	return s
+}
+
+// Elapsed is how long the recorded run lasted: to its end, or to the last thing recorded
+// when it was cut off.
+func (rec *Recording) Elapsed() time.Duration {
+	if rec.End != nil {
+		return time.Duration(rec.End.Elapsed)
+	}
+	var last time.Duration
+	if n := len(rec.Calls); n > 0 {
+		last = rec.Calls[n-1].End()
+	}
+	if n := len(rec.Snapshots); n > 0 {
+		last = max(last, rec.Snapshots[n-1].At)
+	}
+	return last
+}
+
+// SettingsAt returns the settings in force at offset at: the header's, with every change
+// logged up to then applied.
+func (rec *Recording) SettingsAt(at time.Duration) engine.Settings {
+	s := rec.Header.Settings.Engine()
+	for _, c := range rec.Changes {
+		if c.At > at {
+			break
+		}
+		applyChange(&s, c)
+	}
+	return s
+}
+
+// applyChange applies a logged change of a knob to s; other entries leave it alone.
+func applyChange(s *engine.Settings, c Change) {
+	switch c.Knob {
+	case "parallelism":
+		if n, err := strconv.Atoi(c.To); err == nil {
+			s.Parallelism = n
+		}
+	case "pace":
+		if d, err := time.ParseDuration(c.To); err == nil {
+			s.Pace = d
+		}
+	case "rate":
+		if r, err := engine.ParseRate(c.To); err == nil {
+			s.Rate = r
+		}
+	case "burst":
+		if n, err := strconv.Atoi(c.To); err == nil {
+			s.Burst = n
+		}
+	}
+}

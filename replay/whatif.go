@@ -1,0 +1,286 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"math/rand/v2"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/enginetest"
+	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/record"
+)
+
+// WhatIf is the settings a what-if asks about; nil fields keep the recording's.
+type WhatIf struct {
+	Parallelism *int
+	Rate        *float64
+	Burst       *int
+	Pace        *time.Duration
+	Auto        *bool
+}
+
+// ParseWhatIf reads "parallelism=64,rate=300/s,pace=100ms,burst=5,auto=on".
+func ParseWhatIf(s string) (WhatIf, error) {
+	var w WhatIf
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || v == "" {
+			return w, fmt.Errorf("%q: want KNOB=VALUE, e.g. parallelism=64", part)
+		}
+		switch k {
+		case "parallelism", "p":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return w, fmt.Errorf("parallelism %q: want a whole number ≥ 1", v)
+			}
+			w.Parallelism = &n
+		case "rate", "r":
+			r, err := engine.ParseRate(v)
+			if err != nil {
+				return w, err
+			}
+			w.Rate = &r
+		case "burst":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return w, fmt.Errorf("burst %q: want a whole number ≥ 1", v)
+			}
+			w.Burst = &n
+		case "pace":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return w, fmt.Errorf("pace %q: want a duration such as 250ms or 0", v)
+			}
+			w.Pace = &d
+		case "auto":
+			b, err := parseOnOff(v)
+			if err != nil {
+				return w, fmt.Errorf("auto %q: want on or off", v)
+			}
+			w.Auto = &b
+		default:
+			return w, fmt.Errorf("unknown knob %q: parallelism, rate, burst, pace or auto", k)
+		}
+	}
+	if w == (WhatIf{}) {
+		return w, fmt.Errorf("%q asks nothing: e.g. parallelism=64,rate=300", s)
+	}
+	return w, nil
+}
+
+func parseOnOff(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "on", "true", "yes", "1":
+		return true, nil
+	case "off", "false", "no", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("not on/off")
+}
+
+// apply returns s with the asked knobs changed.
+func (w WhatIf) apply(s engine.Settings) engine.Settings {
+	if w.Parallelism != nil {
+		s.Parallelism = *w.Parallelism
+		if s.MaxParallelism > 0 && s.Parallelism > s.MaxParallelism {
+			s.MaxParallelism = s.Parallelism
+		}
+	}
+	if w.Rate != nil {
+		s.Rate = *w.Rate
+	}
+	if w.Burst != nil {
+		s.Burst = *w.Burst
+	}
+	if w.Pace != nil {
+		s.Pace = *w.Pace
+	}
+	return s
+}
+
+// Outcome is what a run did, or is predicted to do.
+type Outcome struct {
+	Elapsed                    time.Duration
+	Calls, TooMany, OK, Failed int64
+	Retries                    int64
+}
+
+// PerSecond is the run's calls per second.
+func (o Outcome) PerSecond() float64 {
+	if o.Elapsed <= 0 {
+		return 0
+	}
+	return float64(o.Calls) / o.Elapsed.Seconds()
+}
+
+// Prediction is a what-if's answer: the run predicted with the asked settings, next to the
+// recorded one, and what the prediction rests on.
+type Prediction struct {
+	Settings  engine.Settings
+	Auto      bool
+	Recorded  Outcome
+	Predicted Outcome
+	Model     *Model
+	// Notes say where the model extrapolates past the recording's data.
+	Notes []string
+	// Items is how many items were run: the recording's.
+	Items int64
+}
+
+// Predict fits a model of the target from rec and runs the real engine against it in virtual
+// time, with the recording's settings changed as asked.
+func Predict(ctx context.Context, rec *record.Recording, ask WhatIf) (*Prediction, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	m, err := Fit(rec)
+	if err != nil {
+		return nil, err
+	}
+	sum := Summarize(rec)
+	p := &Prediction{Settings: ask.apply(rec.Header.Settings.Engine()), Model: m, Auto: rec.Header.Auto,
+		Recorded: Outcome{Elapsed: sum.Elapsed, Calls: sum.Calls, TooMany: sum.TooMany, OK: sum.OK, Failed: sum.Failed, Retries: sum.Retries}}
+	if ask.Auto != nil {
+		p.Auto = *ask.Auto
+	}
+	p.Items = rec.Header.Total
+	if p.Items < 0 {
+		p.Items = sum.OK + sum.Failed
+	}
+	h := rec.Header
+	out, peak, err := simulate(ctx, m, p.Settings, p.Auto, p.Items, h.Retries, time.Duration(h.MaxBackoff), time.Duration(h.Timeout), h.Started)
+	if err != nil {
+		return nil, err
+	}
+	p.Predicted = out
+	p.Notes = m.extrapolation(p.Settings, peak, out)
+	return p, nil
+}
+
+// extrapolation says where the predicted run took the model past what the recording saw:
+// more calls in flight (peak, the most the simulated run had), or a faster pace than the
+// recording ever asked for without meeting a limit.
+func (m *Model) extrapolation(s engine.Settings, peak int, out Outcome) []string {
+	var notes []string
+	if peak > m.MaxInFlight*5/4 {
+		how := "assumes the latency stays as it was"
+		if m.queues {
+			how = "extrapolates the latency's growth"
+		}
+		notes = append(notes, fmt.Sprintf("the recording never had more than %d calls in flight; the predicted run reached %d, where the model %s", m.MaxInFlight, peak, how))
+	}
+	if m.Rate == 0 && m.Concurrency == 0 && out.PerSecond() > m.MaxRate*1.25 {
+		notes = append(notes, fmt.Sprintf("the recording saw no 429s and never went past %s calls/s; the predicted run made %s: any limit in between is unknown to the model, which assumes none", perSecond(m.MaxRate), perSecond(out.PerSecond())))
+	}
+	return notes
+}
+
+// simulate runs n items through the real engine against the model, in virtual time.
+// It returns the run's outcome and the most calls it had in flight.
+func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
+	clock := NewVirtualClock(start)
+	rng := rand.New(rand.NewPCG(1, 2))
+	tgt := m.target(clock, timeout, 3)
+	e, err := engine.New(engine.Config{
+		Settings: set, Retries: retries, MaxBackoff: maxBackoff,
+		Adapter: tgt, Source: engine.NewLineReader(enginetest.Lines(int(n)), false), Total: n,
+		Results: io.Discard, Clock: clock, Jitter: rng.Float64,
+	})
+	if err != nil {
+		return Outcome{}, 0, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	stopAuto := func() {}
+	if auto {
+		stopAuto = startVirtualTuner(runCtx, e, clock)
+	}
+	var sum engine.Summary
+	var runErr error
+	go func() {
+		defer close(done)
+		sum, runErr = e.Run(runCtx)
+		stopAuto()
+	}()
+	if err := clock.Run(done); err != nil {
+		cancel()
+		<-done
+		return Outcome{}, 0, err
+	}
+	if runErr != nil {
+		return Outcome{}, 0, runErr
+	}
+	return Outcome{Elapsed: sum.Elapsed, Calls: sum.Calls, TooMany: sum.TooMany, OK: sum.OK, Failed: sum.Failed, Retries: sum.Retries}, tgt.peak, nil
+}
+
+// startVirtualTuner runs the auto-tuner on the virtual clock: it observes the engine's calls
+// and steps every AutoWindow of virtual time. The returned function stops it.
+func startVirtualTuner(ctx context.Context, e *engine.Engine, clock *VirtualClock) func() {
+	mon := probes.NewMonitor(probes.AdvisorConfig{}, true)
+	// A virtual run waits for its observers (the clock moves only when they are idle), so the
+	// buffer only has to hold what one step of the clock ends.
+	sub := e.Subscribe(1<<16, engine.CallEnd)
+	tuner := mon.Tuner(e)
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		probes.Feed(sub, stop, mon.Observe)
+	}()
+	tctx, cancel := context.WithCancel(ctx)
+	stepped := make(chan struct{})
+	go func() {
+		defer close(stepped)
+		for clock.Sleep(tctx, probes.AutoWindow) == nil {
+			tuner.Step(clock.Now())
+		}
+	}()
+	return func() {
+		cancel()
+		<-stepped
+		close(stop)
+		<-fed
+		sub.Close()
+	}
+}
+
+// Report renders the prediction next to the recording.
+func (p *Prediction) Report() string {
+	var b strings.Builder
+	auto := ""
+	if p.Auto {
+		auto = ", auto on"
+	}
+	fmt.Fprintf(&b, "what if: parallelism %d, rate %s, burst %d, pace %v%s · %s items\n", p.Settings.Parallelism,
+		engine.FormatRate(p.Settings.Rate), p.Settings.Burst, p.Settings.Pace, auto, human.Count(p.Items))
+	fmt.Fprintln(&b, p.Model)
+	fmt.Fprintf(&b, "\n%-16s %12s %12s\n", "", "recorded", "predicted")
+	row := func(name, rec, pred string) { fmt.Fprintf(&b, "%-16s %12s %12s\n", name, rec, pred) }
+	row("finish", human.Clock(p.Recorded.Elapsed), human.Clock(p.Predicted.Elapsed))
+	row("calls/s", fmt.Sprintf("%.1f", p.Recorded.PerSecond()), fmt.Sprintf("%.1f", p.Predicted.PerSecond()))
+	row("calls", human.Count(p.Recorded.Calls), human.Count(p.Predicted.Calls))
+	row("429s", human.Count(p.Recorded.TooMany), human.Count(p.Predicted.TooMany))
+	row("retries", human.Count(p.Recorded.Retries), human.Count(p.Predicted.Retries))
+	row("items ok", human.Count(p.Recorded.OK), human.Count(p.Predicted.OK))
+	row("items failed", human.Count(p.Recorded.Failed), human.Count(p.Predicted.Failed))
+	if len(p.Notes) > 0 {
+		fmt.Fprintln(&b)
+		for _, n := range p.Notes {
+			fmt.Fprintln(&b, "note: "+n)
+		}
+	}
+	return b.String()
+}

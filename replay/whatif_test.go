@@ -1,0 +1,199 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/throttle-dev/throttle/adapters"
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/enginetest"
+	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/record"
+)
+
+type memFile struct{ *bytes.Buffer }
+
+func (memFile) Close() error { return nil }
+
+// runSim runs n items against a simulated API in virtual time (synctest), recording the run
+// when rec is set; raise, when not nil, changes the settings once at the given offset.
+func runSim(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, raise *struct {
+	at  time.Duration
+	set engine.Settings
+}) (*record.Recording, engine.Summary) {
+	return runSimAuto(t, n, cfg, set, raise, false)
+}
+
+// runSimAuto is runSim with the auto-tuner turning the knobs when auto is set.
+func runSimAuto(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, raise *struct {
+	at  time.Duration
+	set engine.Settings
+}, auto bool) (*record.Recording, engine.Summary) {
+	t.Helper()
+	var buf bytes.Buffer
+	var sum engine.Summary
+	synctest.Test(t, func(t *testing.T) {
+		e, err := engine.New(engine.Config{Settings: set, Retries: 6, Adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)),
+			Source: engine.NewLineReader(enginetest.Lines(n), false), Total: int64(n), Results: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := record.Start(memFile{&buf}, record.Header{Adapter: "sim", Total: int64(n), Settings: record.SettingsOf(set),
+			Retries: 6, MaxBackoff: record.Duration(time.Minute), Timeout: record.Duration(30 * time.Second)}, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auto {
+			mon := probes.NewMonitor(probes.AdvisorConfig{}, true)
+			sub := e.Subscribe(1<<16, engine.CallEnd)
+			stop := make(chan struct{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer func() { cancel(); close(stop); sub.Close() }()
+			go probes.Feed(sub, stop, mon.Observe)
+			go mon.Tuner(e).Run(ctx)
+		}
+		if raise != nil {
+			go func() {
+				time.Sleep(raise.at)
+				_ = e.SetParallelism(raise.set.Parallelism, "tui")
+			}()
+		}
+		sum, err = e.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(sum); err != nil {
+			t.Fatal(err)
+		}
+	})
+	rec, err := record.Read(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, sum
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestWhatIfPredictsAHigherSetting(t *testing.T) {
+	type raise = struct {
+		at  time.Duration
+		set engine.Settings
+	}
+	cases := []struct {
+		name     string
+		sim      adapters.SimConfig
+		recorded int
+		raise    *raise
+		asked    int
+	}{
+		{"rate limit, Retry-After 1s", adapters.SimConfig{Rate: 200, Burst: 1, RetryAfter: time.Second, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 3}, 12, nil, 32},
+		{"rate limit, Retry-After to the next token", adapters.SimConfig{Rate: 300, Burst: 5, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 5}, 16, nil, 48},
+		{"latency only, below the limit", adapters.SimConfig{Concurrency: 64, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 4}, 4, nil, 8},
+		{"queueing past capacity, seen after a raise", adapters.SimConfig{Concurrency: 16, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 6}, 8,
+			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32},
+		{"429 past capacity, seen after a raise", adapters.SimConfig{Concurrency: 20, Overload: adapters.Overload429, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 7}, 8,
+			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 4000
+			rec, recSum := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.recorded, Burst: 1}, tc.raise)
+			_, actual := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.asked, Burst: 1}, nil)
+			began := time.Now()
+			p, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(tc.asked)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("prediction took %v\n%s", time.Since(began), p.Report())
+			t.Logf("recorded %v (%d calls, %d 429s); actual at %d: %v (%d calls, %d 429s)", recSum.Elapsed, recSum.Calls, recSum.TooMany,
+				tc.asked, actual.Elapsed, actual.Calls, actual.TooMany)
+			if p.Predicted.OK+p.Predicted.Failed != n {
+				t.Fatalf("the prediction ran %d items, want %d", p.Predicted.OK+p.Predicted.Failed, n)
+			}
+			if off := math.Abs(p.Predicted.Elapsed.Seconds()/actual.Elapsed.Seconds() - 1); off > 0.2 {
+				t.Fatalf("predicted finish %v, actual %v: %.0f%% off (goal within 20%%)", p.Predicted.Elapsed, actual.Elapsed, 100*off)
+			}
+		})
+	}
+}
+
+func TestWhatIfRateAndAuto(t *testing.T) {
+	const n = 4000
+	sim := adapters.SimConfig{Rate: 300, Burst: 5, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 8}
+	rec, _ := runSim(t, n, sim, engine.Settings{Parallelism: 16, Burst: 1}, nil)
+	cases := []struct {
+		name string
+		ask  WhatIf
+		set  engine.Settings
+		auto bool
+		tol  float64
+	}{
+		// Under the limit: no 429s, the cap sets the pace.
+		{"rate cap under the limit", WhatIf{Rate: ptr(250.0)}, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, false, 0.2},
+		// The tuner's own decisions, in virtual time, against the fitted limit.
+		{"auto from a low start", WhatIf{Parallelism: ptr(4), Auto: ptr(true)}, engine.Settings{Parallelism: 4, Burst: 1}, true, 0.25},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, actual := runSimAuto(t, n, sim, tc.set, nil, tc.auto)
+			p, err := Predict(context.Background(), rec, tc.ask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s\nactual: %v, %d calls, %d 429s", p.Report(), actual.Elapsed, actual.Calls, actual.TooMany)
+			if p.Auto != tc.auto || p.Settings.Rate != tc.set.Rate || p.Settings.Parallelism != tc.set.Parallelism {
+				t.Fatalf("asked %+v, predicted with %+v auto %v", tc.ask, p.Settings, p.Auto)
+			}
+			if p.Predicted.OK+p.Predicted.Failed != n {
+				t.Fatalf("the prediction ran %d items, want %d", p.Predicted.OK+p.Predicted.Failed, n)
+			}
+			if off := math.Abs(p.Predicted.Elapsed.Seconds()/actual.Elapsed.Seconds() - 1); off > tc.tol {
+				t.Fatalf("predicted finish %v, actual %v: %.0f%% off", p.Predicted.Elapsed, actual.Elapsed, 100*off)
+			}
+		})
+	}
+}
+
+func TestParseWhatIf(t *testing.T) {
+	w, err := ParseWhatIf("parallelism=64, rate=300/s,pace=100ms,burst=5,auto=on")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *w.Parallelism != 64 || *w.Rate != 300 || *w.Pace != 100*time.Millisecond || *w.Burst != 5 || !*w.Auto {
+		t.Fatalf("parsed %+v", w)
+	}
+	if w, err := ParseWhatIf("rate=3000/m"); err != nil || *w.Rate != 50 {
+		t.Fatalf("rate=3000/m: %v %v", w.Rate, err)
+	}
+	for _, bad := range []string{"", "parallelism", "parallelism=0", "parallelism=x", "rate=fast", "pace=-1s", "burst=0", "auto=maybe", "bogus=1"} {
+		if _, err := ParseWhatIf(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestWhatIfSaysWhenItExtrapolates(t *testing.T) {
+	rec, _ := runSim(t, 2000, adapters.SimConfig{Latency: 20 * time.Millisecond, Sigma: 0.25, Seed: 9}, engine.Settings{Parallelism: 4, Burst: 1}, nil)
+	near, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(near.Notes) != 0 {
+		t.Fatalf("5 in flight is near the recording's 4, yet: %q", near.Notes)
+	}
+	far, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := far.Report()
+	if !strings.Contains(report, "never had more than 4 calls in flight; the predicted run reached 64") || !strings.Contains(report, "saw no 429s") {
+		t.Fatalf("64 in flight is far past the data, yet the report says:\n%s", report)
+	}
+}
