@@ -41,9 +41,9 @@ type Event struct {
 	RetryAfter time.Duration
 	// Final is set on a CallEnd whose item got its row (for a batch, its first item's); it is
 	// false when the item will be tried again, so a recording can count retries and rows.
-	Final bool
-	Until      time.Time
-	Change     Change
+	Final  bool
+	Until  time.Time
+	Change Change
 }
 
 // Subscription receives a run's events through a bounded buffer. When the buffer is full the

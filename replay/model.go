@@ -170,7 +170,6 @@ func (m *Model) fitLatency(by map[int][]time.Duration) {
 	m.queues = len(m.buckets) > 1 && m.buckets[len(m.buckets)-1].median > m.buckets[0].median*5/4
 }
 
-
 // fitLimits estimates where the target began to answer 429, by rate or by concurrency, and
 // the most the recording asked of it.
 func (m *Model) fitLimits(rec *record.Recording) {
