@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/record"
 )
 
@@ -38,5 +39,10 @@ func stopRecording(env *Env, rec *record.Recorder, sum engine.Summary, path stri
 		fmt.Fprintf(env.Stderr, "warning: the recording %s is incomplete: %v\n", path, err)
 		return
 	}
-	fmt.Fprintf(env.Stderr, "recorded to %s (throttle replay %s)\n", path, path)
+	calls, size := rec.Size()
+	perCall := ""
+	if calls > 0 {
+		perCall = fmt.Sprintf(", %.1f bytes a call", float64(size)/float64(calls))
+	}
+	fmt.Fprintf(env.Stderr, "recorded %s calls to %s (%s%s): throttle replay %s\n", human.Count(calls), path, human.Bytes(size), perCall, path)
 }

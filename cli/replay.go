@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -72,7 +74,7 @@ func runReplay(cmd *cobra.Command, env *Env, f *replayFlags, path string) error 
 			return usageError("%v", err)
 		}
 		defer file.Close()
-		if err := record.Export(file, env.Stdout); err != nil {
+		if err := record.Export(file, env.Stdout); err != nil && !errors.Is(err, syscall.EPIPE) { // | head is fine
 			return usageError("%s: %v", path, err)
 		}
 		return nil

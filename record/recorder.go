@@ -35,6 +35,7 @@ const (
 // the recording says how many events it missed.
 type Recorder struct {
 	dst     io.Closer
+	out     *countingWriter
 	buf     *bufio.Writer
 	zw      *gzip.Writer
 	run     Run
@@ -45,6 +46,7 @@ type Recorder struct {
 	stop    chan struct{}
 	done    chan struct{}
 	dropped int64 // events the subscription dropped, as already written
+	calls   int64 // calls written
 
 	mu  sync.Mutex // guards err
 	err error
@@ -55,9 +57,10 @@ type Recorder struct {
 // filled in here. The recorder owns w and closes it.
 func Start(w io.WriteCloser, h Header, run Run) (*Recorder, error) {
 	h.Format, h.Version, h.Started = formatName, Version, time.Now()
-	buf := bufio.NewWriterSize(w, 64<<10)
+	cw := &countingWriter{w: w}
+	buf := bufio.NewWriterSize(cw, 64<<10)
 	zw, _ := gzip.NewWriterLevel(buf, gzip.BestSpeed) // a valid level: no error
-	r := &Recorder{dst: w, buf: buf, zw: zw, run: run, started: h.Started, stop: make(chan struct{}), done: make(chan struct{})}
+	r := &Recorder{dst: w, out: cw, buf: buf, zw: zw, run: run, started: h.Started, stop: make(chan struct{}), done: make(chan struct{})}
 	head, err := json.Marshal(h)
 	if err == nil {
 		_, err = zw.Write(append(head, '\n'))
@@ -119,6 +122,21 @@ func (r *Recorder) Close(sum engine.Summary) error {
 	return r.Err()
 }
 
+// Size reports, once the recorder is closed, the calls it recorded and the bytes it wrote.
+func (r *Recorder) Size() (calls, bytes int64) { return r.calls, r.out.n }
+
+// countingWriter counts the bytes that reach the file.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // Err returns the first write error, if any.
 func (r *Recorder) Err() error {
 	r.mu.Lock()
@@ -146,6 +164,7 @@ func (r *Recorder) flush() error {
 func (r *Recorder) event(ev engine.Event) {
 	switch ev.Kind {
 	case engine.CallEnd:
+		r.calls++
 		start := ev.At.Add(-ev.Latency)
 		r.begin(kindCall, start)
 		r.num(int64(ev.Latency / time.Microsecond))

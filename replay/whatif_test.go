@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"math"
@@ -92,18 +93,19 @@ func TestWhatIfPredictsAHigherSetting(t *testing.T) {
 		recorded int
 		raise    *raise
 		asked    int
+		n        int // items; 4000 when 0
 	}{
-		{"rate limit, Retry-After 1s", adapters.SimConfig{Rate: 200, Burst: 1, RetryAfter: time.Second, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 3}, 12, nil, 32},
-		{"rate limit, Retry-After to the next token", adapters.SimConfig{Rate: 300, Burst: 5, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 5}, 16, nil, 48},
-		{"latency only, below the limit", adapters.SimConfig{Concurrency: 64, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 4}, 4, nil, 8},
+		{"rate limit, Retry-After 1s", adapters.SimConfig{Rate: 200, Burst: 1, RetryAfter: time.Second, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 3}, 12, nil, 32, 0},
+		{"rate limit, Retry-After to the next token", adapters.SimConfig{Rate: 300, Burst: 5, Latency: 40 * time.Millisecond, Sigma: 0.25, Seed: 5}, 16, nil, 48, 2000},
+		{"latency only, below the limit", adapters.SimConfig{Concurrency: 64, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 4}, 4, nil, 8, 0},
 		{"queueing past capacity, seen after a raise", adapters.SimConfig{Concurrency: 16, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 6}, 8,
-			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32},
+			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32, 0},
 		{"429 past capacity, seen after a raise", adapters.SimConfig{Concurrency: 20, Overload: adapters.Overload429, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 7}, 8,
-			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32},
+			&raise{10 * time.Second, engine.Settings{Parallelism: 24}}, 32, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			const n = 4000
+			n := cmp.Or(tc.n, 4000)
 			rec, recSum := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.recorded, Burst: 1}, tc.raise)
 			_, actual := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.asked, Burst: 1}, nil)
 			began := time.Now()
@@ -114,7 +116,7 @@ func TestWhatIfPredictsAHigherSetting(t *testing.T) {
 			t.Logf("prediction took %v\n%s", time.Since(began), p.Report())
 			t.Logf("recorded %v (%d calls, %d 429s); actual at %d: %v (%d calls, %d 429s)", recSum.Elapsed, recSum.Calls, recSum.TooMany,
 				tc.asked, actual.Elapsed, actual.Calls, actual.TooMany)
-			if p.Predicted.OK+p.Predicted.Failed != n {
+			if p.Predicted.OK+p.Predicted.Failed != int64(n) {
 				t.Fatalf("the prediction ran %d items, want %d", p.Predicted.OK+p.Predicted.Failed, n)
 			}
 			if off := math.Abs(p.Predicted.Elapsed.Seconds()/actual.Elapsed.Seconds() - 1); off > 0.2 {

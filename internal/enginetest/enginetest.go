@@ -1,4 +1,4 @@
-// Package enginetest holds what the tests and benchmarks of several packages need to drive an
+// Package enginetest holds what tests, benchmarks and what-if runs need to drive an
 // engine: generated input of any length, and an adapter with no cost of its own.
 package enginetest
 

@@ -14,6 +14,7 @@ func TestHuman(t *testing.T) {
 		{Clock(-time.Second), "0:00"},
 		{Latency(400 * time.Microsecond), "0.4ms"}, {Latency(52 * time.Millisecond), "52ms"}, {Latency(1200 * time.Millisecond), "1.2s"},
 		{Latency(35 * time.Second), "35s"},
+		{Bytes(512), "512 B"}, {Bytes(107400), "104.9 KiB"}, {Bytes(3 << 30), "3.0 GiB"},
 		{Span(5 * time.Second), "5s"}, {Span(80 * time.Second), "1m20s"}, {Span(2 * time.Minute), "2m"}, {Span(65 * time.Minute), "1h05m"},
 	} {
 		if tc.got != tc.want {
