@@ -17,9 +17,10 @@ test: ## go vet + the whole suite under the race detector
 demo: build ## a real http job against the embedded simulated API on 127.0.0.1
 	./$(BIN) demo
 
-bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, peak RSS, the --auto scenario
+bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, peak RSS, recording and replay, the --auto scenario
 	$(GO) run ./bench/scenarios -bin $(BIN) | tee bench.out
 	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./record/ | tee -a bench.out
 	$(GO) test -count=1 -run 'TestAutoScenario|TestAuto' -v ./probes/ | grep -v '^=== ' | tee -a bench.out
 
 fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds in */testdata/fuzz

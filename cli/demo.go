@@ -50,6 +50,8 @@ the shared Retry-After hold, retries, and a summary.`,
 			}
 			if !cmd.Flags().Changed("out") {
 				rf.out = filepath.Join(dir, "results.jsonl")
+			} else {
+				defer os.RemoveAll(dir) // only the generated ids are in it; the results are elsewhere
 			}
 			url, shutdown, err := adapters.StartSimServer(adapters.NewSim(cfg), "127.0.0.1:0")
 			if err != nil {

@@ -3,6 +3,7 @@ package record
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -75,6 +76,9 @@ func Read(r io.Reader) (*Recording, error) {
 	if rec.Header.Version != Version {
 		return nil, fmt.Errorf("recording version %d: this throttle reads version %d", rec.Header.Version, Version)
 	}
+	if t := rec.Header.Total; t > 0 { // a corrupt header must not force a huge allocation
+		rec.Calls = make([]Call, 0, min(t, 1<<20))
+	}
 	for n := 2; ; n++ {
 		line, err := lines.next()
 		if errors.Is(err, io.EOF) {
@@ -92,7 +96,7 @@ func Read(r io.Reader) (*Recording, error) {
 		rec.Cut = true
 	}
 	// Calls are written as they end, and a busy engine may publish two ends out of order.
-	slices.SortStableFunc(rec.Calls, func(a, b Call) int { return int(a.End() - b.End()) })
+	slices.SortStableFunc(rec.Calls, func(a, b Call) int { return cmp.Compare(a.End(), b.End()) })
 	return rec, nil
 }
 
@@ -143,9 +147,11 @@ func parseLine(line []byte) (any, error) {
 	var v any
 	switch kind {
 	case kindCall:
-		v = Call{Start: at, Latency: p.dur(), Worker: int32(p.int()), Index: p.int(), Items: int32(p.int()),
-			Attempt: int16(p.int()), InFlight: int32(p.int()), Status: int16(p.int()), Class: probes.Class(p.int()),
-			Verdict: engine.Verdict(p.int()), Final: p.int() == 1, RetryAfter: p.dur()}
+		c, err := p.call(at)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
 	case kindChange:
 		v = Change{At: at, Origin: p.str(), Knob: p.str(), From: p.str(), To: p.str()}
 	case kindHold:
@@ -170,14 +176,38 @@ func parseLine(line []byte) (any, error) {
 	default:
 		return nil, p.err
 	}
+	return v, p.done()
+}
+
+// call reads the rest of a call record.
+func (p *parser) call(at time.Duration) (Call, error) {
+	c := Call{Start: at, Latency: p.dur(), Worker: int32(p.int()), Index: p.int(), Items: int32(p.int()),
+		Attempt: int16(p.int()), InFlight: int32(p.int()), Status: int16(p.int()), Class: probes.Class(p.int()),
+		Verdict: engine.Verdict(p.int()), Final: p.int() == 1, RetryAfter: p.dur()}
+	return c, p.done()
+}
+
+// done checks that the record ended where its kind does.
+func (p *parser) done() error {
 	if p.err == nil && p.i != len(p.b)-1 {
 		p.err = errors.New("record has more fields than its kind")
 	}
-	return v, p.err
+	return p.err
 }
 
 // add parses one record line and keeps it.
 func (rec *Recording) add(line []byte) error {
+	if bytes.HasPrefix(line, []byte("[0,")) { // a call: the bulk of a recording, kept unboxed
+		p := parser{b: line}
+		p.open()
+		p.int()
+		c, err := p.call(p.dur())
+		if err != nil {
+			return err
+		}
+		rec.Calls = append(rec.Calls, c)
+		return nil
+	}
 	v, err := parseLine(line)
 	if err != nil {
 		return err

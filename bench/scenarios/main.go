@@ -1,11 +1,13 @@
 // Command scenarios measures throttle as a whole and prints a table of figures, each with the
 // command that produced it: the engine's overhead per item and the http adapter's calls/s
 // (from the Go benchmarks, run as a child `go test`), rate adherence against a loopback
-// server, peak RSS on a 10M-line input, and end-to-end items/s of `throttle run sim`.
+// server, peak RSS on a 10M-line input, end-to-end items/s of `throttle run sim`, and what
+// --record costs and how fast `throttle replay --headless` reads a million calls.
 //
-//	go run ./bench/scenarios -bin bin/throttle     # noop, http, rate, rss: each figure the median of 3 runs
+//	go run ./bench/scenarios -bin bin/throttle     # noop, http, rate, rss, replay: each figure the median of 3 runs
 //	go run ./bench/scenarios -only rate,rss -n 5   # some scenarios, median of 5
 //	go run ./bench/scenarios -only e2e             # also: end-to-end items/s on 1M lines
+//	go run ./bench/scenarios -only replay          # --record's cost, replay --headless of 1M calls
 //
 // Run it from the repository root. It listens only on 127.0.0.1, writes only to a temporary
 // directory that it removes, and stops by itself (every child and run has a deadline).
@@ -41,8 +43,8 @@ import (
 // scenarios in the order they run; -only picks some of them. e2e is left out by default to
 // keep a run of everything under three minutes on 2 cores; rss gives the same figures at 10M.
 var (
-	scenarios        = []string{"noop", "http", "rate", "rss", "e2e"}
-	defaultScenarios = []string{"noop", "http", "rate", "rss"}
+	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay"}
+	defaultScenarios = []string{"noop", "http", "rate", "rss", "replay"}
 )
 
 type options struct {
@@ -135,7 +137,7 @@ func run(o *options) int {
 	step("noop", benchNoop)
 	step("http", benchHTTP)
 	step("rate", rateAdherence)
-	if o.only["rss"] || o.only["e2e"] {
+	if o.only["rss"] || o.only["e2e"] || o.only["replay"] {
 		if err := ensureBinary(o); err != nil {
 			fmt.Fprintf(os.Stderr, "building throttle: %v\n", err)
 			return 1
@@ -143,6 +145,7 @@ func run(o *options) int {
 	}
 	step("rss", peakRSS)
 	step("e2e", endToEnd)
+	step("replay", replayScenario)
 
 	fmt.Printf("\nthrottle benchmarks · %s · %s · median of %d runs; [worst run] where it matters\n",
 		time.Now().Format("2006-01-02 15:04"), machine(), o.n)
