@@ -64,7 +64,7 @@ The items come from a sample of --input (the first 1,000, cycled) or from one fi
 	fs.Int64Var(&pf.maxCalls, "max-calls", 5000, "the most calls the probe makes")
 	fs.DurationVar(&pf.timeout, "timeout", 30*time.Second, "per call")
 	probe := func(cmd *cobra.Command, j job) error { return probeJob(cmd.Context(), env, pf, j) }
-	cmd.AddCommand(newHTTPCmd(env, probe), newSimCmd(env, probe))
+	addAdapters(cmd, env, probe)
 	return cmd
 }
 

@@ -42,7 +42,7 @@ Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 	}
 	rf.register(cmd.PersistentFlags(), true)
 	run := func(cmd *cobra.Command, j job) error { return runJob(cmd.Context(), env, rf, j) }
-	cmd.AddCommand(newHTTPCmd(env, run), newSimCmd(env, run))
+	addAdapters(cmd, env, run)
 	return cmd
 }
 

@@ -85,6 +85,25 @@ type Batcher interface {
 	DoBatch(ctx context.Context, items []Item) ([]Outcome, error)
 }
 
+// Resizer is an optional interface of adapters that hold a resource per worker (a database
+// connection each): the engine calls Resize with the parallelism when the run starts (its
+// first calls may come a moment before) and each time it changes, so that raising it opens
+// connections and lowering it closes them.
+// Workers are numbered from 0 ([WorkerOf]); after Resize(n), workers n and above finish the
+// call they are in, if any, and make no other.
+type Resizer interface {
+	Resize(parallelism int)
+}
+
+type workerKey struct{}
+
+// WorkerOf returns the number of the worker making a call, from the call's context: 0 up to
+// the parallelism. ok is false for a context that is not an engine call's.
+func WorkerOf(ctx context.Context) (id int, ok bool) {
+	id, ok = ctx.Value(workerKey{}).(int)
+	return id, ok
+}
+
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ err error }
 

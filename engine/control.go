@@ -45,7 +45,25 @@ func (e *Engine) SetParallelism(n int, origin string) error {
 	if started && n > old { // before Run, Run checks
 		e.checkOpenFiles(n)
 	}
+	if started && n != old {
+		e.resize()
+	}
 	return nil
+}
+
+// resize tells a [Resizer] adapter the parallelism. It reads the value under resizeMu, so
+// that of two changes racing, the adapter is told the later one last.
+func (e *Engine) resize() {
+	r, ok := e.adapter.(Resizer)
+	if !ok {
+		return
+	}
+	e.resizeMu.Lock()
+	defer e.resizeMu.Unlock()
+	e.mu.Lock()
+	n := e.settings.Parallelism
+	e.mu.Unlock()
+	r.Resize(n)
 }
 
 // SetPace changes each worker's minimum interval between call starts; it applies to waits

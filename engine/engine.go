@@ -67,6 +67,8 @@ type Engine struct {
 	callCtx    context.Context
 	cancelCall context.CancelFunc
 
+	resizeMu sync.Mutex // orders the calls of a Resizer adapter's Resize
+
 	mu          sync.Mutex // guards everything below
 	settings    Settings
 	state       State
@@ -211,6 +213,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 		e.cancelCall()
 	}
 	e.checkOpenFiles(parallelism)
+	e.resize()
 
 	go e.readInput()
 	go e.writer.run()

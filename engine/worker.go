@@ -35,6 +35,7 @@ func (s WorkerState) String() string {
 // worker is one slot of the parallelism limit, run by one goroutine while it is below the limit.
 type worker struct {
 	id    int
+	ctx   context.Context // the run's call context, naming this worker (WorkerOf)
 	state atomic.Uint32
 	// Guarded by Engine.mu:
 	running   bool
@@ -68,7 +69,7 @@ func (e *Engine) spawnLocked() {
 	}
 	for id := 0; id < e.settings.Parallelism; id++ {
 		if id == len(e.workers) {
-			e.workers = append(e.workers, &worker{id: id})
+			e.workers = append(e.workers, &worker{id: id, ctx: context.WithValue(e.callCtx, workerKey{}, id)})
 		}
 		w := e.workers[id]
 		if w.running {
@@ -266,7 +267,7 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 	attempt := t.attempts + 1
 	e.publishStart(w, it.Index, 1, attempt, inflight, start)
 
-	out, err := e.do(func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
+	out, err := e.do(w, func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
 	end := e.clock.Now()
 	e.calls.Add(1)
 	if err == nil {
@@ -322,7 +323,7 @@ func (e *Engine) callBatch(w *worker, t *task) {
 	attempt := t.attempts + 1
 	e.publishStart(w, valid[0].Index, len(valid), attempt, inflight, start)
 	var outs []Outcome
-	_, err := e.do(func(ctx context.Context) (Outcome, error) {
+	_, err := e.do(w, func(ctx context.Context) (Outcome, error) {
 		var err error
 		outs, err = e.batcher.DoBatch(ctx, valid)
 		return Outcome{}, err
@@ -375,9 +376,9 @@ func lastsOrNil(lasts, had []*Result) []*Result {
 	return lasts
 }
 
-// do runs one call under the per-call timeout and the run's stop context.
-func (e *Engine) do(call func(context.Context) (Outcome, error)) (Outcome, error) {
-	ctx := e.callCtx
+// do runs one call of w under the per-call timeout and the run's stop context.
+func (e *Engine) do(w *worker, call func(context.Context) (Outcome, error)) (Outcome, error) {
+	ctx := w.ctx
 	if e.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.Timeout)
