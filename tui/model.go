@@ -1,7 +1,8 @@
 // Package tui is throttle's terminal interface (Bubble Tea v2): one screen that answers "is it
 // safe to go faster?" and the keys to act on the answer. It reads the engine's snapshot and
 // the probes' statistics on its own tick, never per event, and sends controls back; a stalled
-// terminal can therefore never slow the run.
+// terminal can therefore never slow the run. The same screen plays a recorded run back
+// ([Options.Replay]), its knobs then read-only.
 package tui
 
 import (
@@ -41,6 +42,10 @@ type Options struct {
 	// Attached: the screen watches a job that runs elsewhere (throttle attach); q and ctrl+c
 	// detach and leave it running.
 	Attached bool
+	// Replay: the screen plays a recording (Engine and Stats answer for its position). The
+	// knobs are read-only, the replay keys move through the run, and the end of the run is
+	// no final screen: q and ctrl+c leave at once.
+	Replay Replay
 	// Now is the clock (default time.Now); tests fix it.
 	Now func() time.Time
 }
@@ -61,6 +66,9 @@ type Model struct {
 	opt    Options
 	keys   KeyMap
 	styles Styles
+	// replayKeys are the keys of a replay; replay its position and pace at the last refresh.
+	replayKeys ReplayKeyMap
+	replay     replayState
 
 	width, height int
 	snap          engine.Snapshot
@@ -92,8 +100,8 @@ func New(eng Engine, stats Stats, opt Options) Model {
 	in.Prompt = ": "
 	in.Placeholder = "parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m"
 	in.CharLimit = 64
-	m := Model{eng: eng, stats: stats, opt: opt, keys: DefaultKeys(), styles: NewStyles(opt.Plain),
-		width: 80, height: 24, window: 1, input: in}
+	m := Model{eng: eng, stats: stats, opt: opt, keys: DefaultKeys(), replayKeys: DefaultReplayKeys(),
+		styles: NewStyles(opt.Plain), width: 80, height: 24, window: 1, input: in}
 	m.refresh()
 	return m
 }
@@ -113,6 +121,9 @@ func (m *Model) refresh() {
 	m.latency = m.stats.Latency(now)
 	m.errs = m.stats.Errors(8)
 	m.advice = m.stats.Advice(now, m.snap.Settings)
+	if r := m.opt.Replay; r != nil {
+		m.replay = replayState{pos: r.Position(), length: r.Length(), speed: r.Speed(), paused: r.Paused()}
+	}
 }
 
 // Update handles ticks, keys and resizes.
@@ -142,6 +153,9 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	if m.opt.Attached && (key.Matches(msg, m.keys.Interrupt) || (key.Matches(msg, m.keys.Quit) && !m.commanding)) {
 		return m, tea.Quit // detach: the job goes on
+	}
+	if m.replaying() {
+		return m.replayKey(msg)
 	}
 	if key.Matches(msg, m.keys.Interrupt) {
 		return m.interrupt()

@@ -27,9 +27,12 @@ func (m Model) Render() string {
 	var lines []string
 	lines = append(lines, m.header(w)...)
 	body := h - len(lines) - 1
-	if m.help {
+	switch {
+	case m.help && m.replaying():
+		lines = append(lines, m.replayHelp(w, body)...)
+	case m.help:
 		lines = append(lines, m.helpScreen(w, body)...)
-	} else {
+	default:
 		lines = append(lines, m.body(w, body)...)
 	}
 	for len(lines) < h-1 {
@@ -135,6 +138,9 @@ func (m Model) header(w int) []string {
 	if eta, ok := s.ETA(); ok {
 		right += "  ETA " + human.Clock(eta)
 	}
+	if m.replaying() { // the position is the elapsed time, and an ETA of the past is noise
+		right = m.stateWord() + "  " + m.replayLabel()
+	}
 	// The state, elapsed time and ETA matter more than the title: shorten the title first.
 	if room := w - ansi.StringWidth(right) - 2; ansi.StringWidth(left) > room {
 		left = ansi.Truncate(left, max(room, 10), "…")
@@ -219,9 +225,14 @@ func (m Model) knobs(w int) []string {
 	k := st.Key.Render
 	leftW := 40
 	left := []string{
-		fmt.Sprintf(" parallelism %4d  max %-5s %s ±1 %s ×2", set.Parallelism, ceiling, k("↑↓"), k("⇞⇟")),
-		fmt.Sprintf(" pace  %10s             %s ±step", pace, k("[ ]")),
-		fmt.Sprintf(" rate  %10s  burst %-4d  %s ±10%%", engine.FormatRate(set.Rate), set.Burst, k("+ -")),
+		fmt.Sprintf(" parallelism %4d  max %-5s", set.Parallelism, ceiling),
+		fmt.Sprintf(" pace  %10s", pace),
+		fmt.Sprintf(" rate  %10s  burst %-4d", engine.FormatRate(set.Rate), set.Burst),
+	}
+	if !m.replaying() { // no key turns a recording's knobs
+		left[0] += fmt.Sprintf(" %s ±1 %s ×2", k("↑↓"), k("⇞⇟"))
+		left[1] += fmt.Sprintf("             %s ±step", k("[ ]"))
+		left[2] += fmt.Sprintf("  %s ±10%%", k("+ -"))
 	}
 	by := s.ByState
 	right := m.workerGrid(w-leftW-1, m.gridRows(w))
@@ -232,7 +243,11 @@ func (m Model) knobs(w int) []string {
 		left = append(left, "")
 	}
 	title := fmt.Sprintf("workers %d in flight / %d", s.InFlight, set.Parallelism)
-	out := []string{m.rule(fmt.Sprintf("knobs · retries %d", m.opt.Retries), title, w)}
+	rule := fmt.Sprintf("knobs · retries %d", m.opt.Retries)
+	if m.replaying() {
+		rule = fmt.Sprintf("knobs as recorded · retries %d", m.opt.Retries)
+	}
+	out := []string{m.rule(rule, title, w)}
 	for i := range left {
 		out = append(out, fit(fit(left[i], leftW)+" "+right[i], w))
 	}
@@ -423,7 +438,7 @@ func (m Model) advisorLine(w int) string {
 		}
 	}
 	line := " " + m.advice.Reason
-	if m.advice.Action != probes.Hold && !m.opt.Auto {
+	if m.advice.Action != probes.Hold && !m.opt.Auto && !m.replaying() {
 		line += "  " + m.styles.Key.Render("a") + " accept"
 	}
 	return fit(line, w)
@@ -439,8 +454,12 @@ func (m Model) summary() string {
 	if s.Total > s.Done() {
 		left = fmt.Sprintf(" · %s not run", human.Count(s.Total-s.Done()))
 	}
-	return fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429 — press any key to exit",
+	line := fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429",
 		verb, human.Clock(s.Ended.Sub(s.Started)), human.Count(s.OK), human.Count(s.Failed), left, human.Count(s.Calls), human.Count(s.TooMany))
+	if m.replaying() { // a replay's end is a place to seek back from
+		return line
+	}
+	return line + " — press any key to exit"
 }
 
 // changePanel is the change log, newest first, with the time into the run.
@@ -476,6 +495,8 @@ func (m Model) keyLine(w int) string {
 		return fit(st.Warn.Render(" drain: no new calls, the run ends after those in flight · d or y confirms"), w)
 	case m.flash != "" && m.opt.Now().Before(m.flashUntil):
 		return fit(" "+st.Accent.Render(m.flash), w)
+	case m.replaying():
+		return m.replayKeyLine(w)
 	case !m.snap.Ended.IsZero():
 		return fit(" press any key to exit", w)
 	}

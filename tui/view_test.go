@@ -138,6 +138,14 @@ func press(t *testing.T, m Model, keys ...string) Model {
 		switch k {
 		case "up":
 			msg = tea.KeyPressMsg{Code: tea.KeyUp}
+		case "left":
+			msg = tea.KeyPressMsg{Code: tea.KeyLeft}
+		case "right":
+			msg = tea.KeyPressMsg{Code: tea.KeyRight}
+		case "shift+left":
+			msg = tea.KeyPressMsg{Code: tea.KeyLeft, Mod: tea.ModShift}
+		case "shift+right":
+			msg = tea.KeyPressMsg{Code: tea.KeyRight, Mod: tea.ModShift}
 		case "down":
 			msg = tea.KeyPressMsg{Code: tea.KeyDown}
 		case "pgup":
