@@ -67,6 +67,8 @@ type HTTPConfig struct {
 	LookupEnv func(string) (string, bool)
 	// UserAgent is sent unless a header sets User-Agent; "" means [DefaultUserAgent].
 	UserAgent string
+	// PerHost limits each host (host:port) of the URLs on its own; see [HTTP.Hosts].
+	PerHost HostLimits
 }
 
 // HTTP is the http adapter: one request per item, built from the templates of an
@@ -90,6 +92,7 @@ type HTTP struct {
 	transport *http.Transport
 	client    *http.Client
 	now       func() time.Time // for Retry-After dates
+	gate      *hostGate        // nil: no per-host limits
 }
 
 // httpHeader is one compiled header of an [HTTP] adapter.
@@ -114,6 +117,12 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	if h.maxBody < 0 {
 		return nil, fmt.Errorf("adapters: max body %d is negative", cfg.MaxBody)
+	}
+	if l := cfg.PerHost; l.Rate < 0 || l.Burst < 0 || l.Parallelism < 0 {
+		return nil, fmt.Errorf("adapters: per-host limits %+v: none may be negative", l)
+	}
+	if cfg.PerHost.active() {
+		h.gate = newHostGate(cfg.PerHost, time.Now)
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBody
@@ -294,8 +303,14 @@ func (h *HTTP) verdict(status int) engine.Verdict {
 
 // Do sends the request for it and classifies the answer. See [HTTP] for what it returns.
 func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	return h.call(ctx, []engine.Item{it})
+}
+
+// call sends one request for items: one item, or a chunk whose templates have no per-item
+// placeholder (see [HTTPBatch]).
+func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, error) {
 	var b strings.Builder
-	if err := h.url.expand(&b, it, nil, nil); err != nil {
+	if err := h.url.expandItems(&b, items, nil, nil); err != nil {
 		return engine.Outcome{}, err
 	}
 	rawURL := b.String()
@@ -307,7 +322,7 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	var body io.Reader
 	if h.body != nil {
 		b.Reset()
-		if err := h.body.expand(&b, it, h.lookupEnv, &secrets); err != nil {
+		if err := h.body.expandItems(&b, items, h.lookupEnv, &secrets); err != nil {
 			return engine.Outcome{}, err
 		}
 		body = strings.NewReader(b.String())
@@ -319,7 +334,7 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	req.Header = make(http.Header, len(h.headers)+1)
 	for _, hd := range h.headers {
 		b.Reset()
-		if err := hd.value.expand(&b, it, h.lookupEnv, &secrets); err != nil {
+		if err := hd.value.expandItems(&b, items, h.lookupEnv, &secrets); err != nil {
 			return engine.Outcome{}, err
 		}
 		v := b.String()
@@ -336,11 +351,25 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		req.Header["User-Agent"] = []string{h.userAgent}
 	}
 
+	done := func(int, time.Duration) {}
+	if h.gate != nil {
+		if done, err = h.gate.enter(ctx, req.URL.Host); err != nil {
+			return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+		}
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
+		done(0, 0)
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
 	}
 	defer resp.Body.Close()
+	var retryAfter time.Duration
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if d, ok := ParseRetryAfter(v, h.now()); ok {
+			retryAfter = d
+		}
+	}
+	done(resp.StatusCode, retryAfter) // the host's turn ends with its answer, body or not
 	kept, truncated, err := readBody(resp.Body, resp.ContentLength, h.maxBody)
 	if err != nil {
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err))
@@ -351,11 +380,9 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	if out.Verdict != engine.OK {
 		out.Message = statusMessage(resp)
 	}
-	if v := resp.Header.Get("Retry-After"); v != "" {
-		if d, ok := ParseRetryAfter(v, h.now()); ok {
-			out.RetryAfter = d
-		}
-	}
+	out.RetryAfter = retryAfter
+	// With per-host limits, a host's Retry-After holds that host (the gate did it), not the run.
+	out.LocalRetryAfter = h.gate != nil
 	switch {
 	case truncated:
 		out.Output = jsonString(trimPartialRune(kept))
@@ -374,6 +401,83 @@ func (h *HTTP) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		out.Output = jsonString(kept)
 	}
 	return out, nil
+}
+
+// Hosts returns the n busiest hosts of a run with per-host limits (nil without them): by calls
+// in flight and waiting for their host's turn, then by 429s.
+func (h *HTTP) Hosts(n int) []HostLoad {
+	if h.gate == nil {
+		return nil
+	}
+	return h.gate.loads(n)
+}
+
+// HTTPBatch is the http adapter for batch endpoints: one request per chunk (run --chunk N),
+// whose body template writes the whole chunk with {items} or {items_jsonl}. Every item of the
+// chunk shares the answer's outcome; with split, an ok answer that is a JSON array of one
+// element per item gives each item its own element as output, in order.
+type HTTPBatch struct {
+	*HTTP
+	split bool
+}
+
+var _ engine.Batcher = (*HTTPBatch)(nil)
+
+// NewHTTPBatch checks cfg for a batch endpoint and returns its adapter: the body must have
+// {items} or {items_jsonl}, and neither the url, the headers nor the body may have {item} or
+// {.name}, which name one item of the chunk.
+func NewHTTPBatch(cfg HTTPConfig, split bool) (*HTTPBatch, error) {
+	h, err := NewHTTP(cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case h.body == nil || !h.body.Batch():
+		err = errors.New("adapters: a batch needs {items} or {items_jsonl} in the body")
+	case h.url.PerItem() || h.body.PerItem():
+		err = errors.New("adapters: {item} and {.name} name one item; a batch request is for the whole chunk: use {items} in the body")
+	}
+	for _, hd := range h.headers {
+		if err == nil && hd.value.PerItem() {
+			err = fmt.Errorf("adapters: header %s: {item} and {.name} name one item; a batch request is for the whole chunk", hd.key)
+		}
+	}
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &HTTPBatch{HTTP: h, split: split}, nil
+}
+
+// DoBatch sends one request for the chunk and gives its outcome to every item.
+func (b *HTTPBatch) DoBatch(ctx context.Context, items []engine.Item) ([]engine.Outcome, error) {
+	out, err := b.call(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	outs := make([]engine.Outcome, len(items))
+	for i := range outs {
+		outs[i] = out
+	}
+	if !b.split || out.Verdict != engine.OK {
+		return outs, nil
+	}
+	var parts []json.RawMessage
+	if json.Unmarshal(out.Output, &parts) != nil || len(parts) != len(items) {
+		n := "not a JSON array"
+		if parts != nil {
+			n = fmt.Sprintf("%d results", len(parts))
+		}
+		for i := range outs {
+			outs[i] = engine.Outcome{Verdict: engine.Fail, Status: out.Status, Output: out.Output,
+				Message: fmt.Sprintf("cannot split the answer for %d items: %s", len(items), n)}
+		}
+		return outs, nil
+	}
+	for i := range outs {
+		outs[i].Output = parts[i]
+	}
+	return outs, nil
 }
 
 // Close closes the adapter's idle connections. Calls in flight are not affected.

@@ -22,12 +22,18 @@ import (
 // The placeholders are:
 //
 //   - {item} is the item's line; for a JSON Lines item, the object's text.
+//
 //   - {.name} is the field "name" of a JSON Lines item: a string value is inserted as it is
 //     (not quoted, not JSON-escaped), any other value as its JSON text (7, true, null,
 //     {"a":1}). The name is a top-level key taken literally: {.a.b} is the key "a.b".
+//
 //   - ${NAME} is the environment variable NAME (letters, digits and _, not starting with a
 //     digit), read at each expansion, so a rotated token is picked up without a restart. It is
 //     allowed in headers and bodies only: a secret in a URL would leak into errors and logs.
+//
+//   - {items} is a whole chunk (run --chunk N) as a JSON array: JSON Lines items as their
+//     objects, lines of text as JSON strings; {items_jsonl} is the chunk as JSON Lines. They
+//     are allowed in bodies only, for batch endpoints, and exclude {item} and {.name}.
 //
 // There is no escape syntax and none is needed: a "{" that does not start "{item}" or "{." is
 // literal, and so is a "$" that is not followed by "{". So a JSON body such as
@@ -52,9 +58,12 @@ const (
 	tmplItem
 	tmplField
 	tmplEnv
+	tmplItems      // {items}: the chunk as a JSON array
+	tmplItemsJSONL // {items_jsonl}: the chunk as JSON Lines
 )
 
-// tmplPart is one piece of a template: literal text, {item}, {.name} or ${NAME}.
+// tmplPart is one piece of a template: literal text, {item}, {.name}, ${NAME}, {items} or
+// {items_jsonl}.
 type tmplPart struct {
 	kind tmplPartKind
 	text string // the literal text, the field name or the variable name
@@ -97,6 +106,18 @@ func parseTemplate(src string, isURL bool) (*Template, error) {
 			t.addLiteral(src[lit:i])
 			t.parts = append(t.parts, tmplPart{kind: tmplItem})
 			i += len("{item}")
+			lit = i
+		case strings.HasPrefix(rest, "{items}"), strings.HasPrefix(rest, "{items_jsonl}"):
+			kind, word := tmplItems, "{items}"
+			if strings.HasPrefix(rest, "{items_jsonl}") {
+				kind, word = tmplItemsJSONL, "{items_jsonl}"
+			}
+			if isURL {
+				return nil, fmt.Errorf("%s at byte %d: a chunk's items go in the body, not the url", word, i)
+			}
+			t.addLiteral(src[lit:i])
+			t.parts = append(t.parts, tmplPart{kind: kind})
+			i += len(word)
 			lit = i
 		case strings.HasPrefix(rest, "{."):
 			end := strings.IndexByte(rest, '}')
@@ -168,6 +189,27 @@ func (t *Template) startsWithLiteral() bool {
 	return len(t.parts) > 0 && t.parts[0].kind == tmplLiteral
 }
 
+// PerItem reports whether the template has {item} or {.name}: placeholders of one item,
+// which a batch call over a whole chunk cannot fill.
+func (t *Template) PerItem() bool {
+	for _, p := range t.parts {
+		if p.kind == tmplItem || p.kind == tmplField {
+			return true
+		}
+	}
+	return false
+}
+
+// Batch reports whether the template has {items} or {items_jsonl}: it sends a whole chunk.
+func (t *Template) Batch() bool {
+	for _, p := range t.parts {
+		if p.kind == tmplItems || p.kind == tmplItemsJSONL {
+			return true
+		}
+	}
+	return false
+}
+
 // UsesEnv reports whether the template has a ${NAME} placeholder.
 func (t *Template) UsesEnv() bool {
 	for _, p := range t.parts {
@@ -193,8 +235,18 @@ func (t *Template) Expand(it engine.Item, lookupEnv func(string) (string, bool))
 // expand writes the template filled in for it to b. When secrets is not nil, the value of
 // every ${NAME} is appended to it, so that the caller can scrub them from what it keeps.
 func (t *Template) expand(b *strings.Builder, it engine.Item, lookupEnv func(string) (string, bool), secrets *[]string) error {
+	return t.expandItems(b, []engine.Item{it}, lookupEnv, secrets)
+}
+
+// expandItems is expand for a chunk: {items} and {items_jsonl} write all of items; {item} and
+// {.name} need exactly one (a batch template has none: see PerItem).
+func (t *Template) expandItems(b *strings.Builder, items []engine.Item, lookupEnv func(string) (string, bool), secrets *[]string) error {
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
+	}
+	var it engine.Item
+	if len(items) == 1 {
+		it = items[0]
 	}
 	b.Grow(t.size + len(it.Line))
 	inQuery := false // a URL template has written its "?"
@@ -225,6 +277,9 @@ func (t *Template) expand(b *strings.Builder, it engine.Item, lookupEnv func(str
 			}
 			b.WriteString(e) // never in a URL template
 			continue
+		case tmplItems, tmplItemsJSONL:
+			writeItems(b, items, p.kind == tmplItemsJSONL)
+			continue
 		}
 		switch {
 		case !t.url:
@@ -239,6 +294,34 @@ func (t *Template) expand(b *strings.Builder, it engine.Item, lookupEnv func(str
 		}
 	}
 	return nil
+}
+
+// writeItems writes a chunk as a JSON array, or as JSON Lines: a JSON Lines item as its
+// object, a line of text as a JSON string.
+func writeItems(b *strings.Builder, items []engine.Item, lines bool) {
+	if !lines {
+		b.WriteByte('[')
+	}
+	for i, it := range items {
+		if i > 0 && !lines {
+			b.WriteByte(',')
+		}
+		if it.JSON {
+			b.WriteString(it.Line)
+		} else {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(it.Line) // a string always encodes
+			b.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+		}
+		if lines {
+			b.WriteByte('\n')
+		}
+	}
+	if !lines {
+		b.WriteByte(']')
+	}
 }
 
 // errNotObject and errNoField are the causes of a failed {.name}.

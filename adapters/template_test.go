@@ -61,7 +61,7 @@ func TestTemplateExpand(t *testing.T) {
 		{"object field not html-escaped", "{.m}", false, tmplObj, `{"k":"<v>"}`},
 		{"env", "Bearer ${TOKEN}", false, plain, "Bearer t0k3n"},
 		{"env set but empty", "[${EMPTY}]", false, plain, "[]"},
-		{"stray braces and dollars are literal", "{x} {items} {ite $x $ { } $}", false, plain, "{x} {items} {ite $x $ { } $}"},
+		{"stray braces and dollars are literal", "{x} {itemz} {ite $x $ { } $}", false, plain, "{x} {itemz} {ite $x $ { } $}"},
 		{"json body is literal", `{"a": {"b": [1, {}]}}`, false, plain, `{"a": {"b": [1, {}]}}`},
 		{"adjacent placeholders", "{item}{item}", false, engine.Item{Line: "ab"}, "abab"},
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 )
@@ -19,7 +20,9 @@ type job struct {
 	adapter engine.Adapter
 	name    string // the adapter's name
 	target  string // what it calls, for a recording's header: no secrets
-	title   string // the screen's title; default "name · input"
+	// hosts, when set, lists the busiest hosts of a run with per-host limits (the screen shows them).
+	hosts func(n int) []adapters.HostLoad
+	title string // the screen's title; default "name · input"
 }
 
 // input is an opened --input.
@@ -129,7 +132,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	defer stopControl()
 
 	if wantScreen(env, rf) {
-		sum, runErr = runScreen(ctx, env, e, mon, title, rf)
+		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j.hosts)
 		stopRecording(env, rec, sum, rf.record)
 		printSummary(env.Stdout, sum, mon.Overall(), rf.out)
 	} else {

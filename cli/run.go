@@ -63,6 +63,10 @@ type httpFlags struct {
 	maxBody     string
 	okStatus    string
 	retryStatus string
+	split       bool
+	hostRate    string
+	hostBurst   int
+	hostPar     int
 }
 
 func (f *httpFlags) register(cmd *cobra.Command) {
@@ -74,6 +78,10 @@ func (f *httpFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.maxBody, "max-body", "64KiB", "response bytes kept in a row's output (e.g. 4KiB, 1MiB)")
 	fs.StringVar(&f.okStatus, "ok-status", "", "statuses that count as success, e.g. 200-299,404 (default 200-299)")
 	fs.StringVar(&f.retryStatus, "retry-status", "", "statuses to retry, e.g. 429,503 (default 408,429,500-599)")
+	fs.BoolVar(&f.split, "split-response", false, "batch (--body with {items}): an ok answer that is a JSON array of one result per item gives each item its own")
+	fs.StringVar(&f.hostRate, "per-host-rate", "", "politeness: cap on calls to each host (host:port), e.g. 2/s or 60/m (default none)")
+	fs.IntVar(&f.hostBurst, "per-host-burst", 1, "token-bucket burst for --per-host-rate")
+	fs.IntVar(&f.hostPar, "per-host-parallelism", 0, "politeness: most calls in flight to each host (0: none)")
 }
 
 func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
@@ -92,10 +100,38 @@ func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
 	if err != nil {
 		return adapters.HTTPConfig{}, usageError("--retry-status: %v", err)
 	}
+	hostRate, err := engine.ParseRate(f.hostRate)
+	if err != nil {
+		return adapters.HTTPConfig{}, usageError("--per-host-rate: %v", err)
+	}
+	if f.hostBurst < 1 || f.hostPar < 0 {
+		return adapters.HTTPConfig{}, usageError("--per-host-burst must be at least 1 and --per-host-parallelism at least 0")
+	}
 	return adapters.HTTPConfig{
 		URL: f.url, Method: f.method, Headers: f.headers, Body: f.body, MaxBody: maxBody,
 		OKStatus: ok, RetryStatus: retry, LookupEnv: env.LookupEnv, UserAgent: "throttle/" + strings.TrimPrefix(versionWord(), "v"),
+		PerHost: adapters.HostLimits{Rate: hostRate, Burst: f.hostBurst, Parallelism: f.hostPar},
 	}, nil
+}
+
+// adapter builds the http adapter: a batch one when the body sends the chunk ({items}).
+func (f *httpFlags) adapter(cfg adapters.HTTPConfig) (engine.Adapter, func() error, error) {
+	batch := strings.Contains(f.body, "{items}") || strings.Contains(f.body, "{items_jsonl}")
+	if f.split && !batch {
+		return nil, nil, usageError("--split-response is for batch requests: a --body with {items} or {items_jsonl}")
+	}
+	if batch {
+		a, err := adapters.NewHTTPBatch(cfg, f.split)
+		if err != nil {
+			return nil, nil, usageError("%v", err)
+		}
+		return a, a.Close, nil
+	}
+	a, err := adapters.NewHTTP(cfg)
+	if err != nil {
+		return nil, nil, usageError("%v", err)
+	}
+	return a, a.Close, nil
 }
 
 func versionWord() string { return strings.Fields(versionString())[1] }
@@ -112,7 +148,16 @@ func newHTTPCmd(env *Env, act action) *cobra.Command {
 {item} is the input line, {.field} a field of a JSONL item, and ${NAME} (headers and
 body only) the environment variable NAME, read at call time so that a secret never
 appears in argv, results or logs. 2xx is ok; 429, 408 and 5xx are retried; other
-statuses fail at once. A JSON response body is kept in the row's "output".`,
+statuses fail at once. A JSON response body is kept in the row's "output".
+
+Batch endpoints: with --chunk N and {items} (a JSON array) or {items_jsonl} in --body,
+one request carries N items; every item gets a row with the answer's outcome, or with
+--split-response its own element of an answer that is a JSON array.
+
+Politeness across many sites: --per-host-rate and --per-host-parallelism hold each
+host (host:port) to its own limits while --rate and --parallelism cap the whole job;
+a host's Retry-After holds that host only. A call waiting for its host's turn keeps
+its worker; the screen lists the busiest hosts.`,
 		Example: `  export API_TOKEN=…   # never on the command line
   throttle run http --input ids.txt --out results.jsonl \
       --url 'https://api.example.com/v1/users/{item}' \
@@ -122,19 +167,32 @@ statuses fail at once. A JSON response body is kept in the row's "output".`,
   # JSONL input, a POST body from its fields:
   throttle run http --input users.jsonl --method POST \
       --url 'https://api.example.com/v1/users' \
-      --header 'Content-Type: application/json' --body '{"id": "{.id}"}'`,
+      --header 'Content-Type: application/json' --body '{"id": "{.id}"}'
+
+  # A vector database's batch upsert: 100 items a request, 100 requests at once.
+  throttle run http --input vectors.jsonl --chunk 100 --parallelism 100 --method POST \
+      --url 'https://db.example.com/collections/docs/points' \
+      --header 'api-key: ${QDRANT_KEY}' --body '{"points": {items}}'
+
+  # Crawl a URL list across many sites: 1 call/s and 2 at once per site, 64 overall.
+  throttle run http --input urls.txt --url '{item}' --parallelism 64 \
+      --per-host-rate 1/s --per-host-parallelism 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := hf.config(env)
 			if err != nil {
 				return err
 			}
-			a, err := adapters.NewHTTP(cfg)
+			a, closeAdapter, err := hf.adapter(cfg)
 			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
-			defer a.Close()
-			return act(cmd, job{adapter: a, name: "http", target: adapters.RedactURL(cfg.URL)})
+			defer closeAdapter()
+			j := job{adapter: a, name: "http", target: adapters.RedactURL(cfg.URL)}
+			if h, ok := a.(interface{ Hosts(int) []adapters.HostLoad }); ok && (cfg.PerHost.Rate > 0 || cfg.PerHost.Parallelism > 0) {
+				j.hosts = h.Hosts
+			}
+			return act(cmd, j)
 		},
 	}
 	hf.register(cmd)

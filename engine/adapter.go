@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -58,6 +59,10 @@ type Outcome struct {
 	Message string
 	// RetryAfter is the wait the server asked for (Retry-After); 0 when it asked for none.
 	RetryAfter time.Duration
+	// LocalRetryAfter says the Retry-After concerns only this call's target — one host of many,
+	// which the adapter holds back itself — so the engine waits it out before this item's next
+	// attempt but does not hold every worker.
+	LocalRetryAfter bool
 	// Output is kept in the result row; it must be a valid JSON value, or nil.
 	Output json.RawMessage
 	// Extra holds further fields for the result row (e.g. file, bytes, sha256); values must
@@ -102,6 +107,26 @@ type workerKey struct{}
 func WorkerOf(ctx context.Context) (id int, ok bool) {
 	id, ok = ctx.Value(workerKey{}).(int)
 	return id, ok
+}
+
+// laterError says a call was not made and when to try it.
+type laterError struct{ after time.Duration }
+
+func (l laterError) Error() string { return fmt.Sprintf("not now: try again in %v", l.after) }
+
+// Later is the error an adapter returns when it did not make the call because its target is
+// not ready for it yet (a host's Retry-After, a per-host or shared limit): the engine puts the
+// item back to be tried after d, counting neither a call nor an attempt, and the worker goes on
+// with other items instead of waiting. Return it before anything reached the target.
+func Later(d time.Duration) error { return laterError{after: max(d, 0)} }
+
+// IsLater reports whether err is a [Later], and its wait.
+func IsLater(err error) (time.Duration, bool) {
+	var l laterError
+	if errors.As(err, &l) {
+		return l.after, true
+	}
+	return 0, false
 }
 
 // permanentError marks an error that retrying cannot fix.

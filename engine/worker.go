@@ -269,6 +269,15 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 
 	out, err := e.do(w, func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
 	end := e.clock.Now()
+	if d, ok := IsLater(err); ok {
+		e.release(w)
+		var last []*Result
+		if t.last != nil {
+			last = []*Result{t.last[i]}
+		}
+		e.scheduleRetry(&task{items: []Item{it}, attempts: t.attempts, readyAt: end.Add(d), last: last})
+		return
+	}
 	e.calls.Add(1)
 	if err == nil {
 		e.holdFor(out, end)
@@ -329,6 +338,11 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		return Outcome{}, err
 	})
 	end := e.clock.Now()
+	if d, ok := IsLater(err); ok {
+		e.release(w)
+		e.scheduleRetry(&task{items: valid, attempts: t.attempts, readyAt: end.Add(d), last: lastsOrNil(lasts, t.last)})
+		return
+	}
 	e.calls.Add(1)
 	if err == nil && len(outs) != len(valid) {
 		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(valid)))
@@ -462,7 +476,7 @@ func (e *Engine) scheduleRetry(t *task) {
 // holdFor starts the shared Retry-After hold if out asks for one. It runs before the call's
 // slot is released, so that no worker starts a call in between.
 func (e *Engine) holdFor(out Outcome, now time.Time) {
-	if out.Status == 429 && out.RetryAfter > 0 {
+	if out.Status == 429 && out.RetryAfter > 0 && !out.LocalRetryAfter {
 		e.hold(out.RetryAfter, now)
 	}
 }

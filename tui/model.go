@@ -16,6 +16,7 @@ import (
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
 
+	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 )
@@ -48,6 +49,9 @@ type Options struct {
 	Replay Replay
 	// Now is the clock (default time.Now); tests fix it.
 	Now func() time.Time
+	// Hosts, when set, returns the n busiest hosts of a run with per-host limits, which the
+	// errors panel lists.
+	Hosts func(n int) []adapters.HostLoad
 }
 
 // origin is the change log's name for changes made from this screen.
@@ -75,6 +79,7 @@ type Model struct {
 	points        []probes.Point
 	latency       probes.Stats
 	errs          []probes.ErrorGroup
+	hosts         []adapters.HostLoad
 	advice        probes.Advice
 	window        int // index into chartWindows
 
@@ -120,6 +125,9 @@ func (m *Model) refresh() {
 	m.points = m.stats.Points(now, chartWindows[len(chartWindows)-1])
 	m.latency = m.stats.Latency(now)
 	m.errs = m.stats.Errors(8)
+	if m.opt.Hosts != nil {
+		m.hosts = m.opt.Hosts(6)
+	}
 	m.advice = m.stats.Advice(now, m.snap.Settings)
 	if r := m.opt.Replay; r != nil {
 		m.replay = replayState{pos: r.Position(), length: r.Length(), speed: r.Speed(), paused: r.Paused()}
