@@ -109,6 +109,7 @@ func Main(env Env) int {
 }
 
 func newRoot(env *Env) *cobra.Command {
+	cobra.EnableCommandSorting = false // help lists commands and adapters in the order they are added
 	root := &cobra.Command{
 		Use:   "throttle",
 		Short: "Run big backfill jobs as fast as the other system allows, and no faster",
