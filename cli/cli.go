@@ -108,8 +108,11 @@ func Main(env Env) int {
 	return ExitUsage
 }
 
-func newRoot(env *Env) *cobra.Command {
+func init() {
 	cobra.EnableCommandSorting = false // help lists commands and adapters in the order they are added
+}
+
+func newRoot(env *Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "throttle",
 		Short: "Run big backfill jobs as fast as the other system allows, and no faster",
