@@ -3,7 +3,6 @@ package tui
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"charm.land/bubbles/v2/key"
@@ -180,16 +179,9 @@ func (m Model) replayKeyLine(w int) string {
 
 // replayHelp is the help screen of a replay.
 func (m Model) replayHelp(w, rows int) []string {
-	out := []string{m.rule("help · replay", "any key closes", w)}
-	for _, r := range m.replayKeys.helpRows() {
-		out = append(out, fit(fmt.Sprintf("  %-10s %s", r[0], r[1]), w))
-	}
-	out = append(out,
-		fit("", w),
-		fit("  other knobs: throttle replay FILE --what-if parallelism=N,rate=R predicts them", w),
-		fit("  workers: ■ calling  ▪ pacing  ◇ held  ○ idle  × above the limit", w))
-	for len(out) < rows {
-		out = append(out, strings.Repeat(" ", w))
-	}
-	return out[:rows]
+	return m.helpPanel("help · replay", m.replayKeys.helpRows(), []string{
+		"",
+		"  other knobs: throttle replay FILE --what-if parallelism=N,rate=R predicts them",
+		"  workers: ■ calling  ▪ pacing  ◇ held  ○ idle  × above the limit",
+	}, w, rows)
 }

@@ -538,14 +538,22 @@ func (m Model) keyLine(w int) string {
 }
 
 func (m Model) helpScreen(w, rows int) []string {
-	out := []string{m.rule("help", "any key closes", w)}
-	for _, r := range m.keys.helpRows() {
+	return m.helpPanel("help", m.keys.helpRows(), []string{
+		"  :          then e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m",
+		"",
+		"  workers: ■ calling  ▪ pacing  · waiting for a rate token  ◇ held  ○ idle  × above the limit",
+	}, w, rows)
+}
+
+// helpPanel is a help screen: a key a row, then lines of notes, cut or padded to rows.
+func (m Model) helpPanel(title string, keys [][2]string, notes []string, w, rows int) []string {
+	out := []string{m.rule(title, "any key closes", w)}
+	for _, r := range keys {
 		out = append(out, fit(fmt.Sprintf("  %-10s %s", r[0], r[1]), w))
 	}
-	out = append(out,
-		fit("  :          then e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m", w),
-		fit("", w),
-		fit("  workers: ■ calling  ▪ pacing  · waiting for a rate token  ◇ held  ○ idle  × above the limit", w))
+	for _, n := range notes {
+		out = append(out, fit(n, w))
+	}
 	for len(out) < rows {
 		out = append(out, strings.Repeat(" ", w))
 	}
