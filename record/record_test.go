@@ -1,57 +1,29 @@
-package record
+package record_test
 
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/enginetest"
+	"github.com/throttle-dev/throttle/internal/recordtest"
 	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/record"
 )
 
-// nopCloser keeps a recording in memory.
-type nopCloser struct{ *bytes.Buffer }
-
-func (nopCloser) Close() error { return nil }
-
 // recordRun runs n items against a simulated API under virtual time, recording the run; it
-// changes parallelism once midway so that the recording holds a change.
+// doubles parallelism at 2 s so that the recording holds a change.
 func recordRun(t *testing.T, n int, sim adapters.SimConfig, set engine.Settings) (*bytes.Buffer, engine.Summary) {
 	t.Helper()
-	var out bytes.Buffer
-	var sum engine.Summary
-	synctest.Test(t, func(t *testing.T) {
-		e, err := engine.New(engine.Config{Settings: set, Retries: 3, Adapter: adapters.NewSimAdapter(adapters.NewSim(sim)),
-			Source: engine.NewLineReader(enginetest.Lines(n), false), Total: int64(n), Results: io.Discard})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec, err := Start(nopCloser{&out}, Header{Adapter: "sim", Total: int64(n), Settings: SettingsOf(set), Retries: 3}, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(2 * time.Second)
-			_ = e.SetParallelism(set.Parallelism*2, "tui")
-		}()
-		sum, err = e.Run(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rec.Close(sum); err != nil {
-			t.Fatal(err)
-		}
-	})
-	return &out, sum
+	b, sum := recordtest.Record(t, recordtest.Run{Items: n, Sim: sim, Settings: set, Retries: 3,
+		Changes: []recordtest.Change{{At: 2 * time.Second, Parallelism: set.Parallelism * 2}}})
+	return bytes.NewBuffer(b), sum
 }
 
 func TestRoundTripCountsEveryCall(t *testing.T) {
@@ -59,7 +31,7 @@ func TestRoundTripCountsEveryCall(t *testing.T) {
 	buf, sum := recordRun(t, n, adapters.SimConfig{Rate: 400, Latency: 20 * time.Millisecond, Sigma: 0.3, ErrorRate: 0.02, Seed: 7},
 		engine.Settings{Parallelism: 8, Burst: 1})
 	size := buf.Len()
-	rec, err := Read(bytes.NewReader(buf.Bytes()))
+	rec, err := record.Read(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +99,7 @@ func TestEventsReplayAsTheyWereObserved(t *testing.T) {
 		{Kind: engine.CallEnd, Status: 404, Verdict: engine.Fail, Message: "HTTP 404"},
 		{Kind: engine.CallEnd, Status: 302, Verdict: engine.Fail, Message: "redirect"},
 	} {
-		c := Call{Status: int16(ev.Status), Class: probes.Classify(ev), Verdict: ev.Verdict, RetryAfter: ev.RetryAfter}
+		c := record.Call{Status: int16(ev.Status), Class: probes.Classify(ev), Verdict: ev.Verdict, RetryAfter: ev.RetryAfter}
 		if got := probes.Classify(c.Event(time.Now())); got != probes.Classify(ev) {
 			t.Errorf("%+v replays as %v, was %v", ev, got, probes.Classify(ev))
 		}
@@ -136,7 +108,7 @@ func TestEventsReplayAsTheyWereObserved(t *testing.T) {
 
 func TestCutRecordingReadsUpToTheCut(t *testing.T) {
 	buf, sum := recordRun(t, 2000, adapters.SimConfig{Latency: 10 * time.Millisecond}, engine.Settings{Parallelism: 4, Burst: 1})
-	full, err := Read(bytes.NewReader(buf.Bytes()))
+	full, err := record.Read(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +116,7 @@ func TestCutRecordingReadsUpToTheCut(t *testing.T) {
 	// give a prefix of the calls.
 	prev := -1
 	for _, cut := range []int{buf.Len() / 4, buf.Len() / 2, buf.Len() - 10} {
-		rec, err := Read(bytes.NewReader(buf.Bytes()[:cut]))
+		rec, err := record.Read(bytes.NewReader(buf.Bytes()[:cut]))
 		if err != nil {
 			t.Fatalf("cut at %d of %d: %v", cut, buf.Len(), err)
 		}
@@ -167,14 +139,14 @@ func TestReadRejectsWhatIsNotARecording(t *testing.T) {
 		"plain text": []byte("item-1\nitem-2\n"),
 		"gzip json":  gz(`{"format":"something else"}` + "\n"),
 	} {
-		if _, err := Read(bytes.NewReader(in)); !errors.Is(err, ErrNotRecording) {
-			t.Errorf("%s: %v, want ErrNotRecording", name, err)
+		if _, err := record.Read(bytes.NewReader(in)); !errors.Is(err, record.ErrNotRecording) {
+			t.Errorf("%s: %v, want record.ErrNotRecording", name, err)
 		}
 	}
-	if _, err := Read(bytes.NewReader(gz(`{"format":"throttle-recording","version":99}` + "\n"))); err == nil || !strings.Contains(err.Error(), "version 99") {
+	if _, err := record.Read(bytes.NewReader(gz(`{"format":"throttle-recording","version":99}` + "\n"))); err == nil || !strings.Contains(err.Error(), "version 99") {
 		t.Errorf("a later version: %v", err)
 	}
-	if _, err := Read(bytes.NewReader(gz(`{"format":"throttle-recording","version":1}` + "\n[0,1,x]\n"))); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if _, err := record.Read(bytes.NewReader(gz(`{"format":"throttle-recording","version":1}` + "\n[0,1,x]\n"))); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("a bad line: %v", err)
 	}
 }
@@ -182,7 +154,7 @@ func TestReadRejectsWhatIsNotARecording(t *testing.T) {
 func TestExportWritesNamedFields(t *testing.T) {
 	buf, sum := recordRun(t, 500, adapters.SimConfig{Rate: 300, Latency: 10 * time.Millisecond}, engine.Settings{Parallelism: 8, Burst: 1})
 	var out bytes.Buffer
-	if err := Export(bytes.NewReader(buf.Bytes()), &out); err != nil {
+	if err := record.Export(bytes.NewReader(buf.Bytes()), &out); err != nil {
 		t.Fatal(err)
 	}
 	types := map[string]int{}

@@ -1,28 +1,19 @@
 package replay
 
 import (
-	"bytes"
-	"context"
 	"errors"
-	"io"
 	"reflect"
 	"slices"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/enginetest"
+	"github.com/throttle-dev/throttle/internal/recordtest"
 	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/record"
 )
-
-// nopCloser keeps a recording in memory.
-type nopCloser struct{ *bytes.Buffer }
-
-func (nopCloser) Close() error { return nil }
 
 // Offsets of the knob changes of recordedRun.
 const (
@@ -34,38 +25,9 @@ const (
 // (about 50 calls/s against a limit of 100/s), raised to 4 at 3 s (429s), lowered to 1 at 6 s.
 func recordedRun(t *testing.T) (*record.Recording, engine.Summary) {
 	t.Helper()
-	const n = 600
-	var out bytes.Buffer
-	var sum engine.Summary
-	set := engine.Settings{Parallelism: 1, Burst: 1}
-	synctest.Test(t, func(t *testing.T) {
-		sim := adapters.NewSim(adapters.SimConfig{Rate: 100, Burst: 5, Latency: 20 * time.Millisecond, Sigma: 0.2, ErrorRate: 0.02, Seed: 3})
-		e, err := engine.New(engine.Config{Settings: set, Retries: 3, Adapter: adapters.NewSimAdapter(sim),
-			Source: engine.NewLineReader(enginetest.Lines(n), false), Total: n, Results: io.Discard})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec, err := record.Start(nopCloser{&out}, record.Header{Adapter: "sim", Total: n, Settings: record.SettingsOf(set), Retries: 3}, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(raiseAt)
-			_ = e.SetParallelism(4, "ctl")
-			time.Sleep(lowerAt - raiseAt)
-			_ = e.SetParallelism(1, "ctl")
-		}()
-		if sum, err = e.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if err := rec.Close(sum); err != nil {
-			t.Fatal(err)
-		}
-	})
-	rec, err := record.Read(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec, sum := recordtest.Read(t, recordtest.Run{Items: 600, Retries: 3, Settings: engine.Settings{Parallelism: 1, Burst: 1},
+		Sim:     adapters.SimConfig{Rate: 100, Burst: 5, Latency: 20 * time.Millisecond, Sigma: 0.2, ErrorRate: 0.02, Seed: 3},
+		Changes: []recordtest.Change{{At: raiseAt, Parallelism: 4, Origin: "ctl"}, {At: lowerAt, Parallelism: 1, Origin: "ctl"}}})
 	if sum.TooMany == 0 || len(rec.Snapshots) < 5 || sum.Elapsed < lowerAt+time.Second {
 		t.Fatalf("the recorded run should last past its changes and meet the limit: %+v, %d snapshots", sum, len(rec.Snapshots))
 	}

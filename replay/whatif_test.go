@@ -1,92 +1,44 @@
 package replay
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"io"
 	"math"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/enginetest"
-	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/internal/recordtest"
 	"github.com/throttle-dev/throttle/record"
 )
 
-type memFile struct{ *bytes.Buffer }
-
-func (memFile) Close() error { return nil }
-
-// runSim runs n items against a simulated API in virtual time (synctest), recording the run
-// when rec is set; raise, when not nil, changes the settings once at the given offset.
-func runSim(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, raise *struct {
+// raise is one change of parallelism during a recorded run.
+type raise = struct {
 	at  time.Duration
 	set engine.Settings
-}) (*record.Recording, engine.Summary) {
-	return runSimAuto(t, n, cfg, set, raise, false)
+}
+
+// runSim runs n items against a simulated API in virtual time, recorded; raise, when not nil,
+// changes the parallelism once.
+func runSim(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, r *raise) (*record.Recording, engine.Summary) {
+	return runSimAuto(t, n, cfg, set, r, false)
 }
 
 // runSimAuto is runSim with the auto-tuner turning the knobs when auto is set.
-func runSimAuto(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, raise *struct {
-	at  time.Duration
-	set engine.Settings
-}, auto bool) (*record.Recording, engine.Summary) {
+func runSimAuto(t *testing.T, n int, cfg adapters.SimConfig, set engine.Settings, r *raise, auto bool) (*record.Recording, engine.Summary) {
 	t.Helper()
-	var buf bytes.Buffer
-	var sum engine.Summary
-	synctest.Test(t, func(t *testing.T) {
-		e, err := engine.New(engine.Config{Settings: set, Retries: 6, Adapter: adapters.NewSimAdapter(adapters.NewSim(cfg)),
-			Source: engine.NewLineReader(enginetest.Lines(n), false), Total: int64(n), Results: io.Discard})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := record.Start(memFile{&buf}, record.Header{Adapter: "sim", Total: int64(n), Settings: record.SettingsOf(set),
-			Retries: 6, MaxBackoff: record.Duration(time.Minute), Timeout: record.Duration(30 * time.Second)}, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if auto {
-			mon := probes.NewMonitor(probes.AdvisorConfig{}, true)
-			sub := e.Subscribe(1<<16, engine.CallEnd)
-			stop := make(chan struct{})
-			ctx, cancel := context.WithCancel(context.Background())
-			defer func() { cancel(); close(stop); sub.Close() }()
-			go probes.Feed(sub, stop, mon.Observe)
-			go mon.Tuner(e).Run(ctx)
-		}
-		if raise != nil {
-			go func() {
-				time.Sleep(raise.at)
-				_ = e.SetParallelism(raise.set.Parallelism, "tui")
-			}()
-		}
-		sum, err = e.Run(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Close(sum); err != nil {
-			t.Fatal(err)
-		}
-	})
-	rec, err := record.Read(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
+	run := recordtest.Run{Items: n, Sim: cfg, Settings: set, Retries: 6, Auto: auto}
+	if r != nil {
+		run.Changes = []recordtest.Change{{At: r.at, Parallelism: r.set.Parallelism}}
 	}
-	return rec, sum
+	return recordtest.Read(t, run)
 }
 
 func ptr[T any](v T) *T { return &v }
 
 func TestWhatIfPredictsAHigherSetting(t *testing.T) {
-	type raise = struct {
-		at  time.Duration
-		set engine.Settings
-	}
 	cases := []struct {
 		name     string
 		sim      adapters.SimConfig
