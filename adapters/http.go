@@ -158,20 +158,8 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	h.url = u
 
-	for i, line := range cfg.Headers {
-		key, value, ok := strings.Cut(line, ":")
-		key = strings.TrimSpace(key)
-		if !ok {
-			return nil, fmt.Errorf("adapters: header %d of %d has no \":\"; want \"Key: Value\"", i+1, len(cfg.Headers))
-		}
-		if !validHeaderName(key) {
-			return nil, fmt.Errorf("adapters: header %d of %d: name is not a valid HTTP header name; want \"Key: Value\"", i+1, len(cfg.Headers))
-		}
-		t, err := parseTemplate(strings.TrimSpace(value), false)
-		if err != nil {
-			return nil, fmt.Errorf("adapters: header %d of %d (%s): %w", i+1, len(cfg.Headers), key, err)
-		}
-		h.headers = append(h.headers, httpHeader{key: http.CanonicalHeaderKey(key), value: t})
+	if h.headers, err = parseHeaders("adapters: ", cfg.Headers); err != nil {
+		return nil, err
 	}
 
 	if cfg.Body != "" {
@@ -205,18 +193,45 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		return nil, err
 	}
 
-	h.transport = &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		// No dial, TLS or header timeouts: the engine's per-call deadline bounds every phase.
+	h.transport = newTransport()
+	// No Timeout and no retrying layer: one Do is one request (plus redirects).
+	h.client = &http.Client{Transport: h.transport}
+	return h, nil
+}
+
+// parseHeaders compiles "Key: Value" lines; prefix starts its errors, which number the
+// headers from 1.
+func parseHeaders(prefix string, lines []string) ([]httpHeader, error) {
+	var hs []httpHeader
+	for i, line := range lines {
+		key, value, ok := strings.Cut(line, ":")
+		key = strings.TrimSpace(key)
+		if !ok {
+			return nil, fmt.Errorf("%sheader %d of %d has no \":\"; want \"Key: Value\"", prefix, i+1, len(lines))
+		}
+		if !validHeaderName(key) {
+			return nil, fmt.Errorf("%sheader %d of %d: name is not a valid HTTP header name; want \"Key: Value\"", prefix, i+1, len(lines))
+		}
+		t, err := parseTemplate(strings.TrimSpace(value), false)
+		if err != nil {
+			return nil, fmt.Errorf("%sheader %d of %d (%s): %w", prefix, i+1, len(lines), key, err)
+		}
+		hs = append(hs, httpHeader{key: http.CanonicalHeaderKey(key), value: t})
+	}
+	return hs, nil
+}
+
+// newTransport is the keep-alive pool of the HTTP adapters. It has no dial, TLS or header
+// timeouts: the engine's per-call deadline bounds every phase.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:   true,
 		MaxIdleConns:        0, // no limit across hosts
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	// No Timeout and no retrying layer: one Do is one request (plus redirects).
-	h.client = &http.Client{Transport: h.transport}
-	return h, nil
 }
 
 // checkURL reports why s cannot be requested: it does not parse, its scheme is not http or

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -164,20 +163,8 @@ func NewLLM(cfg LLMConfig) (*LLM, error) {
 			return nil, err
 		}
 	}
-	for i, line := range cfg.Headers {
-		key, value, ok := strings.Cut(line, ":")
-		key = strings.TrimSpace(key)
-		if !ok {
-			return nil, fmt.Errorf("adapters: llm: header %d of %d has no \":\"; want \"Key: Value\"", i+1, len(cfg.Headers))
-		}
-		if !validHeaderName(key) {
-			return nil, fmt.Errorf("adapters: llm: header %d of %d: name is not a valid HTTP header name; want \"Key: Value\"", i+1, len(cfg.Headers))
-		}
-		t, err := parseTemplate(strings.TrimSpace(value), false)
-		if err != nil {
-			return nil, fmt.Errorf("adapters: llm: header %d of %d (%s): %w", i+1, len(cfg.Headers), key, err)
-		}
-		a.headers = append(a.headers, httpHeader{key: http.CanonicalHeaderKey(key), value: t})
+	if a.headers, err = parseHeaders("adapters: llm: ", cfg.Headers); err != nil {
+		return nil, err
 	}
 	if cfg.TPM > 0 {
 		// A second of the limit, but room for one call with a short prompt at least: the
@@ -189,14 +176,7 @@ func NewLLM(cfg LLMConfig) (*LLM, error) {
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		a.transport = &http.Transport{
-			Proxy: http.ProxyFromEnvironment,
-			// No dial, TLS or header timeouts: the engine's per-call deadline bounds every phase.
-			DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:   true,
-			MaxIdleConnsPerHost: 1024,
-			IdleConnTimeout:     90 * time.Second,
-		}
+		a.transport = newTransport()
 		rt = a.transport
 	}
 	a.client = &http.Client{Transport: rt}
