@@ -22,7 +22,9 @@ type job struct {
 	target  string // what it calls, for a recording's header: no secrets
 	// hosts, when set, lists the busiest hosts of a run with per-host limits (the screen shows them).
 	hosts func(n int) []adapters.HostLoad
-	title string // the screen's title; default "name · input"
+	// connections, when set, counts the connections the adapter holds open (one per worker).
+	connections func() int
+	title       string // the screen's title; default "name · input"
 }
 
 // input is an opened --input.
@@ -132,7 +134,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	defer stopControl()
 
 	if wantScreen(env, rf) {
-		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j.hosts)
+		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
 		printSummary(env.Stdout, sum, mon.Overall(), rf.out)
 	} else {

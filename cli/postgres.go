@@ -123,7 +123,7 @@ messages or logs.`,
 				}
 				return usageError("%v", err)
 			}
-			return act(cmd, job{adapter: a, name: "postgres", target: a.Target()})
+			return act(cmd, job{adapter: a, name: "postgres", target: a.Target(), connections: a.Connections})
 		},
 	}
 	pf.register(cmd)

@@ -12,7 +12,6 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/tui"
@@ -38,9 +37,9 @@ func noColor(env *Env) bool {
 // runScreen runs the job under the TUI. Signals stay with the CLI (the program has no signal
 // handler): a SIGINT or SIGTERM drains the run, and the screen closes by itself when it ends.
 // Otherwise the final screen stays until a key is pressed.
-func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Monitor, title string, rf *runFlags,
-	hosts func(int) []adapters.HostLoad) (engine.Summary, error) {
-	m := tui.New(e, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto, Hosts: hosts})
+func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Monitor, title string, rf *runFlags, j job) (engine.Summary, error) {
+	m := tui.New(e, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto,
+		Hosts: j.hosts, Connections: j.connections})
 	p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(rf.fps), tea.WithOutput(env.Stdout))
 	shown := make(chan error, 1)
 	go func() {

@@ -33,3 +33,21 @@ func TestHostsPanelListsTheBusiestHosts(t *testing.T) {
 		t.Fatal("a run without per-host limits shows hosts")
 	}
 }
+
+func TestConnectionsShownForAnAdapterWithOnePerWorker(t *testing.T) {
+	for _, size := range [][2]int{{80, 24}, {160, 48}} {
+		fe := &fakeEngine{snap: busySnapshot()}
+		m := New(fe, busySeries(), Options{Title: "postgres · events.jsonl", Plain: true, Now: func() time.Time { return fixedNow },
+			Connections: func() int { return 16 }})
+		m.width, m.height = size[0], size[1]
+		frame := m.Render()
+		checkFrame(t, frame, size[0], size[1])
+		if !strings.Contains(frame, "connections 16 open · one per worker") {
+			t.Fatalf("%dx%d: the open connections are not shown:\n%s", size[0], size[1], frame)
+		}
+	}
+	m, _ := newFixtureModel(80, 24, true)
+	if strings.Contains(m.Render(), "connections") {
+		t.Fatal("an adapter without connections shows some")
+	}
+}

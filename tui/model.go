@@ -52,6 +52,9 @@ type Options struct {
 	// Hosts, when set, returns the n busiest hosts of a run with per-host limits, which the
 	// errors panel lists.
 	Hosts func(n int) []adapters.HostLoad
+	// Connections, when set, counts the connections an adapter that holds one per worker
+	// (postgres) has open: there parallelism is connections, and the screen says so.
+	Connections func() int
 }
 
 // origin is the change log's name for changes made from this screen.
@@ -80,6 +83,7 @@ type Model struct {
 	latency       probes.Stats
 	errs          []probes.ErrorGroup
 	hosts         []adapters.HostLoad
+	conns         int // open connections; -1 without Options.Connections
 	advice        probes.Advice
 	window        int // index into chartWindows
 
@@ -127,6 +131,10 @@ func (m *Model) refresh() {
 	m.errs = m.stats.Errors(8)
 	if m.opt.Hosts != nil {
 		m.hosts = m.opt.Hosts(6)
+	}
+	m.conns = -1
+	if m.opt.Connections != nil {
+		m.conns = m.opt.Connections()
 	}
 	m.advice = m.stats.Advice(now, m.snap.Settings)
 	if r := m.opt.Replay; r != nil {

@@ -240,6 +240,9 @@ func (m Model) knobs(w int) []string {
 	right = append(right,
 		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
 		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, m.binding()))
+	if m.conns >= 0 {
+		right = append(right, fmt.Sprintf("connections %d open · one per worker", m.conns))
+	}
 	for len(left) < len(right) {
 		left = append(left, "")
 	}
@@ -266,7 +269,13 @@ func (m Model) gridRows(w int) int {
 }
 
 // knobRows is the knob panel's height for a width.
-func (m Model) knobRows(w int) int { return 1 + max(3, m.gridRows(w)+2) }
+func (m Model) knobRows(w int) int {
+	lines := m.gridRows(w) + 2 // the grid, then the counts by state
+	if m.conns >= 0 {
+		lines++ // the open connections
+	}
+	return 1 + max(3, lines)
+}
 
 // workerGrid draws one symbol per worker slot, grouped by state so the proportions read at a
 // glance, over at most rows lines of w cells; when the slots do not fit, one cell stands for
