@@ -221,6 +221,29 @@ func parseHeaders(prefix string, lines []string) ([]httpHeader, error) {
 	return hs, nil
 }
 
+// setHeaders expands the headers for items into req ("Host" sets req.Host), adding the values
+// of ${NAME} to secrets; prefix starts its errors.
+func setHeaders(req *http.Request, prefix string, headers []httpHeader, items []engine.Item, lookupEnv func(string) (string, bool), secrets *[]string) error {
+	req.Header = make(http.Header, len(headers)+3)
+	var b strings.Builder
+	for _, hd := range headers {
+		b.Reset()
+		if err := hd.value.expandItems(&b, items, lookupEnv, secrets); err != nil {
+			return err
+		}
+		v := b.String()
+		if !validHeaderValue(v) {
+			return engine.Permanent(fmt.Errorf("%sheader %s: the value has a control character", prefix, hd.key))
+		}
+		if hd.key == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header[hd.key] = append(req.Header[hd.key], v)
+	}
+	return nil
+}
+
 // newTransport is the keep-alive pool of the HTTP adapters. It has no dial, TLS or header
 // timeouts: the engine's per-call deadline bounds every phase.
 func newTransport() *http.Transport {
@@ -346,21 +369,8 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	if err != nil { // checkURL has parsed it, so this is unexpected
 		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: %s %s: cannot build the request", h.method, shownURL(rawURL)))
 	}
-	req.Header = make(http.Header, len(h.headers)+1)
-	for _, hd := range h.headers {
-		b.Reset()
-		if err := hd.value.expandItems(&b, items, h.lookupEnv, &secrets); err != nil {
-			return engine.Outcome{}, err
-		}
-		v := b.String()
-		if !validHeaderValue(v) {
-			return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: header %s: the value has a control character", hd.key))
-		}
-		if hd.key == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header[hd.key] = append(req.Header[hd.key], v)
+	if err := setHeaders(req, "adapters: ", h.headers, items, h.lookupEnv, &secrets); err != nil {
+		return engine.Outcome{}, err
 	}
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{h.userAgent}

@@ -305,22 +305,8 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: llm: POST %s: cannot build the request", shownURL(a.url)))
 	}
 	var secrets []string
-	req.Header = make(http.Header, len(a.headers)+3)
-	var b strings.Builder
-	for _, hd := range a.headers {
-		b.Reset()
-		if err := hd.value.expand(&b, it, a.lookupEnv, &secrets); err != nil {
-			return engine.Outcome{}, err
-		}
-		v := b.String()
-		if !validHeaderValue(v) {
-			return engine.Outcome{}, engine.Permanent(fmt.Errorf("adapters: llm: header %s: the value has a control character", hd.key))
-		}
-		if hd.key == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header[hd.key] = append(req.Header[hd.key], v)
+	if err := setHeaders(req, "adapters: llm: ", a.headers, []engine.Item{it}, a.lookupEnv, &secrets); err != nil {
+		return engine.Outcome{}, err
 	}
 	for k, v := range map[string]string{"Content-Type": "application/json", "Accept": "application/json", "User-Agent": a.userAgent} {
 		if _, ok := req.Header[k]; !ok {

@@ -365,13 +365,7 @@ func (p *Postgres) closeRetired() {
 	p.mu.Lock()
 	var idle []*pgx.Conn
 	if p.limit >= 0 {
-		for _, s := range p.slots[min(p.limit, len(p.slots)):] {
-			if !s.busy && s.conn != nil {
-				idle = append(idle, s.conn)
-				s.conn = nil
-				p.open--
-			}
-		}
+		idle = p.takeIdleLocked(p.limit)
 	}
 	p.mu.Unlock()
 	for _, c := range idle {
@@ -379,19 +373,26 @@ func (p *Postgres) closeRetired() {
 	}
 }
 
-// Close closes every connection and waits until they are closed. A call still running keeps
-// its connection until it returns; a later call fails.
-func (p *Postgres) Close() error {
-	p.mu.Lock()
-	p.closed = true
+// takeIdleLocked takes the idle connections of the workers from on, for the caller to close.
+// It requires p.mu.
+func (p *Postgres) takeIdleLocked(from int) []*pgx.Conn {
 	var idle []*pgx.Conn
-	for _, s := range p.slots {
+	for _, s := range p.slots[min(from, len(p.slots)):] {
 		if !s.busy && s.conn != nil {
 			idle = append(idle, s.conn)
 			s.conn = nil
 			p.open--
 		}
 	}
+	return idle
+}
+
+// Close closes every connection and waits until they are closed. A call still running keeps
+// its connection until it returns; a later call fails.
+func (p *Postgres) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.takeIdleLocked(0)
 	p.mu.Unlock()
 	for _, c := range idle {
 		p.closeLater(c)
