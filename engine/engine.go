@@ -306,5 +306,5 @@ func (e *Engine) rowsLost(err error, n int) {
 func (e *Engine) emit(r *Result) {
 	defer e.emitted.Add(1)
 	line := AppendRow(make([]byte, 0, 256+len(r.Item.Line)+len(r.Output)), r)
-	e.writer.in <- pendingRow{line: line, ok: r.OK}
+	e.writer.in <- pendingRow{line: line, ok: r.OK, index: r.Item.Index}
 }

@@ -68,6 +68,16 @@ func (l *LineReader) Next() (Item, error) {
 	return it, nil
 }
 
+// ItemFrom rebuilds an item that a [LineReader] read elsewhere (another host of a shared job):
+// for a JSON Lines item that was valid, its fields are decoded again.
+func ItemFrom(index int64, line string, jsonl bool, invalid string) Item {
+	it := Item{Index: index, Line: line, JSON: jsonl, Invalid: invalid}
+	if jsonl && invalid == "" {
+		it.Fields, it.Invalid = decodeObject([]byte(line), index+1)
+	}
+	return it
+}
+
 // nextLine returns the next line that is an item: the byte order mark dropped, blank lines
 // skipped. Next and CountItems share it, so that they always agree.
 func (l *LineReader) nextLine() (raw []byte, tooLong bool, err error) {

@@ -139,8 +139,24 @@ func appendJSONString(dst []byte, s string) []byte {
 
 // pendingRow is an encoded row on its way to the results file.
 type pendingRow struct {
-	line []byte
-	ok   bool
+	line  []byte
+	ok    bool
+	index int64 // the item's
+}
+
+// EncodedRow is one encoded result row, with its item's index, as a [RowWriter] receives it.
+type EncodedRow struct {
+	Index int64
+	Line  []byte // the JSON line, newline included
+	OK    bool
+}
+
+// RowWriter is an optional interface of Config.Results for sinks that need to know which item
+// each row is for (a shared results stream that acknowledges the items it has): the engine
+// then calls WriteRows with each batch instead of Write. n is how many rows, from the first,
+// were written; an error means the rest were not.
+type RowWriter interface {
+	WriteRows(rows []EncodedRow) (n int, err error)
 }
 
 // rowWriter is the single goroutine that owns the results file. It writes rows in batches,
@@ -185,14 +201,11 @@ func (rw *rowWriter) run() {
 		syncer   = rw.syncer()
 		lastSync = rw.now()
 	)
-	type mark struct {
-		end int
-		ok  bool
-	}
-	var marks []mark
+	var marks []rowMark
+	sink, _ := rw.w.(RowWriter)
 	for row := range rw.in {
 		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
-		marks = append(marks[:0], mark{len(buf), row.ok})
+		marks = append(marks[:0], rowMark{len(buf), row.ok, row.index})
 		count(row.ok, &okN, &failedN)
 	batch:
 		for len(buf) < rowBatchBytes {
@@ -202,7 +215,7 @@ func (rw *rowWriter) run() {
 					break batch
 				}
 				buf = append(buf, more.line...)
-				marks = append(marks, mark{len(buf), more.ok})
+				marks = append(marks, rowMark{len(buf), more.ok, more.index})
 				count(more.ok, &okN, &failedN)
 			default:
 				break batch
@@ -212,7 +225,14 @@ func (rw *rowWriter) run() {
 			rw.failed(nil, int(okN+failedN))
 			continue
 		}
-		if n, err := rw.w.Write(buf); err != nil {
+		var n int
+		var err error
+		if sink != nil {
+			n, err = writeRows(sink, buf, marks)
+		} else {
+			n, err = rw.w.Write(buf)
+		}
+		if err != nil {
 			broken = true
 			var wok, wfailed int64
 			for _, m := range marks {
@@ -239,6 +259,29 @@ func (rw *rowWriter) run() {
 			rw.failed(err, 0)
 		}
 	}
+}
+
+// rowMark is where a row of a batch ends, and what it is.
+type rowMark struct {
+	end   int
+	ok    bool
+	index int64
+}
+
+// writeRows hands a batch to a RowWriter and returns how many of its bytes were written, as
+// Write would: the rows it took, whole.
+func writeRows(sink RowWriter, buf []byte, marks []rowMark) (int, error) {
+	rows := make([]EncodedRow, len(marks))
+	start := 0
+	for i, m := range marks {
+		rows[i] = EncodedRow{Index: m.index, Line: buf[start:m.end], OK: m.ok}
+		start = m.end
+	}
+	n, err := sink.WriteRows(rows)
+	if n <= 0 {
+		return 0, err
+	}
+	return marks[min(n, len(marks))-1].end, err
 }
 
 // isRegular reports whether f is a regular file: fsync of /dev/null or a pipe fails with
