@@ -73,7 +73,7 @@ d drains it. Several screens may attach at once.`,
 
 // serveControl starts the run's control socket at --control or the default private place. A
 // socket that cannot be made is a warning, not a failure: the run goes on without it.
-func serveControl(env *Env, e *engine.Engine, mon *probes.Monitor, rf *runFlags, title string) (stop func(), where string) {
+func serveControl(env *Env, e engine.Controls, mon *probes.Monitor, rf *runFlags, title string) (stop func(), where string) {
 	path := rf.control
 	if path == "" {
 		var err error

@@ -24,7 +24,10 @@ type job struct {
 	hosts func(n int) []adapters.HostLoad
 	// connections, when set, counts the connections the adapter holds open (one per worker).
 	connections func() int
-	title       string // the screen's title; default "name · input"
+	// controls, when set, is what the screen steers instead of the local engine (a shared job's
+	// settings, which every host follows).
+	controls engine.Controls
+	title    string // the screen's title; default "name · input"
 }
 
 // input is an opened --input.
@@ -69,6 +72,9 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	settings, err := rf.settings()
 	if err != nil {
 		return err
+	}
+	if rf.redis != "" {
+		return runClusterJob(ctx, env, rf, j, settings)
 	}
 	if rf.detach {
 		if rf.input == "-" {

@@ -33,6 +33,11 @@ type runFlags struct {
 	detach         bool
 	progressEvery  time.Duration
 	record         string
+	redis          string
+	job            string
+	joined         bool // a host that joined a job: its items come from redis
+	lease          time.Duration
+	hostPar        int
 }
 
 // register adds the flags to fs; the demo makes its own input, so it leaves --input out.
@@ -57,6 +62,12 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.DurationVar(&f.fsyncEvery, "fsync-every", 5*time.Second, "fsync the results at least this often while rows are written (0: only at the end)")
 	fs.BoolVar(&f.detach, "detach", false, "run in the background from the start (progress to <out>.log) and print how to attach")
 	fs.StringVar(&f.control, "control", "", "control socket for ctl (default: a private one in /tmp/throttle-UID)")
+	fs.StringVar(&f.redis, "redis", "", "run across hosts: the Redis that holds the shared work list, limits and settings (redis://HOST:6379/0)")
+	fs.StringVar(&f.job, "job", "", "with --redis: the shared job's name; other hosts join it with throttle join --redis URL --job NAME")
+	fs.BoolVar(&f.joined, "joined", false, "set by throttle join")
+	_ = fs.MarkHidden("joined")
+	fs.IntVar(&f.hostPar, "host-parallelism", 0, "with --redis: the most calls this host makes at once, under the job's --parallelism across hosts (default: no limit of its own)")
+	fs.DurationVar(&f.lease, "lease", 0, "with --redis: how long a host may hold items without a result before other hosts take them over (default 2 × --timeout, at least 10s)")
 	fs.StringVar(&f.record, "record", "", "record the run to FILE for throttle replay (no secrets, no bodies; about 20 bytes per call)")
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
@@ -96,6 +107,8 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--fps %d: want 1 to 30", f.fps)
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
+	case (f.redis == "") != (f.job == ""):
+		return s, usageError("--redis and --job go together: the Redis of a shared job and its name")
 	}
 	return s, nil
 }

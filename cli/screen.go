@@ -38,7 +38,11 @@ func noColor(env *Env) bool {
 // handler): a SIGINT or SIGTERM drains the run, and the screen closes by itself when it ends.
 // Otherwise the final screen stays until a key is pressed.
 func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Monitor, title string, rf *runFlags, j job) (engine.Summary, error) {
-	m := tui.New(e, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto,
+	var ctrl engine.Controls = e
+	if j.controls != nil {
+		ctrl = j.controls
+	}
+	m := tui.New(ctrl, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto,
 		Hosts: j.hosts, Connections: j.connections})
 	p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(rf.fps), tea.WithOutput(env.Stdout))
 	shown := make(chan error, 1)

@@ -8,6 +8,7 @@
 //	go run ./bench/scenarios -only rate,rss -n 5   # some scenarios, median of 5
 //	go run ./bench/scenarios -only e2e             # also: end-to-end items/s on 1M lines
 //	go run ./bench/scenarios -only replay          # --record's cost, replay --headless of 1M calls
+//	go run ./bench/scenarios -only cluster         # --redis: cost per call, 1 to 3 hosts (THROTTLE_TEST_REDIS)
 //
 // Run it from the repository root. It listens only on 127.0.0.1, writes only to a temporary
 // directory that it removes, and stops by itself (every child and run has a deadline).
@@ -43,7 +44,7 @@ import (
 // scenarios in the order they run; -only picks some of them. e2e is left out by default to
 // keep a run of everything under three minutes on 2 cores; rss gives the same figures at 10M.
 var (
-	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay"}
+	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay", "cluster"}
 	defaultScenarios = []string{"noop", "http", "rate", "rss", "replay"}
 )
 
@@ -137,7 +138,7 @@ func run(o *options) int {
 	step("noop", benchNoop)
 	step("http", benchHTTP)
 	step("rate", rateAdherence)
-	if o.only["rss"] || o.only["e2e"] || o.only["replay"] {
+	if o.only["rss"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] {
 		if err := ensureBinary(o); err != nil {
 			fmt.Fprintf(os.Stderr, "building throttle: %v\n", err)
 			return 1
@@ -146,6 +147,7 @@ func run(o *options) int {
 	step("rss", peakRSS)
 	step("e2e", endToEnd)
 	step("replay", replayScenario)
+	step("cluster", clusterScenario)
 
 	fmt.Printf("\nthrottle benchmarks · %s · %s · median of %d runs; [worst run] where it matters\n",
 		time.Now().Format("2006-01-02 15:04"), machine(), o.n)

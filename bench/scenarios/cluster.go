@@ -1,0 +1,158 @@
+package main
+
+// ---- cluster: what --redis costs a call, and how a job scales from 1 to 3 hosts ----
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// clusterScenario measures, with the real binary and a Redis from THROTTLE_TEST_REDIS, each
+// figure the median of o.n runs:
+//   - the coordination's cost: `run http` of 20,000 items against a loopback server that
+//     answers at once, on one host, without and with --redis (calls/s, and the difference as
+//     microseconds per call);
+//   - scaling: 3,000 items against a server that takes 50 ms, each host holding at most 16
+//     calls (--host-parallelism 16) under a global cap that does not bind, on 1 and on 3 hosts.
+func clusterScenario(o *options) ([]*figure, error) {
+	url := os.Getenv("THROTTLE_TEST_REDIS")
+	if url == "" {
+		return nil, fmt.Errorf("set THROTTLE_TEST_REDIS (e.g. redis://127.0.0.1:6379/0) to measure jobs across hosts")
+	}
+	fast, stopFast, err := benchServer(0)
+	if err != nil {
+		return nil, err
+	}
+	defer stopFast()
+	slow, stopSlow, err := benchServer(50 * time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	defer stopSlow()
+	const fastItems, slowItems = 20000, 3000
+	fastIn, err := writeIDs(o, fastItems)
+	if err != nil {
+		return nil, err
+	}
+	slowIn, err := writeIDs(o, slowItems)
+	if err != nil {
+		return nil, err
+	}
+	base := func(in, srv string) []string {
+		return []string{"run", "http", "--input", in, "--out", o.out, "--url", srv + "/{item}", "--headless"}
+	}
+	job := func(i int) string { return fmt.Sprintf("bench-%d-%d", os.Getpid(), i) }
+	plain := append(base(fastIn, fast), "--parallelism", "32")
+	shared := func(i int) []string {
+		return append(slices.Clone(plain), "--redis", url, "--job", job(i))
+	}
+	scaled := func(i int) []string {
+		return append(base(slowIn, slow), "--parallelism", "1000", "--host-parallelism", "16", "--redis", url, "--job", job(i))
+	}
+	off := &figure{name: "20,000 calls, one host: calls/s without --redis", unit: "calls/s", goal: "—", command: o.bin + " " + join(plain), worst: slices.Min[[]float64]}
+	on := &figure{name: "same, with --redis (one host)", unit: "calls/s", goal: "—", command: o.bin + " " + join(shared(0)), worst: slices.Min[[]float64]}
+	cost := &figure{name: "redis coordination per call", unit: "µs", goal: "—", command: "(1/with − 1/without)", decimals: 1}
+	one := &figure{name: "3,000 calls of 50 ms, 16 per host: 1 host", unit: "calls/s", goal: "≈ 320", command: o.bin + " " + join(scaled(0)), worst: slices.Min[[]float64]}
+	three := &figure{name: "same, 3 hosts (2 join with throttle join)", unit: "calls/s", goal: "≈ 960", command: "+ 2 × " + o.bin + " join --redis URL --job NAME", worst: slices.Min[[]float64]}
+	figs := []*figure{off, on, cost, one, three}
+	for i := range o.n {
+		w0, err := timed(o.bin, plain)
+		if err != nil {
+			return figs, err
+		}
+		w1, err := timed(o.bin, shared(10*i+1))
+		if err != nil {
+			return figs, err
+		}
+		off.values = append(off.values, fastItems/w0.Seconds())
+		on.values = append(on.values, fastItems/w1.Seconds())
+		cost.values = append(cost.values, (w1-w0).Seconds()/fastItems*1e6)
+		w, err := timed(o.bin, scaled(10*i+2))
+		if err != nil {
+			return figs, err
+		}
+		one.values = append(one.values, slowItems/w.Seconds())
+		if w, err = timedWithJoiners(o.bin, scaled(10*i+3), url, job(10*i+3), 2); err != nil {
+			return figs, err
+		}
+		three.values = append(three.values, slowItems/w.Seconds())
+	}
+	return figs, nil
+}
+
+// benchServer serves 200 after latency on 127.0.0.1 until stopped.
+func benchServer(latency time.Duration) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if latency > 0 {
+			time.Sleep(latency)
+		}
+		w.Write([]byte(`{"ok":true}`))
+	})}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// timed runs the binary to its end and returns its wall time; a failed run is an error.
+func timed(bin string, args []string) (time.Duration, error) {
+	r, err := runChild(bin, args, nil)
+	if err != nil {
+		return 0, err
+	}
+	if r.exit != 0 {
+		return 0, fmt.Errorf("%s %s: exit status %d: %s", bin, join(args), r.exit, r.stderrTail)
+	}
+	return r.wall, nil
+}
+
+// timedWithJoiners runs a coordinator and n hosts that join its job, and returns the
+// coordinator's wall time.
+func timedWithJoiners(bin string, args []string, url, job string, n int) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var joiners []*exec.Cmd
+	defer func() {
+		for _, c := range joiners {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}()
+	start := time.Now()
+	coord := exec.CommandContext(ctx, bin, args...)
+	if err := coord.Start(); err != nil {
+		return 0, err
+	}
+	time.Sleep(300 * time.Millisecond) // the coordinator defines the job first
+	for range n {
+		c := exec.CommandContext(ctx, bin, "join", "--redis", url, "--job", job, "--headless")
+		if err := c.Start(); err != nil {
+			return 0, err
+		}
+		joiners = append(joiners, c)
+	}
+	if err := coord.Wait(); err != nil {
+		return 0, fmt.Errorf("%s %s: %v", bin, join(args), err)
+	}
+	return time.Since(start), nil
+}
+
+func join(args []string) string {
+	s := ""
+	for i, a := range args {
+		if i > 0 {
+			s += " "
+		}
+		s += strconv.Quote(a)[1 : len(strconv.Quote(a))-1]
+	}
+	return s
+}

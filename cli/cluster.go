@@ -1,0 +1,388 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/throttle-dev/throttle/adapters"
+	"github.com/throttle-dev/throttle/cluster"
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
+)
+
+// runClusterJob runs this host's share of a job across hosts (--redis, --job). The host started
+// with --input is the coordinator: it defines the job, feeds the shared work list from its
+// input and writes the one results file from the shared results stream. Every host, the
+// coordinator included, runs its own engine on items from the list, under the job's global
+// cap, rate and Retry-After gate, and follows the job's live settings.
+func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings engine.Settings) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	coordinator := !rf.joined
+	switch {
+	case coordinator && rf.input == "":
+		return usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
+	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "":
+		return usageError("--resume, --only-failed, --dedupe, --detach and --record are for a run on one host, not yet for a shared job")
+	}
+	cj, err := cluster.Connect(ctx, rf.redis, rf.job, "")
+	if err != nil {
+		return usageError("%v", err)
+	}
+	defer cj.Close()
+
+	var (
+		in      *input
+		out     *os.File
+		total   int64 = -1
+		stopAll       = func() {}
+	)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if coordinator {
+		if in, err = openInput(env, rf.input); err != nil {
+			return err
+		}
+		defer in.close()
+		if out, err = openResults(rf.out); err != nil {
+			return err
+		}
+		defer out.Close()
+		total = in.total
+		if err := cj.Reset(ctx); err != nil {
+			return usageError("--redis: %v", err)
+		}
+		if err := cj.Define(ctx, joinArgs(env.Args)); err != nil {
+			return usageError("--redis: %v", err)
+		}
+		if err := cj.InitSettings(ctx, settings, "cli"); err != nil {
+			return usageError("--redis: %v", err)
+		}
+	} else {
+		if settings, err = cj.Settings(ctx); err != nil {
+			return usageError("--redis: %v", err)
+		}
+	}
+
+	var (
+		mu       sync.Mutex
+		say      = func(line string) { fmt.Fprintln(env.Stderr, line) }
+		outage   bool
+		setSayer = func(f func(string)) { mu.Lock(); say = f; mu.Unlock() }
+	)
+	report := func(err error) { // Redis went away, or came back
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil && !outage:
+			outage = true
+			say("redis unavailable (" + err.Error() + "): the job is paused; nothing is lost, it resumes when redis is back")
+		case err == nil && outage:
+			outage = false
+			say("redis is back: the job resumes")
+		}
+	}
+
+	lease := rf.lease
+	if lease <= 0 {
+		lease = max(10*time.Second, 2*rf.timeout)
+	}
+	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report})
+	gate := cj.Gate(j.adapter, cluster.GateOptions{LeaseTTL: rf.timeout + 10*time.Second, OnRedisError: report})
+	if rf.hostPar < 0 {
+		return usageError("--host-parallelism %d: must be 0 (none) or more", rf.hostPar)
+	}
+	// This host's workers: the job's cap (leases in redis hold the total to it), or fewer.
+	localCap := func(global int) int {
+		if rf.hostPar > 0 {
+			return min(global, rf.hostPar)
+		}
+		return global
+	}
+	local := settings
+	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
+	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
+	e, err := engine.New(engine.Config{
+		Settings: local, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
+		Chunk: rf.chunk, Adapter: gate.Adapter(), Source: src, Total: -1, Results: src.Sink(), Origin: "cluster",
+	})
+	if err != nil {
+		return usageError("%v", err)
+	}
+	ctrl := cj.Controls(e)
+	j.controls = ctrl
+	j.hosts = clusterHosts(cj, gate, ctrl)
+
+	var wg sync.WaitGroup
+	var produced, collectErr error
+	var stats cluster.CollectStats
+	collectCtx, stopCollect := context.WithCancel(ctx)
+	defer stopCollect()
+	if coordinator {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			// Entries of a few items save round trips; a host that dies takes only those with it.
+			_, produced = cj.Produce(runCtx, in.source, max(rf.chunk, 20))
+		}()
+		go func() {
+			defer wg.Done()
+			stats, collectErr = cj.Collect(collectCtx, out, total, cluster.CollectOptions{})
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
+			ctrl.Update(s)
+			if n := localCap(s.Parallelism); n != e.Snapshot().Settings.Parallelism {
+				_ = e.SetParallelism(n, c.Origin)
+			}
+			if s.Pace != e.Snapshot().Settings.Pace {
+				_ = e.SetPace(s.Pace, c.Origin)
+			}
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		cj.Heartbeat(runCtx, time.Second, func() engine.Snapshot {
+			s := e.Snapshot()
+			s.InFlight = gate.LocalInFlight() // the engine's count includes workers waiting at the gate
+			return s
+		})
+	}()
+	stopAll = func() { cancel(); wg.Wait() }
+
+	title := j.title
+	if title == "" {
+		title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
+	}
+	mon, stopMonitor := startMonitor(ctx, e, false)
+	defer stopMonitor()
+	stopControl, sock := serveControl(env, ctrl, mon, rf, title)
+	defer stopControl()
+
+	var sum engine.Summary
+	var runErr error
+	if wantScreen(env, rf) {
+		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
+	} else {
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
+		setSayer(rep.say)
+		role := "joined as " + cj.Host()
+		if coordinator {
+			role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
+		}
+		rep.say(role)
+		if sock != "" {
+			rep.say("control: throttle ctl --control " + sock + " get")
+		}
+		sig := handleSignals(env, e, rep.say, nil)
+		stopLines := clusterLines(rep.say, j.hosts, 5*rf.progressEvery)
+		sum, runErr = e.Run(runCtx)
+		stopLines()
+		sig.stop()
+		rep.stop()
+		rep.summary(sum, mon.Overall(), "")
+	}
+	if coordinator {
+		if sum.Interrupted() {
+			stopCollect() // the other hosts go on; the rows so far are in the file
+		}
+		wgDone := make(chan struct{})
+		go func() { cancel(); wg.Wait(); close(wgDone) }()
+		<-wgDone
+		switch {
+		case collectErr != nil && !errors.Is(collectErr, context.Canceled):
+			return &exitError{code: ExitFailures, err: fmt.Errorf("results: %w", collectErr)}
+		case produced != nil && !errors.Is(produced, context.Canceled):
+			return &exitError{code: ExitFailures, err: fmt.Errorf("input: %w", produced)}
+		}
+		if st, err := out.Stat(); err == nil && st.Mode().IsRegular() { // /dev/null cannot sync
+			if err := out.Sync(); err != nil {
+				return &exitError{code: ExitFailures, err: fmt.Errorf("results: %w", err)}
+			}
+		}
+		fmt.Fprintf(env.Stderr, "job %s: %s rows in %s (%s ok, %s failed; %s duplicate rows from re-run items dropped)\n",
+			rf.job, human.Count(stats.Rows), rf.out, human.Count(stats.OK), human.Count(stats.Failed), human.Count(stats.Duplicates))
+		switch {
+		case runErr != nil:
+			return &exitError{code: ExitFailures, err: runErr}
+		case sum.Interrupted():
+			return exitCode(ExitInterrupted)
+		case stats.Failed > 0 || (total >= 0 && stats.Rows < total):
+			return exitCode(ExitFailures)
+		}
+		return nil
+	}
+	stopAll()
+	switch {
+	case runErr != nil:
+		return &exitError{code: ExitFailures, err: runErr}
+	case sum.Interrupted():
+		return exitCode(ExitInterrupted)
+	}
+	return nil
+}
+
+// clusterHosts lists the job's hosts for the screen's hosts panel, after a line for the whole
+// job: calls in flight across hosts against the global cap, and calls/s against the rate.
+func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) []adapters.HostLoad {
+	var lastCalls int64
+	var lastAt time.Time
+	return func(n int) []adapters.HostLoad {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		set := ctrl.Snapshot().Settings
+		all := adapters.HostLoad{}
+		if v, err := gate.InFlight(ctx); err == nil {
+			all.InFlight = v
+		}
+		hosts, _ := cj.Hosts(ctx)
+		list := []adapters.HostLoad{{}}
+		for _, h := range hosts {
+			all.Calls += h.Calls
+			if len(list) < n {
+				list = append(list, adapters.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
+			}
+		}
+		now := time.Now()
+		perSec := 0.0
+		if !lastAt.IsZero() && now.After(lastAt) {
+			perSec = float64(all.Calls-lastCalls) / now.Sub(lastAt).Seconds()
+		}
+		lastCalls, lastAt = all.Calls, now
+		all.Host = fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s):", len(hosts), set.Parallelism, perSec, engine.FormatRate(set.Rate))
+		list[0] = all
+		return list
+	}
+}
+
+// clusterLines says how the whole job goes every so often, under the host's own progress
+// lines; the returned function stops it.
+func clusterLines(say func(string), hosts func(int) []adapters.HostLoad, every time.Duration) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				var parts []string
+				for i, h := range hosts(8) {
+					if i == 0 {
+						parts = append(parts, fmt.Sprintf("%s %d in flight", h.Host, h.InFlight))
+						continue
+					}
+					parts = append(parts, fmt.Sprintf("%s %d", h.Host, h.InFlight))
+				}
+				say("cluster: " + strings.Join(parts, " · "))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// joinFlags are the flags of the coordinator's command line that a joining host must not run
+// with: its own files and modes. Valued flags take the next word unless written --flag=value.
+var (
+	joinValued = map[string]bool{"--input": true, "--out": true, "--record": true, "--control": true, "--redis": true, "--job": true}
+	joinBools  = map[string]bool{"--headless": true, "--resume": true, "--only-failed": true, "--dedupe": true, "--detach": true, "--joined": true}
+)
+
+// joinArgs is the coordinator's command line for the hosts that join: the same adapter and
+// flags, without its input, results file, socket and modes. Everything after "--" (a
+// command for exec) is kept as it is.
+func joinArgs(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, _, hasValue := strings.Cut(a, "=")
+		switch {
+		case joinValued[name]:
+			if !hasValue {
+				i++ // its value
+			}
+			continue
+		case joinBools[name]:
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func newJoinCmd(env *Env) *cobra.Command {
+	var url, name string
+	var headless bool
+	cmd := &cobra.Command{
+		Use:   "join --redis URL --job NAME",
+		Short: "Add this host's workers to a job that runs across hosts",
+		Long: `Add this host's workers to a job started elsewhere with
+  throttle run ADAPTER … --input FILE --redis URL --job NAME
+The job's definition (the adapter and its flags) is read from Redis; secrets are
+not there: ${NAME} templates read this host's own environment. This host takes items
+from the shared list, under the job's global parallelism cap, rate and Retry-After
+gate; its rows go to the coordinator, which writes the one results file. A TUI or
+throttle ctl on any host changes the settings of every host.`,
+		Example: `  export API_TOKEN=…   # each host reads its own secrets
+  throttle join --redis redis://10.0.0.5:6379/0 --job users-backfill`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if url == "" || name == "" {
+				return usageError("join needs --redis URL and --job NAME")
+			}
+			cj, err := cluster.Connect(cmd.Context(), url, name, "")
+			if err != nil {
+				return usageError("%v", err)
+			}
+			args, coord, err := cj.Definition(cmd.Context())
+			cj.Close()
+			if err != nil {
+				return usageError("%v", err)
+			}
+			fmt.Fprintf(env.Stderr, "joining job %s (coordinator %s): throttle %s\n", name, coord, strings.Join(args, " "))
+			full := append([]string(nil), args...)
+			extra := []string{"--redis", url, "--job", name, "--joined"}
+			if headless {
+				extra = append(extra, "--headless")
+			}
+			if i := indexOf(full, "--"); i >= 0 { // flags go before an exec command
+				full = append(full[:i], append(extra, full[i:]...)...)
+			} else {
+				full = append(full, extra...)
+			}
+			root := newRoot(env)
+			root.SetArgs(full)
+			return root.ExecuteContext(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&url, "redis", "", "the Redis of the job (redis://HOST:6379/0)")
+	cmd.Flags().StringVar(&name, "job", "", "the job's name")
+	cmd.Flags().BoolVar(&headless, "headless", false, "no TUI: progress lines on stderr")
+	return cmd
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}

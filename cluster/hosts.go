@@ -1,0 +1,114 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// HostStatus is one host's last heartbeat.
+type HostStatus struct {
+	Host     string
+	InFlight int
+	Calls    int64
+	OK       int64
+	Failed   int64
+	// At is when the heartbeat arrived, by Redis's clock (the hosts' clocks may differ).
+	At time.Time
+	// Alive says the host beat within three of its intervals; a host that died stays listed,
+	// not alive, for HostsForget.
+	Alive bool
+}
+
+// HostsForget is how long a host that stopped beating without leaving (it died, or lost
+// Redis) is still listed by [Job.Hosts], as not alive.
+const HostsForget = time.Minute
+
+// hostBeat is a heartbeat as the hosts hash stores it. At is set by Redis.
+type hostBeat struct {
+	InFlight int   `json:"in_flight"`
+	Calls    int64 `json:"calls"`
+	OK       int64 `json:"ok"`
+	Failed   int64 `json:"failed"`
+	EveryMS  int64 `json:"every_ms"`
+	AtMS     int64 `json:"at_ms"`
+}
+
+// hostsBeatScript stores a heartbeat stamped with Redis's time, so that Hosts compares
+// times of one clock. KEYS[1] hosts hash. ARGV: host, beat JSON without at_ms.
+var hostsBeatScript = redis.NewScript(`
+local t = redis.call('TIME')
+local beat = cjson.decode(ARGV[2])
+beat['at_ms'] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(beat))
+return 0
+`)
+
+// hostsReadScript answers Redis's time in ms and the hosts hash.
+var hostsReadScript = redis.NewScript(`
+local t = redis.call('TIME')
+return {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), redis.call('HGETALL', KEYS[1])}
+`)
+
+// Heartbeat publishes this host's state from snap (in flight, calls, ok and failed rows)
+// every interval (default 1 s), the first at once, until ctx ends; then it removes the host
+// from the list, as a host that leaves is no longer part of the job. A beat that fails is
+// skipped: the next one tries again.
+func (j *Job) Heartbeat(ctx context.Context, every time.Duration, snap func() engine.Snapshot) {
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		s := snap()
+		b, _ := json.Marshal(hostBeat{InFlight: s.InFlight, Calls: s.Calls, OK: s.OK, Failed: s.Failed, EveryMS: every.Milliseconds()})
+		bctx, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		_ = hostsBeatScript.Run(bctx, j.rdb, []string{j.Key("hosts")}, j.host, string(b)).Err()
+		cancel()
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = j.rdb.HDel(lctx, j.Key("hosts"), j.host).Err()
+			cancel()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Hosts returns the job's hosts sorted by name: those alive, and those that stopped beating
+// less than HostsForget ago, marked not alive.
+func (j *Job) Hosts(ctx context.Context) ([]HostStatus, error) {
+	res, err := hostsReadScript.Run(ctx, j.rdb, []string{j.Key("hosts")}).Slice()
+	if err != nil {
+		return nil, redisFailure(ctx, err)
+	}
+	now, _ := res[0].(int64)
+	flat, _ := res[1].([]any)
+	var hosts []HostStatus
+	for i := 0; i+1 < len(flat); i += 2 {
+		name, _ := flat[i].(string)
+		raw, _ := flat[i+1].(string)
+		var b hostBeat
+		if json.Unmarshal([]byte(raw), &b) != nil {
+			continue
+		}
+		age := time.Duration(now-b.AtMS) * time.Millisecond
+		if age > HostsForget {
+			continue
+		}
+		every := max(time.Duration(b.EveryMS)*time.Millisecond, 100*time.Millisecond)
+		hosts = append(hosts, HostStatus{
+			Host: name, InFlight: b.InFlight, Calls: b.Calls, OK: b.OK, Failed: b.Failed,
+			At: time.UnixMilli(b.AtMS), Alive: age <= 3*every,
+		})
+	}
+	sort.Slice(hosts, func(a, b int) bool { return hosts[a].Host < hosts[b].Host })
+	return hosts, nil
+}

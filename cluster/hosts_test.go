@@ -1,0 +1,68 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// TestHeartbeatListsTheHosts: hosts that beat are listed by name with their counts; a host
+// that leaves is gone at once; a host that dies stays listed, not alive.
+func TestHeartbeatListsTheHosts(t *testing.T) {
+	t.Parallel()
+	jobs := limitsJobs(t, "", "web-2", "web-1", "web-3")
+	const every = 100 * time.Millisecond
+	beat := func(j *Job, s engine.Snapshot) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { j.Heartbeat(ctx, every, func() engine.Snapshot { return s }); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop2 := beat(jobs[0], engine.Snapshot{InFlight: 4, Calls: 120, OK: 100, Failed: 3})
+	defer stop2()
+	stop1 := beat(jobs[1], engine.Snapshot{InFlight: 1, Calls: 7, OK: 7})
+	stop3 := beat(jobs[2], engine.Snapshot{Calls: 1})
+	ctx := context.Background()
+
+	var hosts []HostStatus
+	deadline := time.Now().Add(2 * time.Second)
+	for len(hosts) < 3 && time.Now().Before(deadline) {
+		var err error
+		if hosts, err = jobs[0].Hosts(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	names := func(hs []HostStatus) string {
+		var n []string
+		for _, h := range hs {
+			if h.Alive {
+				n = append(n, h.Host)
+			} else {
+				n = append(n, h.Host+"(dead)")
+			}
+		}
+		return strings.Join(n, ",")
+	}
+	if got := names(hosts); got != "web-1,web-2,web-3" {
+		t.Fatalf("hosts %s: want web-1,web-2,web-3, sorted and alive", got)
+	}
+	if h := hosts[1]; h.InFlight != 4 || h.Calls != 120 || h.OK != 100 || h.Failed != 3 || time.Since(h.At) > 2*time.Second {
+		t.Fatalf("web-2: %+v: want its snapshot's counts, beaten just now", h)
+	}
+
+	stop1() // web-1 leaves
+	jobs[2].Close()
+	stop3() // web-3 dies: its last beat stays
+	time.Sleep(3*every + 150*time.Millisecond)
+	hosts, err := jobs[0].Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(hosts); got != "web-2,web-3(dead)" {
+		t.Fatalf("hosts %s: want web-2 alive, web-1 gone, web-3 dead", got)
+	}
+}

@@ -1,0 +1,148 @@
+// Package cluster lets several hosts share one job through Redis: one work list (a stream
+// with a consumer group), one results stream that the coordinator writes to the results file,
+// one global rate (GCRA), one global cap on calls in flight (a lease semaphore), one
+// Retry-After gate, and live settings that any host may change. Without --redis none of it
+// runs, and the engine does not know it exists: it sees a Source, a RowWriter, an Adapter
+// and its own settings.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func init() {
+	// go-redis logs every failed dial to stderr, over the screen; an outage is reported once,
+	// by the parts of this package, instead.
+	redis.SetLogger(quietLogger{})
+}
+
+// quietLogger drops go-redis's own log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// Job is one host's handle on a shared job.
+type Job struct {
+	rdb  *redis.Client
+	name string
+	host string // this host's name in the job: hostname/pid
+}
+
+// Connect connects to the Redis at url (redis://HOST:PORT/DB) for the job name and checks
+// that it answers. host names this process in the job; "" means hostname/pid.
+func Connect(ctx context.Context, url, name, host string) (*Job, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("cluster: job name %q: want letters, digits, '-', '_' or '.' (1 to 64)", name)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: --redis %s: %w", redactRedis(url), err)
+	}
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redactRedis(url), err)
+	}
+	if host == "" {
+		h, _ := os.Hostname()
+		host = h + "/" + strconv.Itoa(os.Getpid())
+	}
+	return &Job{rdb: rdb, name: name, host: host}, nil
+}
+
+// Close closes the connection.
+func (j *Job) Close() error { return j.rdb.Close() }
+
+// Name is the job's name; Host this process's name in it.
+func (j *Job) Name() string { return j.name }
+
+// Host is this process's name in the job.
+func (j *Job) Host() string { return j.host }
+
+// Client is the Redis client, for the parts of this package and their tests.
+func (j *Job) Client() *redis.Client { return j.rdb }
+
+// Key names one of the job's keys: throttle:{NAME}:part. The braces keep a job's keys in one
+// Redis Cluster slot, so that its Lua scripts may touch several.
+func (j *Job) Key(part string) string { return "throttle:{" + j.name + "}:" + part }
+
+// Reset deletes every key of the job, for a new run under the same name.
+func (j *Job) Reset(ctx context.Context) error {
+	var keys []string
+	for _, pattern := range []string{j.Key("*"), "rate:" + j.Key("*")} { // redis_rate prefixes its keys
+		iter := j.rdb.Scan(ctx, 0, pattern, 512).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return j.rdb.Del(ctx, keys...).Err()
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// redactRedis drops a password from a Redis URL for messages.
+func redactRedis(url string) string {
+	if i := strings.Index(url, "://"); i >= 0 {
+		if at := strings.LastIndex(url, "@"); at > i {
+			return url[:i+3] + "REDACTED@" + url[at+1:]
+		}
+	}
+	return url
+}
+
+// ErrRedis marks an error of Redis itself (it went away, it timed out): the job waits for it
+// rather than failing items.
+var ErrRedis = errors.New("redis unavailable")
+
+// Define stores the job's definition for `throttle join`: the command line that hosts run —
+// the adapter and its flags, never a secret (secrets are ${NAME} templates, read on each
+// host) — and the coordinator's name.
+func (j *Job) Define(ctx context.Context, args []string) error {
+	b, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	return j.rdb.HSet(ctx, j.Key("meta"), "args", b, "coordinator", j.host, "defined", time.Now().UTC().Format(time.RFC3339)).Err()
+}
+
+// Definition returns the command line stored by Define and the coordinator's name.
+func (j *Job) Definition(ctx context.Context) (args []string, coordinator string, err error) {
+	m, err := j.rdb.HGetAll(ctx, j.Key("meta")).Result()
+	if err != nil {
+		return nil, "", err
+	}
+	if m["args"] == "" {
+		return nil, "", fmt.Errorf("cluster: no job %q in this redis: start it with throttle run … --redis URL --job %s --input FILE", j.name, j.name)
+	}
+	if err := json.Unmarshal([]byte(m["args"]), &args); err != nil {
+		return nil, "", fmt.Errorf("cluster: job %q: its definition does not parse: %w", j.name, err)
+	}
+	return args, m["coordinator"], nil
+}

@@ -1,0 +1,493 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// The fields of the settings hash. rate_gen names the generation of the rate limit, new at
+// each start and at each change of rate or burst: the gate keeps its GCRA state under a key
+// named after it, so that a changed limit starts from a fresh bucket on every host at once
+// (see Gate).
+const (
+	fieldParallelism    = "parallelism"
+	fieldMaxParallelism = "max_parallelism"
+	fieldRate           = "rate"
+	fieldBurst          = "burst"
+	fieldPace           = "pace"
+	fieldRateGen        = "rate_gen"
+)
+
+// ErrNoSettings says the job has no settings in Redis: its coordinator has not started it
+// yet, or it was reset.
+var ErrNoSettings = errors.New("cluster: the job has no settings in redis (not started yet, or reset)")
+
+// redisFailure marks err, an error of a Redis command, as [ErrRedis] so that callers can tell
+// an outage from a refusal; the context's own end is passed through unmarked.
+func redisFailure(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return ctx.Err()
+	}
+	if errors.Is(err, ErrRedis) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrRedis, err)
+}
+
+// checkSettings holds the job's settings to the engine's rules, so that a value every host
+// will apply is refused here rather than by each host's engine.
+func checkSettings(s engine.Settings) error {
+	switch {
+	case s.Parallelism < 1:
+		return fmt.Errorf("cluster: parallelism %d: must be at least 1", s.Parallelism)
+	case s.MaxParallelism < 0:
+		return fmt.Errorf("cluster: max parallelism %d: must be 0 (none) or more", s.MaxParallelism)
+	case s.MaxParallelism > 0 && s.Parallelism > s.MaxParallelism:
+		return fmt.Errorf("cluster: parallelism %d exceeds max parallelism %d", s.Parallelism, s.MaxParallelism)
+	case s.Pace < 0:
+		return fmt.Errorf("cluster: pace %v: must not be negative", s.Pace)
+	case s.Rate < 0 || math.IsNaN(s.Rate) || math.IsInf(s.Rate, 0):
+		return fmt.Errorf("cluster: rate %v/s: must be a number, 0 (none) or more", s.Rate)
+	case s.Burst < 1:
+		return fmt.Errorf("cluster: burst %d: must be at least 1", s.Burst)
+	}
+	return nil
+}
+
+func formatRateField(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
+
+// settingsFields renders s as the hash stores it: values an operator can read in redis-cli.
+func settingsFields(s engine.Settings) map[string]any {
+	return map[string]any{
+		fieldParallelism:    strconv.Itoa(s.Parallelism),
+		fieldMaxParallelism: strconv.Itoa(s.MaxParallelism),
+		fieldRate:           formatRateField(s.Rate),
+		fieldBurst:          strconv.Itoa(s.Burst),
+		fieldPace:           s.Pace.String(),
+	}
+}
+
+// parseSettings reads the hash back; a hash without parallelism is no settings at all.
+func parseSettings(h map[string]string) (engine.Settings, error) {
+	var s engine.Settings
+	if h[fieldParallelism] == "" {
+		return s, ErrNoSettings
+	}
+	var err error
+	bad := func(field string, e error) error {
+		return fmt.Errorf("cluster: settings field %s=%q: %v", field, h[field], e)
+	}
+	if s.Parallelism, err = strconv.Atoi(h[fieldParallelism]); err != nil {
+		return s, bad(fieldParallelism, err)
+	}
+	if v := h[fieldMaxParallelism]; v != "" {
+		if s.MaxParallelism, err = strconv.Atoi(v); err != nil {
+			return s, bad(fieldMaxParallelism, err)
+		}
+	}
+	if v := h[fieldRate]; v != "" {
+		if s.Rate, err = strconv.ParseFloat(v, 64); err != nil {
+			return s, bad(fieldRate, err)
+		}
+	}
+	s.Burst = 1
+	if v := h[fieldBurst]; v != "" {
+		if s.Burst, err = strconv.Atoi(v); err != nil {
+			return s, bad(fieldBurst, err)
+		}
+	}
+	if v := h[fieldPace]; v != "" {
+		if s.Pace, err = time.ParseDuration(v); err != nil {
+			return s, bad(fieldPace, err)
+		}
+	}
+	return s, nil
+}
+
+// describeSettings is the "to" of a start change: every knob in one line.
+func describeSettings(s engine.Settings) string {
+	d := fmt.Sprintf("parallelism %d, rate %s, burst %d, pace %v", s.Parallelism, engine.FormatRate(s.Rate), s.Burst, s.Pace)
+	if s.MaxParallelism > 0 {
+		d += fmt.Sprintf(", max parallelism %d", s.MaxParallelism)
+	}
+	return d
+}
+
+// changeMessage is what the changes channel carries: which host changed which knob, for the
+// change log of every host. From and To are the hash's raw values.
+type changeMessage struct {
+	Host   string `json:"host"`
+	Origin string `json:"origin"`
+	Knob   string `json:"knob"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	At     string `json:"at"`
+}
+
+// change renders m the way the engine's change log does ("rate 50/s → 100/s"), with the origin
+// naming the host: "web-2/1234/ctl".
+func (m changeMessage) change() engine.Change {
+	at, err := time.Parse(time.RFC3339Nano, m.At)
+	if err != nil {
+		at = time.Now()
+	}
+	from, to := m.From, m.To
+	if m.Knob == fieldRate {
+		from, to = displayRate(from), displayRate(to)
+	}
+	return engine.Change{At: at, Origin: m.Host + "/" + m.Origin, Knob: m.Knob, From: from, To: to}
+}
+
+func displayRate(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	r, err := strconv.ParseFloat(raw, 64)
+	if err != nil {
+		return raw
+	}
+	return engine.FormatRate(r)
+}
+
+// InitSettings writes the job's settings as the coordinator starts it and tells every host,
+// with a "start" change. A zero Burst counts as 1, as in [engine.New]. It also starts the rate
+// limit from a full bucket.
+func (j *Job) InitSettings(ctx context.Context, s engine.Settings, origin string) error {
+	if s.Burst == 0 {
+		s.Burst = 1
+	}
+	if err := checkSettings(s); err != nil {
+		return err
+	}
+	msg, err := json.Marshal(changeMessage{Host: j.host, Origin: origin, Knob: "start", To: describeSettings(s), At: time.Now().UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return err
+	}
+	// One transaction, so that no host reads half of the new settings.
+	_, err = j.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		f := settingsFields(s)
+		// A generation of its own for each start: a job run again under the same name does
+		// not meet the rate state of its previous run, which Reset does not delete (redis_rate
+		// names its keys outside the job's prefix; they expire within burst/rate seconds).
+		f[fieldRateGen] = strconv.FormatInt(time.Now().UnixNano(), 10)
+		p.HSet(ctx, j.Key("settings"), f)
+		p.Publish(ctx, j.Key("changes"), msg)
+		return nil
+	})
+	return redisFailure(ctx, err)
+}
+
+// Settings reads the job's settings; [ErrNoSettings] when it has none.
+func (j *Job) Settings(ctx context.Context) (engine.Settings, error) {
+	h, err := j.rdb.HGetAll(ctx, j.Key("settings")).Result()
+	if err != nil {
+		return engine.Settings{}, redisFailure(ctx, err)
+	}
+	return parseSettings(h)
+}
+
+// setKnobs writes knob/value pairs and publishes one change per knob that changed.
+func (j *Job) setKnobs(ctx context.Context, origin string, pairs ...string) error {
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	args := []any{j.Key("changes"), j.host, origin, at}
+	for _, p := range pairs {
+		args = append(args, p)
+	}
+	err := setKnobsScript.Run(ctx, j.rdb, []string{j.Key("settings")}, args...).Err()
+	if err != nil && strings.Contains(err.Error(), "NOSETTINGS") {
+		return ErrNoSettings
+	}
+	return redisFailure(ctx, err)
+}
+
+// setKnobsScript changes knobs of the settings hash and announces each change. Reading the
+// old value, writing the new and publishing happen in one step, so that the change log's
+// "from" is exact even when two hosts turn the same knob at once; the messages go out after
+// every write, so that a host re-reading the hash on a message sees all of them. A change of
+// rate or burst bumps rate_gen: the gates then move to a fresh GCRA key.
+//
+// KEYS[1] settings hash. ARGV: channel, host, origin, at, then knob/value pairs.
+var setKnobsScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'parallelism') == 0 then
+  return redis.error_reply('NOSETTINGS')
+end
+local msgs, gen = {}, false
+for i = 5, #ARGV, 2 do
+  local knob, value = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], knob)
+  if old ~= value then
+    redis.call('HSET', KEYS[1], knob, value)
+    if knob == 'rate' or knob == 'burst' then gen = true end
+    msgs[#msgs + 1] = cjson.encode({host = ARGV[2], origin = ARGV[3], at = ARGV[4], knob = knob, from = old or '', to = value})
+  end
+end
+if gen then redis.call('HINCRBY', KEYS[1], 'rate_gen', 1) end
+for _, m in ipairs(msgs) do redis.call('PUBLISH', ARGV[1], m) end
+return #msgs
+`)
+
+// SetParallelism sets the job's global cap on calls in flight across hosts; the gates of
+// every host apply it on their next call. The change log names this host.
+func (j *Job) SetParallelism(ctx context.Context, n int, origin string) error {
+	cur, err := j.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	cur.Parallelism = n
+	if err := checkSettings(cur); err != nil {
+		return err
+	}
+	return j.setKnobs(ctx, origin, fieldParallelism, strconv.Itoa(n))
+}
+
+// SetRate sets the job's global rate (calls per second, 0 for none) and its burst. The gates
+// apply it on their next call, from a fresh bucket, so that a raise takes effect at once.
+func (j *Job) SetRate(ctx context.Context, perSecond float64, burst int, origin string) error {
+	cur, err := j.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	cur.Rate, cur.Burst = perSecond, burst
+	if err := checkSettings(cur); err != nil {
+		return err
+	}
+	return j.setKnobs(ctx, origin, fieldRate, formatRateField(perSecond), fieldBurst, strconv.Itoa(burst))
+}
+
+// SetPace sets each worker's minimum interval between call starts. Pace is a per-worker
+// setting: each host's Watch hands it to its own engine.
+func (j *Job) SetPace(ctx context.Context, d time.Duration, origin string) error {
+	cur, err := j.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	cur.Pace = d
+	if err := checkSettings(cur); err != nil {
+		return err
+	}
+	return j.setKnobs(ctx, origin, fieldPace, d.String())
+}
+
+// Watch follows the job's settings until ctx ends, then returns nil. It calls apply with the
+// settings as they are after each change, and the change, its Origin naming the host that
+// made it ("web-2/1234/ctl"). apply is also called each time Watch (re)subscribes — first
+// at the start, then after Redis went away and came back — with a "sync" change, so that a
+// change made while this host could not hear is not missed (for a job not started yet, the
+// first call comes with its "start" change). Watch survives Redis outages: it
+// resubscribes with a backoff (100 ms doubling to 3 s) and notices a silent link by pinging
+// it. apply runs on Watch's goroutine, one call at a time.
+//
+// What a host does with the settings is its own: the gate reads the global cap and rate
+// from Redis on every call, so apply typically hands only the pace (a per-worker knob) to
+// the local engine.
+func (j *Job) Watch(ctx context.Context, apply func(s engine.Settings, c engine.Change)) error {
+	wait := watchBackoffMin
+	for ctx.Err() == nil {
+		if j.watchOnce(ctx, apply) {
+			wait = watchBackoffMin
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		// Jittered, so that the hosts of a job do not all come back in the same instant.
+		t := time.NewTimer(time.Duration(float64(wait) * (0.5 + rand.Float64()/2)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(2*wait, watchBackoffMax)
+	}
+	return nil
+}
+
+const (
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 3 * time.Second
+	// watchIdle is how long a quiet subscription waits before it pings: a link that a
+	// firewall cut without a reset is found dead within twice this.
+	watchIdle = 2 * time.Second
+)
+
+// watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
+// subscribed, so that Watch restarts its backoff only after a real success.
+func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
+	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
+	var closeOnce sync.Once
+	closePS := func() { closeOnce.Do(func() { ps.Close() }) }
+	defer closePS()
+	// A receive blocked on a quiet link does not see ctx: closing the subscription ends it.
+	stop := context.AfterFunc(ctx, closePS)
+	defer stop()
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, watchIdle)
+		if err != nil {
+			if ctx.Err() != nil {
+				return subscribed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !pinged {
+				if ps.Ping(ctx) != nil {
+					return subscribed
+				}
+				pinged = true
+				continue
+			}
+			return subscribed
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			subscribed = true
+			s, err := j.Settings(ctx)
+			if errors.Is(err, ErrNoSettings) {
+				continue // not started yet: its start message brings the settings
+			}
+			if err != nil {
+				return subscribed
+			}
+			apply(s, engine.Change{At: time.Now(), Origin: j.host + "/redis", Knob: "sync", To: describeSettings(s)})
+		case *redis.Message:
+			var cm changeMessage
+			if json.Unmarshal([]byte(m.Payload), &cm) != nil {
+				continue // not ours; the next real change re-reads everything anyway
+			}
+			s, err := j.Settings(ctx)
+			if errors.Is(err, ErrNoSettings) {
+				continue // reset under us: nothing to apply
+			}
+			if err != nil {
+				// Resubscribing re-reads the settings: the change is applied then.
+				return subscribed
+			}
+			apply(s, cm.change())
+		}
+	}
+}
+
+// Controls is the job's control surface as a screen or `throttle ctl` on one host sees it.
+// The knobs are the job's: SetParallelism, SetPace and SetRate write them to Redis, so that
+// every host follows, and Snapshot shows them. Pause, Resume, Drain and Stop act on this
+// host's engine only: the other hosts go on (drain each host, or its process, to end the job
+// everywhere).
+type Controls struct {
+	j     *Job
+	local engine.Controls
+
+	mu         sync.Mutex
+	global     engine.Settings
+	have       bool
+	fetched    time.Time
+	refreshing bool
+}
+
+var _ engine.Controls = (*Controls)(nil)
+
+// controlsRefresh is how old the cached global settings may grow before a Snapshot fetches
+// them again (in the background: a snapshot never waits for Redis).
+const controlsRefresh = 250 * time.Millisecond
+
+// controlsTimeout bounds one write of a knob, which has no context of its own.
+const controlsTimeout = 3 * time.Second
+
+// Controls returns the job's controls over local, this host's engine.
+func (j *Job) Controls(local engine.Controls) *Controls {
+	return &Controls{j: j, local: local}
+}
+
+// Update hands the Controls the job's settings, e.g. from [Job.Watch], so that Snapshot shows
+// a change at once.
+func (c *Controls) Update(s engine.Settings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.global, c.have, c.fetched = s, true, time.Now()
+}
+
+// Snapshot is the local engine's snapshot with the job's global settings in place of the
+// engine's own. Until the global settings were read once it shows the engine's.
+func (c *Controls) Snapshot() engine.Snapshot {
+	s := c.local.Snapshot()
+	c.mu.Lock()
+	if c.have {
+		s.Settings = c.global
+	}
+	if !c.refreshing && time.Since(c.fetched) >= controlsRefresh {
+		c.refreshing = true
+		go c.refresh()
+	}
+	c.mu.Unlock()
+	return s
+}
+
+func (c *Controls) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), controlsTimeout)
+	defer cancel()
+	s, err := c.j.Settings(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing = false
+	c.fetched = time.Now() // after a failure too: retry at the same pace, not in a loop
+	if err == nil {
+		c.global, c.have = s, true
+	}
+}
+
+// set runs one write of the job's settings and reads them back for the next Snapshot.
+func (c *Controls) set(write func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), controlsTimeout)
+	defer cancel()
+	if err := write(ctx); err != nil {
+		return err
+	}
+	if s, err := c.j.Settings(ctx); err == nil {
+		c.Update(s)
+	}
+	return nil
+}
+
+// SetParallelism sets the job's global cap on calls in flight, for every host.
+func (c *Controls) SetParallelism(n int, origin string) error {
+	return c.set(func(ctx context.Context) error { return c.j.SetParallelism(ctx, n, origin) })
+}
+
+// SetPace sets the pace of every host's workers.
+func (c *Controls) SetPace(d time.Duration, origin string) error {
+	return c.set(func(ctx context.Context) error { return c.j.SetPace(ctx, d, origin) })
+}
+
+// SetRate sets the job's global rate and burst, for every host.
+func (c *Controls) SetRate(perSecond float64, burst int, origin string) error {
+	return c.set(func(ctx context.Context) error { return c.j.SetRate(ctx, perSecond, burst, origin) })
+}
+
+// Pause stops new calls on this host only.
+func (c *Controls) Pause(origin string) { c.local.Pause(origin) }
+
+// Resume lets this host's paused engine start calls again.
+func (c *Controls) Resume(origin string) { c.local.Resume(origin) }
+
+// Drain ends this host's dispatch; the other hosts go on with the job's items.
+func (c *Controls) Drain(origin string) { c.local.Drain(origin) }
+
+// Stop stops this host's engine, cancelling its calls in flight; the other hosts go on.
+func (c *Controls) Stop(origin string) { c.local.Stop(origin) }
