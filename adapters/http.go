@@ -2,7 +2,11 @@ package adapters
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,7 +73,17 @@ type HTTPConfig struct {
 	UserAgent string
 	// PerHost limits each host (host:port) of the URLs on its own; see [HTTP.Hosts].
 	PerHost HostLimits
+	// NoFollow keeps a 3xx as the answer; otherwise up to 10 redirects are followed and counted
+	// in the row ("redirects").
+	NoFollow bool
+	// CACert is a PEM file of certificates to trust besides the system's.
+	CACert string
+	// Insecure skips the verification of TLS certificates (the CLI warns).
+	Insecure bool
 }
+
+// maxRedirects is how many redirects a call follows before it fails.
+const maxRedirects = 10
 
 // HTTP is the http adapter: one request per item, built from the templates of an
 // [HTTPConfig], over one shared keep-alive connection pool. It has no time limit of its own:
@@ -194,8 +208,26 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 
 	h.transport = newTransport()
+	if cfg.CACert != "" || cfg.Insecure {
+		tc, err := tlsConfig(cfg.CACert, cfg.Insecure)
+		if err != nil {
+			return nil, err
+		}
+		h.transport.TLSClientConfig = tc
+	}
 	// No Timeout and no retrying layer: one Do is one request (plus redirects).
-	h.client = &http.Client{Transport: h.transport}
+	h.client = &http.Client{Transport: h.transport, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if cfg.NoFollow {
+			return http.ErrUseLastResponse
+		}
+		if len(via) > maxRedirects {
+			return errTooManyRedirects
+		}
+		if n, ok := req.Context().Value(redirectsKey{}).(*int); ok {
+			*n = len(via)
+		}
+		return nil
+	}}
 	return h, nil
 }
 
@@ -241,6 +273,66 @@ func setHeaders(req *http.Request, prefix string, headers []httpHeader, items []
 		}
 		req.Header[hd.key] = append(req.Header[hd.key], v)
 	}
+	return nil
+}
+
+// errTooManyRedirects ends a call that a target keeps redirecting: retrying cannot help.
+var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", maxRedirects)
+
+// redirectsKey carries a call's redirect counter through its request's context.
+type redirectsKey struct{}
+
+// tlsConfig trusts the system's certificates and those of caFile, or none at all (insecure).
+func tlsConfig(caFile string, insecure bool) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if insecure {
+		tc.InsecureSkipVerify = true // asked for with --insecure; the CLI warns
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("adapters: cacert: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("adapters: cacert %s: no PEM certificate in it", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// decompress decodes a body the transport left compressed: Go decodes gzip by itself only when
+// it asked for it, not when a --header asked (Accept-Encoding).
+func decompress(resp *http.Response) error {
+	if resp.Uncompressed {
+		return nil
+	}
+	var r io.ReadCloser
+	var err error
+	switch strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))) {
+	case "gzip", "x-gzip":
+		r, err = gzip.NewReader(resp.Body)
+	case "deflate":
+		r, err = zlib.NewReader(resp.Body)
+	default:
+		return nil
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) { // an empty body
+			return nil
+		}
+		return fmt.Errorf("decoding a %s body: %w", resp.Header.Get("Content-Encoding"), err)
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{r, resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.ContentLength = -1
 	return nil
 }
 
@@ -382,12 +474,21 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 			return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
 		}
 	}
+	redirects := 0
+	req = req.WithContext(context.WithValue(req.Context(), redirectsKey{}, &redirects))
 	resp, err := h.client.Do(req)
 	if err != nil {
 		done(0, 0)
+		if errors.Is(err, errTooManyRedirects) {
+			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL, err))
+		}
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
 	}
 	defer resp.Body.Close()
+	if err := decompress(resp); err != nil {
+		done(0, 0)
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+	}
 	var retryAfter time.Duration
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		if d, ok := ParseRetryAfter(v, h.now()); ok {
@@ -406,6 +507,13 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 		out.Message = statusMessage(resp)
 	}
 	out.RetryAfter = retryAfter
+	out.Quota = ParseQuota(resp.Header, h.now())
+	if redirects > 0 {
+		if out.Extra == nil {
+			out.Extra = map[string]any{}
+		}
+		out.Extra["redirects"] = redirects
+	}
 	// With per-host limits, a host's Retry-After holds that host (the gate did it), not the run.
 	out.LocalRetryAfter = h.gate != nil
 	switch {

@@ -134,6 +134,12 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	if s.BackingOff > 0 {
 		fmt.Fprintf(&b, "  backoff %d", s.BackingOff)
 	}
+	if q := s.Quota; !q.At.IsZero() {
+		fmt.Fprintf(&b, "  quota %s left", human.Count(q.Remaining))
+		if left := q.ResetAt.Sub(s.At); left > 0 && q.Reset > 0 {
+			fmt.Fprintf(&b, " (resets in %s)", human.Span(left))
+		}
+	}
 	if s.HoldUntil.After(s.At) {
 		fmt.Fprintf(&b, "  held %s (Retry-After)", s.HoldUntil.Sub(s.At).Round(100*time.Millisecond))
 	}

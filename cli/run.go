@@ -67,6 +67,9 @@ type httpFlags struct {
 	hostRate    string
 	hostBurst   int
 	hostPar     int
+	noFollow    bool
+	cacert      string
+	insecure    bool
 }
 
 func (f *httpFlags) register(cmd *cobra.Command) {
@@ -82,6 +85,9 @@ func (f *httpFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.hostRate, "per-host-rate", "", "politeness: cap on calls to each host (host:port), e.g. 2/s or 60/m (default none)")
 	fs.IntVar(&f.hostBurst, "per-host-burst", 1, "token-bucket burst for --per-host-rate")
 	fs.IntVar(&f.hostPar, "per-host-parallelism", 0, "politeness: most calls in flight to each host (0: none)")
+	fs.BoolVar(&f.noFollow, "no-follow", false, "keep a redirect (3xx) as the answer instead of following it (up to 10 are followed and counted in the row)")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM file of CA certificates to trust besides the system's")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not verify TLS certificates (a warning says so)")
 }
 
 func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
@@ -110,7 +116,8 @@ func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
 	return adapters.HTTPConfig{
 		URL: f.url, Method: f.method, Headers: f.headers, Body: f.body, MaxBody: maxBody,
 		OKStatus: ok, RetryStatus: retry, LookupEnv: env.LookupEnv, UserAgent: "throttle/" + strings.TrimPrefix(versionWord(), "v"),
-		PerHost: adapters.HostLimits{Rate: hostRate, Burst: f.hostBurst, Parallelism: f.hostPar},
+		PerHost:  adapters.HostLimits{Rate: hostRate, Burst: f.hostBurst, Parallelism: f.hostPar},
+		NoFollow: f.noFollow, CACert: f.cacert, Insecure: f.insecure,
 	}, nil
 }
 
@@ -182,6 +189,9 @@ its worker; the screen lists the busiest hosts.`,
 			cfg, err := hf.config(env)
 			if err != nil {
 				return err
+			}
+			if cfg.Insecure {
+				fmt.Fprintln(env.Stderr, "warning: --insecure: TLS certificates are not verified; anybody on the path can read and change the calls")
 			}
 			a, closeAdapter, err := hf.adapter(cfg)
 			if err != nil {

@@ -59,6 +59,10 @@ type Outcome struct {
 	Message string
 	// RetryAfter is the wait the server asked for (Retry-After); 0 when it asked for none.
 	RetryAfter time.Duration
+	// Quota is what the answer said of the caller's quota (X-RateLimit-*, RateLimit-*
+	// headers), nil when it said nothing. A quota spent (Remaining 0) holds every worker until
+	// its reset, as a Retry-After does.
+	Quota *Quota
 	// LocalRetryAfter says the Retry-After concerns only this call's target — one host of many,
 	// which the adapter holds back itself — so the engine waits it out before this item's next
 	// attempt but does not hold every worker.
@@ -68,6 +72,14 @@ type Outcome struct {
 	// Extra holds further fields for the result row (e.g. file, bytes, sha256); values must
 	// marshal to JSON.
 	Extra map[string]any
+}
+
+// Quota is a target's account of the caller's quota, as rate-limited APIs send it.
+type Quota struct {
+	// Limit is the quota's size (-1 when not said); Remaining what is left of it now.
+	Limit, Remaining int64
+	// Reset is how long until the quota is renewed; 0 when not said.
+	Reset time.Duration
 }
 
 // Adapter calls the external system for one item. Do must be safe for concurrent use and must

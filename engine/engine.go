@@ -78,8 +78,9 @@ type Engine struct {
 	slotFreed   chan struct{} // closed and replaced when a slot frees while someone waits
 	drained     chan struct{} // closed once the run drains or stops
 	slotWaiters int
-	admitted    int // workers holding a slot (about to call or calling)
-	inflight    int // calls in progress
+	quota       QuotaState // the latest quota a target reported
+	admitted    int        // workers holding a slot (about to call or calling)
+	inflight    int        // calls in progress
 	workers     []*worker
 	retries     retryHeap
 	inputDone   bool

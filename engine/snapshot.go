@@ -34,6 +34,16 @@ type Snapshot struct {
 	Changes []Change
 	// Warnings are the run's warnings so far.
 	Warnings []string
+	// Quota is the latest quota the target reported (rate-limit headers); At is zero when it
+	// never did.
+	Quota QuotaState
+}
+
+// QuotaState is a reported quota and when it was reported.
+type QuotaState struct {
+	Quota
+	At      time.Time // when the answer that said it came
+	ResetAt time.Time // At + Reset
 }
 
 // Done returns the number of rows written.
@@ -55,7 +65,7 @@ func (e *Engine) Snapshot() Snapshot {
 	s := Snapshot{
 		At: e.clock.Now(), Started: e.started, Ended: e.ended, State: e.state, Settings: e.settings,
 		Total: e.cfg.Total, InFlight: e.inflight, BackingOff: e.retries.items(), HoldUntil: e.holdUntil,
-		Warnings: append([]string(nil), e.warnings...),
+		Warnings: append([]string(nil), e.warnings...), Quota: e.quota,
 	}
 	from := max(0, len(e.changes)-20)
 	s.Changes = append([]Change(nil), e.changes[from:]...)

@@ -476,6 +476,14 @@ func (e *Engine) scheduleRetry(t *task) {
 // holdFor starts the shared Retry-After hold if out asks for one. It runs before the call's
 // slot is released, so that no worker starts a call in between.
 func (e *Engine) holdFor(out Outcome, now time.Time) {
+	if q := out.Quota; q != nil {
+		e.mu.Lock()
+		e.quota = QuotaState{Quota: *q, At: now, ResetAt: now.Add(q.Reset)}
+		e.mu.Unlock()
+		if q.Remaining <= 0 && q.Reset > 0 && !out.LocalRetryAfter {
+			e.hold(q.Reset, now) // the quota is spent: nobody calls until it is renewed
+		}
+	}
 	if out.Status == 429 && out.RetryAfter > 0 && !out.LocalRetryAfter {
 		e.hold(out.RetryAfter, now)
 	}

@@ -168,6 +168,9 @@ func (m Model) header(w int) []string {
 	}
 	line3 := fmt.Sprintf(" %s   ok %s   failed %s   retries %s   429s %s",
 		rate, human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
+	if q := quotaText(s); q != "" {
+		line3 += "   " + m.health(s.Quota.Remaining == 0, q)
+	}
 	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
 }
 
@@ -440,6 +443,23 @@ func (m Model) errorPanel(w, rows int) []string {
 	return out[:rows]
 }
 
+// quotaText is the target's latest word on the caller's quota: "quota 12/100 · resets in 30s",
+// or "" when it never said.
+func quotaText(s engine.Snapshot) string {
+	q := s.Quota
+	if q.At.IsZero() {
+		return ""
+	}
+	t := "quota " + human.Count(q.Remaining)
+	if q.Limit >= 0 {
+		t += "/" + human.Count(q.Limit)
+	}
+	if left := q.ResetAt.Sub(s.At); q.Reset > 0 && left > 0 {
+		t += " · resets in " + human.Span(left)
+	}
+	return t
+}
+
 // hostLoads renders the busiest hosts: "a.example 2+3 · 12×429", in flight + waiting.
 func hostLoads(hosts []adapters.HostLoad) string {
 	parts := make([]string, 0, len(hosts))
@@ -469,6 +489,11 @@ func (m Model) advisorLine(w int) string {
 				return fit(" auto: "+c.Knob+" "+c.From+" → "+c.To+" ("+human.Clock(c.At.Sub(s.Started))+")", w)
 			}
 		}
+	}
+	if q := s.Quota; !q.At.IsZero() && q.Remaining == 0 && q.ResetAt.After(s.At) {
+		// Nothing to tune while the target's quota is spent: say why calls wait.
+		return fit(m.styles.Warn.Render(fmt.Sprintf(" the target's quota is spent: calls wait %s for its reset; a lower rate spreads the quota",
+			human.Span(q.ResetAt.Sub(s.At)))), w)
 	}
 	line := " " + m.advice.Reason
 	if m.advice.Action != probes.Hold && !m.opt.Auto && !m.replaying() {
