@@ -22,6 +22,7 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./record/ | tee -a bench.out
 	@if [ -n "$$THROTTLE_TEST_REDIS" ]; then $(GO) run ./bench/scenarios -bin $(BIN) -only cluster | tee -a bench.out; \
+	$(GO) test -run '^$$' -bench 'LimitAcquire|LimitJob' -benchtime 20000x -count 3 ./cluster/ | tee -a bench.out; \
 	else echo "THROTTLE_TEST_REDIS is not set: the --redis cost and 1-to-3-host scaling figures are skipped" | tee -a bench.out; fi
 	@if [ -n "$$THROTTLE_TEST_PG" ]; then $(GO) test -run '^$$' -bench PostgresInsert -benchtime 1x -count 3 ./adapters/ | tee -a bench.out; \
 	else echo "THROTTLE_TEST_PG is not set: the postgres rows/s benchmark is skipped" | tee -a bench.out; fi
@@ -32,6 +33,11 @@ fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds i
 		echo "$(GO) test -run '^$$' -fuzz '^$${t#*/}$$' -fuzztime $(FUZZTIME) ./$${t%/*}/"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*/}\$$" -fuzztime $(FUZZTIME) ./$${t%/*}/ || fail=1; \
 	done; exit $$fail
+
+.PHONY: man
+man: ## man pages of every command into man/, made from the command definitions (what --help says)
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
+		$(GO) run ./cmd/gen-man -version $(VERSION) man
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)

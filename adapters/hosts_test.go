@@ -109,8 +109,9 @@ func TestPerHostLimitsHoldOnEachHost(t *testing.T) {
 			t.Errorf("host %d got %d calls within 100 ms; want at most 5", i, n)
 		}
 	}
-	// The hosts are served side by side: 60 calls each at 40/s is 1.5 s, not 4.5 s.
-	if took > 3*time.Second {
+	// The hosts are served side by side: 60 calls each at 40/s is 1.5 s, not the 4.5 s of one
+	// host after another (the margin is for a loaded 2-core machine).
+	if took > 3500*time.Millisecond {
 		t.Errorf("the run took %v: the hosts were not served in parallel", took)
 	}
 	loads := a.Hosts(10)

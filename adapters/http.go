@@ -80,6 +80,8 @@ type HTTPConfig struct {
 	CACert string
 	// Insecure skips the verification of TLS certificates (the CLI warns).
 	Insecure bool
+	// SaveConfig, when its SaveDir is set, streams each ok body to a file instead of the row.
+	SaveConfig
 }
 
 // maxRedirects is how many redirects a call follows before it fails.
@@ -107,6 +109,7 @@ type HTTP struct {
 	client    *http.Client
 	now       func() time.Time // for Retry-After dates
 	gate      *hostGate        // nil: no per-host limits
+	save      *saver           // nil: bodies go into rows
 }
 
 // httpHeader is one compiled header of an [HTTP] adapter.
@@ -228,6 +231,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		}
 		return nil
 	}}
+	if err := h.setupSave(cfg.SaveConfig); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -496,7 +502,16 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 		}
 	}
 	done(resp.StatusCode, retryAfter) // the host's turn ends with its answer, body or not
-	kept, truncated, err := readBody(resp.Body, resp.ContentLength, h.maxBody)
+	var (
+		kept      []byte
+		truncated bool
+		saved     *savedBody // an ok body streamed to its file (SaveDir) instead of the row
+	)
+	if h.save != nil && h.verdict(resp.StatusCode) == engine.OK {
+		saved, err = h.save.write(items, resp)
+	} else {
+		kept, truncated, err = readBody(resp.Body, resp.ContentLength, h.maxBody)
+	}
 	if err != nil {
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err))
 	}
@@ -504,7 +519,7 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 
 	out := engine.Outcome{Status: resp.StatusCode, Verdict: h.verdict(resp.StatusCode)}
 	if out.Verdict != engine.OK {
-		out.Message = statusMessage(resp)
+		out.Message = string(scrub([]byte(statusMessage(resp)), secrets)) // a reason phrase may echo a header
 	}
 	out.RetryAfter = retryAfter
 	out.Quota = ParseQuota(resp.Header, h.now())
@@ -517,9 +532,14 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	// With per-host limits, a host's Retry-After holds that host (the gate did it), not the run.
 	out.LocalRetryAfter = h.gate != nil
 	switch {
+	case saved != nil:
+		saved.fill(&out)
 	case truncated:
 		out.Output = jsonString(trimPartialRune(kept))
-		out.Extra = map[string]any{"truncated": true}
+		if out.Extra == nil {
+			out.Extra = map[string]any{}
+		}
+		out.Extra["truncated"] = true
 	case len(kept) == 0:
 		// No output: an empty body is not a JSON value.
 	case utf8.Valid(kept):

@@ -131,7 +131,8 @@ Start low, watch the 429s and latency, raise after clean logs.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newRunCmd(env), newDemoCmd(env), newProbeCmd(env), newCtlCmd(env), newAttachCmd(env), newReplayCmd(env), newJoinCmd(env), newVersionCmd(env))
+	root.AddCommand(newRunCmd(env), newDemoCmd(env), newProbeCmd(env), newCtlCmd(env), newAttachCmd(env), newReplayCmd(env), newJoinCmd(env), newLimitCmd(env), newVersionCmd(env))
+	root.AddCommand(newCompletionCmd(env))
 	return root
 }
 

@@ -30,6 +30,8 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	switch {
 	case coordinator && rf.input == "":
 		return usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
+	case rf.config != "":
+		return usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
 	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "":
 		return usageError("--resume, --only-failed, --dedupe, --detach and --record are for a run on one host, not yet for a shared job")
 	}
@@ -165,6 +167,10 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if title == "" {
 		title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
 	}
+	obs, err := startObservers(ctx, env, rf, e, j, title)
+	if err != nil {
+		return err
+	}
 	mon, stopMonitor := startMonitor(ctx, e, false)
 	defer stopMonitor()
 	stopControl, sock := serveControl(env, ctrl, mon, rf, title)
@@ -193,6 +199,7 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		rep.stop()
 		rep.summary(sum, mon.Overall(), "")
 	}
+	obs.finish(env, rf, sum)
 	if coordinator {
 		if sum.Interrupted() {
 			stopCollect() // the other hosts go on; the rows so far are in the file

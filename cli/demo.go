@@ -33,6 +33,9 @@ the shared Retry-After hold, retries, and a summary.`,
 			if items < 1 {
 				return usageError("--items %d: must be at least 1", items)
 			}
+			if rf.config != "" || rf.printConfig {
+				return usageError("--config and --print-config are for throttle run; the demo makes its own job")
+			}
 			cfg, err := sf.config()
 			if err != nil {
 				return err
@@ -75,6 +78,9 @@ the shared Retry-After hold, retries, and a summary.`,
 	}
 	fs := cmd.Flags()
 	rf.register(fs, false)
+	for _, name := range []string{"config", "print-config"} { // the demo makes its own job
+		_ = fs.MarkHidden(name)
+	}
 	_ = fs.Set("parallelism", "8")
 	fs.Lookup("parallelism").DefValue = "8"
 	_ = fs.Set("retries", "6")

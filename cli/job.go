@@ -24,6 +24,8 @@ type job struct {
 	hosts func(n int) []adapters.HostLoad
 	// connections, when set, counts the connections the adapter holds open (one per worker).
 	connections func() int
+	// binding, when set, says which shared limit holds the run back (throttle limit).
+	binding func() string
 	// controls, when set, is what the screen steers instead of the local engine (a shared job's
 	// settings, which every host follows).
 	controls engine.Controls
@@ -73,7 +75,18 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return err
 	}
-	if rf.redis != "" {
+	if len(rf.limits) > 0 { // the named shared limits come first: every call takes from them
+		limited, release, err := wrapLimits(ctx, env, rf, j.adapter)
+		if err != nil {
+			return err
+		}
+		defer release()
+		j.adapter = limited
+		if b, ok := limited.(interface{ Binding() string }); ok {
+			j.binding = b.Binding
+		}
+	}
+	if rf.job != "" {
 		return runClusterJob(ctx, env, rf, j, settings)
 	}
 	if rf.detach {
@@ -134,6 +147,11 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return err
 	}
+	obs, err := startObservers(ctx, env, rf, e, j, title)
+	if err != nil {
+		stopRecording(env, rec, engine.Summary{}, rf.record)
+		return err
+	}
 	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
 	defer stopMonitor()
 	stopControl, sock := serveControl(env, e, mon, rf, title)
@@ -161,6 +179,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		stopRecording(env, rec, sum, rf.record)
 		rep.summary(sum, mon.Overall(), rf.out)
 	}
+	obs.finish(env, rf, sum)
 
 	switch {
 	case runErr != nil:

@@ -36,14 +36,24 @@ func openResults(path string) (*os.File, error) {
 
 // resume reads the results already in out (which the caller holds locked), cuts a torn last
 // line left by a killed run, and wraps in so that each ok row skips one occurrence of its item,
-// matched by content. It adjusts in.total by a counting pass over the same matches.
+// matched by content. An ok row that names a saved file (http --save-dir) counts only while
+// the file is there with the size it records. It adjusts in.total by a counting pass over the
+// same matches.
 func resume(env *Env, out *os.File, outPath string, in *input, reopen func() (*input, error)) error {
 	if _, err := out.Seek(0, io.SeekStart); err != nil {
 		return usageError("--resume: %v", err)
 	}
-	fin, end, torn, err := engine.ReadFinished(out)
+	fin, end, torn, err := engine.ReadFinishedFunc(out, savedFileThere)
 	if err != nil {
 		return usageError("--resume: %s: %v", outPath, err)
+	}
+	if fin.Dropped > 0 {
+		rows, name, items := "ok rows", "name", "their items run"
+		if fin.Dropped == 1 {
+			rows, name, items = "ok row", "names", "its item runs"
+		}
+		fmt.Fprintf(env.Stderr, "resume: %s %s in %s %s a saved file that is gone or changed size; %s again\n",
+			human.Count(fin.Dropped), rows, outPath, name, items)
 	}
 	if torn {
 		st, _ := out.Stat()
@@ -70,6 +80,17 @@ func resume(env *Env, out *os.File, outPath string, in *input, reopen func() (*i
 	}
 	in.source = &engine.Skipping{Src: in.source, Skip: fin.Take}
 	return nil
+}
+
+// savedFileThere reports whether the file an ok row names, if any, is still there with the
+// size the row records. Rows hold absolute paths, so this needs no --save-dir: a row says
+// where its file is wherever the run that wrote it was started.
+func savedFileThere(row engine.Row) bool {
+	if row.File == "" {
+		return true
+	}
+	st, err := os.Stat(row.File)
+	return err == nil && st.Mode().IsRegular() && st.Size() == row.Bytes
 }
 
 // onlyFailed opens a results file as input: the items whose last row failed.

@@ -41,6 +41,9 @@ Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 		},
 	}
 	rf.register(cmd.PersistentFlags(), true)
+	// A job file (--config) fills in the flags the command line left unset, and
+	// --print-config answers before anything is called: see config.go.
+	cmd.PersistentPreRunE = func(c *cobra.Command, args []string) error { return applyJobFile(env, rf, cmd, c, args) }
 	run := func(cmd *cobra.Command, j job) error { return runJob(cmd.Context(), env, rf, j) }
 	addAdapters(cmd, env, run)
 	return cmd
@@ -148,6 +151,7 @@ type action func(cmd *cobra.Command, j job) error
 
 func newHTTPCmd(env *Env, act action) *cobra.Command {
 	hf := &httpFlags{}
+	sf := &saveFlags{}
 	cmd := &cobra.Command{
 		Use:   "http",
 		Short: "Call an HTTP API once per item",
@@ -187,6 +191,9 @@ its worker; the screen lists the busiest hosts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := hf.config(env)
+			if err == nil {
+				err = sf.apply(&cfg)
+			}
 			if err != nil {
 				return err
 			}
@@ -206,6 +213,7 @@ its worker; the screen lists the busiest hosts.`,
 		},
 	}
 	hf.register(cmd)
+	sf.register(cmd)
 	return cmd
 }
 

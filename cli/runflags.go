@@ -38,6 +38,12 @@ type runFlags struct {
 	joined         bool // a host that joined a job: its items come from redis
 	lease          time.Duration
 	hostPar        int
+	metrics        string
+	logFile        string
+	notify         bool
+	config         string
+	printConfig    bool
+	limits         []string // --limit NAME[:WEIGHT]
 }
 
 // register adds the flags to fs; the demo makes its own input, so it leaves --input out.
@@ -68,6 +74,12 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	_ = fs.MarkHidden("joined")
 	fs.IntVar(&f.hostPar, "host-parallelism", 0, "with --redis: the most calls this host makes at once, under the job's --parallelism across hosts (default: no limit of its own)")
 	fs.DurationVar(&f.lease, "lease", 0, "with --redis: how long a host may hold items without a result before other hosts take them over (default 2 × --timeout, at least 10s)")
+	fs.StringArrayVar(&f.limits, "limit", nil, "also take slots and tokens from the named shared limit NAME (repeatable; NAME:WEIGHT for a larger share; needs --redis; see throttle limit)")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464); off by default")
+	fs.StringVar(&f.logFile, "log", "", "write the run's events to FILE as JSON lines (slog): settings, changes and who made them, advice, pauses, errors, summary")
+	fs.BoolVar(&f.notify, "notify", false, "when the run ends, also a desktop notification through the terminal (OSC 9 / OSC 777)")
+	fs.StringVar(&f.config, "config", "", "a job file (TOML, or YAML by its .yaml/.yml name) holding any of these flags; the command line overrides it")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective settings as a job file (TOML) and exit; nothing is called")
 	fs.StringVar(&f.record, "record", "", "record the run to FILE for throttle replay (no secrets, no bodies; about 20 bytes per call)")
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
@@ -107,8 +119,12 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--fps %d: want 1 to 30", f.fps)
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
-	case (f.redis == "") != (f.job == ""):
-		return s, usageError("--redis and --job go together: the Redis of a shared job and its name")
+	case f.job != "" && f.redis == "":
+		return s, usageError("--job needs --redis: the Redis that the job's hosts share")
+	case len(f.limits) > 0 && f.redis == "":
+		return s, usageError("--limit needs --redis: the Redis that holds the shared limits (see throttle limit)")
+	case f.redis != "" && f.job == "" && len(f.limits) == 0:
+		return s, usageError("--redis needs --job NAME (a job across hosts) or --limit NAME (a limit shared by jobs)")
 	}
 	return s, nil
 }

@@ -43,7 +43,7 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 		ctrl = j.controls
 	}
 	m := tui.New(ctrl, mon, tui.Options{Title: title, Retries: rf.retries, FPS: rf.fps, Plain: noColor(env), Auto: rf.auto,
-		Hosts: j.hosts, Connections: j.connections})
+		Hosts: j.hosts, Connections: j.connections, Binding: j.binding})
 	p := tea.NewProgram(m, tea.WithoutSignalHandler(), tea.WithFPS(rf.fps), tea.WithOutput(env.Stdout))
 	shown := make(chan error, 1)
 	go func() {

@@ -24,6 +24,10 @@ type Row struct {
 	RetryAfter int64           `json:"retry_after_ms"`
 	// Invalid marks the row of an item the reader refused (see [Item].Invalid).
 	Invalid bool `json:"invalid"`
+	// File is where the item's body was saved (an absolute path, http --save-dir), Bytes its
+	// size: a row with a file is done only while that file is there with that size.
+	File  string `json:"file"`
+	Bytes int64  `json:"bytes"`
 	// Line is the row's line number in the file, from 1.
 	Line int64 `json:"-"`
 }
@@ -114,14 +118,27 @@ func rowItemText(r Row) (string, error) {
 type Finished struct {
 	keys []uint64
 	used []bool
+	// Dropped counts the ok rows that ReadFinishedFunc's keep turned down.
+	Dropped int64
 }
 
 // ReadFinished reads a results file and returns its ok items, with where the file's complete
 // rows end (see [ReadRows]).
 func ReadFinished(r io.Reader) (*Finished, int64, bool, error) {
+	return ReadFinishedFunc(r, nil)
+}
+
+// ReadFinishedFunc is [ReadFinished] with a say on each ok row: an ok row for which keep
+// returns false does not count as done (its item runs again), e.g. one whose saved file is
+// gone. A nil keep keeps every ok row.
+func ReadFinishedFunc(r io.Reader, keep func(Row) bool) (*Finished, int64, bool, error) {
 	d := &Finished{}
 	end, torn, err := ReadRows(r, func(row Row) error {
 		if !row.OK {
+			return nil
+		}
+		if keep != nil && !keep(row) {
+			d.Dropped++
 			return nil
 		}
 		text, err := rowItemText(row)
@@ -164,10 +181,10 @@ type Skipping struct {
 	Src     Source
 	Skip    func(Item) bool
 	Skipped int64
-	index   int64
 }
 
-// Next returns the next item not skipped, renumbered from 0.
+// Next returns the next item not skipped. It keeps the item's Index, its place in the input:
+// what is derived from it (a file name's {n}) stays the same across a --resume.
 func (s *Skipping) Next() (Item, error) {
 	for {
 		it, err := s.Src.Next()
@@ -178,8 +195,6 @@ func (s *Skipping) Next() (Item, error) {
 			s.Skipped++
 			continue
 		}
-		it.Index = s.index
-		s.index++
 		return it, nil
 	}
 }

@@ -52,6 +52,8 @@ type Options struct {
 	// Hosts, when set, returns the n busiest hosts of a run with per-host limits, which the
 	// errors panel lists.
 	Hosts func(n int) []adapters.HostLoad
+	// Binding, when set, says which shared limit (throttle limit) holds the run back, or "".
+	Binding func() string
 	// Connections, when set, counts the connections an adapter that holds one per worker
 	// (postgres) has open: there parallelism is connections, and the screen says so.
 	Connections func() int
@@ -83,7 +85,8 @@ type Model struct {
 	latency       probes.Stats
 	errs          []probes.ErrorGroup
 	hosts         []adapters.HostLoad
-	conns         int // open connections; -1 without Options.Connections
+	conns         int    // open connections; -1 without Options.Connections
+	shared        string // the shared limit that binds, from Options.Binding
 	advice        probes.Advice
 	window        int // index into chartWindows
 
@@ -131,6 +134,9 @@ func (m *Model) refresh() {
 	m.errs = m.stats.Errors(8)
 	if m.opt.Hosts != nil {
 		m.hosts = m.opt.Hosts(6)
+	}
+	if m.opt.Binding != nil {
+		m.shared = m.opt.Binding()
 	}
 	m.conns = -1
 	if m.opt.Connections != nil {

@@ -306,6 +306,9 @@ func (m Model) workerGrid(w, rows int) []string {
 // binding names the limit that holds throughput: by Little's law over the advisor's last
 // window when it has one, else from what the workers are doing this instant.
 func (m Model) binding() string {
+	if m.shared != "" { // a shared limit of other jobs holds this one back
+		return m.shared
+	}
 	if b := m.advice.Binding; b != "" && b != probes.BindNone {
 		return string(b)
 	}

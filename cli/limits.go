@@ -1,0 +1,235 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/throttle-dev/throttle/cluster"
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// wrapLimits puts the named shared limits of --limit in front of the adapter: every call
+// then takes a slot and tokens from each of them, in Redis, besides the job's own knobs. The
+// returned function leaves the limits (this job no longer counts in their shares) and closes
+// the connection; call it once the run is over.
+//
+// A limit that does not exist, a weight that does not parse or a Redis that does not answer
+// is a usage error: nothing is called. Once the run is under way an unavailable Redis (or a
+// limit removed under it) makes calls wait, said once on stderr; the job never goes on
+// without its limits.
+func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (engine.Adapter, func(), error) {
+	uses, err := parseLimitUses(rf.limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	lim, err := cluster.ConnectLimits(ctx, rf.redis)
+	if err != nil {
+		return nil, nil, usageError("--limit: %v", err)
+	}
+	if rf.detach {
+		// The run goes on in a process of its own, which takes the limits: here, only check.
+		defer lim.Close()
+		for _, u := range uses {
+			if _, err := lim.Get(ctx, u.Name); err != nil {
+				return nil, nil, limitError(u.Name, rf.redis, err)
+			}
+		}
+		return a, func() {}, nil
+	}
+
+	var mu sync.Mutex
+	say := func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(env.Stderr, line)
+	}
+	names := make([]string, len(uses))
+	for i, u := range uses {
+		names[i] = u.Name
+	}
+	which := "the shared limit " + strings.Join(names, ", ")
+	if len(names) > 1 {
+		which = "the shared limits " + strings.Join(names, ", ")
+	}
+	// The gate tells each outage once, in order, under a lock of its own.
+	down := false
+	report := func(err error) {
+		switch {
+		case err != nil && errors.Is(err, cluster.ErrNoLimit):
+			down = true
+			name := strings.TrimPrefix(err.Error(), cluster.ErrNoLimit.Error()+": ")
+			say(fmt.Sprintf("shared limit %s is gone from redis (throttle limit rm --force?): calls wait for it; nothing is lost; throttle limit set %s … brings it back", name, name))
+		case err != nil:
+			down = true
+			say(fmt.Sprintf("redis unavailable: calls wait for %s; nothing is lost (%v)", which, err))
+		case down:
+			down = false
+			say("redis is back: calls take from " + which + " again")
+		}
+	}
+	onChange := func(name, by string, changes []cluster.LimitChange) {
+		parts := make([]string, len(changes))
+		for i, c := range changes {
+			parts[i] = c.String()
+		}
+		say(fmt.Sprintf("limit %s: %s (by %s)", name, strings.Join(parts, ", "), by))
+	}
+	opts := cluster.LimitOptions{Label: limitLabel(rf), OnRedisError: report, OnChange: onChange}
+	if rf.job != "" {
+		// The hosts of one job across hosts are one job of the limit: one share between them.
+		opts.Job = "job:" + rf.job
+	}
+	g, err := lim.Use(ctx, a, uses, opts)
+	if err != nil {
+		lim.Close()
+		name := ""
+		if errors.Is(err, cluster.ErrNoLimit) {
+			for _, u := range uses {
+				if _, e := lim.Get(context.Background(), u.Name); e != nil {
+					name = u.Name
+				}
+			}
+		}
+		return nil, nil, limitError(name, rf.redis, err)
+	}
+	for i, u := range uses {
+		c := g.Config(i)
+		say(fmt.Sprintf("shared limit %s: %s; weight %s (throttle limit get %s --redis … shows who else uses it)", u.Name, c, formatWeight(u.Weight), u.Name))
+		if c.TPM > 0 && !g.CountsTokens() {
+			say(fmt.Sprintf("warning: limit %s counts tokens per minute, but this adapter does not estimate a call's tokens: its tpm does not hold this job's calls (its rate and parallelism do)", u.Name))
+		}
+	}
+	stop := func() {}
+	if !wantScreen(env, rf) {
+		stop = limitLines(say, g, lim, 5*rf.progressEvery)
+	}
+	return g.Adapter(), func() {
+		stop()
+		g.Close()
+		lim.Close()
+	}, nil
+}
+
+// parseLimitUses reads the --limit values: NAME or NAME:WEIGHT, each name once.
+func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
+	var uses []cluster.LimitUse
+	seen := map[string]bool{}
+	for _, v := range vals {
+		name, w, hasWeight := strings.Cut(v, ":")
+		weight := 1.0
+		if hasWeight {
+			var err error
+			weight, err = strconv.ParseFloat(w, 64)
+			if err != nil || !(weight > 0 && weight <= 1000) {
+				return nil, usageError("--limit %s: the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)", v)
+			}
+		}
+		if !limitNameOK(name) {
+			return nil, usageError("--limit %s: a limit's name is letters, digits, '-', '_' or '.' (1 to 64)", v)
+		}
+		if seen[name] {
+			return nil, usageError("--limit %s: limit %s is named twice", v, name)
+		}
+		seen[name] = true
+		uses = append(uses, cluster.LimitUse{Name: name, Weight: weight})
+	}
+	if len(uses) == 0 {
+		return nil, usageError("--limit: no limit named")
+	}
+	return uses, nil
+}
+
+func limitNameOK(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// limitError is the usage error for a limit that cannot be used: it does not exist (with
+// how to make it), or Redis failed.
+func limitError(name, url string, err error) error {
+	if errors.Is(err, cluster.ErrNoLimit) && name != "" {
+		return usageError("--limit %s: no such shared limit in the redis at %s; create it first: throttle limit set %s --rate 50/s --parallelism 16 --redis %s", name, url, name, url)
+	}
+	return usageError("--limit: %v", err)
+}
+
+// limitLabel names this job in `limit ls`: its input, or its job across hosts.
+func limitLabel(rf *runFlags) string {
+	switch {
+	case rf.job != "":
+		return "job " + rf.job
+	case rf.input == "-":
+		return "stdin"
+	case rf.input != "":
+		return filepath.Base(rf.input)
+	}
+	return ""
+}
+
+func formatWeight(w float64) string { return strconv.FormatFloat(w, 'g', -1, 64) }
+
+// limitLines says every so often, under the progress lines, how each shared limit goes and
+// whether it is what holds this job back; the returned function stops it.
+func limitLines(say func(string), g *cluster.LimitGate, lim *cluster.Limits, every time.Duration) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, line := range limitStatusLines(g, lim) {
+					say(line)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// limitStatusLines is one line per shared limit: its use across jobs, this job's part, and
+// what binds this job. E.g. "limit tmdb: 6 of 6 in flight (3 of this job), 98 calls/s of
+// 100/s, 2 jobs; binds this job: share of rate".
+func limitStatusLines(g *cluster.LimitGate, lim *cluster.Limits) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var lines []string
+	for _, s := range g.Status() {
+		binds := "not this limit (the job's own knobs or the target)"
+		if s.Binds != "" {
+			binds = s.Binds
+		}
+		info, err := lim.Get(ctx, s.Name)
+		if err != nil {
+			lines = append(lines, fmt.Sprintf("limit %s: %d of this job in flight; binds this job: %s", s.Name, s.InFlight, binds))
+			continue
+		}
+		inFlight := strconv.Itoa(info.InFlight)
+		if info.Parallelism > 0 {
+			inFlight += " of " + strconv.Itoa(info.Parallelism)
+		}
+		lines = append(lines, fmt.Sprintf("limit %s: %s in flight (%d of this job), %.0f calls/s of %s, %d jobs; binds this job: %s",
+			s.Name, inFlight, s.InFlight, info.CallsPerSecond, engine.FormatRate(info.Rate), info.AliveJobs(), binds))
+	}
+	return lines
+}

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// observers are a run's optional outlets: Prometheus metrics (--metrics), the event log (--log)
+// and the notification at its end (--notify). Each reads the engine like any observer, through
+// bounded subscriptions and snapshots, so none can slow the calls.
+type observers struct {
+	stops []func(engine.Summary)
+}
+
+// startObservers starts the outlets the flags ask for; an outlet that cannot start (a port in
+// use, a log file that cannot be created) is a usage error before anything is called.
+func startObservers(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine, j job, title string) (*observers, error) {
+	o := &observers{}
+	if rf.metrics != "" {
+		stop, err := startMetrics(ctx, env, rf, e, j, title)
+		if err != nil {
+			o.finish(env, &runFlags{}, engine.Summary{})
+			return nil, err
+		}
+		o.stops = append(o.stops, stop)
+	}
+	if rf.logFile != "" {
+		stop, err := startEventLog(ctx, env, rf, e, j, title)
+		if err != nil {
+			o.finish(env, &runFlags{}, engine.Summary{})
+			return nil, err
+		}
+		o.stops = append(o.stops, stop)
+	}
+	return o, nil
+}
+
+// finish ends the outlets with the run's summary, then rings the bell and notifies.
+func (o *observers) finish(env *Env, rf *runFlags, sum engine.Summary) {
+	for i := len(o.stops) - 1; i >= 0; i-- {
+		o.stops[i](sum)
+	}
+	o.stops = nil
+	notifyEnd(env, rf, sum)
+}
