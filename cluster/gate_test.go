@@ -215,8 +215,10 @@ func TestGateRateRaiseTakesEffectAtOnce(t *testing.T) {
 	if before > 2 {
 		t.Fatalf("%d calls in the 700 ms at 1/s burst 1: want at most 2", before)
 	}
-	if after < 30 {
-		t.Fatalf("%d calls in the 300 ms after the raise to 200/s: want the raise in effect at once (≥ 30)", after)
+	// 200/s gives about 60 in 300 ms; the old 1/s would give none. The margin is for a loaded
+	// 2-core machine.
+	if after < 15 {
+		t.Fatalf("%d calls in the 300 ms after the raise to 200/s: want the raise in effect at once (≥ 15)", after)
 	}
 	t.Logf("%d calls before the raise, %d in the 300 ms after it", before, after)
 }

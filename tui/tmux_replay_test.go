@@ -128,6 +128,8 @@ func testReplayKeys(t *testing.T, bin, rec string) {
 	if strings.Contains(screen, "press any key") {
 		t.Errorf("the end of a replay asks for any key (screen below)")
 	}
+	// Paused first: at max speed, 10 s back is played again in 10 ms.
+	s.send("Space")
 	s.send("Left")
 	s.waitFor("a seek back from the end", func(sc string) bool {
 		r := readReplay(sc)
