@@ -324,9 +324,11 @@ func TestLimitHoldsCapAndRateAcrossJobs(t *testing.T) {
 			t.Fatalf("calls per job %v: job %d got %.0f%%, want 40–60%%", n, j, 100*share)
 		}
 	}
-	// Waiting calls are woken by a freed slot or take turns at tokens: they do not poll.
+	// Waiting calls are woken by a freed slot or take turns at tokens: they do not poll. About 3
+	// a call is usual here; a poller every 25 ms would make over 10; 5 leaves room for a loaded
+	// machine, where wake-ups arrive late.
 	trips := gates[0].trips.Load() + gates[1].trips.Load()
-	if perCall := float64(trips) / float64(len(starts)); perCall > 3 {
+	if perCall := float64(trips) / float64(len(starts)); perCall > 5 {
 		t.Fatalf("%d acquisitions for %d calls: want few round trips a call, not polling", trips, len(starts))
 	}
 	t.Logf("at most %d in flight, calls per job %v, %.2f acquisitions a call", most, n, float64(trips)/float64(len(starts)))
