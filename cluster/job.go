@@ -43,6 +43,19 @@ func Connect(ctx context.Context, url, name, host string) (*Job, error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("cluster: job name %q: want letters, digits, '-', '_' or '.' (1 to 64)", name)
 	}
+	rdb, err := dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if host == "" {
+		h, _ := os.Hostname()
+		host = h + "/" + strconv.Itoa(os.Getpid())
+	}
+	return &Job{rdb: rdb, name: name, host: host}, nil
+}
+
+// dial connects to the Redis at url and checks, within 3 s, that it answers.
+func dial(ctx context.Context, url string) (*redis.Client, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: --redis %s: %w", redactRedis(url), err)
@@ -54,11 +67,7 @@ func Connect(ctx context.Context, url, name, host string) (*Job, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redactRedis(url), err)
 	}
-	if host == "" {
-		h, _ := os.Hostname()
-		host = h + "/" + strconv.Itoa(os.Getpid())
-	}
-	return &Job{rdb: rdb, name: name, host: host}, nil
+	return rdb, nil
 }
 
 // Close closes the connection.

@@ -221,16 +221,9 @@ type Limits struct {
 // ConnectLimits connects to the Redis at url (redis://HOST:PORT/DB) that holds the named
 // limits, and checks that it answers.
 func ConnectLimits(ctx context.Context, url string) (*Limits, error) {
-	opt, err := redis.ParseURL(url)
+	rdb, err := dial(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: --redis %s: %w", redactRedis(url), err)
-	}
-	rdb := redis.NewClient(opt)
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redactRedis(url), err)
+		return nil, err
 	}
 	return &Limits{rdb: rdb}, nil
 }
