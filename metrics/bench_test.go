@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -26,9 +27,14 @@ type setup struct {
 // engine-overhead scenario of engine.BenchmarkEngineNoop — with s attached, and returns the
 // run's items/s and the process's CPU time per item.
 func runNoop(b *testing.B, n int, s setup) (itemsPerSec, cpuPerItem float64) {
+	return runAt(b, n, 0, s)
+}
+
+// runAt is runNoop with the rate capped at rate calls/s (0: none).
+func runAt(b *testing.B, n int, rate float64, s setup) (itemsPerSec, cpuPerItem float64) {
 	b.Helper()
 	e, err := engine.New(engine.Config{
-		Settings: engine.Settings{Parallelism: 4},
+		Settings: engine.Settings{Parallelism: 4, Rate: rate, Burst: 10},
 		Adapter:  enginetest.Noop,
 		Source:   engine.NewLineReader(enginetest.Lines(n), false),
 		Total:    int64(n),
@@ -140,6 +146,36 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkObserverAtRate measures the metrics' cost where the calls' rate, not the engine,
+// sets the pace, as for a real target: the engine-overhead scenario capped at 2,000 and
+// 20,000 calls/s, a second per run, bare and observed in alternating order. Throughput is the
+// cap either way, so it reports the median CPU time per item and its increase.
+//
+//	go test -run '^$' -bench ObserverAtRate -benchtime 8x ./metrics/
+func BenchmarkObserverAtRate(b *testing.B) {
+	rates := []float64{2000, 20000}
+	setups := []setup{{name: "bare"}, {name: "metrics", metrics: true}}
+	cpu := make([][2][]float64, len(rates))
+	i := 0
+	for b.Loop() {
+		for r, rate := range rates {
+			for k := range setups {
+				j := (k + i) % len(setups)
+				_, c := runAt(b, int(rate), rate, setups[j])
+				cpu[r][j] = append(cpu[r][j], c)
+			}
+		}
+		i++
+	}
+	for r, rate := range rates {
+		name := strconv.Itoa(int(rate)) + "/s-"
+		bare, observed := median(cpu[r][0]), median(cpu[r][1])
+		b.ReportMetric(bare, name+"bare-cpu-ns/item")
+		b.ReportMetric(observed, name+"metrics-cpu-ns/item")
+		b.ReportMetric(100*(observed-bare)/bare, name+"cpu-increase-%")
+	}
 }
 
 // BenchmarkEngineNoopMetrics is the engine-overhead scenario as engine.BenchmarkEngineNoop

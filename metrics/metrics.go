@@ -201,9 +201,7 @@ func (o *Observer) Finish(sum engine.Summary) {
 }
 
 // run counts events and samples the retry queue until Finish; then it counts what is still
-// buffered, which is every event of a run that has returned. It blocks on the subscription
-// rather than poll it: woken by the sender, it mostly reads each event while it is still in
-// the cache, which measured cheaper than letting batches pile up.
+// buffered, which is every event of a run that has returned.
 func (o *Observer) run() {
 	defer close(o.done)
 	tick := time.NewTicker(o.every)
@@ -212,23 +210,38 @@ func (o *Observer) run() {
 		select {
 		case ev := <-o.sub.C:
 			o.observe(ev)
+			o.drain()
+			// Let events gather before waiting on the channel again: waiting there, this
+			// goroutine would be woken by the engine for every single event, which at 2,000
+			// to 20,000 calls a second measured 2 to 5 µs of CPU per call, several times what
+			// batches cost. The buffer holds 8 ms of events even at a million calls a second.
+			time.Sleep(batchWait)
 		case <-tick.C:
 			s := o.eng.Snapshot()
 			o.sampleBackoff(s.At, s.BackingOff)
 			o.publish()
 		case <-o.stop:
-			for {
-				select {
-				case ev := <-o.sub.C:
-					o.observe(ev)
-					continue
-				default:
-				}
-				break
-			}
+			o.drain()
 			o.publish()
 			return
 		}
+	}
+}
+
+// batchWait is how long the drain goroutine lets events gather after each batch.
+const batchWait = time.Millisecond
+
+// drain counts the events buffered now. It takes at most a buffer's worth, so that a stream
+// faster than it still lets it sample and publish.
+func (o *Observer) drain() {
+	for range cap(o.sub.C) {
+		select {
+		case ev := <-o.sub.C:
+			o.observe(ev)
+			continue
+		default:
+		}
+		return
 	}
 }
 
