@@ -152,7 +152,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		stopRecording(env, rec, engine.Summary{}, rf.record)
 		return err
 	}
-	mon, stopMonitor := startMonitor(ctx, e, rf.auto)
+	mon, stopMonitor := startMonitor(ctx, e, rf.auto, obs.feeds...)
 	defer stopMonitor()
 	stopControl, sock := serveControl(env, e, mon, rf, title)
 	defer stopControl()
@@ -179,6 +179,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		stopRecording(env, rec, sum, rf.record)
 		rep.summary(sum, mon.Overall(), rf.out)
 	}
+	stopMonitor() // every event fed, before the observers take the run's end
 	obs.finish(env, rf, sum)
 
 	switch {
@@ -194,15 +195,20 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 
 // startMonitor feeds a probes.Monitor from the run's events (for the screen, the advice and
 // the auto-tuner) and, with auto, starts the tuner. The returned function stops both.
-func startMonitor(ctx context.Context, e *engine.Engine, auto bool) (*probes.Monitor, func()) {
+// Other observers (feeds) share its subscription: the engine publishes each event once.
+func startMonitor(ctx context.Context, e *engine.Engine, auto bool, feeds ...func(engine.Event)) (*probes.Monitor, func()) {
 	mon := probes.NewMonitor(probes.AdvisorConfig{}, auto)
-	sub := e.Subscribe(8192, engine.CallEnd) // a lost event only blurs a percentile
+	kinds := []engine.EventKind{engine.CallEnd}
+	if len(feeds) > 0 {
+		kinds = append(kinds, engine.ControlChange)
+	}
+	sub := e.Subscribe(8192, kinds...) // a lost event only blurs a percentile
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		probes.Feed(sub, stop, mon.Observe)
+		probes.Feed(sub, stop, append([]func(engine.Event){mon.Observe}, feeds...)...)
 	}()
 	tctx, cancel := context.WithCancel(ctx)
 	if auto {
@@ -212,12 +218,12 @@ func startMonitor(ctx context.Context, e *engine.Engine, auto bool) (*probes.Mon
 			mon.Tuner(e).Run(tctx)
 		}()
 	}
-	return mon, func() {
+	return mon, sync.OnceFunc(func() {
 		cancel()
 		close(stop)
 		wg.Wait()
 		sub.Close()
-	}
+	})
 }
 
 // signals is the CLI's one place for SIGINT, SIGTERM and SIGHUP during a run.

@@ -18,16 +18,18 @@ import (
 // on stderr. The returned function folds the run's summary in; the server then goes on
 // serving the final figures until the process exits, which for the CLI is right after, so
 // nothing waits on a scraper.
-func startMetrics(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine, j job, title string) (func(engine.Summary), error) {
+//
+// The metrics are fed by the run's monitor (the returned feed): one subscription serves both.
+func startMetrics(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine, j job, title string) (func(engine.Summary), func(engine.Event), error) {
 	addr, err := metricsAddr(rf.metrics)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, usageError("--metrics %s: %v", rf.metrics, err)
+		return nil, nil, usageError("--metrics %s: %v", rf.metrics, err)
 	}
-	obs := metrics.New(e, metrics.Options{Job: title, StatusNotHTTP: j.name == "exec"})
+	obs := metrics.New(e, metrics.Options{Job: title, StatusNotHTTP: j.name == "exec", Shared: true})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", obs.Handler())
 	srv := &http.Server{
@@ -44,7 +46,7 @@ func startMetrics(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine,
 			// Another outlet failed to start and the run never will: nothing worth serving.
 			_ = srv.Close()
 		}
-	}, nil
+	}, obs.Observe, nil
 }
 
 // metricsAddr checks --metrics. A bare ":PORT" would listen on every interface, which the

@@ -11,6 +11,8 @@ import (
 // bounded subscriptions and snapshots, so none can slow the calls.
 type observers struct {
 	stops []func(engine.Summary)
+	// feeds take the run's events from the monitor's subscription (see startMonitor).
+	feeds []func(engine.Event)
 }
 
 // startObservers starts the outlets the flags ask for; an outlet that cannot start (a port in
@@ -18,12 +20,13 @@ type observers struct {
 func startObservers(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine, j job, title string) (*observers, error) {
 	o := &observers{}
 	if rf.metrics != "" {
-		stop, err := startMetrics(ctx, env, rf, e, j, title)
+		stop, feed, err := startMetrics(ctx, env, rf, e, j, title)
 		if err != nil {
 			o.finish(env, &runFlags{}, engine.Summary{})
 			return nil, err
 		}
 		o.stops = append(o.stops, stop)
+		o.feeds = append(o.feeds, feed)
 	}
 	if rf.logFile != "" {
 		stop, err := startEventLog(ctx, env, rf, e, j, title)

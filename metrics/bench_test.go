@@ -21,6 +21,7 @@ type setup struct {
 	monitor bool // a probes.Monitor fed from its own CallEnd subscription, as every CLI run has
 	metrics bool // a metrics.Observer
 	discard bool // a subscription to what the metrics read, drained by a goroutine doing nothing
+	shared  bool // with monitor and metrics: the metrics fed from the monitor's subscription, as the CLI does
 }
 
 // runNoop runs n items through enginetest.Noop at parallelism 4 with rows to io.Discard — the
@@ -45,12 +46,21 @@ func runAt(b *testing.B, n int, rate float64, s setup) (itemsPerSec, cpuPerItem 
 	}
 	stop := make(chan struct{})
 	fed := make(chan struct{})
+	var o *metrics.Observer
+	if s.metrics {
+		o = metrics.New(e, metrics.Options{Job: "bench", Shared: s.shared})
+	}
 	if s.monitor {
 		mon := probes.NewMonitor(probes.AdvisorConfig{}, false)
-		sub := e.Subscribe(8192, engine.CallEnd) // as cli.startMonitor does
+		feeds := []func(engine.Event){mon.Observe}
+		kinds := []engine.EventKind{engine.CallEnd}
+		if s.shared {
+			feeds, kinds = append(feeds, o.Observe), append(kinds, engine.ControlChange)
+		}
+		sub := e.Subscribe(8192, kinds...) // as cli.startMonitor does
 		go func() {
 			defer close(fed)
-			probes.Feed(sub, stop, mon.Observe)
+			probes.Feed(sub, stop, feeds...)
 		}()
 	} else if s.discard {
 		sub := e.Subscribe(metrics.DefaultBuffer, engine.CallEnd, engine.ControlChange)
@@ -60,10 +70,6 @@ func runAt(b *testing.B, n int, rate float64, s setup) (itemsPerSec, cpuPerItem 
 		}()
 	} else {
 		close(fed)
-	}
-	var o *metrics.Observer
-	if s.metrics {
-		o = metrics.New(e, metrics.Options{Job: "bench"})
 	}
 	cpu0, start := cpuTime(), time.Now()
 	sum, err := e.Run(context.Background())
@@ -108,6 +114,7 @@ func BenchmarkObserverOverhead(b *testing.B) {
 	setups := []setup{
 		{name: "bare"}, {name: "metrics", metrics: true}, {name: "monitor", monitor: true},
 		{name: "monitor+metrics", monitor: true, metrics: true}, {name: "discard", discard: true},
+		{name: "monitor+shared", monitor: true, metrics: true, shared: true},
 	}
 	rate := make([][]float64, len(setups))
 	cpu := make([][]float64, len(setups))
@@ -134,6 +141,7 @@ func BenchmarkObserverOverhead(b *testing.B) {
 	b.ReportMetric(loss(1, 0), "loss-vs-bare-%")
 	b.ReportMetric(loss(3, 2), "loss-vs-monitor-%")
 	b.ReportMetric(loss(4, 0), "discard-loss-vs-bare-%")
+	b.ReportMetric(loss(5, 2), "shared-loss-vs-monitor-%")
 }
 
 func median(xs []float64) float64 {

@@ -52,6 +52,10 @@ type Options struct {
 	SampleEvery time.Duration
 	// Buffer is the event subscription's size; 0 means [DefaultBuffer].
 	Buffer int
+	// Shared says the caller feeds the events with [Observer.Observe] from a subscription it
+	// already has (the CLI's monitor), so that the engine publishes each event once for both:
+	// a second subscriber alone costs several percent at a million calls a second.
+	Shared bool
 }
 
 // outcome and status-class labels, indexed like probes.Class and statusClass.
@@ -161,7 +165,9 @@ func New(e *engine.Engine, opt Options) *Observer {
 		o.common[p[0]][p[1]] = true
 	}
 	// Lossy by design: a full buffer drops (and counts) events rather than wait for us.
-	o.sub = e.Subscribe(opt.Buffer, engine.CallEnd, engine.ControlChange)
+	if !opt.Shared {
+		o.sub = e.Subscribe(opt.Buffer, engine.CallEnd, engine.ControlChange)
+	}
 	throttle := prometheus.WrapRegistererWith(prometheus.Labels{JobLabel: opt.Job}, o.reg)
 	throttle.MustRegister(o.changes, o.backoff, &snapshotCollector{o: o})
 	o.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -190,7 +196,9 @@ func (o *Observer) Finish(sum engine.Summary) {
 	o.finished.Do(func() {
 		close(o.stop)
 		<-o.done
-		o.sub.Close()
+		if o.sub != nil {
+			o.sub.Close()
+		}
 		s := o.eng.Snapshot()
 		o.sampleBackoff(s.At, s.BackingOff)
 		if sum.State >= engine.Draining { // a real summary, not the zero one of a run never started
@@ -206,9 +214,13 @@ func (o *Observer) run() {
 	defer close(o.done)
 	tick := time.NewTicker(o.every)
 	defer tick.Stop()
+	var events <-chan engine.Event // nil, which never delivers, when the caller feeds us
+	if o.sub != nil {
+		events = o.sub.C
+	}
 	for {
 		select {
-		case ev := <-o.sub.C:
+		case ev := <-events:
 			o.observe(ev)
 			o.drain()
 			// Let events gather before waiting on the channel again: waiting there, this
@@ -234,6 +246,9 @@ const batchWait = time.Millisecond
 // drain counts the events buffered now. It takes at most a buffer's worth, so that a stream
 // faster than it still lets it sample and publish.
 func (o *Observer) drain() {
+	if o.sub == nil {
+		return
+	}
 	for range cap(o.sub.C) {
 		select {
 		case ev := <-o.sub.C:
@@ -260,6 +275,14 @@ func (o *Observer) sampleBackoff(now time.Time, n int) {
 		o.backoff.Add(float64(o.lastN) * d.Seconds())
 	}
 	o.lastN, o.lastAt = n, now
+}
+
+// Observe counts one event fed by the caller (see Options.Shared). It may be called from one
+// goroutine at a time, concurrently with scrapes and with Finish.
+func (o *Observer) Observe(ev engine.Event) {
+	o.mu.Lock()
+	o.observe(ev)
+	o.mu.Unlock()
 }
 
 func (o *Observer) observe(ev engine.Event) {
@@ -402,7 +425,11 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descState, v, st.String())
 	}
-	counter(descDropped, float64(c.o.sub.Dropped()))
+	dropped := int64(0) // fed by the caller (Options.Shared): its subscription counts its own
+	if c.o.sub != nil {
+		dropped = c.o.sub.Dropped()
+	}
+	counter(descDropped, float64(dropped))
 
 	for oc := range t.calls {
 		for sc, n := range t.calls[oc] {

@@ -56,16 +56,27 @@ func (m *Monitor) Tuner(k Knobs) *Tuner {
 	return NewTuner(k, m.auto)
 }
 
-// Feed observes every event of sub until stop is closed. Run it on its own goroutine.
+// Feed observes every event of sub until stop is closed, then the events still buffered, so
+// that a run's last calls count. Run it on its own goroutine.
 func Feed(sub *engine.Subscription, stop <-chan struct{}, observers ...func(engine.Event)) {
+	observe := func(ev engine.Event) {
+		for _, o := range observers {
+			o(ev)
+		}
+	}
 	for {
 		select {
 		case ev := <-sub.C:
-			for _, o := range observers {
-				o(ev)
-			}
+			observe(ev)
 		case <-stop:
-			return
+			for {
+				select {
+				case ev := <-sub.C:
+					observe(ev)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
