@@ -142,18 +142,26 @@ type batchGate struct{ *Gate }
 
 // DoBatch admits a chunk as one call, its cost as for Do, then calls the inner DoBatch.
 func (b batchGate) DoBatch(ctx context.Context, items []engine.Item) ([]engine.Outcome, error) {
-	l, err := b.admit(ctx, items)
+	return admitBatch(ctx, items, b.admit, b.batcher, b.holdOf, b.finish)
+}
+
+// admitBatch admits a chunk as one call through admit, calls the inner DoBatch, and ends the
+// call with the longest hold its answers ask for: the Gate and the LimitGate batch alike.
+func admitBatch[L any](ctx context.Context, items []engine.Item,
+	admit func(context.Context, []engine.Item) (L, error), inner engine.Batcher,
+	holdOf func(engine.Outcome) time.Duration, finish func(context.Context, L, time.Duration)) ([]engine.Outcome, error) {
+	l, err := admit(ctx, items)
 	if err != nil {
 		return nil, err
 	}
-	outs, err := b.batcher.DoBatch(ctx, items)
+	outs, err := inner.DoBatch(ctx, items)
 	var hold time.Duration
 	if err == nil {
 		for _, o := range outs {
-			hold = max(hold, b.holdOf(o))
+			hold = max(hold, holdOf(o))
 		}
 	}
-	b.finish(ctx, l, hold)
+	finish(ctx, l, hold)
 	return outs, err
 }
 

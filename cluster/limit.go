@@ -746,19 +746,7 @@ type limitBatch struct{ *LimitGate }
 
 // DoBatch admits a chunk as one call, then calls the inner DoBatch.
 func (b limitBatch) DoBatch(ctx context.Context, items []engine.Item) ([]engine.Outcome, error) {
-	l, err := b.admit(ctx, items)
-	if err != nil {
-		return nil, err
-	}
-	outs, err := b.batcher.DoBatch(ctx, items)
-	var hold time.Duration
-	if err == nil {
-		for _, o := range outs {
-			hold = max(hold, b.holdOf(o))
-		}
-	}
-	b.finish(ctx, l, hold)
-	return outs, err
+	return admitBatch(ctx, items, b.admit, b.batcher, b.holdOf, b.finish)
 }
 
 // limitCost passes on the inner adapter's cost, for the engine's own rate.
