@@ -276,6 +276,22 @@ func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) fun
 // clusterLines says how the whole job goes every so often, under the host's own progress
 // lines; the returned function stops it.
 func clusterLines(say func(string), hosts func(int) []adapters.HostLoad, every time.Duration) func() {
+	return periodically(every, func() {
+		var parts []string
+		for i, h := range hosts(8) {
+			if i == 0 {
+				parts = append(parts, fmt.Sprintf("%s %d in flight", h.Host, h.InFlight))
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %d", h.Host, h.InFlight))
+		}
+		say("cluster: " + strings.Join(parts, " · "))
+	})
+}
+
+// periodically calls f every interval on a goroutine of its own; the returned function stops
+// it and waits for a call under way.
+func periodically(every time.Duration, f func()) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -285,21 +301,13 @@ func clusterLines(say func(string), hosts func(int) []adapters.HostLoad, every t
 		for {
 			select {
 			case <-t.C:
-				var parts []string
-				for i, h := range hosts(8) {
-					if i == 0 {
-						parts = append(parts, fmt.Sprintf("%s %d in flight", h.Host, h.InFlight))
-						continue
-					}
-					parts = append(parts, fmt.Sprintf("%s %d", h.Host, h.InFlight))
-				}
-				say("cluster: " + strings.Join(parts, " · "))
+				f()
 			case <-done:
 				return
 			}
 		}
 	}()
-	return func() { close(done); <-stopped }
+	return sync.OnceFunc(func() { close(done); <-stopped })
 }
 
 // joinFlags are the flags of the coordinator's command line that a joining host must not run

@@ -187,24 +187,11 @@ func formatWeight(w float64) string { return strconv.FormatFloat(w, 'g', -1, 64)
 // limitLines says every so often, under the progress lines, how each shared limit goes and
 // whether it is what holds this job back; the returned function stops it.
 func limitLines(say func(string), g *cluster.LimitGate, lim *cluster.Limits, every time.Duration) func() {
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				for _, line := range limitStatusLines(g, lim) {
-					say(line)
-				}
-			case <-done:
-				return
-			}
+	return periodically(every, func() {
+		for _, line := range limitStatusLines(g, lim) {
+			say(line)
 		}
-	}()
-	return func() { close(done); <-stopped }
+	})
 }
 
 // limitStatusLines is one line per shared limit: its use across jobs, this job's part, and

@@ -167,17 +167,23 @@ func admitBatch[L any](ctx context.Context, items []engine.Item,
 
 // Do admits one call under the job's limits, then calls the inner adapter.
 func (g *Gate) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
-	items := []engine.Item{it}
-	l, err := g.admit(ctx, items)
+	return admitOne(ctx, it, g.admit, g.inner, g.holdOf, g.finish)
+}
+
+// admitOne is admitBatch for one item: admit, call, end with the hold the answer asks for.
+func admitOne[L any](ctx context.Context, it engine.Item,
+	admit func(context.Context, []engine.Item) (L, error), inner engine.Adapter,
+	holdOf func(engine.Outcome) time.Duration, finish func(context.Context, L, time.Duration)) (engine.Outcome, error) {
+	l, err := admit(ctx, []engine.Item{it})
 	if err != nil {
 		return engine.Outcome{}, err
 	}
-	out, err := g.inner.Do(ctx, it)
+	out, err := inner.Do(ctx, it)
 	var hold time.Duration
 	if err == nil {
-		hold = g.holdOf(out)
+		hold = holdOf(out)
 	}
-	g.finish(ctx, l, hold)
+	finish(ctx, l, hold)
 	return out, err
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -761,17 +760,7 @@ func (c limitBatchCost) Cost(items []engine.Item) int { return c.coster.Cost(ite
 
 // Do admits one call under the limits, then calls the inner adapter.
 func (g *LimitGate) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
-	l, err := g.admit(ctx, []engine.Item{it})
-	if err != nil {
-		return engine.Outcome{}, err
-	}
-	out, err := g.inner.Do(ctx, it)
-	var hold time.Duration
-	if err == nil {
-		hold = g.holdOf(out)
-	}
-	g.finish(ctx, l, hold)
-	return out, err
+	return admitOne(ctx, it, g.admit, g.inner, g.holdOf, g.finish)
 }
 
 // Resize passes the engine's parallelism on to the inner adapter if it holds a resource per
@@ -1151,22 +1140,13 @@ func (g *LimitGate) listenOnce(ctx context.Context) (subscribed bool) {
 	defer stop()
 	pinged, subs := false, 0
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, watchIdle)
-		if err != nil {
-			if ctx.Err() != nil {
-				return subscribed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged {
-				if ps.Ping(ctx) != nil {
-					return subscribed
-				}
-				pinged = true
-				continue
-			}
+		msg, ok := receive(ctx, ps, &pinged)
+		if !ok {
 			return subscribed
 		}
-		pinged = false
+		if msg == nil {
+			continue
+		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {

@@ -327,6 +327,26 @@ const (
 
 // watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
 // subscribed, so that Watch restarts its backoff only after a real success.
+// receive waits for the next message of a subscription. A quiet link is pinged once (nil
+// message, ok) to find a dead one; ok is false when ctx ended or the link is dead, and the
+// caller subscribes again.
+func receive(ctx context.Context, ps *redis.PubSub, pinged *bool) (msg any, ok bool) {
+	msg, err := ps.ReceiveTimeout(ctx, watchIdle)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && !*pinged {
+			*pinged = true
+			return nil, ps.Ping(ctx) == nil
+		}
+		return nil, false
+	}
+	*pinged = false
+	return msg, true
+}
+
 func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
 	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
 	var closeOnce sync.Once
@@ -337,22 +357,13 @@ func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.
 	defer stop()
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, watchIdle)
-		if err != nil {
-			if ctx.Err() != nil {
-				return subscribed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged {
-				if ps.Ping(ctx) != nil {
-					return subscribed
-				}
-				pinged = true
-				continue
-			}
+		msg, ok := receive(ctx, ps, &pinged)
+		if !ok {
 			return subscribed
 		}
-		pinged = false
+		if msg == nil {
+			continue
+		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {

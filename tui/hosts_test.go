@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/adapters"
+	"github.com/throttle-dev/throttle/engine"
 )
 
 func TestHostsPanelListsTheBusiestHosts(t *testing.T) {
@@ -49,5 +50,22 @@ func TestConnectionsShownForAnAdapterWithOnePerWorker(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true)
 	if strings.Contains(m.Render(), "connections") {
 		t.Fatal("an adapter without connections shows some")
+	}
+}
+
+func TestQuotaAndSharedLimitShown(t *testing.T) {
+	snap := busySnapshot()
+	snap.Quota = engine.QuotaState{Quota: engine.Quota{Limit: 100, Remaining: 0, Reset: 30 * time.Second},
+		At: snap.At, ResetAt: snap.At.Add(30 * time.Second)}
+	fe := &fakeEngine{snap: snap}
+	m := New(fe, busySeries(), Options{Title: "http · ids.txt", Plain: true, Now: func() time.Time { return fixedNow },
+		Binding: func() string { return "shared limit tmdb: rate 50/s" }})
+	m.width, m.height = 160, 48
+	frame := m.Render()
+	checkFrame(t, frame, 160, 48)
+	for _, want := range []string{"quota 0/100 · resets in 30s", "the target's quota is spent: calls wait 30s", "binding: shared limit tmdb: rate 50/s"} {
+		if !strings.Contains(frame, want) {
+			t.Errorf("no %q on the screen:\n%s", want, frame)
+		}
 	}
 }
