@@ -214,7 +214,29 @@ func ctlList(env *Env) error {
 func printStatus(env *Env, s *control.Status) {
 	w := env.Stdout
 	fmt.Fprintf(w, "%s (pid %d): %s\n", s.Title, s.PID, s.State)
-	fmt.Fprintf(w, "parallelism %d (in flight %d), pace %s, rate %s, burst %d\n", s.Parallelism, s.InFlight, s.Pace, s.Rate, s.Burst)
+	par, rate := fmt.Sprintf("parallelism %d", s.Parallelism), "rate "+s.Rate
+	if s.EffectiveParallelism > 0 {
+		par = fmt.Sprintf("parallelism %d effective · ceiling %d", s.EffectiveParallelism, s.Parallelism)
+	}
+	if s.EffectiveRate != "" {
+		ceiling := s.Rate
+		if ceiling == engine.FormatRate(0) {
+			ceiling = "none"
+		}
+		rate = "rate " + s.EffectiveRate + " effective · ceiling " + ceiling
+	}
+	fmt.Fprintf(w, "%s (in flight %d), pace %s, %s, burst %d\n", par, s.InFlight, s.Pace, rate, s.Burst)
+	if s.Signals > 0 {
+		limit := ""
+		if s.TargetLimit != "" {
+			limit = "; the target accepted " + s.TargetLimit + " when it last pushed back"
+		}
+		times := "times"
+		if s.Signals == 1 {
+			times = "time"
+		}
+		fmt.Fprintf(w, "the target pushed back %d %s%s\n", s.Signals, times, limit)
+	}
 	total := "?"
 	if s.Total >= 0 {
 		total = human.Count(s.Total)

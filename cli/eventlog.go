@@ -75,7 +75,10 @@ func startEventLog(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine
 // subscriptions: a slow or stuck log loses events (counted in the end line), and never slows
 // a call. The returned function waits for the end line at most endWait.
 func runEventLog(env *Env, name string, f io.WriteCloser, s *scrubber, e *engine.Engine, in startInfo, endWait time.Duration) func(engine.Summary) {
-	l := newEventLog(f, s, e.Settings)
+	l := newEventLog(f, s, func() (engine.Settings, engine.Effective) {
+		snap := e.Snapshot()
+		return snap.Settings, snap.Effective
+	})
 	// Subscribed before Run, so that the log sees the run's first change.
 	ctrl := e.Subscribe(logCtrlBuffer, engine.ControlChange, engine.HoldStart, engine.Warning)
 	calls := e.Subscribe(logCallBuffer, engine.CallEnd)
@@ -160,7 +163,7 @@ type classCount struct {
 // eventLog turns a run's events into log lines. It is used by one goroutine at a time.
 type eventLog struct {
 	h         slog.Handler
-	settings  func() engine.Settings
+	limits    func() (engine.Settings, engine.Effective)
 	mon       *probes.Monitor
 	errs      [probes.ClassOther + 1]classCount
 	since     time.Time     // when the error counts started
@@ -170,9 +173,10 @@ type eventLog struct {
 	lost      int64         // lines not written
 }
 
-// newEventLog returns an eventLog that writes to w, passing every string through s. settings
-// reads the run's live settings, for the advice.
-func newEventLog(w io.Writer, s *scrubber, settings func() engine.Settings) *eventLog {
+// newEventLog returns an eventLog that writes to w, passing every string through s. limits
+// reads the run's live settings and the congestion response's effective values, for the
+// advice.
+func newEventLog(w io.Writer, s *scrubber, limits func() (engine.Settings, engine.Effective)) *eventLog {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
 		// Every string — the message, an error's text, a title — goes through the scrubber, so
@@ -186,7 +190,7 @@ func newEventLog(w io.Writer, s *scrubber, settings func() engine.Settings) *eve
 	})
 	// Its own advisor, with the screen's defaults: the screen's Monitor belongs to runJob, and
 	// one more observer costs this goroutine, not the calls.
-	return &eventLog{h: h, settings: settings, mon: probes.NewMonitor(probes.AdvisorConfig{}, false),
+	return &eventLog{h: h, limits: limits, mon: probes.NewMonitor(probes.AdvisorConfig{}, false),
 		advice: probes.Advice{Action: probes.Hold}}
 }
 
@@ -301,8 +305,8 @@ func (l *eventLog) flush(now time.Time) {
 // advise logs the advisor's suggestion when it suggests something else than it last did: the
 // figures in its reason change every window, and a line per window would drown the changes.
 func (l *eventLog) advise(now time.Time) {
-	set := l.settings()
-	a := l.mon.Advice(now, set)
+	set, eff := l.limits()
+	a := l.mon.Advice(now, set, eff)
 	if sameAdvice(a, l.advice) {
 		return
 	}

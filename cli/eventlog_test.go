@@ -106,7 +106,7 @@ var logSchema = map[string][]string{
 func TestEventLogLines(t *testing.T) {
 	var buf bytes.Buffer
 	set := engine.Settings{Parallelism: 8, Pace: 250 * time.Millisecond, Burst: 1}
-	l := newEventLog(&buf, &scrubber{}, func() engine.Settings { return set })
+	l := newEventLog(&buf, &scrubber{}, func() (engine.Settings, engine.Effective) { return set, engine.Effective{} })
 	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) // on a 5 s boundary: the advisor's windows
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -233,7 +233,7 @@ func TestEventLogLines(t *testing.T) {
 // TestEventLogNotStarted: a zero Summary (the run never started) says so, not "0 ok".
 func TestEventLogNotStarted(t *testing.T) {
 	var buf bytes.Buffer
-	l := newEventLog(&buf, &scrubber{}, func() engine.Settings { return engine.Settings{} })
+	l := newEventLog(&buf, &scrubber{}, func() (engine.Settings, engine.Effective) { return engine.Settings{}, engine.Effective{} })
 	l.end(time.Now(), engine.Summary{}, 0)
 	lines := parseLog(t, buf.String())
 	if len(lines) != 1 || lines[0].str("state") != "not started" || lines[0]["ok"] != nil {

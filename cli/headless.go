@@ -96,7 +96,7 @@ func (h *headless) progress() {
 	h.lastCalls, h.last429, h.lastAt = s.Calls, s.TooMany, now
 	h.say(progressLine(s, h.mon.Latency(now), callsPerSec, new429))
 	// Each new suggestion once, as its own line (the tuner's changes come as change events).
-	if a := h.mon.Advice(now, s.Settings); a.Action != probes.Hold && a.Reason != h.said {
+	if a := h.mon.Advice(now, s.Settings, s.Effective); a.Action != probes.Hold && a.Reason != h.said {
 		h.said = a.Reason
 		h.say("advice: " + a.Reason)
 	}
@@ -118,11 +118,19 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	} else {
 		fmt.Fprintf(&b, "  %s done", human.Count(done))
 	}
+	// The caps in force: an effective value while it binds under its ceiling, named so.
 	fmt.Fprintf(&b, "  %.1f calls/s", callsPerSec)
-	if s.Settings.Rate > 0 {
-		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(s.Settings.Rate))
+	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
+	case eff:
+		fmt.Fprintf(&b, " (cap %s effective · ceiling %s)", human.Rate(r), probes.CeilingRate(s.Settings.Rate))
+	case r > 0:
+		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(r))
 	}
-	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, s.Settings.Parallelism)
+	p, parEff := probes.EffectiveParallelism(s.Settings, s.Effective)
+	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, p)
+	if parEff {
+		fmt.Fprintf(&b, " (effective · ceiling %d)", s.Settings.Parallelism)
+	}
 	if lat.Calls > 0 {
 		fmt.Fprintf(&b, "  p50 %s p95 %s", human.Latency(lat.P50), human.Latency(lat.P95))
 	}

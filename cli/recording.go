@@ -21,7 +21,8 @@ func startRecording(rf *runFlags, j job, in *input, set engine.Settings, e *engi
 	host, _ := os.Hostname()
 	h := record.Header{Host: host, Throttle: versionWord(), Adapter: j.name, Target: j.target, Input: in.name,
 		Total: in.total, Settings: record.SettingsOf(set), Retries: rf.retries, MaxBackoff: record.Duration(rf.maxBackoff),
-		Timeout: record.Duration(rf.timeout), Chunk: rf.chunk, Auto: rf.auto}
+		Timeout: record.Duration(rf.timeout), Chunk: rf.chunk, Auto: rf.auto,
+		Adapt: rf.adapt, Hold: rf.hold}
 	rec, err := record.Start(f, h, e)
 	if err != nil {
 		return nil, fmt.Errorf("--record %s: %w", rf.record, err)

@@ -25,6 +25,8 @@ type runFlags struct {
 	headless       bool
 	fps            int
 	auto           bool
+	adapt          bool
+	hold           string
 	resume         bool
 	onlyFailed     bool
 	dedupe         bool
@@ -81,7 +83,9 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.StringVar(&f.config, "config", "", "a job file (TOML, or YAML by its .yaml/.yml name) holding any of these flags; the command line overrides it")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective settings as a job file (TOML) and exit; nothing is called")
 	fs.StringVar(&f.record, "record", "", "record the run to FILE for throttle replay (no secrets, no bodies; about 20 bytes per call)")
-	fs.BoolVar(&f.auto, "auto", false, "let the tuner raise and lower parallelism and the rate itself (your own changes pause it for a minute)")
+	fs.BoolVar(&f.auto, "auto", false, "let the tuner find the limit: slow start doubles parallelism until the target pushes back, then a gentle climb (your own changes pause it for a minute)")
+	fs.BoolVar(&f.adapt, "adapt", true, "keep an effective rate and parallelism under --rate and --parallelism (then ceilings) that fall at 429s and climb back; --adapt=false holds the settings as given")
+	fs.StringVar(&f.hold, "hold", "strict", "how a Retry-After hold of the whole pool ends: strict (at its time) or probe (one test call at a time; the first success ends it: for token buckets whose whole-second Retry-After overstates the wait)")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
 	_ = fs.MarkHidden("progress-every")
@@ -117,6 +121,10 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--fsync-every %v: must not be negative", f.fsyncEvery)
 	case f.fps < 1 || f.fps > 30:
 		return s, usageError("--fps %d: want 1 to 30", f.fps)
+	case f.auto && !f.adapt:
+		return s, usageError("--auto works through the congestion response (--adapt): drop --adapt=false, or --auto")
+	case f.hold != "strict" && f.hold != "probe":
+		return s, usageError("--hold %q: want strict or probe", f.hold)
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
 	case f.job != "" && f.redis == "":
@@ -136,4 +144,10 @@ func describeSettings(s engine.Settings) string {
 		pace = s.Pace.String()
 	}
 	return fmt.Sprintf("parallelism %d, pace %s, rate %s (burst %d)", s.Parallelism, pace, engine.FormatRate(s.Rate), s.Burst)
+}
+
+// holdMode is --hold as the engine takes it; settings has checked it.
+func (f *runFlags) holdMode() engine.HoldMode {
+	m, _ := engine.ParseHoldMode(f.hold)
+	return m
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,4 +174,30 @@ func TestClientHelper(t *testing.T) {
 		return
 	}
 	t.Logf("client: answered %+v", resp)
+}
+
+// TestStatusShowsEffective: with the congestion response holding values under the ceilings,
+// the status (ctl get, and its JSON) gives both; with the ceilings in force, no effective one.
+func TestStatusShowsEffective(t *testing.T) {
+	s := engine.Snapshot{Settings: engine.Settings{Parallelism: 16, Rate: 250, Burst: 1},
+		Effective: engine.Effective{Rate: 187.6, Parallelism: 6, Limit: 197.4, Signals: 3, QuotaLeft: -1}}
+	st := statusOf("t", 1, s)
+	if st.Parallelism != 16 || st.Rate != "250/s" || st.EffectiveParallelism != 6 || st.EffectiveRate != "188/s" ||
+		st.TargetLimit != "197/s" || st.Signals != 3 {
+		t.Errorf("status with effective values = %+v, want ceilings 16 and 250/s, effective 6 and 188/s, limit 197/s, 3 signals", st)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"parallelism":16`, `"rate":"250/s"`, `"effective_parallelism":6`, `"effective_rate":"188/s"`, `"target_limit":"197/s"`, `"signals":3`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("status JSON lacks %s: %s", want, b)
+		}
+	}
+	// An effective value at or over its ceiling does not bind.
+	s.Effective = engine.Effective{Rate: 300, Parallelism: 16, QuotaLeft: -1}
+	if st := statusOf("t", 1, s); st.EffectiveParallelism != 0 || st.EffectiveRate != "" || st.TargetLimit != "" {
+		t.Errorf("status with the ceilings in force = %+v, want no effective values", st)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -48,7 +49,7 @@ type Viewer interface {
 	Points(now time.Time, span time.Duration) []probes.Point
 	Latency(now time.Time) probes.Stats
 	Errors(n int) []probes.ErrorGroup
-	Advice(now time.Time, set engine.Settings) probes.Advice
+	Advice(now time.Time, set engine.Settings, eff engine.Effective) probes.Advice
 }
 
 // Status is what the socket tells of a run: its title, settings and counts, and the newest
@@ -73,6 +74,15 @@ type Status struct {
 	InFlight    int       `json:"in_flight"`
 	BackingOff  int       `json:"backing_off"`
 	Changes     []string  `json:"changes"`
+
+	// With the congestion response on, parallelism and rate above are the ceilings; these are
+	// the values the run holds itself to under them while they bind: 0 and "" when the
+	// ceiling applies. TargetLimit is the rate the target accepted when it last pushed back
+	// ("" if never), Signals the pushbacks the response answered.
+	EffectiveParallelism int    `json:"effective_parallelism"`
+	EffectiveRate        string `json:"effective_rate"`
+	TargetLimit          string `json:"target_limit"`
+	Signals              int    `json:"signals"`
 }
 
 func statusOf(title string, pid int, s engine.Snapshot) *Status {
@@ -80,6 +90,16 @@ func statusOf(title string, pid int, s engine.Snapshot) *Status {
 		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
 		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
 		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff}
+	if p, eff := probes.EffectiveParallelism(s.Settings, s.Effective); eff {
+		st.EffectiveParallelism = p
+	}
+	if r, eff := probes.EffectiveRate(s.Settings, s.Effective); eff {
+		st.EffectiveRate = human.Rate(r)
+	}
+	if s.Effective.Limit > 0 {
+		st.TargetLimit = human.Rate(s.Effective.Limit)
+	}
+	st.Signals = s.Effective.Signals
 	if !s.Ended.IsZero() {
 		st.State = "ended"
 	}

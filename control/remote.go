@@ -123,4 +123,6 @@ func (r *Remote) Errors(n int) []probes.ErrorGroup {
 }
 
 // Advice returns the view's advice.
-func (r *Remote) Advice(now time.Time, set engine.Settings) probes.Advice { return r.View().Advice }
+func (r *Remote) Advice(time.Time, engine.Settings, engine.Effective) probes.Advice {
+	return r.View().Advice
+}

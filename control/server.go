@@ -150,7 +150,7 @@ func (s *Server) view() *View {
 		v.Points = s.Viewer.Points(now, probes.SeriesSpan)
 		v.Latency = s.Viewer.Latency(now)
 		v.Errors = s.Viewer.Errors(8)
-		v.Advice = s.Viewer.Advice(now, snap.Settings)
+		v.Advice = s.Viewer.Advice(now, snap.Settings, snap.Effective)
 	}
 	return v
 }

@@ -35,7 +35,16 @@ func (e *Engine) blockedLocked(w *worker, now time.Time) (blocker, time.Time) {
 			w.holdDelay = time.Duration(e.cfg.Jitter() * float64(e.holdSpread))
 		}
 		if until := e.holdUntil.Add(w.holdDelay); now.Before(until) {
-			return blockHeld, until
+			if e.cfg.Hold != HoldProbe || !now.Before(e.holdUntil) {
+				return blockHeld, until
+			}
+			// --hold probe: one call at a time may test the water.
+			if a := &e.adapt; a.probing || now.Before(a.probeNext) {
+				if a.probing {
+					return blockHeld, until
+				}
+				return blockHeld, earlier(until, a.probeNext)
+			}
 		}
 	}
 	if e.settings.Pace > 0 && !w.lastStart.IsZero() {
@@ -56,7 +65,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 	for {
 		e.mu.Lock()
 		now := e.clock.Now()
-		if w.hasSlot && e.admitted > e.settings.Parallelism {
+		if w.hasSlot && e.admitted > e.parCapLocked() {
 			e.releaseSlotLocked(w)
 		}
 		b, until := e.blockedLocked(w, now)
@@ -80,7 +89,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 			continue
 		}
 		if !w.hasSlot {
-			if e.admitted >= e.settings.Parallelism {
+			if e.admitted >= e.parCapLocked() {
 				e.slotWaiters++
 				freed, changed := e.slotFreed, e.changed
 				e.mu.Unlock()
@@ -97,7 +106,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 			e.admitted++
 			w.hasSlot = true
 		}
-		if e.settings.Rate <= 0 {
+		if e.rateCapLocked() <= 0 {
 			e.startLocked(w, now)
 			e.mu.Unlock()
 			return nil
@@ -116,7 +125,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 		// The token is ours; start unless a change arrived meanwhile.
 		e.mu.Lock()
 		now = e.clock.Now()
-		if b, _ := e.blockedLocked(w, now); b == unblocked && e.admitted <= e.settings.Parallelism {
+		if b, _ := e.blockedLocked(w, now); b == unblocked && e.admitted <= e.parCapLocked() {
 			e.startLocked(w, now)
 			e.mu.Unlock()
 			return nil
@@ -175,6 +184,10 @@ func (e *Engine) sleep(d time.Duration, changed <-chan struct{}) {
 func (e *Engine) startLocked(w *worker, now time.Time) {
 	e.inflight++
 	w.lastStart, w.inflight = now, e.inflight
+	if now.Before(e.holdUntil) { // only a --hold probe call starts during a hold
+		w.probe, e.adapt.probing = true, true
+	}
+	e.noteStartLocked(w, now)
 	w.set(WorkerCalling)
 }
 

@@ -36,6 +36,9 @@ func (e *Engine) SetParallelism(n int, origin string) error {
 	}
 	old := e.settings.Parallelism
 	e.settings.Parallelism = n
+	if e.adapt.par >= n {
+		e.adapt.par = 0 // the new ceiling is under the effective parallelism: it applies
+	}
 	e.logLocked(origin, "parallelism", strconv.Itoa(old), strconv.Itoa(n))
 	started := !e.started.IsZero()
 	if started {
@@ -95,7 +98,10 @@ func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
 	old := e.settings
 	e.settings.Rate, e.settings.Burst = perSecond, burst
 	now := e.clock.Now()
-	e.limiter.SetLimitAt(now, limitOf(perSecond))
+	if perSecond > 0 && e.adapt.rate >= perSecond {
+		e.adapt.rate = 0 // the new ceiling is under the effective rate: it applies
+	}
+	e.applyRateLocked(now)
 	e.limiter.SetBurstAt(now, burst)
 	if old.Rate != perSecond {
 		e.logLocked(origin, "rate", FormatRate(old.Rate), FormatRate(perSecond))

@@ -47,6 +47,12 @@ type Config struct {
 	Jitter func() float64
 	// Origin names who set the starting settings in the change log (default "cli").
 	Origin string
+	// Adapt turns on the congestion response: under the settings (then ceilings) the engine
+	// keeps an effective rate and parallelism that fall when the target pushes back (429s,
+	// a spent quota, 503 with Retry-After) and climb back. Off, the settings hold as given.
+	Adapt bool
+	// Hold says how a shared Retry-After hold ends (default [HoldStrict]).
+	Hold HoldMode
 }
 
 // Engine runs one job. Its control methods and [Engine.Snapshot] are safe for concurrent use
@@ -88,6 +94,8 @@ type Engine struct {
 	holdUntil   time.Time
 	holdSeq     int
 	holdSpread  time.Duration
+	holdStart   time.Time // when the current (or last) hold began
+	adapt       adaptState
 	changes     []Change
 	warnings    []string
 	err         error // first fatal error (results not writable, input unreadable)
@@ -157,6 +165,7 @@ func New(cfg Config) (*Engine, error) {
 		slotFreed: make(chan struct{}),
 		drained:   make(chan struct{}),
 	}
+	e.adapt.on = cfg.Adapt
 	e.batcher, _ = cfg.Adapter.(Batcher)
 	e.coster, _ = cfg.Adapter.(Coster)
 	e.limiter = rate.NewLimiter(limitOf(cfg.Rate), cfg.Burst)
@@ -218,6 +227,10 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 
 	go e.readInput()
 	go e.writer.run()
+	adaptDone := make(chan struct{})
+	if e.cfg.Adapt {
+		go e.adaptLoop(adaptDone)
+	}
 	stopWatch := make(chan struct{})
 	go func() {
 		select {
@@ -229,6 +242,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 
 	e.wg.Wait()
 	close(stopWatch)
+	close(adaptDone)
 
 	e.mu.Lock()
 	leftover := e.retries.drainAll()

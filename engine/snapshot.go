@@ -7,9 +7,12 @@ type Snapshot struct {
 	At      time.Time
 	Started time.Time
 	// Ended is when Run returned (every row written); zero while it runs.
-	Ended    time.Time
-	State    State
-	Settings Settings
+	Ended time.Time
+	State State
+	// Settings are the knobs as set; with the congestion response on they are ceilings, and
+	// Effective says what the run holds itself to under them.
+	Settings  Settings
+	Effective Effective
 	// Total is the number of input items, -1 when unknown.
 	Total int64
 	// Read counts items taken from the input so far.
@@ -65,7 +68,7 @@ func (e *Engine) Snapshot() Snapshot {
 	s := Snapshot{
 		At: e.clock.Now(), Started: e.started, Ended: e.ended, State: e.state, Settings: e.settings,
 		Total: e.cfg.Total, InFlight: e.inflight, BackingOff: e.retries.items(), HoldUntil: e.holdUntil,
-		Warnings: append([]string(nil), e.warnings...), Quota: e.quota,
+		Warnings: append([]string(nil), e.warnings...), Quota: e.quota, Effective: e.effectiveLocked(),
 	}
 	from := max(0, len(e.changes)-20)
 	s.Changes = append([]Change(nil), e.changes[from:]...)

@@ -44,6 +44,8 @@ type worker struct {
 	inflight  int // calls in flight when its last call started, itself included
 	holdSeq   int
 	holdDelay time.Duration
+	probe     bool  // its call tests the water during a hold (--hold probe)
+	startSeq  int64 // the engine's count of call starts at its last start
 }
 
 func (w *worker) set(s WorkerState) { w.state.Store(uint32(s)) }
@@ -279,9 +281,7 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 		return
 	}
 	e.calls.Add(1)
-	if err == nil {
-		e.holdFor(out, end)
-	}
+	e.react(w, out, err, start, end)
 	e.release(w)
 
 	res := e.settle(it, out, err, attempt, end.Sub(start), end)
@@ -349,8 +349,10 @@ func (e *Engine) callBatch(w *worker, t *task) {
 	}
 	if err == nil {
 		for _, out := range outs {
-			e.holdFor(out, end)
+			e.react(w, out, nil, start, end)
 		}
+	} else {
+		e.react(w, Outcome{}, err, start, end)
 	}
 	e.release(w)
 	// The items to retry go back as one batch, so that a failed batch is retried as a batch.
@@ -471,40 +473,6 @@ func (e *Engine) scheduleRetry(t *task) {
 	e.retries.push(t)
 	e.broadcastLocked()
 	e.mu.Unlock()
-}
-
-// holdFor starts the shared Retry-After hold if out asks for one. It runs before the call's
-// slot is released, so that no worker starts a call in between.
-func (e *Engine) holdFor(out Outcome, now time.Time) {
-	if q := out.Quota; q != nil {
-		e.mu.Lock()
-		e.quota = QuotaState{Quota: *q, At: now, ResetAt: now.Add(q.Reset)}
-		e.mu.Unlock()
-		if q.Remaining <= 0 && q.Reset > 0 && !out.LocalRetryAfter {
-			e.hold(q.Reset, now) // the quota is spent: nobody calls until it is renewed
-		}
-	}
-	if out.Status == 429 && out.RetryAfter > 0 && !out.LocalRetryAfter {
-		e.hold(out.RetryAfter, now)
-	}
-}
-
-// hold makes every worker wait until the server's Retry-After has passed, each with its own
-// small delay past it so the pool does not return in one instant.
-func (e *Engine) hold(retryAfter time.Duration, now time.Time) {
-	d := min(retryAfter, e.cfg.MaxBackoff)
-	until := now.Add(d)
-	e.mu.Lock()
-	if !until.After(e.holdUntil) {
-		e.mu.Unlock()
-		return
-	}
-	e.holdUntil = until
-	e.holdSeq++
-	e.holdSpread = HoldSpread(d)
-	e.broadcastLocked()
-	e.mu.Unlock()
-	e.bus.publish(Event{Kind: HoldStart, At: now, Until: until, Message: fmt.Sprintf("server asked for %v of quiet", d)})
 }
 
 func (e *Engine) publishStart(w *worker, index int64, items, attempt, inflight int, at time.Time) {

@@ -76,10 +76,11 @@ const (
 // else is "other", so that a stray origin (a control-socket client names its own) cannot
 // grow the series.
 var (
-	knobs   = map[string]bool{"parallelism": true, "pace": true, "rate": true, "burst": true, "state": true}
+	knobs = map[string]string{"parallelism": "parallelism", "pace": "pace", "rate": "rate", "burst": "burst", "state": "state",
+		"effective rate": "effective_rate", "effective parallelism": "effective_parallelism"}
 	sources = map[string]bool{
 		"cli": true, "tui": true, "ctl": true, "auto": true, "advisor": true, "probe": true,
-		"signal": true, "engine": true, "context": true, "cluster": true, "redis": true,
+		"signal": true, "engine": true, "context": true, "cluster": true, "redis": true, "adapt": true,
 	}
 )
 
@@ -150,7 +151,7 @@ func New(e *engine.Engine, opt Options) *Observer {
 		done:  make(chan struct{}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throttle_control_changes_total",
-			Help: "Changes of a knob (parallelism, pace, rate, burst) or of the run's state (pause, resume, drain, stop, done), by who made them.",
+			Help: "Changes of a knob (parallelism, pace, rate, burst), of an effective value the congestion response keeps under them (effective_rate, effective_parallelism; source adapt), or of the run's state (pause, resume, drain, stop, done), by who made them.",
 		}, []string{"knob", "source"}),
 		backoff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "throttle_backoff_seconds_total",
@@ -334,8 +335,8 @@ func changeLabels(c engine.Change) (knob, source string, ok bool) {
 	case "start", "note":
 		return "", "", false
 	}
-	knob = c.Knob
-	if !knobs[knob] {
+	knob, ok = knobs[c.Knob]
+	if !ok {
 		knob = "other"
 	}
 	source = c.Origin
@@ -370,9 +371,17 @@ var (
 	descInflight = prometheus.NewDesc("throttle_inflight",
 		"Calls in flight now.", nil, nil)
 	descParallelism = prometheus.NewDesc("throttle_parallelism_limit",
-		"The parallelism limit: the most calls in flight at once.", nil, nil)
+		"The parallelism limit: the most calls in flight at once. With the congestion response on it is the ceiling; see throttle_effective_parallelism_limit.", nil, nil)
 	descRate = prometheus.NewDesc("throttle_rate_limit_per_second",
-		"The global rate cap in calls per second; 0 means unlimited.", nil, nil)
+		"The global rate cap in calls per second; 0 means unlimited. With the congestion response on it is the ceiling; see throttle_effective_rate_limit_per_second.", nil, nil)
+	descEffParallelism = prometheus.NewDesc("throttle_effective_parallelism_limit",
+		"The parallelism the congestion response holds the run to under throttle_parallelism_limit after the target refused calls in flight; 0 when the ceiling applies.", nil, nil)
+	descEffRate = prometheus.NewDesc("throttle_effective_rate_limit_per_second",
+		"The rate in calls per second the congestion response holds the run to under throttle_rate_limit_per_second after the target pushed back; 0 when the ceiling applies.", nil, nil)
+	descTargetLimit = prometheus.NewDesc("throttle_target_limit_per_second",
+		"The rate in calls per second the target accepted when it last pushed back; absent when it never did.", nil, nil)
+	descSignals = prometheus.NewDesc("throttle_congestion_signals_total",
+		"Pushbacks of the target (429s, spent quotas) the congestion response answered, a burst of them from one moment counted once.", nil, nil)
 	descPace = prometheus.NewDesc("throttle_pace_seconds",
 		"Each worker's minimum interval between the starts of its calls; 0 means none.", nil, nil)
 	descDone = prometheus.NewDesc("throttle_items_done_total",
@@ -390,7 +399,8 @@ var (
 var states = []engine.State{engine.Running, engine.Paused, engine.Draining, engine.Stopping, engine.Done}
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCalls, descDuration, descInflight, descParallelism, descRate, descPace, descDone, descRemaining, descRetries, descState, descDropped} {
+	for _, d := range []*prometheus.Desc{descCalls, descDuration, descInflight, descParallelism, descRate, descEffParallelism, descEffRate,
+		descTargetLimit, descSignals, descPace, descDone, descRemaining, descRetries, descState, descDropped} {
 		ch <- d
 	}
 }
@@ -409,6 +419,19 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descInflight, float64(s.InFlight))
 	gauge(descParallelism, float64(s.Settings.Parallelism))
 	gauge(descRate, s.Settings.Rate)
+	effPar, effRate := 0.0, 0.0
+	if p, eff := probes.EffectiveParallelism(s.Settings, s.Effective); eff {
+		effPar = float64(p)
+	}
+	if r, eff := probes.EffectiveRate(s.Settings, s.Effective); eff {
+		effRate = r
+	}
+	gauge(descEffParallelism, effPar)
+	gauge(descEffRate, effRate)
+	if s.Effective.Limit > 0 {
+		gauge(descTargetLimit, s.Effective.Limit)
+	}
+	counter(descSignals, float64(s.Effective.Signals))
 	gauge(descPace, s.Settings.Pace.Seconds())
 	counter(descDone, float64(s.OK), "ok")
 	counter(descDone, float64(s.Failed), "failed")

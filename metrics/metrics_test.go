@@ -358,3 +358,57 @@ func TestFinishTwice(t *testing.T) {
 	o.Finish(engine.Summary{})
 	check(t, families(t, o.Registry()), []want{{"throttle_items_done_total", map[string]string{"result": "ok"}, 1}})
 }
+
+// TestEffectiveGauges: with the congestion response on, a 429 without Retry-After (a target
+// that counts calls in flight) cuts the effective parallelism under the ceiling: its gauge
+// shows it while throttle_parallelism_limit keeps the ceiling, the response's signal is
+// counted, and its change is labelled effective_parallelism/adapt. The effective rate, never
+// cut, is 0: the ceiling applies.
+func TestEffectiveGauges(t *testing.T) {
+	var mu sync.Mutex
+	inflight, first := 0, map[string]bool{}
+	all := make(chan struct{})
+	a := engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+		mu.Lock()
+		inflight++
+		if inflight == 4 {
+			close(all)
+		}
+		again := first[it.Line]
+		first[it.Line] = true
+		mu.Unlock()
+		if !again {
+			<-all // the four first attempts are in flight together
+			return engine.Outcome{Verdict: engine.Retry, Status: 429, Message: "429 Too Many Requests"}, nil
+		}
+		return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
+	})
+	e, err := engine.New(engine.Config{
+		Settings: engine.Settings{Parallelism: 4, Burst: 1}, Retries: 1, MaxBackoff: time.Millisecond, Adapt: true,
+		Adapter: a, Source: engine.NewLineReader(strings.NewReader("a\nb\nc\nd\n"), false), Total: 4, Results: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := metrics.New(e, metrics.Options{Job: "j"})
+	sum, err := e.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Finish(sum)
+	m := families(t, o.Registry())
+	check(t, m, []want{
+		{"throttle_parallelism_limit", nil, 4},
+		{"throttle_effective_rate_limit_per_second", nil, 0},
+		{"throttle_control_changes_total", map[string]string{"knob": "effective_parallelism", "source": "adapt"}, 1},
+	})
+	if p, ok := value(m, "throttle_effective_parallelism_limit", nil); !ok || p < 1 || p >= 4 {
+		t.Errorf("throttle_effective_parallelism_limit = %v (present %v), want the cut under the ceiling 4", p, ok)
+	}
+	if n, ok := value(m, "throttle_congestion_signals_total", nil); !ok || n < 1 {
+		t.Errorf("throttle_congestion_signals_total = %v (present %v), want at least the one cut", n, ok)
+	}
+	if len(m["throttle_target_limit_per_second"].GetMetric()) != 0 {
+		t.Error("throttle_target_limit_per_second is present, but the target never pushed back on the rate")
+	}
+}

@@ -148,6 +148,7 @@ type adviseCase struct {
 	ws       []probes.Window
 	set      engine.Settings
 	cfg      probes.AdvisorConfig
+	eff      engine.Effective // the congestion response's state; zero: none
 	action   probes.Action
 	knob     string
 	want     engine.Settings // the suggested settings
@@ -160,7 +161,7 @@ type adviseCase struct {
 // settings; a raise or a lower turns one knob the stated way.
 func runAdvise(t *testing.T, tc adviseCase) {
 	t.Helper()
-	a := probes.Advise(tc.ws, tc.set, tc.cfg)
+	a := probes.Advise(tc.ws, tc.set, tc.eff, tc.cfg)
 	if a.Action != tc.action || a.Knob != tc.knob || a.Settings != tc.want {
 		t.Errorf("%s: Advise = %s %q %+v (%q),\nwant %s %q %+v", tc.name, a.Action, a.Knob, a.Settings, a.Reason, tc.action, tc.knob, tc.want)
 	}
@@ -205,7 +206,8 @@ func checkAdviceInvariants(t *testing.T, name string, a probes.Advice, set engin
 		}
 		other.Parallelism = set.Parallelism
 	case "rate":
-		if moved := a.Settings.Rate > set.Rate; moved != up || a.Settings.Rate == set.Rate || a.Settings.Rate <= 0 {
+		// No rate (0) is unlimited: any rate is lower.
+		if moved := set.Rate > 0 && a.Settings.Rate > set.Rate; moved != up || a.Settings.Rate == set.Rate || a.Settings.Rate <= 0 {
 			t.Errorf("%s: Advise = %s rate %v → %v", name, a.Action, set.Rate, a.Settings.Rate)
 		}
 		other.Rate = set.Rate
@@ -223,8 +225,10 @@ func checkAdviceInvariants(t *testing.T, name string, a probes.Advice, set engin
 	}
 }
 
-// TestAdviseBacksOff: at 429s a multiplicative decrease of the rate cap (×0.8) when there is
-// one, else of parallelism (×0.7); at a latency knee with parallelism binding, parallelism ×0.8.
+// TestAdviseBacksOff: without the congestion response, 429s that persist (1% of the calls or
+// more, or in consecutive windows) suggest a rate just under what the target accepted when a
+// rate is set or the 429s say when to come back, else parallelism × 0.7; an isolated 429 is
+// no reason to cut; at a latency knee with parallelism binding, parallelism × 0.8.
 func TestAdviseBacksOff(t *testing.T) {
 	tooMany := func(n int64) func(w *probes.Window) {
 		return func(w *probes.Window) { w.TooMany, w.TooManyTimed, w.OK = n, n/2, w.Calls-n }
@@ -238,35 +242,41 @@ func TestAdviseBacksOff(t *testing.T) {
 			reason: "40 × 429 in the last 5s (5.0% of calls): lower parallelism 16 → 11",
 		},
 		{
-			name: "one 429 is enough",
+			name: "one 429 in hundreds of calls is no reason to cut",
 			ws:   steady(20, last(20, tooMany(1))), set: par(10),
+			action: probes.Hold, want: par(10), binding: probes.BindServer,
+			reason: "1 × 429 in the last 5s (0.1% of calls): isolated, not a reason to cut; hold",
+		},
+		{
+			name: "429s under 1% that recur window after window",
+			ws:   steady(20, func(i int, w *probes.Window) { onlyAt(18, tooMany(3))(i, w); onlyAt(19, tooMany(3))(i, w) }), set: par(10),
 			action: probes.Lower, knob: "parallelism", want: par(7),
-			contains: []string{"1 × 429", "0.1% of calls", "10 → 7"},
+			contains: []string{"3 × 429", "0.4% of calls", "10 → 7"},
 		},
 		{
 			name: "429s at parallelism 2: 1",
-			ws:   steady(1, last(1, tooMany(3))), set: par(2),
+			ws:   steady(1, last(1, tooMany(20))), set: par(2),
 			action: probes.Lower, knob: "parallelism", want: par(1),
-			contains: []string{"3 × 429", "2 → 1"},
+			contains: []string{"20 × 429", "2 → 1"},
 		},
 		{
 			name: "429s at parallelism 1: nothing lower to suggest",
-			ws:   steady(1, last(1, tooMany(3))), set: par(1),
+			ws:   steady(1, last(1, tooMany(20))), set: par(1),
 			action: probes.Hold, want: par(1),
-			contains: []string{"3 × 429", "lowest"},
+			contains: []string{"20 × 429", "lowest"},
 		},
 		{
-			name: "429s with a rate cap: rate × 0.8",
+			name: "429s with a rate cap: just under the rate the target accepted",
 			ws:   steady(3, all(func(w *probes.Window) { rateOf(w, 98, 50*ms); tooMany(49)(w) })), set: rate100,
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 80, Burst: 10}, binding: probes.BindServer,
-			reason: "49 × 429 in the last 5s (10.0% of calls): lower rate 100/s → 80/s",
+			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 83.8, Burst: 10}, binding: probes.BindServer,
+			reason: "49 × 429 in the last 5s (10.0% of calls): lower rate 100/s → 83.8/s, the target accepted 88.2/s",
 		},
 		{
 			name:   "429s with a rate cap under one a second",
 			ws:     steady(1, all(func(w *probes.Window) { w.Calls, w.OK, w.TooMany, w.Mean = 4, 2, 2, 100*ms })),
 			set:    engine.Settings{Parallelism: 4, Rate: 0.5, Burst: 1},
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 4, Rate: 0.4, Burst: 1},
-			contains: []string{"2 × 429", "50.0% of calls", "30/m → 24/m"},
+			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 4, Rate: 0.38, Burst: 1},
+			contains: []string{"2 × 429", "50.0% of calls", "30/m → 22.8/m", "accepted 24/m"},
 		},
 		{
 			name: "429s come before a knee",
@@ -383,7 +393,7 @@ func TestAdviseHolds(t *testing.T) {
 			name: "at the ceiling",
 			ws:   steady(20, nil), set: engine.Settings{Parallelism: 16, MaxParallelism: 16, Burst: 1},
 			action: probes.Hold, want: engine.Settings{Parallelism: 16, MaxParallelism: 16, Burst: 1},
-			contains: []string{"clean for 1m40s", "ceiling 16"},
+			contains: []string{"clean for 1m40s", "at its max (--max-parallelism 16)"},
 		},
 		{
 			name: "no windows",
@@ -514,7 +524,7 @@ func TestAdviseRisingLatencyIsNotClean(t *testing.T) {
 		{"pacing binds", climb(func(w *probes.Window) { rateOf(w, 8, 100*ms) }), engine.Settings{Parallelism: 4, Pace: 500 * ms, Burst: 1}},
 		{"parallelism binds at 1", climb(func(w *probes.Window) { rateOf(w, 10, 100*ms) }), par(1)},
 	} {
-		a := probes.Advise(tc.ws, tc.set, probes.AdvisorConfig{})
+		a := probes.Advise(tc.ws, tc.set, engine.Effective{}, probes.AdvisorConfig{})
 		if a.Action == probes.Raise {
 			t.Errorf("%s, p95 rising 100ms → 320ms over 1m: Advise = %s (%q), want hold (or lower): the run is not clean", tc.name, a.Action, a.Reason)
 		}
@@ -530,7 +540,7 @@ func TestAdviseRaisePaceShortens(t *testing.T) {
 		perSecond := 4 / pace.Seconds()
 		ws := steady(12, all(func(w *probes.Window) { rateOf(w, perSecond, 500*time.Microsecond) }))
 		set := engine.Settings{Parallelism: 4, Pace: pace, Burst: 1}
-		a := probes.Advise(ws, set, probes.AdvisorConfig{})
+		a := probes.Advise(ws, set, engine.Effective{}, probes.AdvisorConfig{})
 		if a.Action != probes.Raise || a.Knob != "pace" || a.Settings.Pace >= pace || a.Settings.Pace < 0 {
 			t.Errorf("pace %v binding, clean for 1m: Advise = %s %q pace %v (%q), want raise pace to less than %v",
 				pace, a.Action, a.Knob, a.Settings.Pace, a.Reason, pace)
@@ -548,7 +558,7 @@ func TestAdviseLowerRateBinds(t *testing.T) {
 		w.TooMany, w.OK = 50, w.Calls-50
 	}))
 	set := engine.Settings{Parallelism: 10, Rate: 1000, Burst: 10}
-	a := probes.Advise(ws, set, probes.AdvisorConfig{})
+	a := probes.Advise(ws, set, engine.Effective{}, probes.AdvisorConfig{})
 	if a.Action != probes.Lower {
 		t.Fatalf("Advise at 10%% 429s = %s (%q), want lower", a.Action, a.Reason)
 	}
@@ -582,5 +592,147 @@ func TestBindingOfReasonAtLowRates(t *testing.T) {
 		if strings.HasPrefix(why, "0 calls/s") || strings.Contains(why, " 0 calls/s") {
 			t.Errorf("%s: BindingOf reason = %q, want the throughput readable (0.5 calls/s, 30/m)", tc.name, why)
 		}
+	}
+}
+
+// TestAdviseWithCongestionResponse: with the engine's congestion response on, advice points
+// the right way. An isolated 429 is how the response finds the limit: news, not a cut. 429s
+// that persist may suggest lowering the ceiling to just under the limit found, when that is
+// under the ceiling. A raise is suggested only where it can help: not while an effective
+// value (the target) binds, nor past a limit the target showed.
+func TestAdviseWithCongestionResponse(t *testing.T) {
+	timed := func(n int64) func(w *probes.Window) {
+		return func(w *probes.Window) { w.TooMany, w.TooManyTimed, w.OK = n, n, w.Calls-n }
+	}
+	untimed := func(n int64) func(w *probes.Window) {
+		return func(w *probes.Window) { w.TooMany, w.OK = n, w.Calls-n }
+	}
+	at190 := func(w *probes.Window) { rateOf(w, 190, 50*ms) }
+	rate350 := engine.Settings{Parallelism: 64, Rate: 350, Burst: 10}
+	limit200 := engine.Effective{Rate: 190, Limit: 200, Signals: 3, QuotaLeft: -1}
+	for _, tc := range []adviseCase{
+		{
+			name: "an isolated 429 (0.1% of calls) while the response holds the rate: the limit is found",
+			ws:   steady(20, all(func(w *probes.Window) { at190(w) })), set: rate350, eff: limit200,
+			action: probes.Hold, want: rate350, binding: probes.BindServer,
+		},
+		{
+			name: "one 429 in 950 calls",
+			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(1))(i, w) }), set: rate350, eff: limit200,
+			action: probes.Hold, want: rate350, binding: probes.BindServer,
+			reason: "1 × 429 in 5s: limit found near 200/s; throttle is holding just under it",
+		},
+		{
+			name: "an isolated 429 after a blind cut: near the effective rate",
+			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(2))(i, w) }), set: rate350,
+			eff:    engine.Effective{Rate: 188, Signals: 1, QuotaLeft: -1},
+			action: probes.Hold, want: rate350,
+			reason: "2 × 429 in 5s: limit found near 188/s; throttle is holding just under it",
+		},
+		{
+			name: "an isolated 429 of a concurrency limit",
+			ws:   steady(20, func(i int, w *probes.Window) { onlyAt(19, untimed(1))(i, w) }), set: par(16),
+			eff:    engine.Effective{Parallelism: 11, Concurrency: 12, Signals: 2, QuotaLeft: -1},
+			action: probes.Hold, want: par(16),
+			reason: "1 × 429 in 5s: limit found near 12 in flight; throttle is holding just under it",
+		},
+		{
+			name: "persistent 429s (3%): lower the ceiling just under the limit found",
+			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(29))(i, w) }), set: rate350, eff: limit200,
+			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10}, binding: probes.BindServer,
+			reason: "3.1% 429s: rate ceiling 350/s → 195/s, the target accepts ~200/s",
+		},
+		{
+			name: "persistent 429s under no rate ceiling",
+			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(29))(i, w) }), set: par(64), eff: limit200,
+			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 1},
+			reason: "3.1% 429s: rate ceiling none → 195/s, the target accepts ~200/s",
+		},
+		{
+			name: "persistent 429s, the ceiling already at the limit: nothing to lower",
+			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(29))(i, w) }),
+			set:  engine.Settings{Parallelism: 64, Rate: 195, Burst: 10}, eff: limit200,
+			action: probes.Hold, want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10},
+			contains: []string{"3.1% 429s", "accepts ~200/s", "ceiling 195/s is at it"},
+		},
+		{
+			name: "persistent 429s of a concurrency limit: the parallelism ceiling under it",
+			ws:   steady(20, func(i int, w *probes.Window) { onlyAt(19, untimed(40))(i, w) }), set: par(16),
+			eff:    engine.Effective{Parallelism: 11, Concurrency: 12, Signals: 4, QuotaLeft: -1},
+			action: probes.Lower, knob: "parallelism", want: par(11),
+			reason: "5.0% 429s: parallelism ceiling 16 → 11, the target refuses at 12 in flight",
+		},
+		{
+			name: "the effective rate binds, clean for minutes: raising the ceiling would not help",
+			ws:   steady(30, all(at190)), set: engine.Settings{Parallelism: 64, Rate: 250, Burst: 10},
+			eff:    engine.Effective{Rate: 188, Limit: 198, Signals: 2, QuotaLeft: -1},
+			action: probes.Hold, want: engine.Settings{Parallelism: 64, Rate: 250, Burst: 10}, binding: probes.BindServer,
+			reason: "rate 188/s effective · ceiling 250/s: the target limits it, not the ceiling",
+		},
+		{
+			name: "the effective parallelism binds: raising the ceiling would not help",
+			ws:   steady(30, all(func(w *probes.Window) { rateOf(w, 60, 100*ms) })), set: par(16),
+			eff:    engine.Effective{Parallelism: 6, Concurrency: 7, Signals: 1, QuotaLeft: -1},
+			action: probes.Hold, want: par(16), binding: probes.BindServer,
+			reason: "parallelism 6 effective · ceiling 16: the target limits it, not the ceiling",
+		},
+		{
+			name: "the ceiling binds just under the limit found: no raise past it",
+			ws:   steady(30, all(func(w *probes.Window) { rateOf(w, 194, 50*ms) })), set: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10},
+			eff:    engine.Effective{Limit: 200, Signals: 3, QuotaLeft: -1},
+			action: probes.Hold, want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10},
+			contains: []string{"clean for 2m30s", "rate ceiling 195/s is at the limit found near 200/s", "would not help"},
+		},
+		{
+			name: "the ceiling binds well under the limit found: raise it",
+			ws:   steady(30, all(func(w *probes.Window) { rateOf(w, 98, 50*ms) })), set: engine.Settings{Parallelism: 64, Rate: 100, Burst: 10},
+			eff:    engine.Effective{Limit: 300, Signals: 3, QuotaLeft: -1},
+			action: probes.Raise, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 125, Burst: 10}, binding: probes.BindRate,
+		},
+	} {
+		runAdvise(t, tc)
+	}
+}
+
+// TestAdviseNeverFromAStarvedWindow: without the response, a rate suggested at 429s comes from
+// what the target accepted away from the Retry-After holds — the demo set a 14/s cap
+// from windows the holds had held down while the run did 20–30/s against a 100/s API.
+func TestAdviseNeverFromAStarvedWindow(t *testing.T) {
+	ws := steady(6, func(i int, w *probes.Window) {
+		rateOf(w, 100, 50*ms) // a clean window: 100 ok/s
+		if i >= 4 {           // then windows 1s Retry-Afters held for 4 of their 5 seconds
+			w.Calls, w.OK, w.OKFree, w.TooMany, w.TooManyTimed, w.Held = 120, 110, 100, 10, 10, 4*sec
+		}
+	})
+	a := probes.Advise(ws, par(8), engine.Effective{}, probes.AdvisorConfig{})
+	if a.Action != probes.Lower || a.Knob != "rate" || a.Settings.Rate != 95 {
+		t.Errorf("Advise = %s %q rate %v (%q), want lower rate to 95/s: just under the 100/s the target took while the pool could call",
+			a.Action, a.Knob, a.Settings.Rate, a.Reason)
+	}
+	if a.Accepted != 100 {
+		t.Errorf("Advice.Accepted = %v, want 100 (ok calls per second outside the holds), not %v (per second of the windows)",
+			a.Accepted, ws[5].PerSecond(ws[5].OK))
+	}
+	// A window held for a fifth of its time counts over the time it was free: 56 ok in 4s.
+	ws = steady(2, last(2, func(w *probes.Window) { w.Calls, w.OK, w.OKFree, w.Held = 60, 56, 56, sec }))
+	if got := probes.AcceptedRate(ws); got != 14 {
+		t.Errorf("AcceptedRate(56 ok over the 4 free seconds of a window) = %v, want 14", got)
+	}
+	// A pool held again and again (the demo's whole-second Retry-After): no window is free
+	// for half its time, so the free time of the last 30 s counts, 0.6 s of each window with
+	// 60 ok calls ending in it: 100/s, where calls over whole windows would say 20/s.
+	sawtooth := func(w *probes.Window) {
+		w.Calls, w.OK, w.OKFree, w.TooMany, w.TooManyTimed, w.Held = 100, 96, 60, 4, 4, 4400*ms
+	}
+	ws = steady(12, all(sawtooth))
+	if got := probes.AcceptedRate(ws); got < 99.99 || got > 100.01 {
+		t.Errorf("AcceptedRate(windows held for 4.4s of 5s, 60 ok outside) = %v, want 100", got)
+	}
+	a = probes.Advise(ws, par(8), engine.Effective{}, probes.AdvisorConfig{})
+	if a.Action != probes.Lower || a.Knob != "rate" || a.Settings.Rate != 95 {
+		t.Errorf("sawtooth: Advise = %s %q rate %v (%q), want lower rate to 95/s", a.Action, a.Knob, a.Settings.Rate, a.Reason)
+	}
+	if got := probes.AcceptedRate(steady(1, last(1, func(w *probes.Window) { w.Held = 4500 * ms }))); got != 0 {
+		t.Errorf("AcceptedRate(only a window held for 4.5s of 5s) = %v, want 0: under a second measured away from holds", got)
 	}
 }

@@ -3,10 +3,12 @@ package probes
 import (
 	"context"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // Knobs is what the auto-tuner reads and turns: an [*engine.Engine].
@@ -18,51 +20,73 @@ type Knobs interface {
 	Note(origin, text string)
 }
 
-// AutoWindow is the window the auto-tuner decides on: short, so that it converges in tens of
-// seconds.
-const AutoWindow = 2 * time.Second
+// AutoWindow is the window the auto-tuner decides on: short, so that slow start doubles
+// parallelism about once a second.
+const AutoWindow = 500 * time.Millisecond
 
 // operatorPause is how long an operator's own change keeps the auto-tuner's hands off.
 const operatorPause = 60 * time.Second
 
-// Tuner is the --auto controller, in the spirit of TCP's AIMD and Netflix's gradient
-// concurrency limit:
+// Tuning of the auto-tuner.
+const (
+	// kneeGain: a raise of parallelism that brought less than this share of its proportional
+	// gain in throughput, with the median latency up by kneeLatency, passed the knee.
+	kneeGain    = 0.25
+	kneeLatency = 1.25
+	// kneeRetry is how long the tuner stays under a knee before it looks above it again.
+	kneeRetry = 60 * time.Second
+	// littleHeadroom is the parallelism kept over rate × latency, for the latency's tail.
+	littleHeadroom = 1.5
+)
+
+// Tuner is the --auto controller. It turns the ceilings; the engine's congestion response
+// (always on under --auto) answers the target's pushback under them, so the two are one
+// controller and never fight: the tuner never lowers a rate at a 429, it stops growing.
 //
-//   - At 429s with Retry-After (a server that counts requests over time) it caps the rate just
-//     under what the server accepted in that window, or lowers an existing cap by a tenth. At
-//     429s without one (a server that counts connections) it steps parallelism down and does
-//     not raise it past that point again until five minutes have been clean.
-//   - At a latency knee (mean latency 30% over the lowest seen while parallelism binds) it
-//     sets parallelism by the gradient: P × baseline/latency, plus one.
-//   - After clean windows it raises whichever limit binds: until the first sign of a limit
-//     parallelism grows by a quarter after every clean window (like TCP's slow start), after it by a
-//     tenth (at least one) after two; the rate by 3%, doubling the step at each raise up to
-//     25% until the next 429s; pacing shortened by a fifth. It keeps
-//     parallelism at least rate × latency × 1.5, so that a rate cap is never starved of
-//     workers.
+//   - Slow start, as TCP's: while parallelism binds and the run is clean, it doubles after
+//     every window, until the first sign of a limit (the engine's first cut, a knee, or
+//     parallelism that no longer binds).
+//   - Then the gentle climb: parallelism by a tenth (at least one) after two clean windows in
+//     which it binds.
+//   - Little's law: while a rate binds (the engine's effective rate or the ceiling), the
+//     parallelism is kept at rate × latency × 1.5 at least, raised in one step, so that a
+//     rate is never starved of workers by the latency's tail.
+//   - A knee, judged on throughput and the median (not one window's p95, which a heavy tail
+//     makes noisy): a raise that brought under a quarter of its proportional gain in calls
+//     per second while the median latency rose by a quarter goes back, and the tuner stays
+//     under that parallelism for a minute.
+//   - A rate ceiling that binds while the run is clean is raised (doubling in slow start,
+//     then by a tenth): the engine's effective rate is what holds the run under the limit.
 //
 // An operator's change (from the TUI or ctl) pauses it for a minute; the pause is logged.
 type Tuner struct {
 	knobs    Knobs
 	windows  *Windows
-	baseline time.Duration
-	clean    int
-	ceiling  int       // parallelism where a server that counts connections said 429; 0 if none
-	probe    int       // clean windows since the ceiling was last raised
-	cooldown int       // windows to sit out after a decrease: calls started before it still land
-	cautious bool      // set at the first sign of a limit: from then on, raises are small
-	cleanOK  float64   // ok answers per second of the last window without 429s
-	raises   int       // rate raises since the last 429s: each step doubles, from 3% to 25%
+	slow     bool      // slow start: no sign of a limit yet
+	signals  int       // the engine's pushbacks seen
+	clean    int       // clean windows in which a limit bound, since the last change
+	changed  time.Time // the tuner's last change; windows before it judge older settings
+	raise    raise     // the last raise of parallelism, to judge the knee by
+	knee     int       // parallelism where the knee was; 0 if none
+	kneeTill time.Time // the tuner stays at or under knee until then
 	seen     time.Time // the newest change of the log already looked at
 	pausedTo time.Time // operator's hands on the knobs until then
 }
 
-// NewTuner returns a Tuner fed by ws (windows of [AutoWindow]).
-func NewTuner(k Knobs, ws *Windows) *Tuner { return &Tuner{knobs: k, windows: ws} }
+// raise is a raise of parallelism and the window before it.
+type raise struct {
+	from, to int
+	okRate   float64
+	p50      time.Duration
+}
 
-// Run steps the tuner every AutoWindow until ctx is done or the run ends.
+// NewTuner returns a Tuner fed by ws (windows of [AutoWindow]).
+func NewTuner(k Knobs, ws *Windows) *Tuner { return &Tuner{knobs: k, windows: ws, slow: true} }
+
+// Run steps the tuner twice every AutoWindow (so that it judges each window soon after it
+// closes) until ctx is done or the run ends.
 func (t *Tuner) Run(ctx context.Context) {
-	tick := time.NewTicker(AutoWindow)
+	tick := time.NewTicker(AutoWindow / 2)
 	defer tick.Stop()
 	for {
 		select {
@@ -88,15 +112,20 @@ func (t *Tuner) Step(now time.Time) string {
 	if len(ws) == 0 {
 		return ""
 	}
-	next, why := t.decide(ws[len(ws)-1], s.Settings)
+	w := ws[len(ws)-1]
+	if w.Start.Before(t.changed) {
+		return "" // the window began before the last change: it judges the old settings
+	}
+	next, why := t.decide(w, s, now)
 	if next == s.Settings {
 		return ""
 	}
+	t.changed = now
 	return t.apply(s.Settings, next, why)
 }
 
-// operatorChanged pauses the tuner when somebody other than the tuner turned a knob since the
-// last step.
+// operatorChanged pauses the tuner when somebody other than the tuner or the engine turned a
+// knob since the last step.
 func (t *Tuner) operatorChanged(s engine.Snapshot, now time.Time) bool {
 	changed := false
 	for _, c := range s.Changes {
@@ -104,7 +133,10 @@ func (t *Tuner) operatorChanged(s engine.Snapshot, now time.Time) bool {
 			continue
 		}
 		t.seen = c.At
-		if c.Origin != "auto" && c.Origin != "cli" && c.Origin != "engine" && c.Knob != "state" && c.Knob != "note" {
+		switch {
+		case c.Origin == "auto", c.Origin == "cli", c.Origin == "engine", c.Origin == "adapt":
+		case c.Knob == "state", c.Knob == "note":
+		default:
 			changed = true
 		}
 	}
@@ -116,103 +148,110 @@ func (t *Tuner) operatorChanged(s engine.Snapshot, now time.Time) bool {
 	return changed
 }
 
-// decide is the controller's rule for one window; it is pure but for the tuner's memory
-// (latency baseline, clean streak).
-func (t *Tuner) decide(w Window, set engine.Settings) (engine.Settings, string) {
+// decide is the controller's rule for one window; it is pure but for the tuner's memory.
+func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Settings, string) {
+	set := s.Settings
 	next := set
-	if w.Calls == 0 {
-		return next, ""
-	}
-	if w.OK == 0 {
+	if w.Calls == 0 || w.OK == 0 {
 		t.clean = 0
 		return next, ""
 	}
-	if t.baseline == 0 || w.MeanOK < t.baseline {
-		t.baseline = w.MeanOK
-	} else {
-		t.baseline += t.baseline / 100 // forget slowly: a server can get slower for good
+	eff := s.Effective
+	okRate, _ := w.Accepted()
+	if okRate == 0 {
+		okRate = w.PerSecond(w.OK)
 	}
-	if t.cooldown > 0 {
-		t.cooldown--
+	if eff.Signals > t.signals {
+		// The target pushed back and the engine cut: the limit is near. Slow start ends;
+		// the engine's effective values hold the run under it.
+		t.signals, t.slow, t.clean, t.raise = eff.Signals, false, 0, raise{}
+	}
+	if t.knee > 0 && !now.Before(t.kneeTill) {
+		t.knee = 0 // look above the knee again
+	}
+	if r := t.raise; r.to == set.Parallelism && r.okRate > 0 {
+		t.raise = raise{}
+		// The knee: the raise bought little throughput and cost latency.
+		want := float64(r.to)/float64(r.from) - 1
+		got := okRate/r.okRate - 1
+		if got < kneeGain*want && w.P50 > time.Duration(float64(r.p50)*kneeLatency) && w.TooMany == 0 {
+			t.slow, t.clean = false, 0
+			t.knee, t.kneeTill = r.from, now.Add(kneeRetry)
+			next.Parallelism = r.from
+			return next, fmt.Sprintf("knee: parallelism %d → %d gave %.0f → %.0f ok/s, median latency %s → %s",
+				r.from, r.to, r.okRate, okRate, human.Latency(r.p50), human.Latency(w.P50))
+		}
+	}
+	if w.TooMany > 0 || w.ErrorShare() > 0.05 {
+		t.clean = 0
 		return next, ""
 	}
-	okRate := w.PerSecond(w.OK)
-	if w.TooMany > 0 {
-		t.clean, t.cautious, t.raises = 0, true, 0
-		why := fmt.Sprintf("%d × 429 in %s at %.0f ok/s", w.TooMany, human.Span(w.Length), okRate)
-		if w.TooManyTimed*2 < w.TooMany {
-			// No Retry-After: the server counts calls in flight. Step parallelism down and
-			// remember where the 429s began.
-			next.Parallelism = max(1, set.Parallelism-1)
-			t.ceiling, t.probe, t.cooldown = next.Parallelism, 0, 1
-			return next, why + " without Retry-After"
-		}
-		t.cooldown = 1
-		// In a window with 429s the server's Retry-After holds every worker, so its ok rate
-		// can be far below what the server takes; the last window without 429s is a better
-		// lower bound of it.
-		target := roundTo3(max(1, 0.97*max(okRate, t.cleanOK)))
-		if set.Rate == 0 || set.Rate > target*1.02 {
-			next.Rate = target
-		} else {
-			next.Rate = roundTo3(max(1, set.Rate*0.9))
-		}
-		return next, why
+
+	// Little's law: a rate that binds needs rate × latency calls in flight, and more for the
+	// tail of the latency.
+	capRate := set.Rate
+	if eff.Rate > 0 {
+		capRate = eff.Rate
 	}
-	t.cleanOK = okRate
-	bind, _ := BindingOf(w, set)
-	if bind == BindParallelism && w.MeanOK > t.baseline*13/10 && set.Parallelism > 1 {
-		t.clean, t.cautious = 0, true
-		p := int(float64(set.Parallelism)*float64(t.baseline)/float64(w.MeanOK)) + 1
-		next.Parallelism = max(1, min(p, set.Parallelism-1))
-		t.cooldown = 1
-		return next, fmt.Sprintf("latency %s is %.0f%% over its baseline %s (knee)", human.Latency(w.MeanOK),
-			100*(float64(w.MeanOK)/float64(t.baseline)-1), human.Latency(t.baseline))
+	flow := w.PerSecond(w.Calls)
+	if capRate > 0 && flow >= 0.85*capRate && w.MeanOK > 0 {
+		need := int(math.Ceil(capRate*w.MeanOK.Seconds()*littleHeadroom)) + 1
+		if need > set.Parallelism && (t.knee == 0 || need <= t.knee) {
+			next.Parallelism = need
+			return next, fmt.Sprintf("rate %s binds with %s latency: parallelism for it (Little's law)",
+				engine.FormatRate(roundTo3(capRate)), human.Latency(w.MeanOK))
+		}
 	}
-	if w.ErrorShare() > 0.05 {
+
+	limitP := set.Parallelism
+	if eff.Parallelism > 0 {
+		limitP = eff.Parallelism // the target limits calls in flight: the engine holds them
+	}
+	parBinds := eff.Parallelism == 0 && w.InFlight >= 0.8*float64(limitP)
+	rateBinds := eff.Rate == 0 && set.Rate > 0 && flow >= 0.9*set.Rate
+	paceBinds := set.Pace > 0 && w.MeanOK < set.Pace && flow >= 0.9*float64(set.Parallelism)/set.Pace.Seconds()
+	if !parBinds && !rateBinds && !paceBinds {
 		t.clean = 0
+		if t.slow && w.InFlight < 0.5*float64(limitP) && eff.Rate > 0 {
+			t.slow = false
+		}
 		return next, ""
 	}
 	t.clean++
-	if t.ceiling > 0 {
-		// Above a connection ceiling a server answers 429 fast and often, so look above it
-		// again only after five clean minutes.
-		if t.probe++; t.probe >= 150 {
-			t.ceiling, t.probe = t.ceiling+1, 0
-		}
-	}
-	// Like TCP's slow start: until the first sign of a limit, grow by a quarter after every clean
-	// window; after it, by a tenth after two.
-	if t.clean < 2 && t.cautious {
+	if !t.slow && t.clean < 2 {
 		return next, ""
 	}
 	t.clean = 0
-	switch bind {
-	case BindRate:
-		// Far below the server's limit (a cap set from a window the server's holds starved)
-		// a fixed 3% step would take minutes; doubling the step until the next 429s does not.
-		step := min(0.03*float64(int(1)<<min(t.raises, 4)), 0.25)
-		t.raises++
+	why := "clean, parallelism binds"
+	switch {
+	case rateBinds:
+		step := 0.1
+		if t.slow {
+			step = 1
+		}
 		next.Rate = roundTo3(set.Rate * (1 + step))
-		need := int(set.Rate*w.Mean.Seconds()*1.5) + 1
-		if need > set.Parallelism {
-			next.Parallelism = need
-		}
-	case BindPacing:
+		why = "clean, the rate ceiling binds"
+	case paceBinds:
 		next.Pace = (set.Pace * 4 / 5).Round(time.Millisecond)
-	case BindParallelism:
-		if t.cautious {
-			next.Parallelism = set.Parallelism + max(1, set.Parallelism/10)
-		} else {
-			next.Parallelism = set.Parallelism + max(1, set.Parallelism/4)
-		}
+		why = "clean, pacing binds"
 	default:
-		return next, ""
+		if t.slow {
+			next.Parallelism = set.Parallelism * 2
+			why = "slow start: clean, parallelism binds"
+		} else {
+			next.Parallelism = set.Parallelism + max(1, set.Parallelism/10)
+		}
+		if t.knee > 0 {
+			next.Parallelism = min(next.Parallelism, max(set.Parallelism, t.knee))
+		}
+		if next.MaxParallelism > 0 {
+			next.Parallelism = min(next.Parallelism, next.MaxParallelism)
+		}
+		if next.Parallelism > set.Parallelism {
+			t.raise = raise{from: set.Parallelism, to: next.Parallelism, okRate: okRate, p50: w.P50}
+		}
 	}
-	if t.ceiling > 0 && next.Parallelism > t.ceiling {
-		next.Parallelism = max(set.Parallelism, t.ceiling)
-	}
-	return next, fmt.Sprintf("clean for %s, %s binds", human.Span(2*w.Length), bind)
+	return next, fmt.Sprintf("%s (%.0f ok/s, median %s)", why, okRate, human.Latency(w.P50))
 }
 
 // apply makes the change through the knobs, with the origin "auto", and describes it.
@@ -233,12 +272,5 @@ func (t *Tuner) apply(cur, next engine.Settings, why string) string {
 	if len(did) == 0 {
 		return ""
 	}
-	out := why + ": "
-	for i, d := range did {
-		if i > 0 {
-			out += ", "
-		}
-		out += d
-	}
-	return out
+	return why + ": " + strings.Join(did, ", ")
 }

@@ -19,7 +19,7 @@ func autoRun(t *testing.T, cfg adapters.SimConfig, span time.Duration, midRun fu
 	t.Helper()
 	sim := adapters.NewSim(cfg)
 	items := strings.Repeat("x\n", 200_000)
-	e, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: 2, Burst: 1}, Retries: 5,
+	e, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: 2, Burst: 1}, Retries: 5, Adapt: true,
 		Adapter: adapters.NewSimAdapter(sim), Source: engine.NewLineReader(strings.NewReader(items), false), Results: io.Discard})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestAutoScenario(t *testing.T) {
 		c := &cases[i]
 		synctest.Test(t, func(t *testing.T) {
 			sim := adapters.NewSim(adapters.SimConfig{Rate: 200, Burst: 10, Latency: 50 * time.Millisecond, Sigma: 0.25, Seed: 7})
-			e, err := engine.New(engine.Config{Settings: c.settings, Retries: 10, Adapter: adapters.NewSimAdapter(sim),
+			e, err := engine.New(engine.Config{Settings: c.settings, Retries: 10, Adapter: adapters.NewSimAdapter(sim), Adapt: c.auto,
 				Source: engine.NewLineReader(strings.NewReader(strings.Repeat("x\n", 20_000)), false), Results: io.Discard})
 			if err != nil {
 				t.Fatal(err)

@@ -42,9 +42,10 @@ func (m *Monitor) Latency(now time.Time) Stats { return m.advisor.Latest(now) }
 // Overall is the latency over the whole run so far.
 func (m *Monitor) Overall() Stats { return m.advisor.Run() }
 
-// Advice is the advisor's suggestion for the run's settings now.
-func (m *Monitor) Advice(now time.Time, set engine.Settings) Advice {
-	return Advise(m.advisor.Recent(now), set, m.cfg)
+// Advice is the advisor's suggestion for the run's settings (ceilings) and the congestion
+// response's effective values now.
+func (m *Monitor) Advice(now time.Time, set engine.Settings, eff engine.Effective) Advice {
+	return Advise(m.advisor.Recent(now), set, eff, m.cfg)
 }
 
 // Tuner returns an auto-tuner that turns k by this monitor's short windows; the Monitor must

@@ -35,6 +35,31 @@ type Window struct {
 	// MeanOK is the mean latency of the successful calls alone: fast rejections would make a
 	// server look quicker than it is.
 	MeanOK time.Duration
+	// Held is how much of the window the pool could not call: the Retry-After holds of the
+	// whole pool (a 429's Retry-After, or a HoldStart event) and, after each, the mean latency
+	// it takes the pool's first calls to come back; in a run's first window, also the time
+	// before its first calls. Its ok rate says less than what the target takes. OKFree counts
+	// the ok calls that ended outside the holds (all of OK when Held is 0).
+	Held   time.Duration
+	OKFree int64
+}
+
+// Accepted is the rate the target accepted in the window: ok calls per second of the time no
+// hold starved, and that time; 0 and 0 for a window without calls or without such time.
+func (w Window) Accepted() (perSecond float64, over time.Duration) {
+	over = w.Length - w.Held
+	if w.Calls == 0 || over <= 0 {
+		return 0, 0
+	}
+	return float64(w.okFree()) / over.Seconds(), over
+}
+
+// okFree counts the ok calls that ended outside the holds.
+func (w Window) okFree() int64 {
+	if w.Held == 0 {
+		return w.OK
+	}
+	return w.OKFree
 }
 
 // PerSecond turns a count of the window into a rate.
@@ -77,7 +102,16 @@ type Windows struct {
 	okSum    time.Duration
 	startsIn int64
 	startsN  int64
+	holds    []holdSpan // recent holds, merged, oldest first
+	refill   time.Duration
+	first    time.Time // the first call end seen
 }
+
+// holdSpan is a hold of the whole pool: no call started from from to to.
+type holdSpan struct{ from, to time.Time }
+
+// maxHolds bounds the holds a Windows remembers until its windows close past them.
+const maxHolds = 64
 
 // NewWindows returns a collector of windows of the given length that keeps the last keep.
 func NewWindows(length time.Duration, keep int) *Windows {
@@ -91,14 +125,29 @@ func newWindows(length time.Duration, keep int) *Windows {
 	return &Windows{length: length, keep: max(keep, 1), curHist: NewLatencyHistogram()}
 }
 
-// Observe adds one event.
+// Observe adds one event: a call end, or a hold of the whole pool.
 func (ws *Windows) Observe(ev engine.Event) {
-	if ev.Kind != engine.CallEnd {
+	switch ev.Kind {
+	case engine.CallEnd:
+	case engine.HoldStart:
+		ws.mu.Lock()
+		ws.holdLocked(ev.At, ev.Until)
+		ws.mu.Unlock()
+		return
+	default:
 		return
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ws.advanceLocked(ev.At)
+	if ws.first.IsZero() {
+		ws.first = ev.At.Add(-ev.Latency) // the run called from about then
+	}
+	if ev.Status == 429 && ev.RetryAfter > 0 {
+		// The engine holds every worker for a 429's Retry-After; subscribers that do not
+		// take HoldStart events (and replays, which feed calls) see the hold here.
+		ws.holdLocked(ev.At, ev.At.Add(ev.RetryAfter))
+	}
 	ws.startsIn += int64(ev.InFlight)
 	ws.startsN++
 	w := &ws.cur
@@ -107,6 +156,9 @@ func (ws *Windows) Observe(ev engine.Event) {
 	case ClassOK:
 		w.OK++
 		ws.okSum += ev.Latency
+		if !ws.inHoldLocked(ev.At) {
+			w.OKFree++
+		}
 	case ClassTooMany:
 		w.TooMany++
 		if ev.RetryAfter > 0 {
@@ -145,6 +197,70 @@ func (ws *Windows) advanceLocked(t time.Time) {
 	}
 }
 
+// holdLocked notes a hold of the whole pool from from to to. It requires ws.mu.
+func (ws *Windows) holdLocked(from, to time.Time) {
+	if !to.After(from) {
+		return
+	}
+	if n := len(ws.holds); n > 0 && !from.After(ws.holds[n-1].to) {
+		last := &ws.holds[n-1]
+		if from.Before(last.from) {
+			last.from = from
+		}
+		if to.After(last.to) {
+			last.to = to
+		}
+		return
+	}
+	if len(ws.holds) == maxHolds {
+		ws.holds = append(ws.holds[:0], ws.holds[1:]...)
+	}
+	ws.holds = append(ws.holds, holdSpan{from, to})
+}
+
+// inHoldLocked reports whether t falls in a hold or the refill after it. It requires ws.mu.
+func (ws *Windows) inHoldLocked(t time.Time) bool {
+	for i := len(ws.holds) - 1; i >= 0; i-- {
+		h := ws.holds[i]
+		if !t.Before(h.from) && t.Before(h.to.Add(ws.refill)) {
+			return true
+		}
+	}
+	return false
+}
+
+// heldLocked returns how much of [start, end) the holds (each followed by a refill) cover,
+// and forgets the holds that end before end. It requires ws.mu.
+func (ws *Windows) heldLocked(start, end time.Time, refill time.Duration) time.Duration {
+	var held time.Duration
+	keep := ws.holds[:0]
+	for _, h := range ws.holds {
+		to := h.to.Add(refill)
+		if lo, hi := later(h.from, start), earlier(to, end); hi.After(lo) {
+			held += hi.Sub(lo)
+		}
+		if to.After(end) {
+			keep = append(keep, h)
+		}
+	}
+	ws.holds = keep
+	return min(held, end.Sub(start))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
 func (ws *Windows) closeLocked() {
 	w := ws.cur
 	if w.Calls > 0 {
@@ -154,6 +270,13 @@ func (ws *Windows) closeLocked() {
 	}
 	if w.OK > 0 {
 		w.MeanOK = ws.okSum / time.Duration(w.OK)
+		ws.refill = w.MeanOK
+	}
+	if len(ws.holds) > 0 {
+		w.Held = ws.heldLocked(w.Start, w.Start.Add(w.Length), ws.refill)
+	}
+	if before := ws.first.Sub(w.Start); before > 0 && w.Calls > 0 {
+		w.Held = min(w.Held+before, w.Length) // the run's first window: it began before the run
 	}
 	if ws.startsN > 0 {
 		w.InFlight = float64(ws.startsIn) / float64(ws.startsN)

@@ -189,7 +189,10 @@ func TestWindowsCountsByClass(t *testing.T) {
 	w := got[0]
 	want := probes.Window{Start: at(0), Length: 5 * time.Second,
 		Calls: 88, OK: 56, TooMany: 14, TooManyTimed: 4, Timeouts: 3, Connection: 2, Server5xx: 7, Client4xx: 5, Other: 1,
-		Retries: 6 + 4 + 2}
+		Retries: 6 + 4 + 2,
+		// The 429s with a Retry-After at 66-69ms hold the pool until 1.069s, the HoldStart
+		// from 1s to 2s, and the calls come back a mean latency (10ms) after: 66ms to 2.01s.
+		Held: 2010*time.Millisecond - 66*time.Millisecond, OKFree: 56}
 	w.P50, w.P95, w.P99, w.Max, w.Mean, w.MeanOK = 0, 0, 0, 0, 0, 0
 	if w != want {
 		t.Errorf("window counts = %+v\nwant %+v", w, want)
@@ -441,5 +444,44 @@ func TestWindowsConcurrent(t *testing.T) {
 	}
 	if run := ws.Run(); run.Calls != feeders*per {
 		t.Errorf("Run().Calls = %d, want %d", run.Calls, feeders*per)
+	}
+}
+
+// TestWindowsMeasureAwayFromHolds: a 429's Retry-After (or a HoldStart) holds the pool; the
+// window says how long (with the refill of a mean latency after), and counts apart the ok
+// calls that ended outside the holds, so that what the target accepted is measured over the
+// time the pool could call.
+func TestWindowsMeasureAwayFromHolds(t *testing.T) {
+	ws := probes.NewWindows(5*time.Second, 10)
+	ms := time.Millisecond
+	ok := func(at time.Duration) engine.Event {
+		return engine.Event{Kind: engine.CallEnd, At: wt0.Add(at), Status: 200, Verdict: engine.OK, Latency: 100 * ms}
+	}
+	ws.Observe(ok(100 * ms)) // the run's first call, started at the window's start
+	ws.Observe(engine.Event{Kind: engine.CallEnd, At: wt0.Add(time.Second), Status: 429, Verdict: engine.Retry, RetryAfter: time.Second, Latency: 100 * ms})
+	ws.Observe(ok(1500 * ms)) // a call in flight when the hold began
+	ws.Observe(engine.Event{Kind: engine.HoldStart, At: wt0.Add(3 * time.Second), Until: wt0.Add(3500 * ms)})
+	ws.Observe(ok(2500 * ms))
+	ws.Observe(ok(3200 * ms))
+	ws.Observe(ok(4000 * ms))
+	got := ws.Recent(wt0.Add(5 * time.Second))
+	if len(got) != 1 {
+		t.Fatalf("Recent = %d windows, want 1", len(got))
+	}
+	w := got[0]
+	// The holds: 1s-2s and 3s-3.5s, each followed by the mean ok latency (100ms).
+	if w.Held != 1700*ms || w.OK != 5 || w.OKFree != 3 {
+		t.Errorf("window held %v with %d ok, %d outside the holds; want 1.7s, 5 and 3", w.Held, w.OK, w.OKFree)
+	}
+	if r, over := w.Accepted(); over != 3300*ms || r < 0.909 || r > 0.91 {
+		t.Errorf("Accepted() = %v over %v, want 3 ok over 3.3s", r, over)
+	}
+
+	// A run that began mid-window: the time before its first call is not time it could call.
+	ws = probes.NewWindows(5*time.Second, 10)
+	ws.Observe(ok(3100 * ms))
+	ws.Observe(ok(4000 * ms))
+	if w := ws.Recent(wt0.Add(5 * time.Second))[0]; w.Held != 3*time.Second || w.OKFree != 2 {
+		t.Errorf("a first window the run began 3s into: held %v, %d ok outside; want 3s and 2", w.Held, w.OKFree)
 	}
 }

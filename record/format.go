@@ -70,6 +70,10 @@ type Header struct {
 	Timeout    Duration `json:"timeout"`
 	Chunk      int      `json:"chunk,omitempty"`
 	Auto       bool     `json:"auto,omitempty"`
+	// Adapt says the congestion response was on (recordings made before it existed read
+	// false: their runs held the settings as given); Hold is "strict" or "probe".
+	Adapt bool   `json:"adapt,omitempty"`
+	Hold  string `json:"hold,omitempty"`
 }
 
 // formatName is Header.Format.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -327,22 +328,35 @@ func (rec *Recording) Elapsed() time.Duration {
 // SettingsAt returns the settings in force at offset at: the header's, with every change
 // logged up to then applied.
 func (rec *Recording) SettingsAt(at time.Duration) engine.Settings {
+	s, _ := rec.LimitsAt(at)
+	return s
+}
+
+// LimitsAt returns the settings (with the congestion response on, the ceilings) in force at
+// offset at, and the response's effective values then, rebuilt from the change log as the
+// engine's snapshot had them. A recording without the response's changes has none.
+func (rec *Recording) LimitsAt(at time.Duration) (engine.Settings, engine.Effective) {
 	s := rec.Header.Settings.Engine()
+	e := engine.Effective{QuotaLeft: -1}
 	for _, c := range rec.Changes {
 		if c.At > at {
 			break
 		}
-		applyChange(&s, c)
+		applyChange(&s, &e, c)
 	}
-	return s
+	return s, e
 }
 
-// applyChange applies a logged change of a knob to s; other entries leave it alone.
-func applyChange(s *engine.Settings, c Change) {
+// applyChange applies a logged change of a knob to s, or of an effective value to e (the
+// engine's "adapt" entries); other entries leave them alone.
+func applyChange(s *engine.Settings, e *engine.Effective, c Change) {
 	switch c.Knob {
 	case "parallelism":
 		if n, err := strconv.Atoi(c.To); err == nil {
 			s.Parallelism = n
+			if e.Parallelism >= n {
+				e.Parallelism = 0 // as the engine does: a ceiling at or under it applies
+			}
 		}
 	case "pace":
 		if d, err := time.ParseDuration(c.To); err == nil {
@@ -351,10 +365,55 @@ func applyChange(s *engine.Settings, c Change) {
 	case "rate":
 		if r, err := engine.ParseRate(c.To); err == nil {
 			s.Rate = r
+			if r > 0 && e.Rate >= r {
+				e.Rate = 0
+			}
 		}
 	case "burst":
 		if n, err := strconv.Atoi(c.To); err == nil {
 			s.Burst = n
 		}
+	case "effective rate":
+		// "188/s (target accepted 198/s)" or "188/s (blind)" at a cut, "205/s" on the climb,
+		// "ceiling 250/s" when the ceiling applies again.
+		value, why := splitWhy(c.To)
+		if strings.HasPrefix(value, "ceiling") {
+			e.Rate = 0
+			return
+		}
+		if r, err := engine.ParseRate(value); err == nil {
+			e.Rate = r
+		}
+		if why != "" {
+			e.Signals++
+		}
+		if acc, ok := strings.CutPrefix(why, "target accepted "); ok {
+			if r, err := engine.ParseRate(acc); err == nil {
+				e.Limit = r
+			}
+		}
+	case "effective parallelism":
+		// "6 (429 at 7 in flight)" at a cut, "7" on the climb, "ceiling 16".
+		value, why := splitWhy(c.To)
+		if strings.HasPrefix(value, "ceiling") {
+			e.Parallelism = 0
+			return
+		}
+		if n, err := strconv.Atoi(value); err == nil {
+			e.Parallelism = n
+		}
+		if why != "" {
+			e.Signals++
+		}
+		var n int
+		if _, err := fmt.Sscanf(why, "429 at %d in flight", &n); err == nil {
+			e.Concurrency = n
+		}
 	}
+}
+
+// splitWhy splits "188/s (blind)" into "188/s" and "blind".
+func splitWhy(s string) (value, why string) {
+	value, why, _ = strings.Cut(s, " (")
+	return value, strings.TrimSuffix(why, ")")
 }

@@ -194,3 +194,85 @@ func gz(s string) []byte {
 }
 
 func gzipWriter(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }
+
+// TestLimitsAtFollowTheResponse: the congestion response's changes ("adapt") are recorded like
+// any change, and the effective values at a moment are rebuilt from them as the engine's
+// snapshot had them: a replayed screen shows "effective · ceiling".
+func TestLimitsAtFollowTheResponse(t *testing.T) {
+	b, _ := recordtest.Record(t, recordtest.Run{Items: 3000, Adapt: true, Retries: 5,
+		Sim:      adapters.SimConfig{Rate: 200, Burst: 5, Latency: 20 * time.Millisecond, RetryAfter: time.Second, Seed: 3},
+		Settings: engine.Settings{Parallelism: 16, Rate: 300, Burst: 1}})
+	rec, err := record.Read(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut *record.Change
+	for i, c := range rec.Changes {
+		if c.Origin == "adapt" && c.Knob == "effective rate" && strings.Contains(c.To, "(") {
+			cut = &rec.Changes[i]
+			break
+		}
+	}
+	if cut == nil {
+		t.Fatalf("no cut of the effective rate in the recorded changes: %+v", rec.Changes)
+	}
+	set, eff := rec.LimitsAt(cut.At)
+	want, _, _ := strings.Cut(cut.To, " ")
+	if set.Rate != 300 || eff.Rate <= 0 || eff.Rate >= 300 || engine.FormatRate(eff.Rate) != want || eff.Signals != 1 {
+		t.Errorf("at the cut %q: settings %+v, effective %+v; want the ceiling 300/s and the effective rate %s, one signal", cut.To, set, eff, want)
+	}
+	if _, eff := rec.LimitsAt(cut.At - time.Microsecond); eff.Rate != 0 || eff.Signals != 0 {
+		t.Errorf("before the first cut the effective values are %+v, want none", eff)
+	}
+}
+
+// TestApplyAdaptChanges: every form of the engine's adapt entries, and the operator's
+// ceiling under an effective value (the engine then drops it), rebuild as the engine had it.
+func TestApplyAdaptChanges(t *testing.T) {
+	rec := &record.Recording{Header: record.Header{Settings: record.Settings{Parallelism: 16, Rate: 250, Burst: 1}}}
+	for i, c := range []struct{ origin, knob, from, to string }{
+		{"adapt", "effective rate", "250/s", "188/s (blind)"},                 // 1
+		{"adapt", "effective rate", "188/s", "180/s (target accepted 190/s)"}, // 2
+		{"adapt", "effective rate", "180/s", "199/s"},                         // 3: the climb
+		{"adapt", "effective parallelism", "16", "6 (429 at 8 in flight)"},    // 4
+		{"adapt", "effective parallelism", "6", "7"},                          // 5
+		{"tui", "rate", "250/s", "190/s"},                                     // 6: the ceiling under it
+		{"adapt", "effective parallelism", "7", "ceiling 16"},                 // 7
+	} {
+		rec.Changes = append(rec.Changes, record.Change{At: time.Duration(i+1) * time.Second, Origin: c.origin, Knob: c.knob, From: c.from, To: c.to})
+	}
+	for _, tc := range []struct {
+		at   int
+		set  engine.Settings
+		want engine.Effective
+	}{
+		{0, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{QuotaLeft: -1}},
+		{1, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 188, Signals: 1, QuotaLeft: -1}},
+		{2, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 180, Limit: 190, Signals: 2, QuotaLeft: -1}},
+		{3, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 199, Limit: 190, Signals: 2, QuotaLeft: -1}},
+		{4, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 199, Limit: 190, Parallelism: 6, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
+		{5, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 199, Limit: 190, Parallelism: 7, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
+		{6, engine.Settings{Parallelism: 16, Rate: 190, Burst: 1}, engine.Effective{Limit: 190, Parallelism: 7, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
+		{7, engine.Settings{Parallelism: 16, Rate: 190, Burst: 1}, engine.Effective{Limit: 190, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
+	} {
+		set, eff := rec.LimitsAt(time.Duration(tc.at) * time.Second)
+		if set != tc.set || eff != tc.want {
+			t.Errorf("after change %d: %+v, %+v; want %+v, %+v", tc.at, set, eff, tc.set, tc.want)
+		}
+	}
+}
+
+// TestOldRecordingReads: a recording made before the congestion response reads as before,
+// with no effective values at any moment.
+func TestOldRecordingReads(t *testing.T) {
+	rec, err := record.Open("../testdata/recordings/sim-429.rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Duration{0, rec.Elapsed() / 2, rec.Elapsed()} {
+		set, eff := rec.LimitsAt(at)
+		if set != rec.SettingsAt(at) || eff != (engine.Effective{QuotaLeft: -1}) {
+			t.Errorf("at %v: %+v, %+v; want the settings and no effective values", at, set, eff)
+		}
+	}
+}

@@ -222,8 +222,9 @@ func (p *Player) rebaseLocked(pos time.Duration) {
 	p.base, p.since = min(max(pos, 0), p.length), p.now()
 }
 
-// Snapshot is the recorded run at the position, as the live screen read it: the settings,
-// state, counters, workers, hold, changes and warnings of that instant.
+// Snapshot is the recorded run at the position, as the live screen read it: the settings and
+// the congestion response's effective values, state, counters, workers, hold, changes and
+// warnings of that instant.
 func (p *Player) Snapshot() engine.Snapshot {
 	p.mu.Lock()
 	pos := p.posLocked()
@@ -235,8 +236,8 @@ func (p *Player) Snapshot() engine.Snapshot {
 func (p *Player) snapshotAt(pos time.Duration) engine.Snapshot {
 	rec := p.rec
 	ended := rec.End != nil && pos >= p.length
-	s := engine.Snapshot{Started: p.started, At: p.started.Add(pos), Total: rec.Header.Total,
-		Settings: rec.SettingsAt(pos), State: engine.Running}
+	s := engine.Snapshot{Started: p.started, At: p.started.Add(pos), Total: rec.Header.Total, State: engine.Running}
+	s.Settings, s.Effective = rec.LimitsAt(pos)
 	upTo := func(n int, at func(int) time.Duration) int {
 		if ended { // the run's last records come just after its end
 			return n
@@ -355,11 +356,12 @@ func (p *Player) Errors(n int) []probes.ErrorGroup {
 	return p.mon.Errors(n)
 }
 
-// Advice is what the advisor would have said at the position, for the settings set.
-func (p *Player) Advice(_ time.Time, set engine.Settings) probes.Advice {
+// Advice is what the advisor would have said at the position, for the settings set and the
+// congestion response's values eff.
+func (p *Player) Advice(_ time.Time, set engine.Settings, eff engine.Effective) probes.Advice {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mon.Advice(p.feedLocked(), set)
+	return p.mon.Advice(p.feedLocked(), set, eff)
 }
 
 // SetParallelism refuses: the knobs of a recording are read-only.

@@ -311,9 +311,9 @@ func TestPlayerStatsAsLive(t *testing.T) {
 		if got := p.Errors(8); !reflect.DeepEqual(got, live.Errors(8)) {
 			t.Errorf("%s: errors %+v, want %+v", when, got, live.Errors(8))
 		}
-		set := rec.SettingsAt(pos)
-		if got := p.Advice(ignored, set); !reflect.DeepEqual(got, live.Advice(now, set)) {
-			t.Errorf("%s: advice %+v, want %+v", when, got, live.Advice(now, set))
+		set, eff := rec.LimitsAt(pos)
+		if got := p.Advice(ignored, set, eff); !reflect.DeepEqual(got, live.Advice(now, set, eff)) {
+			t.Errorf("%s: advice %+v, want %+v", when, got, live.Advice(now, set, eff))
 		}
 	}
 	check("first read")
@@ -384,4 +384,29 @@ func BenchmarkRefeed(b *testing.B) {
 		p.Points(time.Time{}, time.Minute)
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// TestPlayerShowsEffectiveValues: a recording of a run whose congestion response cut the
+// effective rate under its ceiling replays with the effective values of each moment in its
+// snapshot, as the live screen read them.
+func TestPlayerShowsEffectiveValues(t *testing.T) {
+	rec, _ := recordtest.Read(t, recordtest.Run{Items: 2000, Retries: 5, Adapt: true, Settings: engine.Settings{Parallelism: 16, Rate: 300, Burst: 1},
+		Sim: adapters.SimConfig{Rate: 200, Burst: 5, Latency: 20 * time.Millisecond, RetryAfter: time.Second, Seed: 3}})
+	var cutAt time.Duration = -1
+	for _, c := range rec.Changes {
+		if c.Origin == "adapt" && c.Knob == "effective rate" {
+			cutAt = c.At
+			break
+		}
+	}
+	if cutAt < 0 {
+		t.Fatalf("the recorded run has no change of the effective rate: %+v", rec.Changes)
+	}
+	s := pausedAt(rec, cutAt+time.Millisecond).Snapshot()
+	if s.Settings.Rate != 300 || s.Effective.Rate <= 0 || s.Effective.Rate >= 300 || s.Effective.Signals == 0 {
+		t.Errorf("snapshot just after the cut: settings %+v, effective %+v; want the ceiling 300/s and an effective rate under it", s.Settings, s.Effective)
+	}
+	if s := pausedAt(rec, cutAt-time.Millisecond).Snapshot(); s.Effective.Rate != 0 {
+		t.Errorf("snapshot before the cut: effective %+v, want none", s.Effective)
+	}
 }

@@ -160,7 +160,9 @@ func Predict(ctx context.Context, rec *record.Recording, ask WhatIf) (*Predictio
 		p.Items = sum.OK + sum.Failed
 	}
 	h := rec.Header
-	out, peak, err := simulate(ctx, m, p.Settings, p.Auto, p.Items, h.Retries, time.Duration(h.MaxBackoff), time.Duration(h.Timeout), h.Started)
+	hold, _ := engine.ParseHoldMode(h.Hold)
+	resp := response{adapt: h.Adapt || p.Auto, hold: hold} // --auto works through the response
+	out, peak, err := simulate(ctx, m, p.Settings, p.Auto, resp, p.Items, h.Retries, time.Duration(h.MaxBackoff), time.Duration(h.Timeout), h.Started)
 	if err != nil {
 		return nil, err
 	}
@@ -187,16 +189,22 @@ func (m *Model) extrapolation(s engine.Settings, peak int, out Outcome) []string
 	return notes
 }
 
+// response is the congestion response a simulated run has, as the recorded run had it.
+type response struct {
+	adapt bool
+	hold  engine.HoldMode
+}
+
 // simulate runs n items through the real engine against the model, in virtual time.
 // It returns the run's outcome and the most calls it had in flight.
-func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
+func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, resp response, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
 	clock := NewVirtualClock(start)
 	rng := rand.New(rand.NewPCG(1, 2))
 	tgt := m.target(clock, timeout, 3)
 	e, err := engine.New(engine.Config{
 		Settings: set, Retries: retries, MaxBackoff: maxBackoff,
 		Adapter: tgt, Source: engine.NewLineReader(enginetest.Lines(int(n)), false), Total: n,
-		Results: io.Discard, Clock: clock, Jitter: rng.Float64,
+		Results: io.Discard, Clock: clock, Jitter: rng.Float64, Adapt: resp.adapt, Hold: resp.hold,
 	})
 	if err != nil {
 		return Outcome{}, 0, err

@@ -138,3 +138,29 @@ func newFixtureModel(width, height int, plain bool) (Model, *fakeEngine) {
 	m.width, m.height = width, height
 	return m, fe
 }
+
+// effectiveSnapshot is busySnapshot with the congestion response holding the rate under a
+// 250/s ceiling: the target pushed back at 206/s, the engine holds 196/s. With par, the
+// effective parallelism binds too.
+func effectiveSnapshot(par bool) engine.Snapshot {
+	s := busySnapshot()
+	s.Settings.Rate = 250
+	s.Effective = engine.Effective{Rate: 196, Limit: 206, Signals: 3, QuotaLeft: -1}
+	s.Changes = append(s.Changes,
+		engine.Change{At: fixedStart.Add(72*time.Minute + 2*time.Second), Origin: "tui", Knob: "rate", From: "200/s", To: "250/s"},
+		engine.Change{At: fixedStart.Add(72*time.Minute + 9*time.Second), Origin: "adapt", Knob: "effective rate", From: "250/s", To: "196/s (target accepted 206/s)"},
+	)
+	if par {
+		s.Effective.Parallelism, s.Effective.Concurrency = 16, 18
+		s.Changes = append(s.Changes, engine.Change{At: fixedStart.Add(72*time.Minute + 20*time.Second), Origin: "adapt",
+			Knob: "effective parallelism", From: "24", To: "16 (429 at 18 in flight)"})
+	}
+	return s
+}
+
+func newEffectiveModel(width, height int, par bool) (Model, *fakeEngine) {
+	fe := &fakeEngine{snap: effectiveSnapshot(par)}
+	m := New(fe, busySeries(), Options{Title: "http · users.txt", Retries: 3, Plain: true, Now: func() time.Time { return fixedNow }})
+	m.width, m.height = width, height
+	return m, fe
+}

@@ -17,14 +17,14 @@ type KeyMap struct {
 // DefaultKeys returns the key map shown in the help bar and the README.
 func DefaultKeys() KeyMap {
 	return KeyMap{
-		Up:        key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "parallelism +1")),
-		Down:      key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "parallelism −1")),
-		Double:    key.NewBinding(key.WithKeys("pgup", "K"), key.WithHelp("PgUp/K", "parallelism ×2")),
-		Halve:     key.NewBinding(key.WithKeys("pgdown", "J"), key.WithHelp("PgDn/J", "parallelism ÷2")),
+		Up:        key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "parallelism ceiling +1")),
+		Down:      key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "parallelism ceiling −1 (from the effective value)")),
+		Double:    key.NewBinding(key.WithKeys("pgup", "K"), key.WithHelp("PgUp/K", "parallelism ceiling ×2")),
+		Halve:     key.NewBinding(key.WithKeys("pgdown", "J"), key.WithHelp("PgDn/J", "parallelism ceiling ÷2 (from the effective value)")),
 		PaceUp:    key.NewBinding(key.WithKeys("]"), key.WithHelp("]", "pace longer")),
 		PaceDown:  key.NewBinding(key.WithKeys("["), key.WithHelp("[", "pace shorter")),
-		RateUp:    key.NewBinding(key.WithKeys("+", "="), key.WithHelp("+", "rate +10%")),
-		RateDown:  key.NewBinding(key.WithKeys("-", "_"), key.WithHelp("-", "rate −10% (sets a cap)")),
+		RateUp:    key.NewBinding(key.WithKeys("+", "="), key.WithHelp("+", "rate ceiling +10%")),
+		RateDown:  key.NewBinding(key.WithKeys("-", "_"), key.WithHelp("-", "rate ceiling −10% of what the run holds to or the target accepted")),
 		Pause:     key.NewBinding(key.WithKeys("p", "space"), key.WithHelp("p", "pause/resume")),
 		Drain:     key.NewBinding(key.WithKeys("d"), key.WithHelp("d", "drain")),
 		Command:   key.NewBinding(key.WithKeys(":"), key.WithHelp(":", "set a value")),

@@ -30,7 +30,7 @@ type Stats interface {
 	Points(now time.Time, span time.Duration) []probes.Point
 	Latency(now time.Time) probes.Stats
 	Errors(n int) []probes.ErrorGroup
-	Advice(now time.Time, set engine.Settings) probes.Advice
+	Advice(now time.Time, set engine.Settings, eff engine.Effective) probes.Advice
 }
 
 // Options describe the job to the screen.
@@ -142,7 +142,7 @@ func (m *Model) refresh() {
 	if m.opt.Connections != nil {
 		m.conns = m.opt.Connections()
 	}
-	m.advice = m.stats.Advice(now, m.snap.Settings)
+	m.advice = m.stats.Advice(now, m.snap.Settings, m.snap.Effective)
 	if r := m.opt.Replay; r != nil {
 		m.replay = replayState{pos: r.Position(), length: r.Length(), speed: r.Speed(), paused: r.Paused()}
 	}
@@ -224,32 +224,32 @@ func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		m.help = false // any key closes the help
 		return m, nil
 	}
+	// The keys turn the ceilings. Up they go from the ceiling; down from what the run holds
+	// to, the effective value while it binds: a ceiling lowered but still above it would
+	// change nothing.
 	s := m.snap.Settings
+	par, _ := probes.EffectiveParallelism(s, m.snap.Effective)
 	switch {
 	case key.Matches(msg, m.keys.Up):
 		m.setParallelism(s.Parallelism + 1)
 	case key.Matches(msg, m.keys.Down):
-		m.setParallelism(s.Parallelism - 1)
+		m.setParallelism(par - 1)
 	case key.Matches(msg, m.keys.Double):
 		m.setParallelism(s.Parallelism * 2)
 	case key.Matches(msg, m.keys.Halve):
-		m.setParallelism(s.Parallelism / 2)
+		m.setParallelism(par / 2)
 	case key.Matches(msg, m.keys.PaceUp):
 		m.setPace(s.Pace + paceStep(s.Pace, true))
 	case key.Matches(msg, m.keys.PaceDown):
 		m.setPace(s.Pace - paceStep(s.Pace, false))
 	case key.Matches(msg, m.keys.RateUp):
 		if s.Rate <= 0 {
-			m.say("rate is unlimited; press - to set a cap below the current calls/s")
+			m.say("the rate has no ceiling; - sets one under the rate the target accepts")
 		} else {
 			m.setRate(s.Rate*1.1, s.Burst)
 		}
 	case key.Matches(msg, m.keys.RateDown):
-		if s.Rate <= 0 {
-			m.setRate(max(1, float64(int(m.callsPerSecond(5)*0.9))), s.Burst)
-		} else {
-			m.setRate(s.Rate*0.9, s.Burst)
-		}
+		m.lowerRate()
 	case key.Matches(msg, m.keys.Pause):
 		if m.snap.State == engine.Paused {
 			m.eng.Resume(origin)
@@ -325,14 +325,44 @@ func (m *Model) setParallelism(n int) {
 	if s.MaxParallelism > 0 && n > s.MaxParallelism {
 		n = s.MaxParallelism
 		if n == s.Parallelism {
-			m.say(fmt.Sprintf("parallelism is at its ceiling (--max-parallelism %d)", n))
+			m.say(fmt.Sprintf("parallelism is at its max (--max-parallelism %d)", n))
 			return
 		}
 	}
 	if n == s.Parallelism {
 		return
 	}
-	m.report(m.eng.SetParallelism(n, origin), fmt.Sprintf("parallelism %d → %d", s.Parallelism, n))
+	m.report(m.eng.SetParallelism(n, origin), fmt.Sprintf("parallelism ceiling %d → %d", s.Parallelism, n))
+}
+
+// lowerRate is the - key: the rate ceiling 10% under the rate the run holds to. Under no
+// ceiling that is the effective rate, or the limit the target showed, or what it accepted
+// lately away from the Retry-After holds: never the calls/s of a window the holds starved,
+// which would cap the run far under the target's limit.
+func (m *Model) lowerRate() {
+	s, eff := m.snap.Settings, m.snap.Effective
+	r, binds := probes.EffectiveRate(s, eff)
+	if !binds && r > 0 { // the ceiling is what the run holds to
+		m.setRate(r*0.9, s.Burst)
+		return
+	}
+	from, why := r, "the effective rate"
+	switch {
+	case binds:
+	case eff.Limit > 0:
+		from, why = eff.Limit, "the limit found"
+	case m.advice.Accepted > 0:
+		from, why = m.advice.Accepted, "what the target accepted"
+	default:
+		m.say("no rate measured away from Retry-After holds yet: set one with : rate R")
+		return
+	}
+	to := roundRate(from * 0.9)
+	if to <= 0 {
+		return
+	}
+	m.report(m.eng.SetRate(to, s.Burst, origin), fmt.Sprintf("rate ceiling %s → %s, 10%% under %s (%s)",
+		probes.CeilingRate(s.Rate), engine.FormatRate(to), why, human.Rate(from)))
 }
 
 func (m *Model) setPace(d time.Duration) {
@@ -345,7 +375,7 @@ func (m *Model) setPace(d time.Duration) {
 
 func (m *Model) setRate(r float64, burst int) {
 	r = roundRate(r)
-	m.report(m.eng.SetRate(r, burst, origin), fmt.Sprintf("rate %s → %s", engine.FormatRate(m.snap.Settings.Rate), engine.FormatRate(r)))
+	m.report(m.eng.SetRate(r, burst, origin), fmt.Sprintf("rate ceiling %s → %s", probes.CeilingRate(m.snap.Settings.Rate), engine.FormatRate(r)))
 }
 
 func (m *Model) report(err error, done string) {

@@ -256,7 +256,7 @@ func TestReplayHelp(t *testing.T) {
 			t.Errorf("replay help lacks %q:\n%s", want, frame)
 		}
 	}
-	if strings.Contains(frame, "parallelism +1") {
+	if strings.Contains(frame, "parallelism ceiling +1") {
 		t.Errorf("replay help lists the knob keys:\n%s", frame)
 	}
 	m = press(t, m, "x")

@@ -161,15 +161,24 @@ func (m Model) header(w int) []string {
 	barW := max(w-ansi.StringWidth(tail)-1, 4)
 	line2 := " " + st.Bar.Render(bar(frac, barW-1)) + tail
 
+	// The cap in force: the effective rate while it binds under the ceiling, said so when
+	// the line has room (the knobs below say it in any case).
 	cps := m.callsPerSecond(5)
-	rate := fmt.Sprintf("%.0f calls/s", cps)
-	if s.Settings.Rate > 0 {
-		rate += " of " + engine.FormatRate(s.Settings.Rate) + " cap"
+	rate, short := fmt.Sprintf("%.0f calls/s", cps), ""
+	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
+	case eff:
+		rate, short = rate+" of "+human.Rate(r)+" effective cap", rate+" of "+human.Rate(r)+" cap"
+	case r > 0:
+		rate += " of " + engine.FormatRate(r) + " cap"
 	}
-	line3 := fmt.Sprintf(" %s   ok %s   failed %s   retries %s   429s %s",
-		rate, human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
+	counts := fmt.Sprintf("   ok %s   failed %s   retries %s   429s %s",
+		human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
 	if q := quotaText(s); q != "" {
-		line3 += "   " + m.health(s.Quota.Remaining == 0, q)
+		counts += "   " + m.health(s.Quota.Remaining == 0, q)
+	}
+	line3 := " " + rate + counts
+	if short != "" && ansi.StringWidth(line3) > w {
+		line3 = " " + short + counts
 	}
 	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
 }
@@ -228,16 +237,23 @@ func (m Model) knobs(w int) []string {
 	}
 	k := st.Key.Render
 	leftW := 40
-	left := []string{
-		fmt.Sprintf(" parallelism %4d  max %-5s", set.Parallelism, ceiling),
-		fmt.Sprintf(" pace  %10s", pace),
-		fmt.Sprintf(" rate  %10s  burst %-4d", engine.FormatRate(set.Rate), set.Burst),
+	par := []string{fmt.Sprintf(" parallelism %4d  max %-5s", set.Parallelism, ceiling)}
+	rate := []string{fmt.Sprintf(" rate  %10s  burst %-4d", engine.FormatRate(set.Rate), set.Burst)}
+	// While an effective value binds, its line says both it and the ceiling the keys turn;
+	// the rest of the knob's line follows on a line of its own, in its usual columns.
+	if _, eff := probes.EffectiveParallelism(set, s.Effective); eff {
+		par = []string{" " + probes.ParallelismText(set, s.Effective), fmt.Sprintf("%19smax %-5s", "", ceiling)}
 	}
+	if _, eff := probes.EffectiveRate(set, s.Effective); eff {
+		rate = []string{" " + probes.RateText(set, s.Effective), fmt.Sprintf("%19sburst %-4d", "", set.Burst)}
+	}
+	pc := []string{fmt.Sprintf(" pace  %10s", pace)}
 	if !m.replaying() { // no key turns a recording's knobs
-		left[0] += fmt.Sprintf(" %s ±1 %s ×2", k("↑↓"), k("⇞⇟"))
-		left[1] += fmt.Sprintf("             %s ±step", k("[ ]"))
-		left[2] += fmt.Sprintf("  %s ±10%%", k("+ -"))
+		par[len(par)-1] += fmt.Sprintf(" %s ±1 %s ×2", k("↑↓"), k("⇞⇟"))
+		pc[0] += fmt.Sprintf("             %s ±step", k("[ ]"))
+		rate[len(rate)-1] += fmt.Sprintf("  %s ±10%%", k("+ -"))
 	}
+	left := append(append(par, pc...), rate...)
 	by := s.ByState
 	right := m.workerGrid(w-leftW-1, m.gridRows(w))
 	right = append(right,
@@ -249,7 +265,13 @@ func (m Model) knobs(w int) []string {
 	for len(left) < len(right) {
 		left = append(left, "")
 	}
+	for len(right) < len(left) {
+		right = append(right, "")
+	}
 	title := fmt.Sprintf("workers %d in flight / %d", s.InFlight, set.Parallelism)
+	if p, eff := probes.EffectiveParallelism(set, s.Effective); eff {
+		title = fmt.Sprintf("workers %d in flight / %d effective", s.InFlight, p)
+	}
 	rule := fmt.Sprintf("knobs · retries %d", m.opt.Retries)
 	if m.replaying() {
 		rule = fmt.Sprintf("knobs as recorded · retries %d", m.opt.Retries)
@@ -277,7 +299,14 @@ func (m Model) knobRows(w int) int {
 	if m.conns >= 0 {
 		lines++ // the open connections
 	}
-	return 1 + max(3, lines)
+	knobs := 3
+	if _, eff := probes.EffectiveParallelism(m.snap.Settings, m.snap.Effective); eff {
+		knobs++ // the ceiling beside the effective value, the rest of the knob below
+	}
+	if _, eff := probes.EffectiveRate(m.snap.Settings, m.snap.Effective); eff {
+		knobs++
+	}
+	return 1 + max(knobs, lines)
 }
 
 // workerGrid draws one symbol per worker slot, grouped by state so the proportions read at a
@@ -315,19 +344,26 @@ func (m Model) binding() string {
 	return instantBinding(m.snap)
 }
 
-// instantBinding reads the workers' states: who waits for what.
+// instantBinding reads the workers' states: who waits for what. An effective value that
+// binds is the target's doing: "server", as the advisor says.
 func instantBinding(s engine.Snapshot) string {
 	by := s.ByState
+	_, rateEff := probes.EffectiveRate(s.Settings, s.Effective)
+	par, parEff := probes.EffectiveParallelism(s.Settings, s.Effective)
 	switch {
 	case s.State == engine.Paused:
 		return "paused"
 	case s.HoldUntil.After(s.At):
 		return "Retry-After"
+	case by[engine.WorkerRateWait] > 0 && rateEff:
+		return "server"
 	case by[engine.WorkerRateWait] > 0:
 		return "rate"
 	case by[engine.WorkerPacing] > 0 && by[engine.WorkerPacing] >= by[engine.WorkerIdle]:
 		return "pacing"
-	case s.InFlight >= s.Settings.Parallelism:
+	case s.InFlight >= par && parEff:
+		return "server"
+	case s.InFlight >= par:
 		return "parallelism"
 	default:
 		return "none (workers idle)"
@@ -350,11 +386,13 @@ func (m Model) charts(w, rows int) []string {
 		tm[i] = float64(p.TooMany)
 		errs[i] = float64(p.Errors)
 	}
+	// The cap line is the cap in force: the effective rate while it binds.
+	capRate, capEff := probes.EffectiveRate(m.snap.Settings, m.snap.Effective)
 	var capLine []float64
-	if r := m.snap.Settings.Rate; r > 0 {
+	if capRate > 0 {
 		capLine = make([]float64, len(pts))
 		for i := range capLine {
-			capLine[i] = r
+			capLine[i] = capRate
 		}
 	}
 	leftW := (w - 1) / 2
@@ -362,8 +400,14 @@ func (m Model) charts(w, rows int) []string {
 	lat := m.latency
 	win := human.Span(span)
 	capTitle := ""
-	if m.snap.Settings.Rate > 0 {
-		capTitle = " · cap " + engine.FormatRate(m.snap.Settings.Rate)
+	switch {
+	case capEff:
+		capTitle = " · cap " + human.Rate(capRate)
+		if long := " · effective cap " + human.Rate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
+			capTitle = long
+		}
+	case capRate > 0:
+		capTitle = " · cap " + engine.FormatRate(capRate)
 	}
 	var out []string
 	gridRows := 2
@@ -566,8 +610,10 @@ func (m Model) keyLine(w int) string {
 	if m.opt.Attached {
 		quit = "detach"
 	}
-	line := fmt.Sprintf(" %s parallelism  %s pace  %s rate  %s pause  %s drain  %s set  %s help  %s %s",
-		k("↑↓"), k("[ ]"), k("+ -"), k("p"), k("d"), k(":"), k("?"), k("q"), quit)
+	// ↑↓ and + - turn the parallelism's and the rate's ceilings (the knob lines show which
+	// is which); under them the engine keeps its effective values.
+	line := fmt.Sprintf(" %s %s ceilings  %s pace  %s pause  %s drain  %s set  %s help  %s %s",
+		k("↑↓"), k("+ -"), k("[ ]"), k("p"), k("d"), k(":"), k("?"), k("q"), quit)
 	if w >= 100 {
 		line += fmt.Sprintf("  %s chart window", k("w"))
 	}
@@ -576,9 +622,9 @@ func (m Model) keyLine(w int) string {
 
 func (m Model) helpScreen(w, rows int) []string {
 	return m.helpPanel("help", m.keys.helpRows(), []string{
-		"  :          then e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m",
-		"",
-		"  workers: ■ calling  ▪ pacing  · waiting for a rate token  ◇ held  ○ idle  × above the limit",
+		"  :          e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m",
+		"  ceilings:  under them throttle keeps an effective rate and parallelism",
+		"  workers: ■ calling  ▪ pacing  · rate-wait  ◇ held  ○ idle  × above the limit",
 	}, w, rows)
 }
 

@@ -47,6 +47,57 @@ func TestGoldenFrames(t *testing.T) {
 	}
 }
 
+// TestGoldenFramesEffective keeps the screen of a run whose congestion response holds an
+// effective rate (and, "both", an effective parallelism too) under the ceilings: each knob
+// line says both, and nothing that carries meaning is cut at 80x24.
+func TestGoldenFramesEffective(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w, h int
+		par  bool
+	}{{"80x24", 80, 24, false}, {"160x48", 160, 48, false}, {"both-80x24", 80, 24, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := newEffectiveModel(tc.w, tc.h, tc.par)
+			frame := m.Render()
+			checkFrame(t, frame, tc.w, tc.h)
+			plain := ansi.Strip(frame)
+			want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
+				"binding: server", "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling",
+				"↑↓ + - ceilings", "q quit", "─ errors", "─ changes"}
+			if tc.par { // the change panel has room for the newest change only
+				want = append(want, "parallelism 16 effective · ceiling 24", "max 64", "↑↓ ±1 ⇞⇟ ×2", "16 in flight / 16 effective",
+					"adapt  effective parallelism 24 → 16 (429 at 18 in flight)")
+			} else {
+				want = append(want, "adapt  effective rate 250/s → 196/s (target accepted 206/s)")
+			}
+			for _, s := range want {
+				if !strings.Contains(plain, s) {
+					t.Errorf("frame lacks %q:\n%s", s, plain)
+				}
+			}
+			if strings.Contains(plain, "…") {
+				t.Errorf("frame cuts a line:\n%s", plain)
+			}
+			golden.RequireEqual(t, plain+"\n")
+		})
+	}
+}
+
+// TestHelpFitsAt80: the help screen at the design width cuts no line.
+func TestHelpFitsAt80(t *testing.T) {
+	m, _ := newFixtureModel(80, 24, true)
+	m.help = true
+	frame := ansi.Strip(m.Render())
+	if strings.Contains(frame, "…") {
+		t.Errorf("the help at 80x24 cuts a line:\n%s", frame)
+	}
+	for _, s := range []string{"parallelism ceiling +1", "rate ceiling +10%", "ceilings:  under them throttle keeps an effective rate", "workers: ■ calling"} {
+		if !strings.Contains(frame, s) {
+			t.Errorf("the help lacks %q:\n%s", s, frame)
+		}
+	}
+}
+
 // TestFramesFitEverySize: nothing wraps or overflows, from a small terminal to a large one,
 // in every mode of the screen.
 func TestFramesFitEverySize(t *testing.T) {
@@ -199,6 +250,88 @@ func TestKeysTurnTheKnobs(t *testing.T) {
 	}
 }
 
+// starvedMonitor is a run at 100 ok calls/s for 30 s, then 15 s in which a 429 with a 1 s
+// Retry-After each second holds the pool: 20 calls/s go out, of a target that takes 100/s.
+func starvedMonitor() *probes.Monitor {
+	mon := probes.NewMonitor(probes.AdvisorConfig{}, false)
+	from := fixedNow.Add(-45 * time.Second).Truncate(5 * time.Second)
+	for sec := range 45 {
+		t0 := from.Add(time.Duration(sec) * time.Second)
+		n := 100
+		if sec >= 30 {
+			n = 20
+		}
+		for i := range n {
+			ev := engine.Event{Kind: engine.CallEnd, At: t0.Add(time.Duration(i) * time.Second / time.Duration(n)), Latency: 50 * time.Millisecond,
+				Status: 200, Verdict: engine.OK}
+			if sec >= 30 && i == 0 {
+				ev.Status, ev.Verdict, ev.RetryAfter = 429, engine.Retry, time.Second
+			}
+			mon.Observe(ev)
+		}
+	}
+	return mon
+}
+
+// TestLowerRateOnAnUnlimitedRun: - on a run without a rate ceiling sets one 10% under what the
+// run holds to — the effective rate, or the limit the target showed, or what it accepted away
+// from Retry-After holds — never under the calls/s of windows the holds starved (the issue's
+// "20 calls/s of 14/s cap" while the target took 100/s).
+func TestLowerRateOnAnUnlimitedRun(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		eff  engine.Effective
+		mon  *probes.Monitor
+		want string // the control sent; "" for none
+		say  string
+	}{
+		{"held down by Retry-After: from the last window no hold starved", engine.Effective{QuotaLeft: -1}, starvedMonitor(),
+			"tui rate 90/s burst 1", "rate ceiling none → 90/s, 10% under what the target accepted (100/s)"},
+		{"the effective rate binds", engine.Effective{Rate: 188, Limit: 198, Signals: 2, QuotaLeft: -1}, starvedMonitor(),
+			"tui rate 169/s burst 1", "rate ceiling none → 169/s, 10% under the effective rate (188/s)"},
+		{"the limit found, the effective rate climbed away", engine.Effective{Limit: 200, Signals: 2, QuotaLeft: -1}, starvedMonitor(),
+			"tui rate 180/s burst 1", "10% under the limit found (200/s)"},
+		{"nothing measured away from holds", engine.Effective{QuotaLeft: -1}, probes.NewMonitor(probes.AdvisorConfig{}, false),
+			"", "no rate measured away from Retry-After holds yet"},
+	} {
+		fe := &fakeEngine{snap: busySnapshot()}
+		fe.snap.Settings.Rate, fe.snap.Effective = 0, tc.eff
+		m := New(fe, tc.mon, Options{Title: "t", Plain: true, Now: func() time.Time { return fixedNow }})
+		if got := m.callsPerSecond(5); tc.want != "" && got > 25 {
+			t.Fatalf("%s: the fixture's last seconds do %.0f calls/s, want the starved 20", tc.name, got)
+		}
+		m = press(t, m, "-")
+		if got := strings.Join(fe.calls, ","); got != tc.want {
+			t.Errorf("%s: - sent %q, want %q", tc.name, got, tc.want)
+		}
+		if frame := ansi.Strip(m.Render()); !strings.Contains(frame, tc.say) {
+			t.Errorf("%s: - says nothing of %q:\n%s", tc.name, tc.say, frame)
+		}
+	}
+}
+
+// TestKeysLowerFromTheEffectiveValue: ↓ and - lower the ceiling from the effective value
+// while it binds (a ceiling lowered but still above it would change nothing); ↑ and + raise
+// the ceiling from the ceiling.
+func TestKeysLowerFromTheEffectiveValue(t *testing.T) {
+	for _, tc := range []struct {
+		keys []string
+		want string
+	}{
+		{[]string{"down"}, "tui parallelism 15"},
+		{[]string{"pgdown"}, "tui parallelism 8"},
+		{[]string{"up"}, "tui parallelism 25"},
+		{[]string{"-"}, "tui rate 176/s burst 1"},
+		{[]string{"+"}, "tui rate 275/s burst 1"},
+	} {
+		m, fe := newEffectiveModel(80, 24, true)
+		press(t, m, tc.keys...)
+		if len(fe.calls) != 1 || fe.calls[0] != tc.want {
+			t.Errorf("effective values bind; keys %q sent %q, want [%q]", tc.keys, fe.calls, tc.want)
+		}
+	}
+}
+
 func TestParallelismStopsAtCeiling(t *testing.T) {
 	m, fe := newFixtureModel(80, 24, true)
 	m = press(t, m, "pgup", "pgup") // 24 → 48 → 64 (the ceiling), not 96
@@ -206,8 +339,8 @@ func TestParallelismStopsAtCeiling(t *testing.T) {
 		t.Errorf("parallelism after PgUp twice = %d, want the ceiling 64", fe.snap.Settings.Parallelism)
 	}
 	m = press(t, m, "up")
-	if !strings.Contains(ansi.Strip(m.Render()), "ceiling") {
-		t.Error("a raise past the ceiling does not say why nothing changed")
+	if !strings.Contains(ansi.Strip(m.Render()), "at its max (--max-parallelism 64)") {
+		t.Error("a raise past --max-parallelism does not say why nothing changed")
 	}
 }
 

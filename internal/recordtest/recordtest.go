@@ -33,6 +33,8 @@ type Run struct {
 	Changes  []Change // in order of At
 	// Auto runs the auto-tuner, as --auto does.
 	Auto bool
+	// Adapt turns on the engine's congestion response, as --adapt does.
+	Adapt bool
 }
 
 // Record runs r against the simulated API in a testing/synctest bubble, recording it, and
@@ -43,7 +45,7 @@ func Record(t *testing.T, r Run) ([]byte, engine.Summary) {
 	var sum engine.Summary
 	synctest.Test(t, func(t *testing.T) {
 		e, err := engine.New(engine.Config{Settings: r.Settings, Retries: r.Retries, Adapter: adapters.NewSimAdapter(adapters.NewSim(r.Sim)),
-			Source: engine.NewLineReader(enginetest.Lines(r.Items), false), Total: int64(r.Items), Results: io.Discard})
+			Source: engine.NewLineReader(enginetest.Lines(r.Items), false), Total: int64(r.Items), Results: io.Discard, Adapt: r.Adapt})
 		if err != nil {
 			t.Fatal(err)
 		}
