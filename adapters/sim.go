@@ -63,6 +63,12 @@ type SimConfig struct {
 	RetryAfter time.Duration
 	// ErrorRate is the share of admitted calls, from 0 to 1, that fail with 503.
 	ErrorRate float64
+	// Window and Quota are a fixed-window quota: at most Quota admitted calls in each Window,
+	// the windows aligned to the Sim's start. Both 0 means none; set both or neither. Every
+	// answer then says the quota (X-RateLimit-Limit, -Remaining, -Reset in whole seconds, rounded
+	// up), and a call past it gets 429 with a Retry-After of the seconds until the window ends.
+	Window time.Duration
+	Quota  int
 	// Seed seeds the random latencies and errors.
 	Seed int64
 }
@@ -70,6 +76,9 @@ type SimConfig struct {
 // Validate reports the first invalid field of c, or nil.
 func (c SimConfig) Validate() error {
 	if err := checkSimLimits(c.Rate, c.Burst, c.Concurrency); err != nil {
+		return err
+	}
+	if err := checkSimQuota(c.Quota, c.Window); err != nil {
 		return err
 	}
 	switch {
@@ -100,6 +109,21 @@ func checkSimLimits(r float64, burst, concurrency int) error {
 	return nil
 }
 
+// checkSimQuota validates a fixed-window quota of a Sim.
+func checkSimQuota(quota int, window time.Duration) error {
+	switch {
+	case quota < 0:
+		return fmt.Errorf("adapters: sim quota %d is negative", quota)
+	case window < 0:
+		return fmt.Errorf("adapters: sim window %v is negative", window)
+	case quota > 0 && window == 0:
+		return fmt.Errorf("adapters: sim quota %d needs a window", quota)
+	case quota == 0 && window > 0:
+		return fmt.Errorf("adapters: sim window %v needs a quota", window)
+	}
+	return nil
+}
+
 // SimAnswer is the answer of a [Sim] to one call.
 type SimAnswer struct {
 	// Status is the HTTP status: 200, 429 or 503; 0 when ctx ended before the answer.
@@ -109,6 +133,9 @@ type SimAnswer struct {
 	RetryAfter time.Duration
 	// Body is a small JSON object: {"id":KEY,"value":N} for 200, {"error":MESSAGE} otherwise.
 	Body []byte
+	// Quota is the fixed-window quota as the answer states it (Reset in whole seconds, rounded
+	// up, as the HTTP header says it); nil when the Sim has none.
+	Quota *engine.Quota
 }
 
 // SimStats counts the calls a [Sim] received and shows its current limits.
@@ -138,6 +165,12 @@ type SimStats struct {
 	Concurrency int `json:"concurrency"`
 	// Overload is the overload mode, [OverloadLatency] or [Overload429].
 	Overload string `json:"overload"`
+	// Quota is the fixed-window quota, calls per Window; 0 means none.
+	Quota int `json:"quota"`
+	// Window is the quota's window, in nanoseconds in JSON.
+	Window time.Duration `json:"window_ns"`
+	// QuotaUsed is how much of the current window's quota the calls so far used.
+	QuotaUsed int `json:"quota_used"`
 }
 
 // Sim is a simulated external API with hidden limits, served in process by [Sim.Serve], over
@@ -147,11 +180,24 @@ type Sim struct {
 	calls, ok, tooMany, errs, canceled atomic.Int64
 	inFlight, maxInFlight              atomic.Int64
 
+	start time.Time // when NewSim made it
+
 	mu   sync.Mutex
 	cfg  SimConfig     // with defaults applied and the live limits; guarded by mu
 	lim  *rate.Limiter // nil when cfg.Rate == 0; guarded by mu
 	rng  *rand.Rand    // guarded by mu
 	busy int           // admitted calls being served; guarded by mu
+	// The fixed-window quota, when cfg.Quota > 0: windows of cfg.Window from winOrigin; winIdx
+	// is the window that used counts in. Guarded by mu.
+	winOrigin time.Time
+	winIdx    int64
+	used      int
+
+	// The timeline of answers, once EnableTimeline was called: the instants of 200 and 429
+	// answers as offsets from start.
+	timeline    atomic.Bool
+	tlMu        sync.Mutex
+	tlOK, tl429 []time.Duration // guarded by tlMu
 }
 
 // NewSim returns a Sim configured by cfg, with a full rate bucket. It panics if cfg is not
@@ -166,11 +212,15 @@ func NewSim(cfg SimConfig) *Sim {
 	if cfg.Latency == 0 {
 		cfg.Latency = DefaultSimLatency
 	}
-	s := &Sim{rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x7468726f74746c65))}
+	now := time.Now()
+	s := &Sim{rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x7468726f74746c65)), start: now, winOrigin: now}
 	s.cfg = cfg
-	s.setLimitsLocked(time.Now(), cfg.Rate, cfg.Burst, cfg.Concurrency)
+	s.setLimitsLocked(now, cfg.Rate, cfg.Burst, cfg.Concurrency)
 	return s
 }
+
+// Started returns when the Sim was made: the origin of its quota windows and of [Sim.OKTimeline].
+func (s *Sim) Started() time.Time { return s.start }
 
 // Config returns the Sim's configuration with its defaults applied and its current limits.
 func (s *Sim) Config() SimConfig {
@@ -191,6 +241,45 @@ func (s *Sim) SetLimits(rate float64, burst, concurrency int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setLimitsLocked(time.Now(), rate, burst, concurrency)
+}
+
+// SetQuota replaces the fixed-window quota at once: quota calls per window (both 0 for none).
+// A new window length restarts the windows now, with the whole quota; a new quota alone keeps
+// the current window and what it used. SetQuota panics if the values are not valid (see
+// [SimConfig.Quota]).
+func (s *Sim) SetQuota(quota int, window time.Duration) {
+	if err := checkSimQuota(quota, window); err != nil {
+		panic(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setQuotaLocked(time.Now(), quota, window)
+}
+
+// setQuotaLocked applies a valid quota at instant now. It requires that s.mu is held.
+func (s *Sim) setQuotaLocked(now time.Time, quota int, window time.Duration) {
+	if window != s.cfg.Window {
+		s.winOrigin, s.winIdx, s.used = now, 0, 0
+	}
+	s.cfg.Quota, s.cfg.Window = quota, window
+}
+
+// windowLocked moves the quota to the window of instant now and returns how long until that
+// window ends, rounded up to whole seconds (at least 1s) as rate-limit headers say it. It
+// requires that s.mu is held and cfg.Quota > 0.
+func (s *Sim) windowLocked(now time.Time) time.Duration {
+	elapsed := max(now.Sub(s.winOrigin), 0)
+	k := int64(elapsed / s.cfg.Window)
+	if k != s.winIdx {
+		s.winIdx, s.used = k, 0
+	}
+	end := s.winOrigin.Add(time.Duration(k+1) * s.cfg.Window)
+	return ceilSecond(end.Sub(now))
+}
+
+// ceilSecond rounds d up to whole seconds, at least one.
+func ceilSecond(d time.Duration) time.Duration {
+	return max((d+time.Second-1)/time.Second, 1) * time.Second
 }
 
 // setLimitsLocked applies valid limits at instant now. It requires that s.mu is held.
@@ -224,6 +313,10 @@ func (s *Sim) Stats() SimStats {
 	s.mu.Lock()
 	st.Busy = s.busy
 	st.Rate, st.Burst, st.Concurrency, st.Overload = s.cfg.Rate, s.cfg.Burst, s.cfg.Concurrency, s.cfg.Overload
+	if s.cfg.Quota > 0 {
+		s.windowLocked(time.Now())
+		st.Quota, st.Window, st.QuotaUsed = s.cfg.Quota, s.cfg.Window, s.used
+	}
 	s.mu.Unlock()
 	return st
 }
@@ -240,6 +333,7 @@ type simDecision struct {
 	latency    time.Duration // how long until the answer
 	busy       bool          // the call holds a unit of concurrency capacity until it ends
 	msg        string        // the error of a non-200 answer
+	quota      *engine.Quota // the quota the answer states; nil when there is none
 }
 
 // decide is decideLocked with s.mu held.
@@ -250,30 +344,43 @@ func (s *Sim) decide(now time.Time, busy int) simDecision {
 }
 
 // decideLocked decides the fate of a call arriving at instant now while busy admitted calls
-// are being served. It takes a token from the bucket when the call is admitted and draws from
-// the random source; nothing else changes. It requires that s.mu is held.
+// are being served. When the call is admitted it takes a token from the bucket and a unit of
+// the window's quota; it draws from the random source; nothing else changes. The checks run
+// in this order: concurrency (429 mode), quota, rate. It requires that s.mu is held.
 func (s *Sim) decideLocked(now time.Time, busy int) simDecision {
 	base := s.sampleLatencyLocked()
 	fast := base / 10
+	var q *engine.Quota
+	if s.cfg.Quota > 0 {
+		reset := s.windowLocked(now)
+		q = &engine.Quota{Limit: int64(s.cfg.Quota), Remaining: int64(max(s.cfg.Quota-s.used, 0)), Reset: reset}
+	}
 	c := s.cfg.Concurrency
 	if c > 0 && busy >= c && s.cfg.Overload == Overload429 {
-		return simDecision{status: http.StatusTooManyRequests, latency: fast, msg: "too many concurrent requests"}
+		return simDecision{status: http.StatusTooManyRequests, latency: fast, msg: "too many concurrent requests", quota: q}
+	}
+	if q != nil && q.Remaining == 0 {
+		return simDecision{status: http.StatusTooManyRequests, retryAfter: q.Reset, latency: fast, msg: "quota exceeded", quota: q}
 	}
 	if s.lim != nil && !s.lim.AllowN(now, 1) {
 		ra := s.cfg.RetryAfter
 		if ra == 0 {
 			ra = untilNextToken(s.lim.TokensAt(now), s.cfg.Rate)
 		}
-		return simDecision{status: http.StatusTooManyRequests, retryAfter: ra, latency: fast, msg: "rate limit exceeded"}
+		return simDecision{status: http.StatusTooManyRequests, retryAfter: ra, latency: fast, msg: "rate limit exceeded", quota: q}
+	}
+	if q != nil {
+		s.used++
+		q.Remaining--
 	}
 	lat := base
 	if c > 0 && busy+1 > c && s.cfg.Overload == OverloadLatency {
 		lat = time.Duration(float64(base) * float64(busy+1) / float64(c))
 	}
 	if s.cfg.ErrorRate > 0 && s.rng.Float64() < s.cfg.ErrorRate {
-		return simDecision{status: http.StatusServiceUnavailable, latency: lat, busy: true, msg: "service unavailable"}
+		return simDecision{status: http.StatusServiceUnavailable, latency: lat, busy: true, msg: "service unavailable", quota: q}
 	}
-	return simDecision{status: http.StatusOK, latency: lat, busy: true}
+	return simDecision{status: http.StatusOK, latency: lat, busy: true, quota: q}
 }
 
 // sampleLatencyLocked draws a lognormal latency with median cfg.Latency. It requires that s.mu
@@ -334,20 +441,77 @@ func (s *Sim) Serve(ctx context.Context, key string) SimAnswer {
 	switch d.status {
 	case http.StatusOK:
 		s.ok.Add(1)
+		s.note(&s.tlOK)
 		body, _ := json.Marshal(struct {
 			ID    string `json:"id"`
 			Value uint32 `json:"value"`
 		}{key, simValue(key)})
-		return SimAnswer{Status: d.status, Body: body}
+		return SimAnswer{Status: d.status, Body: body, Quota: d.quota}
 	case http.StatusTooManyRequests:
 		s.tooMany.Add(1)
+		s.note(&s.tl429)
 	default:
 		s.errs.Add(1)
 	}
 	body, _ := json.Marshal(struct {
 		Error string `json:"error"`
 	}{d.msg})
-	return SimAnswer{Status: d.status, RetryAfter: d.retryAfter, Body: body}
+	return SimAnswer{Status: d.status, RetryAfter: d.retryAfter, Body: body, Quota: d.quota}
+}
+
+// note appends the instant of an answer to a timeline, if the timeline is on.
+func (s *Sim) note(tl *[]time.Duration) {
+	if !s.timeline.Load() {
+		return
+	}
+	at := time.Since(s.start)
+	s.tlMu.Lock()
+	*tl = append(*tl, at)
+	s.tlMu.Unlock()
+}
+
+// EnableTimeline makes the Sim note the instant of each 200 and 429 answer from now on, for
+// [Sim.Timeline] and [Sim.OKTimeline]: a lock and 8 bytes per answer, so it is off by default.
+func (s *Sim) EnableTimeline() { s.timeline.Store(true) }
+
+// Timeline counts the 200 and 429 answers noted since [Sim.EnableTimeline] in buckets of
+// width bucket from instant from: ok[i] and tooMany[i] count the answers given in
+// [from+i·bucket, from+(i+1)·bucket). Answers before from are left out. Both slices have the
+// same length, up to the bucket of the last answer. It panics if bucket is not positive.
+func (s *Sim) Timeline(from time.Time, bucket time.Duration) (ok, tooMany []int64) {
+	if bucket <= 0 {
+		panic(fmt.Sprintf("adapters: sim timeline bucket %v is not positive", bucket))
+	}
+	off := from.Sub(s.start)
+	s.tlMu.Lock()
+	defer s.tlMu.Unlock()
+	n := 0
+	for _, tl := range [][]time.Duration{s.tlOK, s.tl429} {
+		for _, at := range tl {
+			if at >= off {
+				n = max(n, int((at-off)/bucket)+1)
+			}
+		}
+	}
+	ok, tooMany = make([]int64, n), make([]int64, n)
+	for _, at := range s.tlOK {
+		if at >= off {
+			ok[(at-off)/bucket]++
+		}
+	}
+	for _, at := range s.tl429 {
+		if at >= off {
+			tooMany[(at-off)/bucket]++
+		}
+	}
+	return ok, tooMany
+}
+
+// OKTimeline counts the 200 answers per bucket since the Sim started: [Sim.Timeline] from
+// [Sim.Started].
+func (s *Sim) OKTimeline(bucket time.Duration) []int64 {
+	ok, _ := s.Timeline(s.start, bucket)
+	return ok
 }
 
 // noteInFlight raises MaxInFlight to n if n is higher.
@@ -369,9 +533,11 @@ func simValue(key string) uint32 {
 
 // Handler returns the Sim's HTTP API:
 //
-//	GET  /items/{key}  Serve(key): 200, 429 (with Retry-After in whole seconds) or 503, JSON body
+//	GET  /items/{key}  Serve(key): 200, 429 (with Retry-After in whole seconds) or 503, JSON body;
+//	                   with a quota, X-RateLimit-Limit, -Remaining and -Reset (seconds) on each
 //	GET  /stats        Stats as JSON
-//	POST /limits       set any of rate, burst, concurrency (form or query values); answers Stats
+//	POST /limits       set any of rate, burst, concurrency, quota, window (form or query
+//	                   values; window as a duration such as 2s, or seconds); answers Stats
 //
 // The key is the unescaped path segment, so a key holding "/" must be sent escaped (%2F).
 func (s *Sim) Handler() http.Handler {
@@ -393,6 +559,11 @@ func (s *Sim) serveItem(w http.ResponseWriter, r *http.Request) {
 	if a.Status == http.StatusTooManyRequests && a.RetryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfterSeconds(a.RetryAfter))
 	}
+	if q := a.Quota; q != nil {
+		w.Header().Set("X-RateLimit-Limit", strconv.FormatInt(q.Limit, 10))
+		w.Header().Set("X-RateLimit-Remaining", strconv.FormatInt(q.Remaining, 10))
+		w.Header().Set("X-RateLimit-Reset", retryAfterSeconds(q.Reset))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.Status)
 	w.Write(a.Body)
@@ -411,8 +582,8 @@ func (s *Sim) serveLimits(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for k := range r.Form {
-		if k != "rate" && k != "burst" && k != "concurrency" {
-			http.Error(w, fmt.Sprintf("adapters: sim limits: unknown field %q (want rate, burst, concurrency)", k), http.StatusBadRequest)
+		if k != "rate" && k != "burst" && k != "concurrency" && k != "quota" && k != "window" {
+			http.Error(w, fmt.Sprintf("adapters: sim limits: unknown field %q (want rate, burst, concurrency, quota, window)", k), http.StatusBadRequest)
 			return
 		}
 	}
@@ -420,6 +591,8 @@ func (s *Sim) serveLimits(w http.ResponseWriter, r *http.Request) {
 		rt      *float64
 		burst   *int
 		conc    *int
+		quota   *int
+		window  *time.Duration
 		problem error
 	)
 	if v, ok := r.Form["rate"]; ok {
@@ -443,6 +616,20 @@ func (s *Sim) serveLimits(w http.ResponseWriter, r *http.Request) {
 		}
 		conc = &n
 	}
+	if v, ok := r.Form["quota"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil {
+			problem = errors.Join(problem, fmt.Errorf("adapters: sim quota %q is not an integer", v[0]))
+		}
+		quota = &n
+	}
+	if v, ok := r.Form["window"]; ok {
+		d, err := parseSimWindow(v[0])
+		if err != nil {
+			problem = errors.Join(problem, err)
+		}
+		window = &d
+	}
 	if problem != nil {
 		http.Error(w, problem.Error(), http.StatusBadRequest)
 		return
@@ -459,9 +646,21 @@ func (s *Sim) serveLimits(w http.ResponseWriter, r *http.Request) {
 	if conc != nil {
 		newConc = *conc
 	}
+	newQuota, newWindow := s.cfg.Quota, s.cfg.Window
+	if quota != nil {
+		newQuota = *quota
+	}
+	if window != nil {
+		newWindow = *window
+	}
 	err := checkSimLimits(newRate, newBurst, newConc)
 	if err == nil {
-		s.setLimitsLocked(time.Now(), newRate, newBurst, newConc)
+		err = checkSimQuota(newQuota, newWindow)
+	}
+	if err == nil {
+		now := time.Now()
+		s.setLimitsLocked(now, newRate, newBurst, newConc)
+		s.setQuotaLocked(now, newQuota, newWindow)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -469,6 +668,19 @@ func (s *Sim) serveLimits(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeSimJSON(w, http.StatusOK, s.Stats())
+}
+
+// parseSimWindow parses a quota window of POST /limits: a duration such as 2s or 500ms, or a
+// number of seconds.
+func parseSimWindow(v string) (time.Duration, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return d, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e9 {
+		return 0, fmt.Errorf("adapters: sim window %q is not a duration (e.g. 2s) or a number of seconds", v)
+	}
+	return time.Duration(f * float64(time.Second)), nil
 }
 
 // writeSimJSON writes v as a JSON answer.
@@ -515,7 +727,8 @@ func NewSimAdapter(s *Sim) *SimAdapter {
 
 // Do serves it.Line. A 200 is [engine.OK] with the JSON body as Output; a 429 or 503 is
 // [engine.Retry] with its status, a message such as "429 Too Many Requests" and the exact
-// RetryAfter the Sim asked for. When ctx ends before the answer, Do returns ctx.Err().
+// RetryAfter the Sim asked for. With a quota, each outcome carries it as Quota, as the http
+// adapter reads it from the headers. When ctx ends before the answer, Do returns ctx.Err().
 func (a *SimAdapter) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	ans := a.sim.Serve(ctx, it.Line)
 	if ans.Status == 0 {
@@ -524,7 +737,7 @@ func (a *SimAdapter) Do(ctx context.Context, it engine.Item) (engine.Outcome, er
 		}
 		return engine.Outcome{}, errors.New("adapters: sim gave no answer")
 	}
-	out := engine.Outcome{Status: ans.Status}
+	out := engine.Outcome{Status: ans.Status, Quota: ans.Quota}
 	switch {
 	case ans.Status == http.StatusOK:
 		out.Verdict = engine.OK

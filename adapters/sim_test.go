@@ -237,6 +237,11 @@ func TestSimConfigValidate(t *testing.T) {
 		{SimConfig{RetryAfter: -time.Second}, "adapters: sim retry-after -1s"},
 		{SimConfig{ErrorRate: 1.5}, "adapters: sim error rate 1.5"},
 		{SimConfig{ErrorRate: math.NaN()}, "adapters: sim error rate NaN"},
+		{SimConfig{Quota: 400, Window: 2 * time.Second}, ""},
+		{SimConfig{Quota: -1, Window: time.Second}, "adapters: sim quota -1 is negative"},
+		{SimConfig{Quota: 1, Window: -time.Second}, "adapters: sim window -1s is negative"},
+		{SimConfig{Quota: 5}, "adapters: sim quota 5 needs a window"},
+		{SimConfig{Window: time.Second}, "adapters: sim window 1s needs a quota"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()
@@ -263,6 +268,10 @@ func TestSimPanicsOnInvalidValues(t *testing.T) {
 	if got := s.Config().Rate; got != 5 {
 		t.Errorf("after refused SetLimits, Config().Rate = %v, want 5", got)
 	}
+	mustPanic("NewSim(Quota 5 without a window)", func() { NewSim(SimConfig{Quota: 5}) })
+	mustPanic("SetQuota(-1, 1s)", func() { s.SetQuota(-1, time.Second) })
+	mustPanic("SetQuota(5, 0)", func() { s.SetQuota(5, 0) })
+	mustPanic("Timeline(bucket 0)", func() { s.Timeline(s.Started(), 0) })
 }
 
 // serveAll starts one Serve per key at once and returns the answers and how long each took,

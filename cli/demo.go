@@ -21,13 +21,21 @@ func newDemoCmd(env *Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo [flags]",
 		Short: "Run a real http job against an embedded simulated API on 127.0.0.1",
-		Long: `Start a simulated API on 127.0.0.1 with a hidden rate limit, and run a real http
-job against it: the same engine, adapter and results as 'throttle run http'. The
-default settings ask for more than the hidden limit allows, so you will see 429s,
-the shared Retry-After hold, retries, and a summary.`,
-		Example: `  throttle demo
-  throttle demo --parallelism 2                 # too low: slow but clean
-  throttle demo --rate 90/s --parallelism 16    # a cap just under the hidden limit`,
+		Long: `Start a simulated API on 127.0.0.1 with a hidden rate limit (100/s, a token
+bucket that answers 429 with a whole-second Retry-After; latency with a heavy
+tail), and run a real http job of 5,000 items against it: the same engine,
+adapter and results as 'throttle run http'.
+
+By default it runs --auto from parallelism 2: watch slow start double the
+workers until the API pushes back, then the effective rate settle just under
+the hidden limit. With --auto=false you tune by hand: start low, raise with the
+keys after clean seconds, and see the 429s, the Retry-After hold of the whole
+pool and the effective rate that the engine keeps under your ceiling.`,
+		Example: `  throttle demo                                  # --auto finds the limit
+  throttle demo --auto=false --parallelism 2     # tune it yourself: raise with ↑
+  throttle demo --auto=false --parallelism 16 --rate 125/s
+                                                 # 25% over: the engine holds it under
+  throttle demo --hold probe                     # end holds by a test call`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if items < 1 {
@@ -81,12 +89,14 @@ the shared Retry-After hold, retries, and a summary.`,
 	for _, name := range []string{"config", "print-config"} { // the demo makes its own job
 		_ = fs.MarkHidden(name)
 	}
-	_ = fs.Set("parallelism", "8")
-	fs.Lookup("parallelism").DefValue = "8"
-	_ = fs.Set("retries", "6")
-	fs.Lookup("retries").DefValue = "6"
-	fs.IntVar(&items, "items", 600, "number of work items (ids 1..N)")
+	for name, v := range map[string]string{"parallelism": "2", "retries": "6", "auto": "true"} {
+		_ = fs.Set(name, v)
+		fs.Lookup(name).DefValue = v
+	}
+	fs.IntVar(&items, "items", 5000, "number of work items (ids 1..N)")
 	sf.register(cmd, "100/s", 10)
+	_ = fs.Set("sim-sigma", "0.9") // a real API's tail: p99 about 8× the median
+	fs.Lookup("sim-sigma").DefValue = "0.9"
 	return cmd
 }
 

@@ -122,7 +122,7 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 	fmt.Fprintf(&b, "  %.1f calls/s", callsPerSec)
 	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
 	case eff:
-		fmt.Fprintf(&b, " (cap %s effective · ceiling %s)", human.Rate(r), probes.CeilingRate(s.Settings.Rate))
+		fmt.Fprintf(&b, " (cap %s effective · ceiling %s)", engine.FormatComputedRate(r), probes.CeilingRate(s.Settings.Rate))
 	case r > 0:
 		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(r))
 	}

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -94,10 +93,10 @@ func statusOf(title string, pid int, s engine.Snapshot) *Status {
 		st.EffectiveParallelism = p
 	}
 	if r, eff := probes.EffectiveRate(s.Settings, s.Effective); eff {
-		st.EffectiveRate = human.Rate(r)
+		st.EffectiveRate = engine.FormatComputedRate(r)
 	}
 	if s.Effective.Limit > 0 {
-		st.TargetLimit = human.Rate(s.Effective.Limit)
+		st.TargetLimit = engine.FormatComputedRate(s.Effective.Limit)
 	}
 	st.Signals = s.Effective.Signals
 	if !s.Ended.IsZero() {

@@ -95,9 +95,10 @@ const (
 	rateK            = 15 * time.Second       // from a measured cut to its plateau (--hold strict)…
 	probeK           = 6 * time.Second        // …and with --hold probe
 	blindGrowth      = 0.2                    // per second, after a blind cut
-	blindRepeat      = 6 * time.Second        // a blind cut within this of a blind cut halves
+	blindRepeat      = 6 * time.Second        // a blind cut within this of the last cut halves
 	parBeta          = 0.95
 	parK             = 5 * time.Second
+	probeUpCubic     = 3e-5            // past the plateau: +3% after 10 s
 	probeUpShare     = 1.03            // past this share of the plateau without a signal…
 	probeUpAfter     = 2 * time.Second // …for this long, the limit has moved: grow exponentially
 	probeUpDoubling  = 2 * time.Second // the exponential phase doubles this often
@@ -131,7 +132,14 @@ func (c *cubic) value(now time.Time) float64 {
 		return c.w0 * math.Pow(1+blindGrowth, t)
 	}
 	k := c.k.Seconds()
-	v := c.top + (c.top-c.w0)/(k*k*k)*math.Pow(t-k, 3)
+	var v float64
+	if t <= k {
+		v = c.top + (c.top-c.w0)/(k*k*k)*math.Pow(t-k, 3) // concave: back to the plateau
+	} else {
+		// Convex past it, at a pace of its own (not the cut's depth), so that a limit the
+		// target raised is found within half a minute of the cut.
+		v = c.top * (1 + probeUpCubic*math.Pow(t-k, 3))
+	}
 	if !c.passed.IsZero() {
 		if d := now.Sub(c.passed) - probeUpAfter; d > 0 {
 			v = max(v, c.top*probeUpShare*math.Exp2(d.Seconds()/probeUpDoubling.Seconds()))
@@ -370,14 +378,15 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			// cheap, so the plateau sits at it and the climb comes back sooner.
 			plateau, converge, k = 1, 0.99, probeK
 		}
-		if !a.rateBlind && w <= a.rateCurve.top*1.005 {
+		switch {
+		case !a.rateBlind && w <= a.rateCurve.top*1.005:
 			top = w * converge
-		} else {
+		default:
 			top = w * plateau
 		}
 		to = w * measuredBeta
 		a.limit = long
-		why = "target accepted " + fmtRate(long)
+		why = "target accepted " + FormatComputedRate(long)
 	case covShort >= steadyWindow/2 && short > 0:
 		// A flow that parallelism shaped, or that had just changed: what the calls in flight
 		// carry (Little's law) was too much, or the newest flow was.
@@ -390,20 +399,22 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		}
 		top, to = w*plateauShare, w*semiBeta
 		a.limit = short
-		why = "target refused " + fmtRate(short)
+		why = "target refused " + FormatComputedRate(short)
 	default:
 		base := old
 		if f, cov := a.flow(now, e.started, acceptWindow); cov > 0 && (base <= 0 || f < base) {
 			base = f
 		}
 		beta := blindBeta
-		if a.rateBlind && now.Sub(a.rateCut) < blindRepeat {
-			beta = 0.5 // blind twice in a row: the last cut did not reach under the limit
+		if !a.rateCut.IsZero() && now.Sub(a.rateCut) < blindRepeat {
+			// Refused again before anything could be measured: the last cut did not reach
+			// under the limit, which may have fallen far (a target that halved its quota).
+			beta = 0.5
 		}
 		top, to = base, base*beta
 		why = "blind"
 	}
-	blind := covLong < acceptMin || why != "target accepted "+fmtRate(long) // no plateau to hold
+	blind := covLong < acceptMin || why != "target accepted "+FormatComputedRate(long) // no plateau to hold
 	if to <= 0 {
 		return
 	}
@@ -418,7 +429,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 	a.rate = to
 	a.rateLogged = to
 	e.applyRateLocked(now)
-	e.logLocked("adapt", "effective rate", fmtRate(from), fmtRate(to)+" ("+why+")")
+	e.logLocked("adapt", "effective rate", FormatComputedRate(from), FormatComputedRate(to)+" ("+why+")")
 }
 
 // cutParLocked answers a 429 without Retry-After: a target that counts calls in flight.
@@ -538,12 +549,12 @@ func (e *Engine) climbLocked(now time.Time) {
 			case ceiling > 0 && v >= ceiling:
 				a.rate = 0
 				e.applyRateLocked(now)
-				e.logLocked("adapt", "effective rate", fmtRate(a.rateLogged), "ceiling "+FormatRate(ceiling))
+				e.logLocked("adapt", "effective rate", FormatComputedRate(a.rateLogged), "ceiling "+FormatRate(ceiling))
 			case math.Abs(v-a.rate) > 0.002*a.rate:
 				a.rate = v
 				e.applyRateLocked(now)
 				if v >= a.rateLogged*1.1 {
-					e.logLocked("adapt", "effective rate", fmtRate(a.rateLogged), fmtRate(v))
+					e.logLocked("adapt", "effective rate", FormatComputedRate(a.rateLogged), FormatComputedRate(v))
 					a.rateLogged = v
 				}
 			}
@@ -578,15 +589,6 @@ func (e *Engine) effectiveLocked() Effective {
 		ef.QuotaLeft = max(a.quota.left, 0)
 	}
 	return ef
-}
-
-// fmtRate renders a rate the engine computed with three significant digits: "187/s".
-func fmtRate(r float64) string {
-	if r <= 0 {
-		return "unlimited"
-	}
-	v, _ := strconv.ParseFloat(strconv.FormatFloat(r, 'g', 3, 64), 64)
-	return FormatRate(v)
 }
 
 func later(a, b time.Time) time.Time {

@@ -53,3 +53,28 @@ func FormatRate(perSecond float64) string {
 func round3(v float64) float64 {
 	return float64(int64(v*1000+0.5)) / 1000
 }
+
+// FormatComputedRate renders a rate that the engine or a probe computed, not one an operator
+// typed, at three significant digits in the units rates are written in: "188/s", "2.5/s",
+// "30/m", "12/h"; "unlimited" for 0 or less. The change log, the screen and the advice all
+// write computed rates this way, so a figure reads alike wherever it appears.
+func FormatComputedRate(perSecond float64) string {
+	if perSecond <= 0 {
+		return "unlimited"
+	}
+	v := sig3(perSecond)
+	switch {
+	case v >= 1:
+		return strconv.FormatFloat(v, 'f', -1, 64) + "/s"
+	case v*60 >= 1:
+		return strconv.FormatFloat(sig3(v*60), 'f', -1, 64) + "/m"
+	default:
+		return strconv.FormatFloat(sig3(v*3600), 'f', -1, 64) + "/h"
+	}
+}
+
+// sig3 rounds v to three significant digits.
+func sig3(v float64) float64 {
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
+	return r
+}

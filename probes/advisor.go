@@ -198,7 +198,7 @@ func Advise(ws []Window, set engine.Settings, eff engine.Effective, cfg AdvisorC
 	case BindRate:
 		if eff.Limit > 0 && set.Rate >= 0.95*eff.Limit {
 			return hold(fmt.Sprintf("%s; the rate ceiling %s is at the limit found near %s: raising it would not help",
-				lead, engine.FormatRate(set.Rate), human.Rate(eff.Limit)))
+				lead, engine.FormatRate(set.Rate), engine.FormatComputedRate(eff.Limit)))
 		}
 		a.Knob, a.Settings.Rate = "rate", roundTo3(set.Rate*1.25)
 		a.Reason = fmt.Sprintf("%s: raise rate %s → %s", lead, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate))
@@ -258,10 +258,10 @@ func adviseTooMany(ws []Window, set engine.Settings, eff engine.Effective, accep
 			if set.Rate <= 0 || to < 0.99*set.Rate {
 				a := Advice{Action: Lower, Knob: "rate", Settings: set, Binding: BindServer}
 				a.Settings.Rate = to
-				a.Reason = fmt.Sprintf("%s: rate ceiling %s → %s, the target accepts ~%s", head, CeilingRate(set.Rate), human.Rate(to), human.Rate(limit))
+				a.Reason = fmt.Sprintf("%s: rate ceiling %s → %s, the target accepts ~%s", head, CeilingRate(set.Rate), engine.FormatComputedRate(to), engine.FormatComputedRate(limit))
 				return a
 			}
-			return hold(fmt.Sprintf("%s: the target accepts ~%s and the ceiling %s is at it; throttle holds the rest", head, human.Rate(limit), engine.FormatRate(set.Rate)))
+			return hold(fmt.Sprintf("%s: the target accepts ~%s and the ceiling %s is at it; throttle holds the rest", head, engine.FormatComputedRate(limit), engine.FormatRate(set.Rate)))
 		}
 		if c := eff.Concurrency; c > 0 {
 			if to := max(1, c-1); to < set.Parallelism {
@@ -294,7 +294,7 @@ func adviseTooMany(ws []Window, set engine.Settings, eff engine.Effective, accep
 			base = min(base, set.Rate)
 		}
 		a.Knob, a.Settings.Rate = "rate", max(roundTo3(base*0.95), 0.001)
-		a.Reason = fmt.Sprintf("%s: lower rate %s → %s, the target accepted %s", reason, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate), human.Rate(accepted))
+		a.Reason = fmt.Sprintf("%s: lower rate %s → %s, the target accepted %s", reason, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate), engine.FormatComputedRate(accepted))
 	} else {
 		a.Knob, a.Settings.Parallelism = "parallelism", max(1, int(float64(set.Parallelism)*0.7))
 		a.Reason = fmt.Sprintf("%s: lower parallelism %d → %d", reason, set.Parallelism, a.Settings.Parallelism)
@@ -314,7 +314,7 @@ func limitNear(eff engine.Effective, byRate bool, accepted float64) string {
 	}
 	for _, r := range []float64{eff.Limit, eff.Rate, accepted} {
 		if r > 0 {
-			return human.Rate(r)
+			return engine.FormatComputedRate(r)
 		}
 	}
 	if eff.Concurrency > 0 {

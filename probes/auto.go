@@ -22,7 +22,7 @@ type Knobs interface {
 
 // AutoWindow is the window the auto-tuner decides on: short, so that slow start doubles
 // parallelism about once a second.
-const AutoWindow = 500 * time.Millisecond
+const AutoWindow = 250 * time.Millisecond
 
 // operatorPause is how long an operator's own change keeps the auto-tuner's hands off.
 const operatorPause = 60 * time.Second

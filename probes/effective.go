@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // With the congestion response on, the operator's rate and parallelism are ceilings and the
@@ -45,7 +44,7 @@ func RateText(set engine.Settings, eff engine.Effective) string {
 	if !binds {
 		return "rate " + engine.FormatRate(set.Rate)
 	}
-	return "rate " + human.Rate(r) + " effective · ceiling " + CeilingRate(set.Rate)
+	return "rate " + engine.FormatComputedRate(r) + " effective · ceiling " + CeilingRate(set.Rate)
 }
 
 // ParallelismText is the parallelism knob as shown everywhere: "parallelism 6 effective ·

@@ -362,7 +362,7 @@ func (m *Model) lowerRate() {
 		return
 	}
 	m.report(m.eng.SetRate(to, s.Burst, origin), fmt.Sprintf("rate ceiling %s → %s, 10%% under %s (%s)",
-		probes.CeilingRate(s.Rate), engine.FormatRate(to), why, human.Rate(from)))
+		probes.CeilingRate(s.Rate), engine.FormatRate(to), why, engine.FormatComputedRate(from)))
 }
 
 func (m *Model) setPace(d time.Duration) {

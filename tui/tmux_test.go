@@ -66,7 +66,7 @@ func testRaiseAndQuit(t *testing.T, bin string) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "r.jsonl")
 	s := startDemo(t, bin, dir, 80, 24,
-		"--items", "4000", "--sim-rate", "0", "--sim-latency", "200ms", "--out", out)
+		"--items", "4000", "--sim-rate", "0", "--sim-latency", "200ms", "--auto=false", "--parallelism", "8", "--out", out)
 
 	screen := s.waitFor("the panels at 80x24", func(sc string) bool {
 		return panelsShown(sc, 8) == ""
@@ -186,7 +186,7 @@ func testLargeThenResize(t *testing.T, bin string) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "r.jsonl")
 	s := startDemo(t, bin, dir, 160, 48,
-		"--items", "4000", "--sim-rate", "0", "--sim-latency", "200ms", "--out", out)
+		"--items", "4000", "--sim-rate", "0", "--sim-latency", "200ms", "--auto=false", "--parallelism", "8", "--out", out)
 
 	screen := s.waitFor("the panels at 160x48", func(sc string) bool {
 		return panelsShown(sc, 8) == ""

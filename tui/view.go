@@ -167,7 +167,7 @@ func (m Model) header(w int) []string {
 	rate, short := fmt.Sprintf("%.0f calls/s", cps), ""
 	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
 	case eff:
-		rate, short = rate+" of "+human.Rate(r)+" effective cap", rate+" of "+human.Rate(r)+" cap"
+		rate, short = rate+" of "+engine.FormatComputedRate(r)+" effective cap", rate+" of "+engine.FormatComputedRate(r)+" cap"
 	case r > 0:
 		rate += " of " + engine.FormatRate(r) + " cap"
 	}
@@ -402,8 +402,8 @@ func (m Model) charts(w, rows int) []string {
 	capTitle := ""
 	switch {
 	case capEff:
-		capTitle = " · cap " + human.Rate(capRate)
-		if long := " · effective cap " + human.Rate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
+		capTitle = " · cap " + engine.FormatComputedRate(capRate)
+		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
 			capTitle = long
 		}
 	case capRate > 0:

@@ -9,6 +9,7 @@
 //	go run ./bench/scenarios -only e2e             # also: end-to-end items/s on 1M lines
 //	go run ./bench/scenarios -only replay          # --record's cost, replay --headless of 1M calls
 //	go run ./bench/scenarios -only cluster         # --redis: cost per call, 1 to 3 hosts (THROTTLE_TEST_REDIS)
+//	go run ./bench/scenarios -only limits          # finding and holding a server's limit, beside a plain script (10-15 min)
 //
 // Run it from the repository root. It listens only on 127.0.0.1, writes only to a temporary
 // directory that it removes, and stops by itself (every child and run has a deadline).
@@ -44,13 +45,18 @@ import (
 // scenarios in the order they run; -only picks some of them. e2e is left out by default to
 // keep a run of everything under three minutes on 2 cores; rss gives the same figures at 10M.
 var (
-	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay", "cluster"}
+	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay", "cluster", "limits"}
 	defaultScenarios = []string{"noop", "http", "rate", "rss", "replay"}
 )
+
+// extraTables print the tables of scenarios whose figures do not fit the main table's
+// columns; they follow it.
+var extraTables []func(io.Writer)
 
 type options struct {
 	only      map[string]bool
 	n         int
+	nSet      bool // -n was given
 	bin       string
 	benchtime string
 	rateFor   time.Duration
@@ -58,6 +64,11 @@ type options struct {
 	e2eLines  int
 	out       string
 	tmp       string
+
+	limitsJob           time.Duration
+	limitsLong          bool
+	limitsShapes        string
+	parallelContestants bool
 }
 
 // figure is one line of the table: a quantity measured n times.
@@ -85,7 +96,12 @@ func main() {
 	flag.IntVar(&o.rssLines, "rss-lines", 10_000_000, "input lines of the rss scenario")
 	flag.IntVar(&o.e2eLines, "e2e-lines", 1_000_000, "input lines of the e2e scenario")
 	flag.StringVar(&o.out, "out", "/dev/null", "--out of the throttle runs (rss, e2e)")
+	flag.DurationVar(&o.limitsJob, "limits-job", 30*time.Second, "limits: the job's length at the ideal rate (its items = length × limit)")
+	flag.BoolVar(&o.limitsLong, "limits-long", false, "limits: also run every shape with 100 s jobs")
+	flag.StringVar(&o.limitsShapes, "limits-shapes", "", "limits: comma-separated shapes to run (default all: bucket, window, conc429, conclat, halve)")
+	flag.BoolVar(&o.parallelContestants, "parallel-contestants", false, "limits: run the contestants of a shape at the same time (faster; they share the cores)")
 	flag.Parse()
+	flag.Visit(func(f *flag.Flag) { o.nSet = o.nSet || f.Name == "n" })
 	o.only = map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		s = strings.TrimSpace(s)
@@ -96,6 +112,9 @@ func main() {
 	}
 	if o.n < 1 {
 		fatalf("-n %d: want at least 1", o.n)
+	}
+	if o.limitsJob < time.Second {
+		fatalf("-limits-job %v: want at least 1s", o.limitsJob)
 	}
 	if _, err := os.Stat("go.mod"); err != nil {
 		fatalf("run me from the repository root (no go.mod here)")
@@ -138,7 +157,7 @@ func run(o *options) int {
 	step("noop", benchNoop)
 	step("http", benchHTTP)
 	step("rate", rateAdherence)
-	if o.only["rss"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] {
+	if o.only["rss"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] || o.only["limits"] {
 		if err := ensureBinary(o); err != nil {
 			fmt.Fprintf(os.Stderr, "building throttle: %v\n", err)
 			return 1
@@ -148,10 +167,16 @@ func run(o *options) int {
 	step("e2e", endToEnd)
 	step("replay", replayScenario)
 	step("cluster", clusterScenario)
+	step("limits", limitsScenario)
 
-	fmt.Printf("\nthrottle benchmarks · %s · %s · median of %d runs; [worst run] where it matters\n",
-		time.Now().Format("2006-01-02 15:04"), machine(), o.n)
-	printTable(os.Stdout, figs)
+	if len(figs) > 0 || len(extraTables) == 0 {
+		fmt.Printf("\nthrottle benchmarks · %s · %s · median of %d runs; [worst run] where it matters\n",
+			time.Now().Format("2006-01-02 15:04"), machine(), o.n)
+		printTable(os.Stdout, figs)
+	}
+	for _, t := range extraTables {
+		t(os.Stdout)
+	}
 	fmt.Printf("\ntotal %s\n", time.Since(start).Round(time.Second))
 	if failed {
 		return 1
@@ -159,30 +184,41 @@ func run(o *options) int {
 	return 0
 }
 
-// printTable prints the figures in aligned columns, each group under the command that
-// produced it.
-func printTable(w io.Writer, figs []*figure) {
-	head := []string{"FIGURE", "MEDIAN [WORST]", "GOAL / CAP", "RUNS"}
-	widths := make([]int, len(head))
-	rows := make([][]string, len(figs))
-	for i, f := range figs {
-		rows[i] = []string{f.name, f.median(), f.goal, f.runs()}
-	}
-	for _, r := range append([][]string{head}, rows...) {
+// columns measures aligned columns over rows (a cell widens its column unless skip says it
+// does not) and returns a function that prints one row in them, indented by two spaces.
+func columns(w io.Writer, rows [][]string, skip func(row []string, j int) bool) func([]string) {
+	var widths []int
+	for _, r := range rows {
 		for j, c := range r {
-			widths[j] = max(widths[j], utf8.RuneCountInString(c))
+			if j == len(widths) {
+				widths = append(widths, 0)
+			}
+			if skip == nil || !skip(r, j) {
+				widths[j] = max(widths[j], utf8.RuneCountInString(c))
+			}
 		}
 	}
-	line := func(r []string) {
+	return func(r []string) {
 		var b strings.Builder
 		for j, c := range r {
 			b.WriteString(c)
 			if j < len(r)-1 {
-				b.WriteString(strings.Repeat(" ", widths[j]-utf8.RuneCountInString(c)+2))
+				b.WriteString(strings.Repeat(" ", max(widths[j]-utf8.RuneCountInString(c), 0)+2))
 			}
 		}
 		fmt.Fprintln(w, "  "+strings.TrimRight(b.String(), " "))
 	}
+}
+
+// printTable prints the figures in aligned columns, each group under the command that
+// produced it.
+func printTable(w io.Writer, figs []*figure) {
+	head := []string{"FIGURE", "MEDIAN [WORST]", "GOAL / CAP", "RUNS"}
+	rows := make([][]string, len(figs))
+	for i, f := range figs {
+		rows[i] = []string{f.name, f.median(), f.goal, f.runs()}
+	}
+	line := columns(w, append([][]string{head}, rows...), nil)
 	fmt.Fprintln(w)
 	line(head)
 	last := ""

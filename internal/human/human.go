@@ -63,31 +63,6 @@ func Span(d time.Duration) string {
 	}
 }
 
-// Rate renders a rate of calls per second at three significant digits, in the units the
-// engine's rates are written in: 188/s, 2.5/s, 30/m, 12/h; "unlimited" for 0 or less. It is
-// how the engine's change log writes the rates it computes, so a figure on the screen and the
-// same figure in the log read alike.
-func Rate(perSecond float64) string {
-	if perSecond <= 0 {
-		return "unlimited"
-	}
-	v := sig3(perSecond)
-	switch {
-	case v >= 1:
-		return strconv.FormatFloat(v, 'f', -1, 64) + "/s"
-	case v*60 >= 1:
-		return strconv.FormatFloat(sig3(v*60), 'f', -1, 64) + "/m"
-	default:
-		return strconv.FormatFloat(sig3(v*3600), 'f', -1, 64) + "/h"
-	}
-}
-
-// sig3 rounds v to three significant digits.
-func sig3(v float64) float64 {
-	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
-	return r
-}
-
 // Bytes renders a size in bytes with a binary unit: 512 B, 104.9 KiB, 3.2 MiB.
 func Bytes(n int64) string {
 	const unit = 1024
