@@ -27,7 +27,7 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	@if [ -n "$$THROTTLE_TEST_PG" ]; then $(GO) test -run '^$$' -bench PostgresInsert -benchtime 1x -count 3 ./adapters/ | tee -a bench.out; \
 	else echo "THROTTLE_TEST_PG is not set: the postgres rows/s benchmark is skipped" | tee -a bench.out; fi
 	$(GO) test -count=1 -run 'TestAutoScenario|TestAuto' -v ./probes/ | grep -v '^=== ' | tee -a bench.out
-	$(GO) run ./bench/scenarios -bin $(BIN) -only limits | tee -a bench.out
+	$(GO) run ./bench/scenarios -bin $(BIN) -only limits -parallel-contestants -limits-long | tee -a bench.out
 
 fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds in */testdata/fuzz
 	@fail=0; for t in engine/FuzzLineReader engine/FuzzResultsReader adapters/FuzzTemplate adapters/FuzzRetryAfter; do \

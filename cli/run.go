@@ -21,9 +21,16 @@ func newRunCmd(env *Env) *cobra.Command {
 per-worker pacing and a global rate cap. Each item ends as exactly one JSON line in
 --out (ok, or failed with status, error and attempts).
 
+The three limits are ceilings: under them the engine finds the target's limit
+and holds the run just under it (--adapt, on by default): 429s and spent quotas
+lower an effective rate (or, for 429s without Retry-After, an effective
+parallelism) that climbs back while the target accepts. --auto also raises the
+ceilings themselves, from a low start.
+
 Retryable outcomes (429, 408, 5xx, network errors, timeouts) are retried with
 exponential backoff and full jitter; a server's Retry-After is honoured (capped by
---max-backoff) and also holds back every worker's next call for that long.
+--max-backoff) and also holds back every worker's next call for that long
+(--hold probe: until a test call succeeds).
 
 On ctrl+c (SIGINT), SIGTERM or SIGHUP the run drains: no new call starts, calls in
 flight finish and their rows are written; a second ctrl+c cancels them too.

@@ -98,9 +98,9 @@ const (
 	blindRepeat      = 6 * time.Second        // a blind cut within this of the last cut halves
 	parBeta          = 0.95
 	parK             = 5 * time.Second
-	probeUpCubic     = 3e-5            // past the plateau: +3% after 10 s
+	probeUpCubic     = 1.4e-4          // past the plateau: +3% after 6 s
 	probeUpShare     = 1.03            // past this share of the plateau without a signal…
-	probeUpAfter     = 2 * time.Second // …for this long, the limit has moved: grow exponentially
+	probeUpAfter     = time.Second     // …for this long, the limit has moved: grow exponentially
 	probeUpDoubling  = 2 * time.Second // the exponential phase doubles this often
 	adaptTick        = 100 * time.Millisecond
 	holdProbeSpacing = 100 * time.Millisecond
@@ -379,7 +379,11 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			plateau, converge, k = 1, 0.99, probeK
 		}
 		switch {
-		case !a.rateBlind && w <= a.rateCurve.top*1.005:
+		case a.rateBlind:
+			// Measured at the end of a blind climb, the flow over the window lags the rate
+			// that met the limit: the plateau goes at the newest measure.
+			top = max(w*plateau, min(long, short)*convergeShare)
+		case w <= a.rateCurve.top*1.005:
 			top = w * converge
 		default:
 			top = w * plateau

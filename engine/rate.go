@@ -36,17 +36,20 @@ func ParseRate(s string) (float64, error) {
 }
 
 // FormatRate renders calls per second the way an operator would write it: "unlimited",
-// "50/s", "0.5/s" or, below one call a second, "30/m".
-func FormatRate(perSecond float64) string {
+// "50/s", "0.5/s" or, below one call a second, "30/m" (to three decimals).
+func FormatRate(perSecond float64) string { return formatRate(perSecond, round3) }
+
+// formatRate renders a rate in the largest unit in which it is at least one, rounded by round.
+func formatRate(perSecond float64, round func(float64) float64) string {
 	switch {
 	case perSecond <= 0:
 		return "unlimited"
-	case perSecond >= 1:
-		return strconv.FormatFloat(perSecond, 'f', -1, 64) + "/s"
-	case perSecond*60 >= 1:
-		return strconv.FormatFloat(round3(perSecond*60), 'f', -1, 64) + "/m"
+	case round(perSecond) >= 1:
+		return strconv.FormatFloat(round(perSecond), 'f', -1, 64) + "/s"
+	case round(perSecond*60) >= 1:
+		return strconv.FormatFloat(round(perSecond*60), 'f', -1, 64) + "/m"
 	default:
-		return strconv.FormatFloat(round3(perSecond*3600), 'f', -1, 64) + "/h"
+		return strconv.FormatFloat(round(perSecond*3600), 'f', -1, 64) + "/h"
 	}
 }
 
@@ -58,20 +61,7 @@ func round3(v float64) float64 {
 // typed, at three significant digits in the units rates are written in: "188/s", "2.5/s",
 // "30/m", "12/h"; "unlimited" for 0 or less. The change log, the screen and the advice all
 // write computed rates this way, so a figure reads alike wherever it appears.
-func FormatComputedRate(perSecond float64) string {
-	if perSecond <= 0 {
-		return "unlimited"
-	}
-	v := sig3(perSecond)
-	switch {
-	case v >= 1:
-		return strconv.FormatFloat(v, 'f', -1, 64) + "/s"
-	case v*60 >= 1:
-		return strconv.FormatFloat(sig3(v*60), 'f', -1, 64) + "/m"
-	default:
-		return strconv.FormatFloat(sig3(v*3600), 'f', -1, 64) + "/h"
-	}
-}
+func FormatComputedRate(perSecond float64) string { return formatRate(perSecond, sig3) }
 
 // sig3 rounds v to three significant digits.
 func sig3(v float64) float64 {

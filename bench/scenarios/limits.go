@@ -125,14 +125,20 @@ func limitContestants() []contestant {
 		return o.bin, append([]string{"run", "http", "--headless", "--url", url + "/items/{item}", "--input", input,
 			"--out", out, "--retries", "6"}, extra...)
 	}
+	over := func(o *options, s limitShape, url, input, out string, more ...string) (string, []string) {
+		p, r := overSettings(s)
+		extra := []string{"--parallelism", strconv.Itoa(p)}
+		if r > 0 {
+			extra = append(extra, "--rate", strconv.FormatFloat(r, 'f', -1, 64))
+		}
+		return throttle(o, url, input, out, append(extra, more...)...)
+	}
 	return []contestant{
 		{"throttle 25% over", func(o *options, s limitShape, url, input, out string) (string, []string) {
-			p, r := overSettings(s)
-			extra := []string{"--parallelism", strconv.Itoa(p)}
-			if r > 0 {
-				extra = append(extra, "--rate", strconv.FormatFloat(r, 'f', -1, 64))
-			}
-			return throttle(o, url, input, out, extra...)
+			return over(o, s, url, input, out)
+		}},
+		{"  same, --hold probe", func(o *options, s limitShape, url, input, out string) (string, []string) {
+			return over(o, s, url, input, out, "--hold", "probe")
 		}},
 		{"throttle --auto from 2", func(o *options, s limitShape, url, input, out string) (string, []string) {
 			return throttle(o, url, input, out, "--auto", "--parallelism", "2", "--max-parallelism", "64")

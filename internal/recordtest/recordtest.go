@@ -45,12 +45,13 @@ func Record(t *testing.T, r Run) ([]byte, engine.Summary) {
 	var sum engine.Summary
 	synctest.Test(t, func(t *testing.T) {
 		e, err := engine.New(engine.Config{Settings: r.Settings, Retries: r.Retries, Adapter: adapters.NewSimAdapter(adapters.NewSim(r.Sim)),
-			Source: engine.NewLineReader(enginetest.Lines(r.Items), false), Total: int64(r.Items), Results: io.Discard, Adapt: r.Adapt})
+			Source: engine.NewLineReader(enginetest.Lines(r.Items), false), Total: int64(r.Items), Results: io.Discard, Adapt: r.Adapt || r.Auto}) // --auto works through the response
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec, err := record.Start(memFile{&out}, record.Header{Adapter: "sim", Total: int64(r.Items), Settings: record.SettingsOf(r.Settings),
-			Retries: r.Retries, MaxBackoff: record.Duration(time.Minute), Timeout: record.Duration(30 * time.Second), Auto: r.Auto}, e)
+			Retries: r.Retries, MaxBackoff: record.Duration(time.Minute), Timeout: record.Duration(30 * time.Second), Auto: r.Auto,
+			Adapt: r.Adapt || r.Auto}, e)
 		if err != nil {
 			t.Fatal(err)
 		}
