@@ -17,7 +17,7 @@ test: ## go vet + the whole suite under the race detector
 demo: build ## a real http job against the embedded simulated API on 127.0.0.1
 	./$(BIN) demo
 
-bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, peak RSS, recording and replay, the --auto scenario, finding and holding limits beside a plain script (about 10-15 min)
+bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, peak RSS, recording and replay, finding and holding limits on the binary beside a plain script (about 10-15 min)
 	$(GO) run ./bench/scenarios -bin $(BIN) | tee bench.out
 	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./record/ | tee -a bench.out
@@ -26,7 +26,6 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	else echo "THROTTLE_TEST_REDIS is not set: the --redis cost and 1-to-3-host scaling figures are skipped" | tee -a bench.out; fi
 	@if [ -n "$$THROTTLE_TEST_PG" ]; then $(GO) test -run '^$$' -bench PostgresInsert -benchtime 1x -count 3 ./adapters/ | tee -a bench.out; \
 	else echo "THROTTLE_TEST_PG is not set: the postgres rows/s benchmark is skipped" | tee -a bench.out; fi
-	$(GO) test -count=1 -run 'TestAutoScenario|TestAuto' -v ./probes/ | grep -v '^=== ' | tee -a bench.out
 	$(GO) run ./bench/scenarios -bin $(BIN) -only limits -parallel-contestants -limits-long | tee -a bench.out
 
 fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds in */testdata/fuzz

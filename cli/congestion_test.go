@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,7 +76,7 @@ func TestCongestionShapesOverLoopback(t *testing.T) {
 				t.Errorf("stderr does not show %q:\n%s", tc.saw, res.stderr)
 			}
 			if t.Failed() {
-				t.Log(fmt.Sprintf("sim: %+v", st))
+				t.Logf("sim: %+v", st)
 			}
 		})
 	}

@@ -165,7 +165,6 @@ type adaptState struct {
 	limit      float64
 
 	par       int // effective parallelism; 0 = none
-	parFloat  float64
 	parCurve  cubic
 	parCut    time.Time
 	parLogged int
@@ -239,23 +238,33 @@ func (a *adaptState) flow(now, since time.Time, last time.Duration) (perSecond f
 	return float64(starts) / covered.Seconds(), covered
 }
 
-// rateCapLocked is the rate the limiter holds: the ceiling, or the effective rate under it.
-// It requires that e.mu is held.
-func (e *Engine) rateCapLocked() float64 {
-	r := e.settings.Rate
-	if a := e.adapt.rate; a > 0 && (r <= 0 || a < r) {
-		r = a
+// RateUnder returns the rate cap in force under the settings s (calls/s; 0 for none): the
+// effective rate while it is under the ceiling, said by binds, else the ceiling.
+func (ef Effective) RateUnder(s Settings) (perSecond float64, binds bool) {
+	if ef.Rate > 0 && (s.Rate <= 0 || ef.Rate < s.Rate) {
+		return ef.Rate, true
 	}
+	return s.Rate, false
+}
+
+// ParallelismUnder returns the parallelism in force under the settings s: the effective
+// parallelism while it is under the ceiling, said by binds, else the ceiling.
+func (ef Effective) ParallelismUnder(s Settings) (n int, binds bool) {
+	if ef.Parallelism > 0 && ef.Parallelism < s.Parallelism {
+		return ef.Parallelism, true
+	}
+	return s.Parallelism, false
+}
+
+// rateCapLocked is the rate the limiter holds. It requires that e.mu is held.
+func (e *Engine) rateCapLocked() float64 {
+	r, _ := Effective{Rate: e.adapt.rate}.RateUnder(e.settings)
 	return r
 }
 
-// parCapLocked is the parallelism admission allows: the ceiling, or the effective one under
-// it. It requires that e.mu is held.
+// parCapLocked is the parallelism admission allows. It requires that e.mu is held.
 func (e *Engine) parCapLocked() int {
-	p := e.settings.Parallelism
-	if a := e.adapt.par; a > 0 && a < p {
-		p = a
-	}
+	p, _ := Effective{Parallelism: e.adapt.par}.ParallelismUnder(e.settings)
 	return p
 }
 
@@ -282,15 +291,27 @@ func (e *Engine) noteStartLocked(w *worker, now time.Time) {
 	}
 }
 
-// react answers what one call's outcome says of the target: the shared holds, the quota,
-// the accepted-rate measure and the congestion signals. It runs before the call's slot is
-// released, so that no worker starts a call in between.
-func (e *Engine) react(w *worker, out Outcome, err error, start, now time.Time) {
-	if err != nil {
-		out = Outcome{Verdict: Fail} // no answer: nothing said of the target's limits
-	}
+// endCall ends w's call: it answers what the call's outcomes say of the target (reactLocked)
+// and frees the call's slot, under one hold of the lock, so that no worker starts a call in
+// between and the hot path pays for one lock, not two. err is the call's error when it got no
+// answer.
+func (e *Engine) endCall(w *worker, outs []Outcome, err error, start, now time.Time) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err != nil {
+		e.reactLocked(w, Outcome{Verdict: Fail}, start, now) // no answer: nothing said of the target's limits
+	}
+	for _, out := range outs {
+		e.reactLocked(w, out, start, now)
+	}
+	e.inflight--
+	e.releaseSlotLocked(w)
+	e.mu.Unlock()
+	w.set(WorkerIdle)
+}
+
+// reactLocked answers what one call's outcome says of the target: the shared holds, the
+// quota, the accepted-rate measure and the congestion signals. It requires that e.mu is held.
+func (e *Engine) reactLocked(w *worker, out Outcome, start, now time.Time) {
 	a := &e.adapt
 	wasProbe := w.probe
 	if w.probe {
@@ -304,7 +325,7 @@ func (e *Engine) react(w *worker, out Outcome, err error, start, now time.Time) 
 			e.broadcastLocked() // the next test call may start after the spacing
 		}
 	}
-	if out.Verdict == OK {
+	if a.on && out.Verdict == OK {
 		lat := now.Sub(start)
 		if a.latency == 0 {
 			a.latency = lat
@@ -361,15 +382,13 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 	var to, top float64
 	var why string
 	k := rateK
+	measured := false // the cut came with a measure of the limit: the climb has a plateau
 	switch {
 	case old > 0 && short >= 0.85*old && covLong >= acceptMin && covShort >= steadyWindow/2 && math.Abs(short-long) <= 0.15*long:
 		// A steady flow that the rate paced, up to the refusal: it measures the limit. (A
 		// flow that parallelism shaped comes in bursts, which a small bucket refuses below
 		// its rate: it measures less.)
-		w := long
-		if old > 0 {
-			w = min(w, old)
-		}
+		w := min(long, old)
 		// CUBIC's fast convergence: pushed back at or under the last plateau, the limit is
 		// lower than it was thought; the new plateau goes a little further down.
 		plateau, converge := plateauShare, convergeShare
@@ -389,6 +408,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			top = w * plateau
 		}
 		to = w * measuredBeta
+		measured = true
 		a.limit = long
 		why = "target accepted " + FormatComputedRate(long)
 	case covShort >= steadyWindow/2 && short > 0:
@@ -418,7 +438,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		top, to = base, base*beta
 		why = "blind"
 	}
-	blind := covLong < acceptMin || why != "target accepted "+FormatComputedRate(long) // no plateau to hold
+	blind := !measured
 	if to <= 0 {
 		return
 	}
@@ -454,7 +474,7 @@ func (e *Engine) cutParLocked(inflight int, start, now time.Time) {
 	a.conc = inflight
 	a.parCut = now
 	a.parCurve = cubic{at: now, w0: float64(to), top: float64(top), k: parK}
-	a.par, a.parFloat, a.parLogged = to, float64(to), to
+	a.par, a.parLogged = to, to
 	e.logLocked("adapt", "effective parallelism", strconv.Itoa(from), fmt.Sprintf("%d (429 at %d in flight)", to, inflight))
 	e.broadcastLocked()
 }

@@ -35,14 +35,11 @@ func (e *Engine) blockedLocked(w *worker, now time.Time) (blocker, time.Time) {
 			w.holdDelay = time.Duration(e.cfg.Jitter() * float64(e.holdSpread))
 		}
 		if until := e.holdUntil.Add(w.holdDelay); now.Before(until) {
-			if e.cfg.Hold != HoldProbe || !now.Before(e.holdUntil) {
+			// --hold probe: one call at a time may test the water, one spacing after the last.
+			switch a := &e.adapt; {
+			case e.cfg.Hold != HoldProbe || !now.Before(e.holdUntil) || a.probing:
 				return blockHeld, until
-			}
-			// --hold probe: one call at a time may test the water.
-			if a := &e.adapt; a.probing || now.Before(a.probeNext) {
-				if a.probing {
-					return blockHeld, until
-				}
+			case now.Before(a.probeNext):
 				return blockHeld, earlier(until, a.probeNext)
 			}
 		}

@@ -281,8 +281,7 @@ func (e *Engine) callOne(w *worker, t *task, i int) {
 		return
 	}
 	e.calls.Add(1)
-	e.react(w, out, err, start, end)
-	e.release(w)
+	e.endCall(w, []Outcome{out}, err, start, end)
 
 	res := e.settle(it, out, err, attempt, end.Sub(start), end)
 	msg := res.Error // before finish adds "after N attempts": one error group per cause
@@ -347,14 +346,10 @@ func (e *Engine) callBatch(w *worker, t *task) {
 	if err == nil && len(outs) != len(valid) {
 		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(valid)))
 	}
-	if err == nil {
-		for _, out := range outs {
-			e.react(w, out, nil, start, end)
-		}
-	} else {
-		e.react(w, Outcome{}, err, start, end)
+	if err != nil {
+		outs = nil
 	}
-	e.release(w)
+	e.endCall(w, outs, err, start, end)
 	// The items to retry go back as one batch, so that a failed batch is retried as a batch.
 	again := &task{attempts: attempt}
 	var longest time.Duration

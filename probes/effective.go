@@ -15,19 +15,13 @@ import (
 // EffectiveRate returns the rate cap in force (calls/s; 0 for none) and whether it is the
 // engine's effective rate under the ceiling rather than the ceiling itself.
 func EffectiveRate(set engine.Settings, eff engine.Effective) (float64, bool) {
-	if eff.Rate > 0 && (set.Rate <= 0 || eff.Rate < set.Rate) {
-		return eff.Rate, true
-	}
-	return set.Rate, false
+	return eff.RateUnder(set) // the engine's own rule
 }
 
 // EffectiveParallelism returns the parallelism in force and whether it is the engine's
 // effective parallelism under the ceiling rather than the ceiling itself.
 func EffectiveParallelism(set engine.Settings, eff engine.Effective) (int, bool) {
-	if eff.Parallelism > 0 && eff.Parallelism < set.Parallelism {
-		return eff.Parallelism, true
-	}
-	return set.Parallelism, false
+	return eff.ParallelismUnder(set)
 }
 
 // Adapting reports whether the congestion response has acted in the run: it answered a

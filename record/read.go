@@ -387,9 +387,12 @@ func applyChange(s *engine.Settings, e *engine.Effective, c Change) {
 		if why != "" {
 			e.Signals++
 		}
-		if acc, ok := strings.CutPrefix(why, "target accepted "); ok {
-			if r, err := engine.ParseRate(acc); err == nil {
-				e.Limit = r
+		// The engine's Limit is the flow it measured at the cut, accepted or refused.
+		for _, prefix := range []string{"target accepted ", "target refused "} {
+			if at, ok := strings.CutPrefix(why, prefix); ok {
+				if r, err := engine.ParseRate(at); err == nil {
+					e.Limit = r
+				}
 			}
 		}
 	case "effective parallelism":

@@ -238,6 +238,7 @@ func TestApplyAdaptChanges(t *testing.T) {
 		{"adapt", "effective parallelism", "6", "7"},                          // 5
 		{"tui", "rate", "250/s", "190/s"},                                     // 6: the ceiling under it
 		{"adapt", "effective parallelism", "7", "ceiling 16"},                 // 7
+		{"adapt", "effective rate", "190/s", "171/s (target refused 200/s)"},  // 8: a cut from a flow refused
 	} {
 		rec.Changes = append(rec.Changes, record.Change{At: time.Duration(i+1) * time.Second, Origin: c.origin, Knob: c.knob, From: c.from, To: c.to})
 	}
@@ -254,6 +255,7 @@ func TestApplyAdaptChanges(t *testing.T) {
 		{5, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, engine.Effective{Rate: 199, Limit: 190, Parallelism: 7, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
 		{6, engine.Settings{Parallelism: 16, Rate: 190, Burst: 1}, engine.Effective{Limit: 190, Parallelism: 7, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
 		{7, engine.Settings{Parallelism: 16, Rate: 190, Burst: 1}, engine.Effective{Limit: 190, Concurrency: 8, Signals: 3, QuotaLeft: -1}},
+		{8, engine.Settings{Parallelism: 16, Rate: 190, Burst: 1}, engine.Effective{Rate: 171, Limit: 200, Concurrency: 8, Signals: 4, QuotaLeft: -1}},
 	} {
 		set, eff := rec.LimitsAt(time.Duration(tc.at) * time.Second)
 		if set != tc.set || eff != tc.want {
