@@ -30,9 +30,11 @@ const operatorPause = 60 * time.Second
 // Tuning of the auto-tuner.
 const (
 	// kneeGain: a raise of parallelism that brought less than this share of its proportional
-	// gain in throughput, with the median latency up by kneeLatency, passed the knee.
+	// gain in throughput, with the median latency up by kneeLatency, passed the knee. (The
+	// median of a window of a heavy tail wanders by a quarter from one window to the next: a
+	// knee must stand above that.)
 	kneeGain    = 0.25
-	kneeLatency = 1.25
+	kneeLatency = 1.5
 	// kneeRetry is how long the tuner stays under a knee before it looks above it again.
 	kneeRetry = 60 * time.Second
 	// littleHeadroom is the parallelism kept over rate × latency, for the latency's tail.
@@ -53,7 +55,7 @@ const (
 //     rate is never starved of workers by the latency's tail.
 //   - A knee, judged on throughput and the median (not one window's p95, which a heavy tail
 //     makes noisy): a raise that brought under a quarter of its proportional gain in calls
-//     per second while the median latency rose by a quarter goes back, and the tuner stays
+//     per second while the median latency rose by half goes back, and the tuner stays
 //     under that parallelism for a minute.
 //   - A rate ceiling that binds while the run is clean is raised (doubling in slow start,
 //     then by a tenth): the engine's effective rate is what holds the run under the limit.
@@ -169,6 +171,17 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 	if t.knee > 0 && !now.Before(t.kneeTill) {
 		t.knee = 0 // look above the knee again
 	}
+	// Little's law: a rate that binds needs rate × latency calls in flight, and more for the
+	// tail of the latency.
+	capRate := set.Rate
+	if eff.Rate > 0 {
+		capRate = eff.Rate
+	}
+	flow := w.PerSecond(w.Calls)
+	rateBound := capRate > 0 && flow >= 0.85*capRate
+	if r := t.raise; r.to == set.Parallelism && r.okRate > 0 && (rateBound || w.Held > 0) {
+		t.raise = raise{} // a rate or a hold held the throughput: the raise cannot be judged by it
+	}
 	if r := t.raise; r.to == set.Parallelism && r.okRate > 0 {
 		t.raise = raise{}
 		// The knee: the raise bought little throughput and cost latency.
@@ -187,14 +200,7 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 		return next, ""
 	}
 
-	// Little's law: a rate that binds needs rate × latency calls in flight, and more for the
-	// tail of the latency.
-	capRate := set.Rate
-	if eff.Rate > 0 {
-		capRate = eff.Rate
-	}
-	flow := w.PerSecond(w.Calls)
-	if capRate > 0 && flow >= 0.85*capRate && w.MeanOK > 0 {
+	if rateBound && w.MeanOK > 0 {
 		need := int(math.Ceil(capRate*w.MeanOK.Seconds()*littleHeadroom)) + 1
 		if need > set.Parallelism && (t.knee == 0 || need <= t.knee) {
 			next.Parallelism = need
@@ -207,7 +213,9 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 	if eff.Parallelism > 0 {
 		limitP = eff.Parallelism // the target limits calls in flight: the engine holds them
 	}
-	parBinds := eff.Parallelism == 0 && w.InFlight >= 0.8*float64(limitP)
+	// While a rate holds the flow, the calls in flight are its, not parallelism's: a raise
+	// would buy nothing (Little's law above keeps enough workers for the rate).
+	parBinds := eff.Parallelism == 0 && !(eff.Rate > 0 && rateBound) && w.InFlight >= 0.8*float64(limitP)
 	rateBinds := eff.Rate == 0 && set.Rate > 0 && flow >= 0.9*set.Rate
 	paceBinds := set.Pace > 0 && w.MeanOK < set.Pace && flow >= 0.9*float64(set.Parallelism)/set.Pace.Seconds()
 	if !parBinds && !rateBinds && !paceBinds {

@@ -143,6 +143,9 @@ func limitContestants() []contestant {
 		{"throttle --auto from 2", func(o *options, s limitShape, url, input, out string) (string, []string) {
 			return throttle(o, url, input, out, "--auto", "--parallelism", "2", "--max-parallelism", "64")
 		}},
+		{"  same (--auto), --hold probe", func(o *options, s limitShape, url, input, out string) (string, []string) {
+			return throttle(o, url, input, out, "--auto", "--parallelism", "2", "--max-parallelism", "64", "--hold", "probe")
+		}},
 		{"script 25% over", func(o *options, s limitShape, url, input, out string) (string, []string) {
 			p, r := overSettings(s)
 			return pythonBin(), []string{"bench/baseline/pool.py", "--url", url, "--input", input, "--out", out,
