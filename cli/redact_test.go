@@ -37,7 +37,9 @@ var redactEcho = map[string]func(auth, token string) string{
 	"location-dns":    func(auth, token string) string { return echoRedirect("http://" + token + ".invalid/") },
 	"location-scheme": func(auth, token string) string { return echoRedirect(token + "://x/") },
 	"reason":          func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
-	"cut":             func(auth, token string) string { return echoBody(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100)) },
+	"cut": func(auth, token string) string {
+		return echoBody(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
+	},
 	"json-u": func(auth, token string) string {
 		var b strings.Builder
 		for _, r := range token {
