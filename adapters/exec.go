@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // DefaultMaxOutput is the number of stdout bytes an [Exec] adapter keeps in a result row
@@ -173,7 +174,7 @@ func argWord(i, n int) string {
 func (x *Exec) String() string {
 	words := make([]string, 0, 1+len(x.raw))
 	for _, w := range append([]string{x.argv0}, x.raw...) {
-		words = append(words, shellQuote(redactURLsIn(w)))
+		words = append(words, shellQuote(redact.URLs(w)))
 	}
 	s := strings.Join(words, " ")
 	if x.stdin {
@@ -407,5 +408,5 @@ func oneLine(b []byte) string {
 		}
 	}
 	flush()
-	return redactURLsIn(strings.Join(lines, " | "))
+	return redact.URLs(strings.Join(lines, " | "))
 }

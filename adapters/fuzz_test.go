@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // The fuzz targets of the template expander and the Retry-After parser. Their seeds are added
@@ -192,9 +193,9 @@ func FuzzTemplate(f *testing.F) {
 
 		// RedactURL.
 		for _, s := range []string{src, line, "http://host/" + src} {
-			r := RedactURL(s)
-			if again := RedactURL(r); again != r {
-				t.Errorf("RedactURL(%q) = %q, but RedactURL(%q) = %q", s, r, r, again)
+			r := redact.URL(s)
+			if again := redact.URL(r); again != r {
+				t.Errorf("redact.URL(%q) = %q, but redact.URL(%q) = %q", s, r, r, again)
 			}
 		}
 		s := "https://u:p@host/p?k=" + url.QueryEscape(line) + "&" + url.QueryEscape(line) + "#" + line
@@ -202,8 +203,8 @@ func FuzzTemplate(f *testing.F) {
 		if line == "" {
 			want = "https://REDACTED@host/p?k=REDACTED&#REDACTED"
 		}
-		if got := RedactURL(s); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", s, got, want)
+		if got := redact.URL(s); got != want {
+			t.Errorf("redact.URL(%q) = %q, want %q", s, got, want)
 		}
 	})
 }

@@ -16,13 +16,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // DefaultMaxBody is the number of body bytes an [HTTP] adapter keeps in a result row unless
@@ -36,10 +36,6 @@ const DefaultUserAgent = "throttle/dev"
 // httpDrainLimit bounds how much of a body beyond MaxBody is read and discarded so that the
 // connection can go back to the keep-alive pool; a longer body costs a new connection instead.
 const httpDrainLimit = 256 << 10
-
-// minSecretLen is the shortest ${NAME} value scrubbed from a kept body: shorter values are not
-// credentials, and replacing them would mangle ordinary text.
-const minSecretLen = 4
 
 // httpMethods are the methods [NewHTTP] accepts.
 var httpMethods = []string{
@@ -93,9 +89,12 @@ const maxRedirects = 10
 //
 // Like [net/http.RoundTripper], Do returns an [engine.Outcome] for every answer, whatever its
 // status, and an error only when no answer was obtained. Such errors never contain the query
-// or userinfo of the URL (see [RedactURL]), and the values of ${NAME} used in a call (of 4
-// bytes or more) are replaced by "REDACTED" in the body it keeps, so that a server that echoes
-// the request (as many error pages do) cannot put a secret into a result row.
+// or userinfo of the URL (see [redact.URL]), and the values of ${NAME} used in a call (of 4
+// bytes or more) are replaced by "REDACTED", in every spelling [redact] knows, in the body it
+// keeps (before it is cut at MaxBody, so that no piece of one survives the cut) and in its
+// messages and errors, so that a server that echoes the request (as many error pages do,
+// and as Go's HTTP client does when it quotes a malformed answer) cannot put a secret into a
+// result row.
 type HTTP struct {
 	method    string
 	url       *Template
@@ -170,7 +169,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			}
 		}
 		if err := checkURL(b.String()); err != nil {
-			return nil, fmt.Errorf("adapters: url template %s: %w", RedactURL(cfg.URL), err)
+			return nil, fmt.Errorf("adapters: url template %s: %w", redact.URL(cfg.URL), err)
 		}
 	}
 	h.url = u
@@ -477,7 +476,7 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	done := func(int, time.Duration) {}
 	if h.gate != nil {
 		if done, err = h.gate.enter(ctx, req.URL.Host); err != nil {
-			return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+			return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err, secrets)
 		}
 	}
 	redirects := 0
@@ -486,14 +485,14 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	if err != nil {
 		done(0, 0)
 		if errors.Is(err, errTooManyRedirects) {
-			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL, err))
+			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL, err, secrets))
 		}
-		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err, secrets)
 	}
 	defer resp.Body.Close()
 	if err := decompress(resp); err != nil {
 		done(0, 0)
-		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err)
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err, secrets)
 	}
 	var retryAfter time.Duration
 	if v := resp.Header.Get("Retry-After"); v != "" {
@@ -510,16 +509,22 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	if h.save != nil && h.verdict(resp.StatusCode) == engine.OK {
 		saved, err = h.save.write(items, resp)
 	} else {
-		kept, truncated, err = readBody(resp.Body, resp.ContentLength, h.maxBody)
+		// Scrubbed before it is cut, over a secret's reach past the cut, so that a secret the cut
+		// goes through is found whole and leaves no piece of itself.
+		kept, truncated, err = readBody(resp.Body, resp.ContentLength, h.maxBody, redact.Reach(secrets))
+		if truncated {
+			kept = redact.Cut(kept, int(h.maxBody), secrets)
+		} else {
+			kept = redact.Bytes(kept, secrets) // may outgrow maxBody by a few bytes: REDACTED is long
+		}
 	}
 	if err != nil {
-		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err))
+		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err), secrets)
 	}
-	kept = scrub(kept, secrets)
 
 	out := engine.Outcome{Status: resp.StatusCode, Verdict: h.verdict(resp.StatusCode)}
 	if out.Verdict != engine.OK {
-		out.Message = string(scrub([]byte(statusMessage(resp)), secrets)) // a reason phrase may echo a header
+		out.Message = redact.String(statusMessage(resp), secrets) // a reason phrase may echo a header
 	}
 	out.RetryAfter = retryAfter
 	out.Quota = ParseQuota(resp.Header, h.now())
@@ -639,56 +644,24 @@ func (h *HTTP) Close() error {
 	return nil
 }
 
-// readBody reads at most maxBody bytes of r and reports whether there were more; those it
-// drains up to [httpDrainLimit] so that the connection can be reused. length is the
-// Content-Length, -1 when unknown.
-func readBody(r io.Reader, length, maxBody int64) ([]byte, bool, error) {
+// readBody reads the first maxBody bytes of r, and reach bytes more, and reports whether
+// there were more than maxBody: the caller scrubs what it read, then cuts it at maxBody (see
+// [redact.Cut]). What is left it drains up to [httpDrainLimit] so that the connection can be
+// reused. length is the Content-Length, -1 when unknown.
+func readBody(r io.Reader, length, maxBody int64, reach int) ([]byte, bool, error) {
+	limit := maxBody + int64(reach)
 	var buf bytes.Buffer
 	if length > 0 {
-		buf.Grow(int(min(length, maxBody) + 1))
+		buf.Grow(int(min(length, limit) + 1))
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(r, maxBody+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
 		return nil, false, err
 	}
 	if int64(buf.Len()) <= maxBody {
 		return buf.Bytes(), false, nil
 	}
 	_, _ = io.CopyN(io.Discard, r, httpDrainLimit) // best effort
-	return buf.Bytes()[:maxBody], true, nil
-}
-
-// scrub replaces in body every secret of minSecretLen bytes or more, as it is and as it
-// appears inside a JSON string, with "REDACTED".
-func scrub(body []byte, secrets []string) []byte {
-	for _, s := range secrets {
-		if len(s) < minSecretLen {
-			continue
-		}
-		for _, f := range secretForms(s) {
-			if bytes.Contains(body, []byte(f)) {
-				body = bytes.ReplaceAll(body, []byte(f), []byte("REDACTED"))
-			}
-		}
-	}
-	return body
-}
-
-// secretForms returns the spellings of s that an echoing server may write: as it is, and
-// inside a JSON string as common encoders escape it — only what JSON requires (JavaScript,
-// Python), also <, > and & as \u003c, \u003e and \u0026 (Go's encoding/json), also / as \/
-// (PHP's json_encode). A JSON decoder turns each back into s, so each must go.
-func secretForms(s string) []string {
-	plain := string(jsonString([]byte(s)))
-	plain = plain[1 : len(plain)-1]
-	b, _ := json.Marshal(s) // a string always marshals; HTML characters escaped
-	html := string(b[1 : len(b)-1])
-	forms := []string{s}
-	for _, f := range []string{plain, html, strings.ReplaceAll(plain, "/", `\/`), strings.ReplaceAll(html, "/", `\/`)} {
-		if !slices.Contains(forms, f) {
-			forms = append(forms, f)
-		}
-	}
-	return forms
+	return buf.Bytes(), true, nil
 }
 
 // statusMessage returns e.g. "503 Service Unavailable".
@@ -746,9 +719,11 @@ func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.cause }
 
 // noAnswer returns the error of a call to rawURL that obtained no answer: its text has the
-// URL redacted, it wraps ctx.Err() when ctx is done (so that errors.Is finds
-// context.DeadlineExceeded), and it is retryable.
-func noAnswer(ctx context.Context, method, rawURL string, err error) error {
+// URLs redacted and the call's secrets scrubbed (Go's client quotes a malformed status line,
+// header, Content-Length, Transfer-Encoding or Location, any of which may echo a header), it
+// wraps ctx.Err() when ctx is done (so that errors.Is finds context.DeadlineExceeded), and it
+// is retryable.
+func noAnswer(ctx context.Context, method, rawURL string, err error, secrets []string) error {
 	cause := err
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -758,7 +733,7 @@ func noAnswer(ctx context.Context, method, rawURL string, err error) error {
 		cause = ctxErr
 	}
 	return &redactedError{
-		msg:   "adapters: " + method + " " + shownURL(rawURL) + ": " + shorten(redactURLsIn(cause.Error())),
+		msg:   "adapters: " + method + " " + shownURL(rawURL) + ": " + shorten(redact.String(redact.URLs(cause.Error()), secrets)),
 		cause: cause,
 	}
 }
@@ -767,7 +742,7 @@ func noAnswer(ctx context.Context, method, rawURL string, err error) error {
 const maxShown = 256
 
 // shownURL is the URL as errors quote it: redacted, and cut past maxShown bytes.
-func shownURL(rawURL string) string { return shorten(RedactURL(rawURL)) }
+func shownURL(rawURL string) string { return shorten(redact.URL(rawURL)) }
 
 // shorten cuts s past maxShown bytes (at a rune boundary) and says how long it was.
 func shorten(s string) string {
@@ -779,91 +754,6 @@ func shorten(s string) string {
 		cut--
 	}
 	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
-}
-
-// redactURLsIn returns s with every http:// or https:// URL in it passed through RedactURL; a
-// URL ends at a space, a quote or the end of s.
-func redactURLsIn(s string) string {
-	lower := strings.ToLower(s)
-	if !strings.Contains(lower, "http://") && !strings.Contains(lower, "https://") {
-		return s
-	}
-	var b strings.Builder
-	for {
-		i := strings.Index(lower, "http://")
-		if j := strings.Index(lower, "https://"); j >= 0 && (i < 0 || j < i) {
-			i = j
-		}
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		end := strings.IndexAny(s[i:], " \t\r\n\"'`<>")
-		if end < 0 {
-			end = len(s) - i
-		}
-		b.WriteString(s[:i])
-		b.WriteString(RedactURL(s[i : i+end]))
-		s, lower = s[i+end:], lower[i+end:]
-	}
-}
-
-// RedactURL returns s with its userinfo, the value of each query parameter, and its fragment
-// replaced by "REDACTED": "https://u:p@host/path?api_key=k&q" becomes
-// "https://REDACTED@host/path?api_key=REDACTED&REDACTED". A query part with no "=" is redacted
-// whole, since some APIs take a bare token. The scheme, host and path are kept as they are. It
-// does not need s to parse as a URL, so it is safe on any text meant to be one.
-func RedactURL(s string) string {
-	rest := s
-	var b strings.Builder
-	b.Grow(len(s) + 16)
-	// Authority: after "//", up to the first "/", "?" or "#".
-	if i := strings.Index(rest, "//"); i >= 0 && !strings.ContainsAny(rest[:i], "/?#") {
-		b.WriteString(rest[:i+2])
-		rest = rest[i+2:]
-		end := strings.IndexAny(rest, "/?#")
-		if end < 0 {
-			end = len(rest)
-		}
-		if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
-			b.WriteString("REDACTED")
-			rest = rest[at:]
-		}
-	}
-	q := strings.IndexAny(rest, "?#")
-	if q < 0 {
-		b.WriteString(rest)
-		return b.String()
-	}
-	b.WriteString(rest[:q])
-	rest = rest[q:]
-	if rest[0] == '?' {
-		b.WriteByte('?')
-		query := rest[1:]
-		frag := ""
-		if h := strings.IndexByte(query, '#'); h >= 0 {
-			query, frag = query[:h], query[h:]
-		}
-		for i, kv := range strings.Split(query, "&") {
-			if i > 0 {
-				b.WriteByte('&')
-			}
-			if kv == "" {
-				continue
-			}
-			if k, _, ok := strings.Cut(kv, "="); ok {
-				b.WriteString(k)
-				b.WriteString("=REDACTED")
-			} else {
-				b.WriteString("REDACTED")
-			}
-		}
-		rest = frag
-	}
-	if rest != "" { // the fragment
-		b.WriteString("#REDACTED")
-	}
-	return b.String()
 }
 
 // ParseRetryAfter parses the value of a Retry-After header, delta-seconds ("120") or an

@@ -57,12 +57,6 @@ func ExampleParseRetryAfter() {
 	// 0s false
 }
 
-func ExampleRedactURL() {
-	fmt.Println(adapters.RedactURL("https://me:pw@api.example.com/v1/items?api_key=s3cret&page=2"))
-	// Output:
-	// https://REDACTED@api.example.com/v1/items?api_key=REDACTED&page=REDACTED
-}
-
 func ExampleParseTemplate() {
 	t, err := adapters.ParseTemplate(`{"id": {.id}, "name": "{.name}", "key": "${KEY}"}`)
 	if err != nil {

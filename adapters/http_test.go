@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // httpTestServer starts a loopback server running handler and returns its URL.
@@ -693,7 +694,7 @@ func TestRedactURL(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := RedactURL(tt.in); got != tt.want {
+		if got := redact.URL(tt.in); got != tt.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
@@ -707,7 +708,7 @@ func TestRedactURLsIn(t *testing.T) {
 		{"ends with https://h/?k=v", "ends with https://h/?k=REDACTED"},
 	}
 	for _, tt := range tests {
-		if got := redactURLsIn(tt.in); got != tt.want {
+		if got := redact.URLs(tt.in); got != tt.want {
 			t.Errorf("redactURLsIn(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // DefaultLLMMaxTokens is the max_tokens an [LLM] adapter asks for unless
@@ -323,7 +324,7 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	resp, err := a.client.Do(req)
 	if err != nil {
 		// The provider may have counted the request: its tokens stay taken.
-		return engine.Outcome{}, noAnswer(ctx, http.MethodPost, a.url, err)
+		return engine.Outcome{}, noAnswer(ctx, http.MethodPost, a.url, err, secrets)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, llmMaxAnswer+1))
@@ -331,9 +332,9 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		err = fmt.Errorf("the answer is longer than %d bytes", llmMaxAnswer)
 	}
 	if err != nil {
-		return engine.Outcome{}, noAnswer(ctx, http.MethodPost, a.url, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err))
+		return engine.Outcome{}, noAnswer(ctx, http.MethodPost, a.url, fmt.Errorf("reading the body of a %d answer: %w", resp.StatusCode, err), secrets)
 	}
-	raw = scrub(raw, secrets)
+	raw = redact.Bytes(raw, secrets)
 	var ans llmAnswer
 	parsed := json.Unmarshal(raw, &ans) == nil
 
@@ -365,7 +366,7 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	case s == http.StatusTooManyRequests && parsed && ans.Error != nil && (ans.Error.Type == "insufficient_quota" || ans.Error.Code == "insufficient_quota"):
 		// Out of credit, not out of rate: no wait cures it. The provider refused it unseen.
 		a.refund(est)
-		out.Verdict, out.Message = engine.Fail, statusMessage(resp)+": insufficient_quota: "+shorten(redactURLsIn(ans.Error.Message))
+		out.Verdict, out.Message = engine.Fail, statusMessage(resp)+": insufficient_quota: "+shorten(redact.URLs(ans.Error.Message))
 		return out, nil
 	case s == http.StatusTooManyRequests || s == http.StatusRequestTimeout || 500 <= s && s <= 599:
 		// The tokens stay taken: after a 429 the provider counts more than this bucket does
@@ -384,7 +385,7 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		a.refund(est)
 		out.Verdict, out.Message = engine.Fail, statusMessage(resp)
 		if msg := ans.errorMessage(parsed); msg != "" {
-			out.Message += ": " + shorten(redactURLsIn(msg))
+			out.Message += ": " + shorten(redact.URLs(msg))
 		}
 		return out, nil
 	}

@@ -13,13 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // DefaultApplicationName is the application_name a [Postgres] adapter's connections carry
@@ -94,7 +94,7 @@ type Postgres struct {
 	args      []string
 	appName   string
 	lookupEnv func(string) (string, bool)
-	secrets   atomic.Pointer[[]string] // every spelling of every secret seen, longest first
+	secrets   redact.Set // every secret the DSN held, as it was read each time
 	target    string
 
 	mu     sync.Mutex // guards everything below and the conn and busy of every slot
@@ -125,7 +125,6 @@ var (
 // password.
 func NewPostgres(cfg PostgresConfig) (*Postgres, error) {
 	p := &Postgres{sql: strings.TrimSpace(cfg.SQL), args: cfg.Args, appName: cfg.ApplicationName, lookupEnv: cfg.LookupEnv, limit: -1}
-	p.secrets.Store(&[]string{})
 	if p.sql == "" {
 		return nil, errors.New("adapters: postgres: the SQL statement is empty")
 	}
@@ -169,12 +168,7 @@ func (p *Postgres) config() (*pgx.ConnConfig, error) {
 	}
 	dsn := b.String()
 	cc, err := pgx.ParseConfig(dsn)
-	var secrets []string
-	for _, v := range vals {
-		if len(v) >= minSecretLen {
-			secrets = append(secrets, v)
-		}
-	}
+	secrets := vals
 	if err == nil {
 		secrets = append(secrets, cc.Password)
 		if pw, ok := cc.RuntimeParams["sslpassword"]; ok {
@@ -185,7 +179,7 @@ func (p *Postgres) config() (*pgx.ConnConfig, error) {
 		// its own text, and this covers the rest of ours.
 		secrets = append(secrets, pw)
 	}
-	p.remember(secrets)
+	p.secrets.Add(secrets...)
 	if err != nil {
 		return nil, engine.Permanent(fmt.Errorf("adapters: postgres: dsn: %s", p.scrub(err.Error())))
 	}
@@ -211,43 +205,9 @@ func pgGuessPassword(dsn string) string {
 	return pw
 }
 
-// remember adds the spellings of secrets to the set scrub replaces.
-func (p *Postgres) remember(secrets []string) {
-	var forms []string
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		// As a DSN URL, a keyword/value DSN and an error may quote it.
-		forms = append(forms, s, url.QueryEscape(s), url.PathEscape(s), url.UserPassword("u", s).String()[2:],
-			strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s))
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	old := *p.secrets.Load()
-	merged := slices.Clone(old)
-	for _, f := range forms {
-		if f != "" && !slices.Contains(merged, f) {
-			merged = append(merged, f)
-		}
-	}
-	if len(merged) == len(old) {
-		return
-	}
-	// Longest first, so that a DSN holding the password is replaced whole.
-	slices.SortStableFunc(merged, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
-	p.secrets.Store(&merged)
-}
-
-// scrub replaces every secret in s with "REDACTED".
-func (p *Postgres) scrub(s string) string {
-	for _, secret := range *p.secrets.Load() {
-		if strings.Contains(s, secret) {
-			s = strings.ReplaceAll(s, secret, "REDACTED")
-		}
-	}
-	return s
-}
+// scrub replaces every secret seen in s, in every spelling (a DSN URL percent-encodes a
+// password, a keyword/value DSN backslash-escapes it), with "REDACTED".
+func (p *Postgres) scrub(s string) string { return p.secrets.String(s) }
 
 // pgTarget names the database without the password: postgres://user@host:port/db.
 func pgTarget(cc *pgx.ConnConfig) string {

@@ -115,7 +115,7 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	e, err := engine.New(engine.Config{
 		Settings: local, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
 		Chunk: rf.chunk, Adapter: gate.Adapter(), Source: src, Total: -1, Results: src.Sink(), Origin: "cluster",
-		Adapt: rf.adapt, Hold: rf.holdMode(),
+		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: newScrubber(env, rf).hook(),
 	})
 	if err != nil {
 		return usageError("%v", err)

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,9 +16,9 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/internal/redact"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -383,22 +382,19 @@ func clipText(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// logMinSecret is the shortest ${NAME} value scrubbed, as the adapters do: shorter values are
-// not credentials, and replacing them would mangle ordinary text.
-const logMinSecret = 4
-
 // envRef matches a ${NAME} placeholder of a template.
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// scrubber keeps secrets out of the log: it redacts URLs (userinfo, query values, fragments)
-// and the values of the environment variables that the run's templates read. The adapters
-// scrub their messages already; this is the second lock, for messages of adapters to come and
-// for servers that echo a token where no adapter looks (a status line's reason phrase).
+// scrubber keeps secrets out of what a run writes: it redacts URLs (userinfo, query values,
+// fragments) in messages and the values of the environment variables that the run's
+// templates read, in every spelling [redact] knows. The adapters scrub what they keep with
+// the secrets of each call; this is the second lock, given to the engine (see
+// [scrubber.hook]) and to the log, for adapters that do not know a secret (exec, whose
+// command may print one) and for the texts no adapter looks at.
 type scrubber struct {
 	lookup func(string) (string, bool)
 	names  []string
-	seen   []string // every value of those variables seen, so a changed one stays scrubbed
-	forms  []string // their spellings, longest first
+	set    redact.Set // every value of those variables seen, so that a changed one stays scrubbed
 }
 
 // newScrubber finds the variables a run reads: every ${NAME} on its command line and in its
@@ -424,94 +420,38 @@ func newScrubber(env *Env, rf *runFlags) *scrubber {
 	return s
 }
 
-// refresh looks the variables up again.
+// refresh looks the variables up again: a token rotated during the run is scrubbed too.
 func (s *scrubber) refresh() {
 	if s.lookup == nil {
 		return
 	}
 	for _, name := range s.names {
-		v, ok := s.lookup(name)
-		if ok && len(v) >= logMinSecret && !slices.Contains(s.seen, v) {
-			s.seen = append(s.seen, v)
-			s.forms = append(s.forms, secretSpellings(v)...)
-			// Longest first: a secret that contains another must go whole, not leave its rest.
-			slices.SortFunc(s.forms, func(a, b string) int { return len(b) - len(a) })
+		if v, ok := s.lookup(name); ok {
+			s.set.Add(v)
 		}
 	}
 }
 
-// text returns t with its URLs redacted and every secret, as it is and as a JSON string
-// would escape it, replaced by "REDACTED".
+// text returns t with its URLs redacted and every secret, in any spelling, replaced by
+// "REDACTED".
 func (s *scrubber) text(t string) string {
-	t = redactURLs(t)
+	if len(s.names) > 0 {
+		s.refresh()
+	}
+	return s.set.Text(t)
+}
+
+// hook is the engine's [engine.Config.Redact]: the secrets scrubbed from every text the
+// engine takes in, URLs left alone (an ok answer's output may hold URLs that are data, and the
+// adapters redact those of their errors). nil when the run reads no variable.
+func (s *scrubber) hook() func(string) string {
 	if len(s.names) == 0 {
-		return t
+		return nil
 	}
-	s.refresh()
-	for _, f := range s.forms {
-		t = strings.ReplaceAll(t, f, "REDACTED")
+	return func(t string) string {
+		s.refresh()
+		return s.set.String(t)
 	}
-	return t
-}
-
-// secretSpellings returns v and the ways a JSON encoder may have escaped it inside a string:
-// only what JSON requires, also <, > and & (Go), also / (PHP).
-func secretSpellings(v string) []string {
-	forms := []string{v}
-	add := func(f string) {
-		if !slices.Contains(forms, f) {
-			forms = append(forms, f)
-		}
-	}
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // a string always encodes
-	plain := strings.TrimSuffix(b.String(), "\n")
-	plain = plain[1 : len(plain)-1]
-	html, _ := json.Marshal(v)
-	for _, f := range []string{plain, string(html[1 : len(html)-1])} {
-		add(f)
-		add(strings.ReplaceAll(f, "/", `\/`))
-	}
-	return forms
-}
-
-// redactURLs passes every URL in t — any scheme://, so that a postgres:// or redis:// DSN's
-// password goes too — through [adapters.RedactURL]. A URL ends at white space, a quote or an
-// angle bracket.
-func redactURLs(t string) string {
-	i := strings.Index(t, "://")
-	if i < 0 {
-		return t
-	}
-	var b strings.Builder
-	for i >= 0 {
-		start := i
-		for start > 0 && isSchemeByte(t[start-1]) {
-			start--
-		}
-		end := i + 3
-		if k := strings.IndexFunc(t[end:], func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("\"'`<>", r) }); k >= 0 {
-			end += k
-		} else {
-			end = len(t)
-		}
-		b.WriteString(t[:start])
-		if start == i { // "://" with no scheme before it: not a URL
-			b.WriteString(t[start:end])
-		} else {
-			b.WriteString(adapters.RedactURL(t[start:end]))
-		}
-		t = t[end:]
-		i = strings.Index(t, "://")
-	}
-	b.WriteString(t)
-	return b.String()
-}
-
-func isSchemeByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'
 }
 
 // notifyEnd tells the operator that the run ended: the terminal bell on stderr and, with

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/throttle-dev/throttle/adapters"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 func init() { registerAdapter(40, newLLMCmd) }
@@ -138,7 +139,7 @@ retry-after or x-ratelimit-reset-* headers; a 429 for insufficient_quota and oth
 			}
 			defer a.Close()
 			lf.warnTokenWait(cmd, env)
-			target := fmt.Sprintf("llm %s at %s", cfg.Model, adapters.RedactURL(cfg.URL))
+			target := fmt.Sprintf("llm %s at %s", cfg.Model, redact.URL(cfg.URL))
 			return act(cmd, job{adapter: a, name: "llm", target: target})
 		},
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 func newRunCmd(env *Env) *cobra.Command {
@@ -212,7 +213,7 @@ its worker; the screen lists the busiest hosts.`,
 				return err
 			}
 			defer closeAdapter()
-			j := job{adapter: a, name: "http", target: adapters.RedactURL(cfg.URL)}
+			j := job{adapter: a, name: "http", target: redact.URL(cfg.URL)}
 			if h, ok := a.(interface{ Hosts(int) []adapters.HostLoad }); ok && (cfg.PerHost.Rate > 0 || cfg.PerHost.Parallelism > 0) {
 				j.hosts = h.Hosts
 			}

@@ -184,6 +184,7 @@ func (e *Engine) Note(origin, text string) {
 
 // warn records a warning for the summary and tells observers.
 func (e *Engine) warn(msg string) {
+	msg = e.redact(msg)
 	e.mu.Lock()
 	e.warnings = append(e.warnings, msg)
 	e.mu.Unlock()

@@ -53,6 +53,11 @@ type Config struct {
 	Adapt bool
 	// Hold says how a shared Retry-After hold ends (default [HoldStrict]).
 	Hold HoldMode
+	// Redact, when set, scrubs every text the engine takes in from the adapter (an outcome's
+	// message, output and extra strings, a call's error) and every warning, before any row,
+	// event, snapshot or summary holds it: the one intake point, so that whatever observes the
+	// run sees scrubbed text. The CLI fills it with the run's secrets; nil keeps text as it is.
+	Redact func(string) string
 }
 
 // Engine runs one job. Its control methods and [Engine.Snapshot] are safe for concurrent use

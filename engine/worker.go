@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -407,18 +408,19 @@ type settled struct {
 
 func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency time.Duration, end time.Time) settled {
 	r := &Result{Item: it, Attempts: attempt, Latency: latency, At: end}
+	out = e.redactOutcome(out)
 	if err != nil {
 		s := settled{Result: r, noAnswer: true}
 		switch {
 		case e.callCtx.Err() != nil:
 			r.Error = "canceled: run stopped"
 		case IsPermanent(err):
-			r.Error = err.Error()
+			r.Error = e.redact(err.Error())
 		case errors.Is(err, context.DeadlineExceeded):
 			r.Error = fmt.Sprintf("timeout after %v", e.cfg.Timeout)
 			s.retry = true
 		default:
-			r.Error = err.Error()
+			r.Error = e.redact(err.Error())
 			s.retry = true
 		}
 		e.errored.Add(1)
@@ -443,6 +445,43 @@ func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency ti
 		e.errored.Add(1)
 		return settled{Result: r}
 	}
+}
+
+// redact passes t through [Config.Redact].
+func (e *Engine) redact(t string) string {
+	if e.cfg.Redact == nil || t == "" {
+		return t
+	}
+	return e.cfg.Redact(t)
+}
+
+// redactOutcome returns out with its message, output and extra strings passed through
+// [Config.Redact]. An output that scrubbing left invalid as JSON (a secret that was a bare
+// number) is kept as a JSON string of its text.
+func (e *Engine) redactOutcome(out Outcome) Outcome {
+	if e.cfg.Redact == nil {
+		return out
+	}
+	out.Message = e.redact(out.Message)
+	if len(out.Output) > 0 {
+		if s := e.redact(string(out.Output)); s != string(out.Output) {
+			out.Output = json.RawMessage(s)
+			if !json.Valid(out.Output) {
+				out.Output, _ = json.Marshal(s) // a string always marshals
+			}
+		}
+	}
+	if len(out.Extra) > 0 {
+		extra := make(map[string]any, len(out.Extra)) // the adapter may share its map
+		for k, v := range out.Extra {
+			if s, ok := v.(string); ok {
+				v = e.redact(s)
+			}
+			extra[k] = v
+		}
+		out.Extra = extra
+	}
+	return out
 }
 
 // finish writes the item's row, or, when it may be retried, returns the wait before its next

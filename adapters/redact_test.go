@@ -1,0 +1,218 @@
+package adapters
+
+// Nothing leaked (issue 18): a server that echoes the Authorization header back, through every
+// route Go's HTTP client or the kept body gives it, cannot put the token into an outcome or an
+// error, in any spelling, nor any 8-byte piece of it.
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// echoToken is the secret of these tests; it starts with a letter and has only the
+// characters of a URL scheme, so that a server can send it back as one.
+const echoToken = "sekret-xyz-0123456789abcdef"
+
+// leaked returns the spellings of secret that text holds and the 8-byte pieces of it that text
+// holds in any case (after each REDACTED is cut out, so that the word itself is not taken
+// for a piece).
+func leaked(text, secret string) []string {
+	text = strings.ReplaceAll(text, "REDACTED", "\x00")
+	jsonS, _ := json.Marshal(secret)
+	var u strings.Builder
+	for _, r := range secret {
+		fmt.Fprintf(&u, `\u%04x`, r)
+	}
+	forms := []string{
+		secret, string(jsonS[1 : len(jsonS)-1]), u.String(), url.QueryEscape(secret), url.PathEscape(secret),
+		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)),
+		hex.EncodeToString([]byte(secret)),
+	}
+	var found []string
+	low := strings.ToLower(text)
+	for _, f := range forms {
+		if strings.Contains(low, strings.ToLower(f)) {
+			found = append(found, "spelling "+f)
+		}
+	}
+	for i := 0; i+8 <= len(secret); i++ {
+		if p := strings.ToLower(secret[i : i+8]); strings.Contains(low, p) {
+			found = append(found, "piece "+p)
+		}
+	}
+	return found
+}
+
+// echoAnswers are the answers of the echo server by path: each sends auth (the request's
+// Authorization header, "Bearer <token>") or the token back through one route.
+var echoAnswers = map[string]func(auth, token string) string{
+	// Go's client quotes each of these in its error.
+	"/status":          func(auth, token string) string { return token + "\r\n\r\n" },
+	"/colon":           func(auth, token string) string { return "HTTP/1.1 200 OK\r\n" + auth + "\r\n\r\n" },
+	"/length":          func(auth, token string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + token + "\r\n\r\n" },
+	"/te":              func(auth, token string) string { return "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + token + "\r\n\r\n" },
+	"/location-parse":  func(auth, token string) string { return redirectTo(":" + token) },
+	"/location-dns":    func(auth, token string) string { return redirectTo("http://" + token + ".invalid/") },
+	"/location-scheme": func(auth, token string) string { return redirectTo(strings.ToUpper(token) + "://x/") },
+	// The reason phrase becomes the message of a failed call.
+	"/reason": func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
+	// The kept body, the token straddling the cut at --max-body (40 bytes), then in each
+	// encoding, alone and among others.
+	"/cut": func(auth, token string) string {
+		return bodyOf(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
+	},
+	"/json-u": func(auth, token string) string { b := jsonU(token); return bodyOf(`{"a":"` + b + `"}`) },
+	"/urlenc": func(auth, token string) string { return bodyOf("t=" + url.QueryEscape("p@ss/"+token)) },
+	"/base64": func(auth, token string) string { return bodyOf(base64.StdEncoding.EncodeToString([]byte(token))) },
+	"/basic": func(auth, token string) string {
+		return bodyOf("Basic " + base64.StdEncoding.EncodeToString([]byte("user:"+token)))
+	},
+	"/base64url": func(auth, token string) string {
+		return bodyOf(base64.RawURLEncoding.EncodeToString([]byte("ab" + token)))
+	},
+	"/hex": func(auth, token string) string { return bodyOf(strings.ToUpper(hex.EncodeToString([]byte(token)))) },
+	"/mixed": func(auth, token string) string {
+		return bodyOf(`"` + jsonU(token[:9]) + url.PathEscape(token[9:]) + `"`)
+	},
+}
+
+// echoClientErrors are the routes on which the call gets no answer, only an error.
+var echoClientErrors = []string{"/status", "/colon", "/length", "/te", "/location-parse", "/location-dns", "/location-scheme"}
+
+// redirectTo is a 302 to loc.
+func redirectTo(loc string) string {
+	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"
+}
+
+// bodyOf is a 500 answer (so that the body is kept whatever the verdict) with body b.
+func bodyOf(b string) string {
+	return fmt.Sprintf("HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+}
+
+// jsonU spells every rune of s as a JSON \u escape, in upper-case hex.
+func jsonU(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		fmt.Fprintf(&b, `\u%04X`, r)
+	}
+	return b.String()
+}
+
+// echoServer starts a loopback server that answers each request as echoAnswers says for its
+// path, echoing the request's Authorization header.
+func echoServer(t *testing.T) string {
+	return rawListener(t, func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(r)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			auth := req.Header.Get("Authorization")
+			answer, ok := echoAnswers[req.URL.Path]
+			if !ok {
+				io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+				continue
+			}
+			io.WriteString(c, answer(auth, strings.TrimPrefix(auth, "Bearer ")))
+		}
+	})
+}
+
+// TestHTTPEchoedTokenNeverKept: through every route, the outcome (message, output, extra) or
+// the error holds nothing of the token; the client errors still say what went wrong.
+func TestHTTPEchoedTokenNeverKept(t *testing.T) {
+	t.Parallel()
+	addr := echoServer(t)
+	h, err := NewHTTP(HTTPConfig{
+		URL:       "http://" + addr + "/{item}",
+		Headers:   []string{"Authorization: Bearer ${API_TOKEN}"},
+		MaxBody:   40,
+		LookupEnv: func(k string) (string, bool) { return echoToken, k == "API_TOKEN" },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	// What each client error must still say, so that redaction is seen not to eat the cause.
+	says := map[string]string{
+		"/status": "malformed HTTP response", "/colon": "missing colon", "/length": "bad Content-Length",
+		"/te": "unsupported transfer encoding", "/location-parse": "failed to parse Location header",
+		"/location-dns": "no such host", "/location-scheme": "unsupported protocol scheme",
+	}
+	for path := range echoAnswers {
+		t.Run(path, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			out, err := h.Do(ctx, engine.Item{Line: path[1:]})
+			var text string
+			if err != nil {
+				text = err.Error()
+			} else {
+				extra, _ := json.Marshal(out.Extra)
+				text = out.Message + " " + string(out.Output) + " " + string(extra)
+			}
+			if l := leaked(text, echoToken); len(l) > 0 {
+				t.Errorf("%s leaks %v: %s", path, l, text)
+			}
+			if want, ok := says[path]; ok {
+				if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "REDACTED") {
+					t.Errorf("%s: error %v, want one saying %q with the token REDACTED", path, err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			if path != "/cut" && !strings.Contains(text, "REDACTED") { // the cut goes through it
+				t.Errorf("%s: %s, want the token REDACTED", path, text)
+			}
+			if path == "/cut" && (out.Extra["truncated"] != true || len(out.Output) > 40+2) {
+				t.Errorf("/cut: output %s, extra %v: want at most 40 bytes, truncated", out.Output, out.Extra)
+			}
+		})
+	}
+}
+
+// TestHTTPScrubsBeforeTheCut: whatever --max-body, a token that the cut goes through leaves
+// no piece of itself, in the raw body or an encoded one.
+func TestHTTPScrubsBeforeTheCut(t *testing.T) {
+	t.Parallel()
+	addr := echoServer(t)
+	for maxBody := int64(31); maxBody <= 30+int64(len(jsonU(echoToken)))+8; maxBody += 3 {
+		h, err := NewHTTP(HTTPConfig{
+			URL:       "http://" + addr + "/{item}",
+			Headers:   []string{"Authorization: Bearer ${API_TOKEN}"},
+			MaxBody:   maxBody,
+			LookupEnv: func(k string) (string, bool) { return echoToken, k == "API_TOKEN" },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"cut", "json-u"} {
+			out, err := h.Do(context.Background(), engine.Item{Line: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l := leaked(string(out.Output), echoToken); len(l) > 0 {
+				t.Errorf("max body %d, /%s: %s leaks %v", maxBody, path, out.Output, l)
+			}
+		}
+		h.Close()
+	}
+}

@@ -1,0 +1,168 @@
+package cli_test
+
+// Nothing leaked (issue 18), end to end: `throttle run http` with an Authorization header read
+// from ${API_TOKEN}, against a server that echoes the header back through the errors of Go's
+// HTTP client, the body at the --max-body cut and each encoding. No output of the run holds
+// the token in any spelling, nor any 8-character piece of it.
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// redactToken is the secret of the run; it has only the characters of a URL scheme, so that a
+// server can send it back as one.
+const redactToken = "sekret-xyz-0123456789abcdef"
+
+// redactEcho are the echo server's answers by path; auth is the request's Authorization.
+var redactEcho = map[string]func(auth, token string) string{
+	"status":          func(auth, token string) string { return token + "\r\n\r\n" },
+	"colon":           func(auth, token string) string { return "HTTP/1.1 200 OK\r\n" + auth + "\r\n\r\n" },
+	"length":          func(auth, token string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + token + "\r\n\r\n" },
+	"te":              func(auth, token string) string { return "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + token + "\r\n\r\n" },
+	"location-parse":  func(auth, token string) string { return echoRedirect(":" + token) },
+	"location-dns":    func(auth, token string) string { return echoRedirect("http://" + token + ".invalid/") },
+	"location-scheme": func(auth, token string) string { return echoRedirect(token + "://x/") },
+	"reason":          func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
+	"cut": func(auth, token string) string {
+		return echoBody(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
+	},
+	"json-u": func(auth, token string) string {
+		var b strings.Builder
+		for _, r := range token {
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		return echoBody(`{"a":"` + b.String() + `"}`)
+	},
+	"urlenc": func(auth, token string) string { return echoBody("t=" + url.QueryEscape("p@ss/"+token)) },
+	"base64": func(auth, token string) string { return echoBody(base64.StdEncoding.EncodeToString([]byte(token))) },
+	"basic": func(auth, token string) string {
+		return echoBody("Basic " + base64.StdEncoding.EncodeToString([]byte("user:"+token)))
+	},
+	"hex": func(auth, token string) string { return echoBody(hex.EncodeToString([]byte(token))) },
+}
+
+func echoRedirect(loc string) string {
+	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"
+}
+
+// echoBody is an ok answer with body b, kept in the row's output (cut at --max-body 40).
+func echoBody(b string) string {
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+}
+
+// tokenLeaks returns the spellings and the 8-character pieces (any case) of token that text
+// holds, each REDACTED cut out first.
+func tokenLeaks(text, token string) []string {
+	low := strings.ToLower(strings.ReplaceAll(text, "REDACTED", "\x00"))
+	js, _ := json.Marshal(token)
+	forms := []string{token, string(js[1 : len(js)-1]), url.QueryEscape(token), hex.EncodeToString([]byte(token)),
+		base64.StdEncoding.EncodeToString([]byte(token)), base64.RawURLEncoding.EncodeToString([]byte(token))}
+	var found []string
+	for _, f := range forms {
+		if strings.Contains(low, strings.ToLower(f)) {
+			found = append(found, "spelling "+f)
+		}
+	}
+	for i := 0; i+8 <= len(token); i++ {
+		if p := strings.ToLower(token[i : i+8]); strings.Contains(low, p) {
+			found = append(found, "piece "+p)
+		}
+	}
+	return found
+}
+
+func TestRunLeaksNoToken(t *testing.T) {
+	t.Parallel()
+	srv := newRawServer(t, func(s *rawServer, c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(r)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			auth := req.Header.Get("Authorization")
+			answer := redactEcho[strings.TrimPrefix(req.URL.Path, "/")]
+			if answer == nil {
+				io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+				continue
+			}
+			io.WriteString(c, answer(auth, strings.TrimPrefix(auth, "Bearer ")))
+		}
+	})
+	dir := t.TempDir()
+	var items strings.Builder
+	for path := range redactEcho {
+		items.WriteString(path + "\n")
+	}
+	input := writeFile(t, "items.txt", items.String())
+	out, logf, rec := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "run.log"), filepath.Join(dir, "run.rec")
+	res, _ := runBounded(t, invocation{
+		args: []string{"run", "http", "--input", input, "--out", out, "--log", logf, "--record", rec,
+			"--url", srv.url() + "/{item}", "--header", "Authorization: Bearer ${API_TOKEN}",
+			"--max-body", "40", "--timeout", "2s", "--retries", "1", "--max-backoff", "10ms",
+			"--parallelism", "4", "--progress-every", "20ms"},
+		env: map[string]string{"API_TOKEN": redactToken},
+	}, 20*time.Second)
+	if res.code != 1 { // some items fail: the client errors
+		t.Errorf("exit %d, want 1; stderr:\n%s", res.code, res.stderr)
+	}
+
+	rows, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logText, err := os.ReadFile(logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recText, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := map[string]string{"rows": string(rows), "--log": string(logText), "recording": string(recText),
+		"stdout": res.stdout, "stderr (progress lines, summary)": res.stderr}
+	for name, text := range outputs {
+		if l := tokenLeaks(text, redactToken); len(l) > 0 {
+			t.Errorf("%s leaks %v:\n%s", name, l, text)
+		}
+	}
+	// The outputs are not empty of what they should say: every item has its row, the client
+	// errors say what went wrong, and the log counts the failed calls.
+	n := strings.Count(string(rows), "\n")
+	for _, want := range []string{"missing colon", "bad Content-Length", "unsupported protocol scheme", "no such host", "REDACTED"} {
+		if !strings.Contains(string(rows), want) {
+			t.Errorf("rows lack %q:\n%s", want, rows)
+		}
+	}
+	if n != len(redactEcho) {
+		t.Errorf("%d rows, want %d:\n%s", n, len(redactEcho), rows)
+	}
+	if !strings.Contains(string(logText), "REDACTED") {
+		t.Errorf("the log does not show the scrubbed errors:\n%s", logText)
+	}
+}
