@@ -359,3 +359,34 @@ func TestInputCountingAnswersSIGTERM(t *testing.T) {
 		t.Errorf("a results file was left by a run interrupted in its count")
 	}
 }
+
+// TestInputFIFONoWriter: a FIFO that nobody writes to holds the opening of the input; SIGTERM
+// still ends the run within 2 s, exit 130, nothing called.
+func TestInputFIFONoWriter(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "items.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no FIFO: %v", err)
+	}
+	t.Cleanup(func() { // let the open the run gave up on return, so that nothing is left blocked
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	sig := make(chan os.Signal, 1)
+	done := make(chan result, 1)
+	out := outPath(t)
+	go func() {
+		done <- run(t, invocation{args: []string{"run", "sim", "--input", fifo, "--out", out, "--headless"}, signals: sig})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sig <- syscall.SIGTERM
+	select {
+	case res := <-done:
+		if res.code != 130 || !strings.Contains(res.stderr, "nothing was called") {
+			t.Errorf("exit %d, stderr %q; want 130 and that nothing was called", res.code, res.stderr)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("SIGTERM did not end a run waiting for a FIFO's writer within 2 s")
+	}
+}

@@ -63,8 +63,11 @@ func openInput(ctx context.Context, env *Env, path string, follow bool, size int
 		}
 		return &input{source: engine.NewLineReader(env.Stdin, false), total: -1, name: "stdin", size: -1, close: func() error { return nil }}, nil
 	}
-	f, err := os.Open(path)
+	f, err := openWithin(ctx, path)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errCountInterrupted
+		}
 		return nil, usageError("--input: %v", err)
 	}
 	st, err := f.Stat()
@@ -100,6 +103,32 @@ func openInput(ctx context.Context, env *Env, path string, follow bool, size int
 	fr := engine.ReadFileAt(f, size)
 	return &input{source: engine.NewLineReader(fr, jsonl), total: total, name: path, size: size,
 		close: func() error { fr.Close(); return f.Close() }}, nil
+}
+
+// openWithin opens path for reading, giving up when ctx is done: opening a FIFO waits for
+// its writer, maybe for ever, and a signal must still end the run. A file opened after that
+// is closed.
+func openWithin(ctx context.Context, path string) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		ch <- opened{f, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.f, o.err
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.f != nil {
+				o.f.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // watchStart answers SIGINT and SIGTERM while a run gets ready (the counting pass, a resume's
