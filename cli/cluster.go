@@ -32,8 +32,8 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		return usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
 	case rf.config != "":
 		return usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
-	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "":
-		return usageError("--resume, --only-failed, --dedupe, --detach and --record are for a run on one host, not yet for a shared job")
+	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "" || rf.follow:
+		return usageError("--resume, --only-failed, --dedupe, --detach, --record and --follow are for a run on one host, not yet for a shared job")
 	}
 	cj, err := cluster.Connect(ctx, rf.redis, rf.job, "")
 	if err != nil {
@@ -50,11 +50,11 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if coordinator {
-		if in, err = openInput(env, rf.input); err != nil {
+		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
 			return err
 		}
 		defer in.close()
-		if out, err = openResults(rf.out); err != nil {
+		if out, err = openResults(env, rf.out); err != nil {
 			return err
 		}
 		defer out.Close()

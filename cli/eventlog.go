@@ -47,7 +47,7 @@ const logEndWait = 10 * time.Second
 // changes, Retry-After holds, warnings, failed calls counted by class every few seconds, and
 // the summary, which the returned function writes.
 func startEventLog(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine, j job, title string) (func(engine.Summary), error) {
-	f, err := os.OpenFile(rf.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := openPrivate(env, "--log", rf.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE)
 	if err != nil {
 		return nil, usageError("--log: %v", err)
 	}

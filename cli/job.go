@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,36 +38,127 @@ type input struct {
 	source engine.Source
 	total  int64
 	name   string
+	size   int64 // the size a regular file was counted at (and is read up to); -1 otherwise
 	close  func() error
 }
 
-// openInput opens --input ("-" is stdin) and counts its items in a fast first pass, so that
-// progress has a total; stdin's total is unknown.
-func openInput(env *Env, path string) (*input, error) {
+// errCountInterrupted ends a run that a signal stopped before anything was called.
+var errCountInterrupted = &exitError{code: ExitInterrupted, err: errors.New("interrupted while reading the input before the run; nothing was called")}
+
+// openInput opens --input ("-" is stdin). A regular file is read as it was when the run
+// started: its items are counted in a fast first pass up to its size then (so that progress
+// has a total), and the run reads up to that same size (size, when not -1, is a size counted
+// before: a second pass over the same input must see the same items). With follow, the file
+// is read on as it grows and the total is unknown. Stdin and every input that cannot be read
+// twice (a FIFO, <(…), /dev/stdin on a pipe, a device such as /dev/zero) are read once as
+// they come, total unknown. ctx bounds the counting pass: a signal must not wait for it.
+func openInput(ctx context.Context, env *Env, path string, follow bool, size int64) (*input, error) {
 	if path == "" {
 		return nil, usageError("--input is required: a file of items, one per line, or - for stdin")
 	}
 	jsonl := strings.HasSuffix(strings.ToLower(path), ".jsonl")
 	if path == "-" {
-		return &input{source: engine.NewLineReader(env.Stdin, false), total: -1, name: "stdin", close: func() error { return nil }}, nil
+		if follow {
+			return nil, usageError("--follow is for a file that grows; stdin is already read as it comes, to its end")
+		}
+		return &input{source: engine.NewLineReader(env.Stdin, false), total: -1, name: "stdin", size: -1, close: func() error { return nil }}, nil
 	}
-	f, err := os.Open(path)
+	f, err := openWithin(ctx, path)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errCountInterrupted
+		}
 		return nil, usageError("--input: %v", err)
 	}
-	if st, err := f.Stat(); err == nil && st.IsDir() {
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		f.Close()
+		return nil, usageError("--input: %v", err)
+	case st.IsDir():
 		f.Close()
 		return nil, usageError("--input %s is a directory; want a file of items", path)
+	case !st.Mode().IsRegular():
+		if follow {
+			f.Close()
+			return nil, usageError("--follow %s: not a regular file; a pipe or a device is already read as it comes, to its end (drop --follow)", path)
+		}
+		return &input{source: engine.NewLineReader(f, jsonl), total: -1, name: path, size: -1, close: f.Close}, nil
+	case follow:
+		fr := engine.FollowFile(f)
+		return &input{source: engine.NewLineReader(fr, jsonl), total: -1, name: path, size: -1,
+			close: func() error { fr.Close(); return f.Close() }}, nil
 	}
-	total, err := engine.CountItems(f)
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
+	if size < 0 {
+		size = st.Size()
 	}
+	total, err := engine.CountItemsContext(ctx, io.NewSectionReader(f, 0, size))
 	if err != nil {
 		f.Close()
+		if ctx.Err() != nil {
+			return nil, errCountInterrupted
+		}
 		return nil, usageError("--input: %v", err)
 	}
-	return &input{source: engine.NewLineReader(f, jsonl), total: total, name: path, close: f.Close}, nil
+	fr := engine.ReadFileAt(f, size)
+	return &input{source: engine.NewLineReader(fr, jsonl), total: total, name: path, size: size,
+		close: func() error { fr.Close(); return f.Close() }}, nil
+}
+
+// openWithin opens path for reading, giving up when ctx is done: opening a FIFO waits for
+// its writer, maybe for ever, and a signal must still end the run. A file opened after that
+// is closed.
+func openWithin(ctx context.Context, path string) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		ch <- opened{f, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.f, o.err
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.f != nil {
+				o.f.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// watchStart answers SIGINT and SIGTERM while a run gets ready (the counting pass, a resume's
+// pass over the results): the returned context is cancelled at the first one. stop ends the
+// watch before the run's own handler takes the signals, and says whether one came.
+func watchStart(ctx context.Context, env *Env) (context.Context, func() bool) {
+	cctx, cancel := context.WithCancel(ctx)
+	quit, done := make(chan struct{}), make(chan struct{})
+	var got atomic.Bool
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case sig := <-env.Signals:
+				if sig == syscall.SIGHUP {
+					continue // as during the run: the job goes on without its terminal
+				}
+				got.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return cctx, func() bool {
+		close(quit)
+		<-done
+		return got.Load()
+	}
 }
 
 // runJob runs one job to its end and maps its outcome to the contract's exit status.
@@ -98,32 +190,15 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if rf.resume && rf.onlyFailed {
 		return usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
 	}
-	open := func() (*input, error) { return openInput(env, rf.input) }
-	if rf.onlyFailed {
-		open = func() (*input, error) { return onlyFailed(rf.input) }
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	in, err := open() // first, so that a bad --input leaves no results file behind
+	in, out, err := prepare(ctx, env, rf)
 	if err != nil {
 		return err
 	}
 	defer func() { in.close() }()
-	out, err := openResults(rf.out)
-	if err != nil {
-		return err
-	}
 	defer out.Close()
-	if rf.resume {
-		reopen := open
-		if rf.input == "-" {
-			reopen = nil
-		}
-		if err := resume(env, out, rf.out, in, reopen); err != nil {
-			return err
-		}
-	}
-	if rf.dedupe {
-		dedupe(in)
-	}
 
 	e, err := engine.New(engine.Config{
 		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
@@ -133,9 +208,6 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	title := j.title
 	if title == "" {
 		title = fmt.Sprintf("%s · %s", j.name, in.name)
@@ -144,7 +216,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sum    engine.Summary
 		runErr error
 	)
-	rec, err := startRecording(rf, j, in, settings, e)
+	rec, err := startRecording(env, rf, j, in, settings, e)
 	if err != nil {
 		return err
 	}
@@ -192,6 +264,50 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		return exitCode(ExitFailures)
 	}
 	return nil
+}
+
+// prepare opens the input and the results of a run on one host, and passes over what a resume
+// skips; a signal meanwhile ends the run before anything is called.
+func prepare(ctx context.Context, env *Env, rf *runFlags) (in *input, out *os.File, err error) {
+	sctx, stop := watchStart(ctx, env)
+	defer func() {
+		if stop() && err == nil {
+			err = errCountInterrupted
+		}
+		if err != nil && in != nil {
+			in.close()
+		}
+		if err != nil && out != nil {
+			out.Close()
+		}
+		if err != nil {
+			in, out = nil, nil
+		}
+	}()
+	open := func(size int64) (*input, error) { return openInput(sctx, env, rf.input, rf.follow, size) }
+	if rf.onlyFailed {
+		open = func(int64) (*input, error) { return onlyFailed(rf.input) }
+	}
+	if in, err = open(-1); err != nil { // first, so that a bad --input leaves no results file behind
+		return in, out, err
+	}
+	if out, err = openResults(env, rf.out); err != nil {
+		return in, out, err
+	}
+	if rf.resume {
+		var reopen func() (*input, error)
+		if in.total >= 0 && rf.input != "-" {
+			size := in.size
+			reopen = func() (*input, error) { return open(size) }
+		}
+		if err = resume(sctx, env, out, rf.out, in, reopen); err != nil {
+			return in, out, err
+		}
+	}
+	if rf.dedupe {
+		dedupe(in)
+	}
+	return in, out, nil
 }
 
 // startMonitor feeds a probes.Monitor from the run's events (for the screen, the advice and

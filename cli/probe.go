@@ -90,7 +90,7 @@ func (pf *probeFlags) sample(env *Env) (*cycle, string, error) {
 	case pf.input == "":
 		return nil, "", usageError("probe needs --input (a sample of items) or --item (one item)")
 	}
-	in, err := openInput(env, pf.input)
+	in, err := openInput(context.Background(), env, pf.input, false, -1)
 	if err != nil {
 		return nil, "", err
 	}

@@ -10,11 +10,11 @@ import (
 )
 
 // startRecording opens --record and starts recording e, before it runs; nil when not asked.
-func startRecording(rf *runFlags, j job, in *input, set engine.Settings, e *engine.Engine) (*record.Recorder, error) {
+func startRecording(env *Env, rf *runFlags, j job, in *input, set engine.Settings, e *engine.Engine) (*record.Recorder, error) {
 	if rf.record == "" {
 		return nil, nil
 	}
-	f, err := os.OpenFile(rf.record, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := openPrivate(env, "--record", rf.record, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return nil, usageError("--record: %v", err)
 	}

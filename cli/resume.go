@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +15,11 @@ import (
 // openResults opens --out for appending and takes an exclusive lock on it, so that two runs
 // never write one results file at once. The lock goes with the file when it is closed (or the
 // process dies).
-func openResults(path string) (*os.File, error) {
+func openResults(env *Env, path string) (*os.File, error) {
 	if path == "" {
 		return nil, usageError("--out must name a file")
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := openPrivate(env, "--out", path, os.O_RDWR|os.O_APPEND|os.O_CREATE)
 	if err != nil {
 		return nil, usageError("--out: %v", err)
 	}
@@ -39,7 +40,7 @@ func openResults(path string) (*os.File, error) {
 // matched by content. An ok row that names a saved file (http --save-dir) counts only while
 // the file is there with the size it records. It adjusts in.total by a counting pass over the
 // same matches.
-func resume(env *Env, out *os.File, outPath string, in *input, reopen func() (*input, error)) error {
+func resume(ctx context.Context, env *Env, out *os.File, outPath string, in *input, reopen func() (*input, error)) error {
 	if _, err := out.Seek(0, io.SeekStart); err != nil {
 		return usageError("--resume: %v", err)
 	}
@@ -62,18 +63,21 @@ func resume(env *Env, out *os.File, outPath string, in *input, reopen func() (*i
 		}
 		fmt.Fprintf(env.Stderr, "resume: cut a torn last line (%d bytes) that an interrupted run left in %s\n", st.Size()-end, outPath)
 	}
-	if in.total >= 0 && reopen != nil {
+	if reopen != nil {
 		counting, err := reopen()
 		if err != nil {
 			return err
 		}
 		sk := &engine.Skipping{Src: counting.source, Skip: fin.Clone().Take}
-		for {
+		for ctx.Err() == nil {
 			if _, err := sk.Next(); err != nil {
 				break
 			}
 		}
 		counting.close()
+		if ctx.Err() != nil {
+			return errCountInterrupted
+		}
 		in.total -= sk.Skipped
 		fmt.Fprintf(env.Stderr, "resume: %s items already ok in %s are skipped; %s to run\n",
 			human.Count(sk.Skipped), outPath, human.Count(in.total))

@@ -33,6 +33,16 @@ exponential backoff and full jitter; a server's Retry-After is honoured (capped 
 --max-backoff) and also holds back every worker's next call for that long
 (--hold probe: until a test call succeeds).
 
+A file given as --input is read as it was when the run started: up to the size it
+had then (a line cut there is completed, never run in part); lines appended later
+are left, with a warning. --follow reads on as the file grows, taking each line
+once its newline has arrived, until the run is drained. Stdin, a FIFO or <(…) is
+read once as it comes, with no total. A line over 16 MiB is a failed row.
+
+Results, --log and --record files are created 0600: they hold what the target
+answered. A file that already exists keeps its mode (with a note if others may
+read it).
+
 On ctrl+c (SIGINT), SIGTERM or SIGHUP the run drains: no new call starts, calls in
 flight finish and their rows are written; a second ctrl+c cancels them too.
 Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error

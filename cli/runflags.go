@@ -12,6 +12,7 @@ import (
 // runFlags are the flags every adapter shares (CONTRACT.md, "throttle run flags").
 type runFlags struct {
 	input          string
+	follow         bool
 	out            string
 	parallelism    int
 	maxParallelism int
@@ -52,6 +53,9 @@ type runFlags struct {
 func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	if withInput {
 		fs.StringVar(&f.input, "input", "", "work items: one per line; - is stdin; a .jsonl file gives one JSON object per line (required)")
+	}
+	if withInput {
+		fs.BoolVar(&f.follow, "follow", false, "read --input on as it grows, like tail -f: a line is taken once its newline arrives; no total; the run ends when drained (ctrl+c, SIGTERM, throttle ctl drain). Without it a file is read up to the size it had at the start")
 	}
 	fs.StringVar(&f.out, "out", "results.jsonl", "results file, JSON Lines, appended: one row per item")
 	fs.IntVar(&f.parallelism, "parallelism", 4, "starting max_parallelism: calls in flight at once (start low)")
@@ -125,6 +129,8 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--auto works through the congestion response (--adapt): drop --adapt=false, or --auto")
 	case f.hold != "strict" && f.hold != "probe":
 		return s, usageError("--hold %q: want strict or probe", f.hold)
+	case f.follow && f.onlyFailed:
+		return s, usageError("--follow and --only-failed do not go together: --only-failed reads a results file as it is")
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
 	case f.job != "" && f.redis == "":

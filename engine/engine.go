@@ -284,6 +284,11 @@ func (e *Engine) readInput() {
 	for {
 		it, err := e.cfg.Source.Next()
 		if errors.Is(err, io.EOF) {
+			if w, ok := e.cfg.Source.(EndWarner); ok {
+				if msg := w.EndWarning(); msg != "" {
+					e.warn(msg)
+				}
+			}
 			return
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,18 +28,44 @@ type Source interface {
 // NUL byte, invalid UTF-8, more than [MaxLineBytes], or (for JSON Lines) text that is not a
 // JSON object still becomes an item, marked Invalid, so that it ends as a failed row with the
 // reason rather than vanishing.
+//
+// A line longer than [MaxLineBytes] is ended at the limit, without waiting for its newline: its
+// item is made at once and the rest of the line is skipped when the next item is asked for, so
+// that an endless line (/dev/zero) gives its failed row and the run stays stoppable.
 type LineReader struct {
+	src   io.Reader
 	r     *bufio.Reader
 	jsonl bool
 	index int64
 	line  int64
 	first bool
+	skip  bool // the rest of a too-long line is still to be skipped, up to its newline
 	buf   []byte
 }
 
 // NewLineReader returns a LineReader over r; jsonl selects JSON Lines items.
 func NewLineReader(r io.Reader, jsonl bool) *LineReader {
-	return &LineReader{r: bufio.NewReaderSize(r, 256<<10), jsonl: jsonl, first: true}
+	return &LineReader{src: r, r: bufio.NewReaderSize(r, 256<<10), jsonl: jsonl, first: true}
+}
+
+// EndWarning says, once the reader has returned io.EOF, whether its input changed under it:
+// a [FileReader] that stopped at the size counted at the start of the run while the file had
+// grown past it. "" when there is nothing to say.
+func (l *LineReader) EndWarning() string {
+	fr, ok := l.src.(*FileReader)
+	if !ok {
+		return ""
+	}
+	if grew := fr.Grew(); grew > 0 {
+		return fmt.Sprintf("input grew by %d bytes while the run read it; stopped at the %d items counted at the start; use --follow to take appended lines", grew, l.index)
+	}
+	return ""
+}
+
+// EndWarner is a [Source] that may have something to say when it has ended (see
+// [LineReader.EndWarning]); the engine makes it a warning of the run.
+type EndWarner interface {
+	EndWarning() string
 }
 
 // Next returns the next item, or io.EOF.
@@ -98,32 +125,60 @@ func (l *LineReader) nextLine() (raw []byte, tooLong bool, err error) {
 }
 
 // readLine returns the next line without its ending. A line longer than MaxLineBytes is
-// consumed whole and reported tooLong with only its start kept.
+// reported tooLong as soon as that many bytes are in, with its start; the rest of it is
+// skipped by the next call, so that a line whose newline never comes cannot hold the reader.
 func (l *LineReader) readLine() (line []byte, tooLong bool, err error) {
-	l.buf = l.buf[:0]
-	for {
-		chunk, err := l.r.ReadSlice('\n')
-		if len(l.buf)+len(chunk) <= MaxLineBytes+2 {
-			l.buf = append(l.buf, chunk...)
-		} else {
-			tooLong = true
-		}
+	for l.skip {
+		_, err := l.r.ReadSlice('\n')
 		switch {
 		case err == nil:
-			line := trimEOL(l.buf)
-			return line, tooLong || len(line) > MaxLineBytes, nil
+			l.skip = false
 		case errors.Is(err, bufio.ErrBufferFull):
-			continue
 		case errors.Is(err, io.EOF):
-			if len(l.buf) == 0 && !tooLong {
-				return nil, false, io.EOF
-			}
-			line := trimEOL(l.buf)
-			return line, tooLong || len(line) > MaxLineBytes, nil
+			l.skip = false
+			return nil, false, io.EOF
 		default:
 			return nil, false, fmt.Errorf("engine: reading input: %w", err)
 		}
 	}
+	l.buf = l.buf[:0]
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		l.buf = append(l.buf, chunk...)
+		switch {
+		case err == nil:
+			line := trimEOL(l.buf)
+			return line, len(line) > MaxLineBytes, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			// Without its newline, a line of more than MaxLineBytes+1 bytes (one may be the
+			// "\r" of a "\r\n") is too long whatever follows.
+			if len(l.buf) > MaxLineBytes+1 {
+				l.skip = true
+				return l.buf, true, nil
+			}
+		case errors.Is(err, io.EOF):
+			if len(l.buf) == 0 {
+				return nil, false, io.EOF
+			}
+			line := trimEOL(l.buf)
+			return line, len(line) > MaxLineBytes, nil
+		default:
+			return nil, false, fmt.Errorf("engine: reading input: %w", err)
+		}
+	}
+}
+
+// ctxReader is a reader that fails with its context's error once the context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 func trimEOL(b []byte) []byte {
@@ -151,7 +206,14 @@ func decodeObject(raw []byte, line int64) (map[string]any, string) {
 // CountItems counts the items r holds under the rules of [LineReader] without keeping them:
 // the fast first pass that gives progress its total.
 func CountItems(r io.Reader) (int64, error) {
-	l := NewLineReader(r, false)
+	return CountItemsContext(context.Background(), r)
+}
+
+// CountItemsContext is [CountItems] that gives up, with ctx's error, once ctx is done: a
+// count of a huge input must answer SIGINT and SIGTERM like the rest of a run. ctx is looked
+// at before every read, each at most the reader's 256 KiB buffer.
+func CountItemsContext(ctx context.Context, r io.Reader) (int64, error) {
+	l := NewLineReader(ctxReader{ctx, r}, false)
 	var n int64
 	for {
 		_, _, err := l.nextLine()

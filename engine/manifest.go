@@ -199,6 +199,14 @@ func (s *Skipping) Next() (Item, error) {
 	}
 }
 
+// EndWarning passes on what the source it wraps has to say at its end (see [EndWarner]).
+func (s *Skipping) EndWarning() string {
+	if w, ok := s.Src.(EndWarner); ok {
+		return w.EndWarning()
+	}
+	return ""
+}
+
 // Failed returns, from a results file, the items whose last row failed, in the order of those
 // rows: the input of a run that retries only the failures. An item that failed and later
 // succeeded is not in it; an item that appears several times is in it once.
