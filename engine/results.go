@@ -167,6 +167,7 @@ type rowWriter struct {
 	syncEvery time.Duration // fsync at most this long after a write; 0: only at the end
 	now       func() time.Time
 	in        chan pendingRow
+	pending   *byteBudget // the row text in in: reserved by emit, given back once written
 	written   func(ok, failed int64)
 	failed    func(err error, lost int)
 	done      chan struct{}
@@ -175,7 +176,7 @@ type rowWriter struct {
 const rowBatchBytes = 256 << 10
 
 func newRowWriter(w io.Writer, syncEvery time.Duration, now func() time.Time, written func(ok, failed int64), failed func(error, int)) *rowWriter {
-	return &rowWriter{w: w, syncEvery: syncEvery, now: now, in: make(chan pendingRow, 4096), written: written, failed: failed, done: make(chan struct{})}
+	return &rowWriter{w: w, syncEvery: syncEvery, now: now, in: make(chan pendingRow, 4096), pending: newByteBudget(pendingRowBytes), written: written, failed: failed, done: make(chan struct{})}
 }
 
 // syncer returns what can make the results durable: a regular file, or any other writer with
@@ -204,6 +205,9 @@ func (rw *rowWriter) run() {
 	var marks []rowMark
 	sink, _ := rw.w.(RowWriter)
 	for row := range rw.in {
+		if cap(buf) > 2*rowBatchBytes {
+			buf = nil // do not keep the buffer that a huge row grew
+		}
 		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
 		marks = append(marks[:0], rowMark{len(buf), row.ok, row.index})
 		count(row.ok, &okN, &failedN)
@@ -221,6 +225,7 @@ func (rw *rowWriter) run() {
 				break batch
 			}
 		}
+		rw.pending.give(int64(len(buf))) // the rows are in buf now, out of the queue
 		if broken {
 			rw.failed(nil, int(okN+failedN))
 			continue

@@ -135,6 +135,7 @@ func (e *Engine) next(w *worker) *task {
 			select {
 			case it, ok := <-e.input:
 				if ok {
+					e.ahead.give(itemBytes(it))
 					t = &task{items: e.gather(it)}
 				} else {
 					e.markInputDone()
@@ -177,6 +178,7 @@ func (e *Engine) gather(first Item) []Item {
 				e.markInputDone()
 				return items
 			}
+			e.ahead.give(itemBytes(it))
 			items = append(items, it)
 			continue
 		default:
@@ -190,6 +192,7 @@ func (e *Engine) gather(first Item) []Item {
 				e.markInputDone()
 				return items
 			}
+			e.ahead.give(itemBytes(it))
 			items = append(items, it)
 		case <-timer.C():
 			return items

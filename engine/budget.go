@@ -1,0 +1,77 @@
+package engine
+
+import "sync"
+
+// The queues between the engine's goroutines are bounded in bytes as well as in entries: a
+// count alone lets 1,024 items of 8 MiB (or 4,096 rows of them) sit in memory at once.
+const (
+	// aheadBytes is how much item text the reader may hold ahead of the workers. A few MiB
+	// keep every worker fed (reading them takes milliseconds); more only costs memory.
+	aheadBytes = 16 << 20
+	// pendingRowBytes is how much encoded row text may wait for the results writer.
+	pendingRowBytes = 16 << 20
+)
+
+// byteBudget bounds the bytes held in a queue. take blocks while the bytes already held and
+// the new ones would pass the limit; an entry larger than the whole limit passes alone, once
+// nothing else is held, so that no size of entry can block a run.
+type byteBudget struct {
+	limit int64
+
+	mu    sync.Mutex
+	held  int64
+	freed chan struct{} // closed and replaced by give when someone waits; nil when nobody does
+}
+
+func newByteBudget(limit int64) *byteBudget { return &byteBudget{limit: limit} }
+
+// take reserves n bytes, waiting for room; it gives up (and reserves nothing) when cancel is
+// closed first, and reports whether it reserved.
+func (b *byteBudget) take(n int64, cancel <-chan struct{}) bool {
+	for {
+		b.mu.Lock()
+		if b.held == 0 || b.held+n <= b.limit {
+			b.held += n
+			b.mu.Unlock()
+			return true
+		}
+		if b.freed == nil {
+			b.freed = make(chan struct{})
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-cancel:
+			return false
+		}
+	}
+}
+
+// give releases n bytes reserved by take.
+func (b *byteBudget) give(n int64) {
+	b.mu.Lock()
+	b.held -= n
+	if b.freed != nil {
+		close(b.freed)
+		b.freed = nil
+	}
+	b.mu.Unlock()
+}
+
+// inUse returns the bytes reserved now.
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held
+}
+
+// itemBytes estimates the memory an item holds: its text, and about as much again for the
+// decoded fields of a JSON Lines object.
+func itemBytes(it Item) int64 {
+	n := int64(len(it.Line) + len(it.Invalid))
+	if it.Fields != nil {
+		n *= 2
+	}
+	return n
+}
