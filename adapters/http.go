@@ -384,12 +384,12 @@ func formatSize(n int64) string {
 func newTransport(maxHeader int64) *http.Transport {
 	return &http.Transport{
 		MaxResponseHeaderBytes: maxHeader,
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        0, // no limit across hosts
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           0, // no limit across hosts
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        90 * time.Second,
 	}
 }
 

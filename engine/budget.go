@@ -7,9 +7,10 @@ import "sync"
 const (
 	// aheadBytes is how much item text the reader may hold ahead of the workers. A few MiB
 	// keep every worker fed (reading them takes milliseconds); more only costs memory.
-	aheadBytes = 16 << 20
-	// pendingRowBytes is how much encoded row text may wait for the results writer.
-	pendingRowBytes = 16 << 20
+	aheadBytes = 4 << 20
+	// pendingRowBytes is how much encoded row text may wait for the results writer: a few
+	// batches of writes.
+	pendingRowBytes = 4 << 20
 )
 
 // byteBudget bounds the bytes held in a queue. take blocks while the bytes already held and

@@ -206,37 +206,43 @@ func (rw *rowWriter) run() {
 	sink, _ := rw.w.(RowWriter)
 	for row := range rw.in {
 		if cap(buf) > 2*rowBatchBytes {
-			buf = nil // do not keep the buffer that a huge row grew
+			buf = nil // do not keep the buffer that a burst of large rows grew
 		}
-		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
-		marks = append(marks[:0], rowMark{len(buf), row.ok, row.index})
+		okN, failedN = 0, 0
+		marks = append(marks[:0], rowMark{len(row.line), row.ok, row.index})
 		count(row.ok, &okN, &failedN)
+		out := row.line // a lone row is written as it is: a large one is not copied
 	batch:
-		for len(buf) < rowBatchBytes {
+		for len(out) < rowBatchBytes {
 			select {
 			case more, open := <-rw.in:
 				if !open {
 					break batch
 				}
+				if len(marks) == 1 {
+					buf = append(buf[:0], row.line...)
+				}
 				buf = append(buf, more.line...)
+				out = buf
 				marks = append(marks, rowMark{len(buf), more.ok, more.index})
 				count(more.ok, &okN, &failedN)
 			default:
 				break batch
 			}
 		}
-		rw.pending.give(int64(len(buf))) // the rows are in buf now, out of the queue
 		if broken {
+			rw.pending.give(int64(len(out)))
 			rw.failed(nil, int(okN+failedN))
 			continue
 		}
 		var n int
 		var err error
 		if sink != nil {
-			n, err = writeRows(sink, buf, marks)
+			n, err = writeRows(sink, out, marks)
 		} else {
-			n, err = rw.w.Write(buf)
+			n, err = rw.w.Write(out)
 		}
+		rw.pending.give(int64(len(out))) // written (or not): the queue has room again
 		if err != nil {
 			broken = true
 			var wok, wfailed int64
