@@ -62,7 +62,6 @@ func TestCtlParallelismAboveTheCeilingIsRefused(t *testing.T) {
 	}
 }
 
-
 // --parallelism past the default ceiling is a usage error with the reason before anything is
 // opened; 1e8 is not a number of workers at all; an explicit --max-parallelism wins, with a
 // warning when it is above the default.

@@ -13,9 +13,10 @@ const (
 	pendingRowBytes = 4 << 20
 )
 
-// byteBudget bounds the bytes held in a queue. take blocks while the bytes already held and
-// the new ones would pass the limit; an entry larger than the whole limit passes alone, once
-// nothing else is held, so that no size of entry can block a run.
+// byteBudget bounds the bytes held in a queue. wait blocks while the bytes held have reached
+// the limit; an entry is added whenever they are under it, so that no size of entry can block
+// a run: the bytes held pass the limit by less than one entry (an entry larger than the
+// whole limit passes alone).
 type byteBudget struct {
 	limit int64
 
@@ -26,13 +27,12 @@ type byteBudget struct {
 
 func newByteBudget(limit int64) *byteBudget { return &byteBudget{limit: limit} }
 
-// take reserves n bytes, waiting for room; it gives up (and reserves nothing) when cancel is
-// closed first, and reports whether it reserved.
-func (b *byteBudget) take(n int64, cancel <-chan struct{}) bool {
+// wait blocks until the bytes held are under the limit, and reports true; or false when
+// cancel is closed first.
+func (b *byteBudget) wait(cancel <-chan struct{}) bool {
 	for {
 		b.mu.Lock()
-		if b.held == 0 || b.held+n <= b.limit {
-			b.held += n
+		if b.held < b.limit {
 			b.mu.Unlock()
 			return true
 		}
@@ -46,6 +46,30 @@ func (b *byteBudget) take(n int64, cancel <-chan struct{}) bool {
 		case <-cancel:
 			return false
 		}
+	}
+}
+
+// add reserves n bytes without waiting: call it after wait, once n is known.
+func (b *byteBudget) add(n int64) {
+	b.mu.Lock()
+	b.held += n
+	b.mu.Unlock()
+}
+
+// take waits for room (see wait) and reserves n bytes; it gives up, reserving nothing, when
+// cancel is closed first.
+func (b *byteBudget) take(n int64, cancel <-chan struct{}) bool {
+	for {
+		if !b.wait(cancel) {
+			return false
+		}
+		b.mu.Lock()
+		if b.held < b.limit { // still: another taker may have come first
+			b.held += n
+			b.mu.Unlock()
+			return true
+		}
+		b.mu.Unlock()
 	}
 }
 

@@ -53,10 +53,10 @@ func TestReadAheadBoundedInBytes(t *testing.T) {
 		}
 		wait := runAsync(context.Background(), e)
 		synctest.Wait()
-		// 2 in calls, aheadBytes of them in the queue, 1 read and waiting for room.
-		want := int64(2 + aheadBytes/item + 1)
+		// 2 in calls, aheadBytes of them in the queue; none read while there is no room.
+		want := int64(2 + aheadBytes/item)
 		if got := e.Snapshot().Read; got != want {
-			t.Errorf("with both workers in a call, %d items of 1 MiB were read; want %d (2 in calls, %d MiB ahead, 1 waiting)", got, want, aheadBytes>>20)
+			t.Errorf("with both workers in a call, %d items of 1 MiB were read; want %d (2 in calls, %d MiB ahead)", got, want, aheadBytes>>20)
 		}
 		if held := e.ahead.inUse(); held > aheadBytes {
 			t.Errorf("%d bytes held ahead; want at most %d", held, aheadBytes)
@@ -92,32 +92,34 @@ func TestItemLargerThanBudgetPassesAlone(t *testing.T) {
 func TestByteBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newByteBudget(10)
-		if !b.take(6, nil) || !b.take(4, nil) {
-			t.Fatal("take within the limit waited")
+		if !b.take(6, nil) || !b.take(6, nil) {
+			t.Fatal("take under the limit waited")
 		}
+		// 12 held: at the limit, the next entry waits, whatever its size.
 		got := make(chan bool)
-		go func() { got <- b.take(3, nil) }()
+		go func() { got <- b.take(1, nil) }()
 		synctest.Wait()
 		select {
 		case <-got:
-			t.Fatal("take past the limit did not wait")
+			t.Fatal("take at the limit did not wait")
 		default:
 		}
-		b.give(4)
+		b.give(6)
 		if !<-got {
 			t.Fatal("take after a give failed")
 		}
-		if n := b.inUse(); n != 9 {
-			t.Errorf("inUse = %d; want 9", n)
+		if n := b.inUse(); n != 7 {
+			t.Errorf("inUse = %d; want 7", n)
 		}
+		b.add(3)
 		cancel := make(chan struct{})
-		go func() { got <- b.take(5, cancel) }()
+		go func() { got <- b.wait(cancel) }()
 		synctest.Wait()
 		close(cancel)
 		if <-got {
-			t.Error("a cancelled take reserved")
+			t.Error("a cancelled wait reported room")
 		}
-		b.give(9)
+		b.give(10)
 		if !b.take(100, nil) {
 			t.Error("an entry larger than the limit did not pass alone")
 		}

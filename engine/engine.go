@@ -280,11 +280,16 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	return s, e.err
 }
 
-// readInput feeds the input channel; it is the only reader of the Source. It holds at most
-// aheadBytes of item text ahead of the workers (and at most the channel's 1,024 items).
+// readInput feeds the input channel; it is the only reader of the Source. It holds less than
+// aheadBytes of item text ahead of the workers, plus one item (and at most the channel's
+// 1,024 items): it reads the next item only while what it holds is under aheadBytes.
 func (e *Engine) readInput() {
 	defer close(e.input)
 	for {
+		// Room first, then read: the item in hand counts as ahead too.
+		if !e.ahead.wait(e.drained) {
+			return
+		}
 		it, err := e.cfg.Source.Next()
 		if errors.Is(err, io.EOF) {
 			return
@@ -295,10 +300,7 @@ func (e *Engine) readInput() {
 		}
 		e.read.Add(1)
 		n := itemBytes(it)
-		if !e.ahead.take(n, e.drained) {
-			e.read.Add(-1)
-			return
-		}
+		e.ahead.add(n)
 		select {
 		case e.input <- it:
 		case <-e.drained:
