@@ -29,6 +29,11 @@ import (
 // [HTTPConfig.MaxBody] says otherwise.
 const DefaultMaxBody = 64 << 10
 
+// DefaultMaxHeader caps the response headers of one answer unless [HTTPConfig.MaxHeader] says
+// otherwise. Go's own default (10 MB) held for each of hundreds of calls in flight takes
+// gigabytes; real answers' headers are a few KiB (cookies, links, policies: tens at most).
+const DefaultMaxHeader = 256 << 10
+
 // DefaultUserAgent is the User-Agent an [HTTP] adapter sends unless [HTTPConfig.UserAgent] or a
 // header says otherwise.
 const DefaultUserAgent = "throttle/dev"
@@ -58,6 +63,9 @@ type HTTPConfig struct {
 	Body string
 	// MaxBody is the number of body bytes kept in the result row; 0 means [DefaultMaxBody].
 	MaxBody int64
+	// MaxHeader caps the response headers of one answer; 0 means [DefaultMaxHeader]. An answer
+	// whose headers are larger fails its item, without a retry.
+	MaxHeader int64
 	// OKStatus lists the statuses that are a success; nil means 200–299.
 	OKStatus []int
 	// RetryStatus lists the statuses that ask to try again later; nil means 408, 429 and
@@ -101,6 +109,7 @@ type HTTP struct {
 	headers   []httpHeader
 	body      *Template // nil: no body
 	maxBody   int64
+	maxHeader int64
 	userAgent string
 	lookupEnv func(string) (string, bool)
 	ok, retry map[int]bool // nil: the default policy
@@ -127,12 +136,19 @@ var _ io.Closer = (*HTTP)(nil)
 func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	h := &HTTP{
 		maxBody:   cfg.MaxBody,
+		maxHeader: cfg.MaxHeader,
 		userAgent: cfg.UserAgent,
 		lookupEnv: cfg.LookupEnv,
 		now:       time.Now,
 	}
 	if h.maxBody < 0 {
 		return nil, fmt.Errorf("adapters: max body %d is negative", cfg.MaxBody)
+	}
+	if h.maxHeader < 0 {
+		return nil, fmt.Errorf("adapters: max header %d is negative", cfg.MaxHeader)
+	}
+	if h.maxHeader == 0 {
+		h.maxHeader = DefaultMaxHeader
 	}
 	if l := cfg.PerHost; l.Rate < 0 || l.Burst < 0 || l.Parallelism < 0 {
 		return nil, fmt.Errorf("adapters: per-host limits %+v: none may be negative", l)
@@ -209,7 +225,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		return nil, err
 	}
 
-	h.transport = newTransport()
+	h.transport = newTransport(h.maxHeader)
 	if cfg.CACert != "" || cfg.Insecure {
 		tc, err := tlsConfig(cfg.CACert, cfg.Insecure)
 		if err != nil {
@@ -341,16 +357,38 @@ func decompress(resp *http.Response) error {
 	return nil
 }
 
-// newTransport is the keep-alive pool of the HTTP adapters. It has no dial, TLS or header
-// timeouts: the engine's per-call deadline bounds every phase.
-func newTransport() *http.Transport {
+// headersTooLong reports whether err is the transport refusing an answer whose headers passed
+// MaxResponseHeaderBytes. net/http has no error value for it, only this text (HTTP/1); an
+// HTTP/2 server that does it gets a protocol error instead.
+func headersTooLong(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "server response headers exceeded")
+}
+
+// formatSize renders a size as the size flags take it: "256KiB", "1MiB", or bytes.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// newTransport is the keep-alive pool of the HTTP adapters, reading at most maxHeader bytes of
+// an answer's headers. It has no dial, TLS or header timeouts: the engine's per-call deadline
+// bounds every phase.
+func newTransport(maxHeader int64) *http.Transport {
 	return &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        0, // no limit across hosts
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
+		MaxResponseHeaderBytes: maxHeader,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           0, // no limit across hosts
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        90 * time.Second,
 	}
 }
 
@@ -484,6 +522,11 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 	resp, err := h.client.Do(req)
 	if err != nil {
 		done(0, 0)
+		if headersTooLong(err) {
+			// The same server would send them again: a retry only costs another read.
+			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL,
+				fmt.Errorf("response headers over --max-header %s", formatSize(h.maxHeader))))
+		}
 		if errors.Is(err, errTooManyRedirects) {
 			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL, err, secrets))
 		}

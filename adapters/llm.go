@@ -177,7 +177,7 @@ func NewLLM(cfg LLMConfig) (*LLM, error) {
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		a.transport = newTransport()
+		a.transport = newTransport(DefaultMaxHeader)
 		rt = a.transport
 	}
 	a.client = &http.Client{Transport: rt}

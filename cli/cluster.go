@@ -102,12 +102,16 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if rf.hostPar < 0 {
 		return usageError("--host-parallelism %d: must be 0 (none) or more", rf.hostPar)
 	}
-	// This host's workers: the job's cap (leases in redis hold the total to it), or fewer.
+	// This host's workers: the job's cap (leases in redis hold the total to it), or fewer, and
+	// never more than one host's default ceiling: the job's cap is a sum over hosts, so a large
+	// one is capped on each host rather than refused.
+	ceiling, _ := engine.DefaultMaxParallelism()
 	localCap := func(global int) int {
+		n := min(global, ceiling)
 		if rf.hostPar > 0 {
-			return min(global, rf.hostPar)
+			n = min(n, rf.hostPar)
 		}
-		return global
+		return n
 	}
 	local := settings
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0

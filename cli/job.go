@@ -167,6 +167,9 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return err
 	}
+	if n, why := engine.DefaultMaxParallelism(); settings.MaxParallelism > n {
+		fmt.Fprintf(env.Stderr, "warning: --max-parallelism %d is above the default ceiling %d (%s): so many calls in flight may run out of memory or open files\n", settings.MaxParallelism, n, why)
+	}
 	if len(rf.limits) > 0 { // the named shared limits come first: every call takes from them
 		limited, release, err := wrapLimits(ctx, env, rf, j.adapter)
 		if err != nil {

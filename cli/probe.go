@@ -128,7 +128,7 @@ func probeJob(ctx context.Context, env *Env, pf *probeFlags, j job) error {
 	if err != nil {
 		return err
 	}
-	e, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: pf.start, Burst: 1}, Retries: 0,
+	e, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: pf.start, MaxParallelism: pf.max, Burst: 1}, Retries: 0,
 		Timeout: pf.timeout, Adapter: j.adapter, Source: src, Total: -1, Results: io.Discard, Origin: "probe"})
 	if err != nil {
 		return usageError("%v", err)

@@ -82,6 +82,7 @@ type httpFlags struct {
 	headers     []string
 	body        string
 	maxBody     string
+	maxHeader   string
 	okStatus    string
 	retryStatus string
 	split       bool
@@ -100,6 +101,7 @@ func (f *httpFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&f.headers, "header", nil, "request header 'Key: Value' (repeatable); ${NAME} reads environment variable NAME at call time")
 	fs.StringVar(&f.body, "body", "", "request body template ({item}, {.field}, ${NAME})")
 	fs.StringVar(&f.maxBody, "max-body", "64KiB", "response bytes kept in a row's output (e.g. 4KiB, 1MiB)")
+	fs.StringVar(&f.maxHeader, "max-header", "256KiB", "largest response headers read from one answer; larger ones fail the item, not retried (Go's own 10 MB, held per call in flight, takes gigabytes)")
 	fs.StringVar(&f.okStatus, "ok-status", "", "statuses that count as success, e.g. 200-299,404 (default 200-299)")
 	fs.StringVar(&f.retryStatus, "retry-status", "", "statuses to retry, e.g. 429,503 (default 408,429,500-599)")
 	fs.BoolVar(&f.split, "split-response", false, "batch (--body with {items}): an ok answer that is a JSON array of one result per item gives each item its own")
@@ -119,6 +121,10 @@ func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
 	if err != nil {
 		return adapters.HTTPConfig{}, usageError("--max-body: %v", err)
 	}
+	maxHeader, err := parseSize(f.maxHeader)
+	if err != nil || maxHeader == 0 {
+		return adapters.HTTPConfig{}, usageError("--max-header %q: want a size such as 64KiB or 1MiB", f.maxHeader)
+	}
 	ok, err := parseStatusList(f.okStatus)
 	if err != nil {
 		return adapters.HTTPConfig{}, usageError("--ok-status: %v", err)
@@ -135,7 +141,7 @@ func (f *httpFlags) config(env *Env) (adapters.HTTPConfig, error) {
 		return adapters.HTTPConfig{}, usageError("--per-host-burst must be at least 1 and --per-host-parallelism at least 0")
 	}
 	return adapters.HTTPConfig{
-		URL: f.url, Method: f.method, Headers: f.headers, Body: f.body, MaxBody: maxBody,
+		URL: f.url, Method: f.method, Headers: f.headers, Body: f.body, MaxBody: maxBody, MaxHeader: maxHeader,
 		OKStatus: ok, RetryStatus: retry, LookupEnv: env.LookupEnv, UserAgent: "throttle/" + strings.TrimPrefix(versionWord(), "v"),
 		PerHost:  adapters.HostLimits{Rate: hostRate, Burst: f.hostBurst, Parallelism: f.hostPar},
 		NoFollow: f.noFollow, CACert: f.cacert, Insecure: f.insecure,

@@ -59,7 +59,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	}
 	fs.StringVar(&f.out, "out", "results.jsonl", "results file, JSON Lines, appended: one row per item")
 	fs.IntVar(&f.parallelism, "parallelism", 4, "starting max_parallelism: calls in flight at once (start low)")
-	fs.IntVar(&f.maxParallelism, "max-parallelism", 0, "ceiling that parallelism may never pass, even when raised live (0: none)")
+	fs.IntVar(&f.maxParallelism, "max-parallelism", 0, "ceiling that parallelism may never pass, even when raised live (ctl, keys, --auto); 0: the default, the smaller of the open-file hard limit less 64 and a quarter of memory at 1 MiB per call, at least 256 (the start line shows it)")
 	fs.DurationVar(&f.pace, "pace", 0, "per worker: minimum interval between the starts of two consecutive calls (e.g. 1s)")
 	fs.StringVar(&f.rate, "rate", "", "global cap on calls: 50 or 50/s, 3000/m, 1000/h (default unlimited)")
 	fs.IntVar(&f.burst, "burst", 1, "token-bucket burst for --rate")
@@ -106,7 +106,7 @@ func (f *runFlags) settings() (engine.Settings, error) {
 	case f.parallelism < 1:
 		return s, usageError("--parallelism %d: must be at least 1", f.parallelism)
 	case f.maxParallelism < 0:
-		return s, usageError("--max-parallelism %d: must be 0 (none) or more", f.maxParallelism)
+		return s, usageError("--max-parallelism %d: must be 0 (the default) or more", f.maxParallelism)
 	case f.maxParallelism > 0 && f.parallelism > f.maxParallelism:
 		return s, usageError("--parallelism %d is above --max-parallelism %d", f.parallelism, f.maxParallelism)
 	case f.pace < 0:
@@ -140,6 +140,11 @@ func (f *runFlags) settings() (engine.Settings, error) {
 	case f.redis != "" && f.job == "" && len(f.limits) == 0:
 		return s, usageError("--redis needs --job NAME (a job across hosts) or --limit NAME (a limit shared by jobs)")
 	}
+	// The engine's own refusal, so that --parallelism meets the same default ceiling as ctl.
+	// A job across hosts caps each host at the ceiling instead: its parallelism is the sum.
+	if err := s.Check(); err != nil && f.job == "" {
+		return s, usageError("--parallelism: %v", err)
+	}
 	return s, nil
 }
 
@@ -149,7 +154,11 @@ func describeSettings(s engine.Settings) string {
 	if s.Pace > 0 {
 		pace = s.Pace.String()
 	}
-	return fmt.Sprintf("parallelism %d, pace %s, rate %s (burst %d)", s.Parallelism, pace, engine.FormatRate(s.Rate), s.Burst)
+	ceiling := ""
+	if s.MaxParallelism > 0 {
+		ceiling = fmt.Sprintf(", max parallelism %d", s.MaxParallelism)
+	}
+	return fmt.Sprintf("parallelism %d, pace %s, rate %s (burst %d)%s", s.Parallelism, pace, engine.FormatRate(s.Rate), s.Burst, ceiling)
 }
 
 // holdMode is --hold as the engine takes it; settings has checked it.

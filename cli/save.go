@@ -11,6 +11,12 @@ import (
 	"github.com/throttle-dev/throttle/adapters"
 )
 
+// defaultMaxFile caps a saved body unless --max-file says otherwise. Bodies of this tool's bulk
+// downloads (API answers, pages, documents, images) are far smaller; without a cap one answer
+// that never ends, or a gzip bomb (10 MB that decode to terabytes), fills the disk before
+// --timeout ends it. A larger cap is one flag away, and the run says which cap holds at start.
+const defaultMaxFile = "1GiB"
+
 // saveFlags are the http adapter's flags for saving bodies to files (--save-dir).
 type saveFlags struct {
 	dir     string
@@ -32,7 +38,7 @@ func (f *saveFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringVar(&f.dir, "save-dir", "", "stream each ok response body to its own file in DIR (created 0755 if missing); the row gets file, bytes and sha256 instead of output")
 	fs.StringVar(&f.name, "save-name", "", "file name in --save-dir: {item}, {.field}, {sha256} (of the item), {n} (its number in the input, from 1); default: the URL's last path segment or the id when plain, else {sha256}")
-	fs.StringVar(&f.maxFile, "max-file", "", "with --save-dir: the largest body saved (e.g. 2GiB); a larger one fails its item and leaves no file (default: no cap)")
+	fs.StringVar(&f.maxFile, "max-file", defaultMaxFile, "with --save-dir: the largest body saved (e.g. 20GiB); a larger one fails its item and leaves no file")
 	cmd.Long += `
 
 Saving bodies: with --save-dir DIR each ok body is streamed to a file of its own
@@ -74,7 +80,7 @@ for big files.`
 // --only-failed, whose input numbers only the failed rows.
 func (f *saveFlags) apply(cfg *adapters.HTTPConfig) error {
 	if f.dir == "" {
-		if f.name != "" || f.maxFile != "" {
+		if f.name != "" || f.cmd.Flags().Changed("max-file") {
 			return usageError("--save-name and --max-file go with --save-dir DIR")
 		}
 		return nil
@@ -85,17 +91,18 @@ func (f *saveFlags) apply(cfg *adapters.HTTPConfig) error {
 	if fl := f.cmd.Flag("only-failed"); fl != nil && fl.Value.String() == "true" && strings.Contains(f.name, "{n}") {
 		return usageError("--save-name {n} numbers the items of the original input; with --only-failed they would be renumbered: run the original --input with --resume instead")
 	}
-	var maxFile int64
-	if f.maxFile != "" {
-		n, err := parseSize(f.maxFile)
-		if err != nil || n == 0 {
-			return usageError("--max-file %q: want a size such as 100MiB or 2GiB", f.maxFile)
-		}
-		maxFile = n
+	maxFile, err := parseSize(f.maxFile)
+	if err != nil || maxFile == 0 {
+		return usageError("--max-file %q: want a size such as 100MiB or 2GiB", f.maxFile)
 	}
 	cfg.SaveDir, cfg.SaveName, cfg.MaxFile = f.dir, f.name, maxFile
 	cfg.SaveStopped = f.stopped
 	stderr := f.cmd.ErrOrStderr()
+	how := "--max-file"
+	if !f.cmd.Flags().Changed("max-file") {
+		how = "the default; --max-file sets another"
+	}
+	fmt.Fprintf(stderr, "saving bodies to %s (each at most %s: %s)\n", f.dir, f.maxFile, how)
 	cfg.SaveNote = func(msg string) { fmt.Fprintln(stderr, msg) }
 	return nil
 }

@@ -30,7 +30,7 @@ func (e *Engine) SetParallelism(n int, origin string) error {
 	e.mu.Lock()
 	s := e.settings
 	s.Parallelism = n
-	if err := s.validate(); err != nil {
+	if err := s.check(e.maxWhy); err != nil {
 		e.mu.Unlock()
 		return err
 	}
@@ -76,7 +76,7 @@ func (e *Engine) SetPace(d time.Duration, origin string) error {
 	defer e.mu.Unlock()
 	s := e.settings
 	s.Pace = d
-	if err := s.validate(); err != nil {
+	if err := s.check(e.maxWhy); err != nil {
 		return err
 	}
 	old := e.settings.Pace
@@ -92,7 +92,7 @@ func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
 	defer e.mu.Unlock()
 	s := e.settings
 	s.Rate, s.Burst = perSecond, burst
-	if err := s.validate(); err != nil {
+	if err := s.check(e.maxWhy); err != nil {
 		return err
 	}
 	old := e.settings

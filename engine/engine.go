@@ -73,12 +73,15 @@ type Engine struct {
 	bus     bus
 	writer  *rowWriter
 	input   chan Item
+	ahead   *byteBudget // the item text in input: reserved by readInput, given back by the worker that takes it
 	wg      sync.WaitGroup
 
 	callCtx    context.Context
 	cancelCall context.CancelFunc
 
 	resizeMu sync.Mutex // orders the calls of a Resizer adapter's Resize
+
+	maxWhy string // how the default ceiling on parallelism was derived; "" when the operator set it
 
 	mu          sync.Mutex // guards everything below
 	settings    Settings
@@ -127,7 +130,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Burst == 0 {
 		cfg.Burst = 1
 	}
-	if err := cfg.Settings.validate(); err != nil {
+	var maxWhy string
+	cfg.Settings, maxWhy = cfg.Settings.WithCeiling()
+	if err := cfg.Settings.check(maxWhy); err != nil {
 		return nil, err
 	}
 	switch {
@@ -165,7 +170,9 @@ func New(cfg Config) (*Engine, error) {
 		adapter:   cfg.Adapter,
 		line:      make(chan struct{}, 1),
 		input:     make(chan Item, 1024),
+		ahead:     newByteBudget(aheadBytes),
 		settings:  cfg.Settings,
+		maxWhy:    maxWhy,
 		changed:   make(chan struct{}),
 		slotFreed: make(chan struct{}),
 		drained:   make(chan struct{}),
@@ -278,10 +285,16 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	return s, e.err
 }
 
-// readInput feeds the input channel; it is the only reader of the Source.
+// readInput feeds the input channel; it is the only reader of the Source. It holds less than
+// aheadBytes of item text ahead of the workers, plus one item (and at most the channel's
+// 1,024 items): it reads the next item only while what it holds is under aheadBytes.
 func (e *Engine) readInput() {
 	defer close(e.input)
 	for {
+		// Room first, then read: the item in hand counts as ahead too.
+		if !e.ahead.wait(e.drained) {
+			return
+		}
 		it, err := e.cfg.Source.Next()
 		if errors.Is(err, io.EOF) {
 			if w, ok := e.cfg.Source.(EndWarner); ok {
@@ -296,9 +309,12 @@ func (e *Engine) readInput() {
 			return
 		}
 		e.read.Add(1)
+		n := itemBytes(it)
+		e.ahead.add(n)
 		select {
 		case e.input <- it:
 		case <-e.drained:
+			e.ahead.give(n)
 			e.read.Add(-1)
 			return
 		}
@@ -331,5 +347,6 @@ func (e *Engine) rowsLost(err error, n int) {
 func (e *Engine) emit(r *Result) {
 	defer e.emitted.Add(1)
 	line := AppendRow(make([]byte, 0, 256+len(r.Item.Line)+len(r.Output)), r)
+	e.writer.pending.take(int64(len(line)), nil)
 	e.writer.in <- pendingRow{line: line, ok: r.OK, index: r.Item.Index}
 }

@@ -167,6 +167,7 @@ type rowWriter struct {
 	syncEvery time.Duration // fsync at most this long after a write; 0: only at the end
 	now       func() time.Time
 	in        chan pendingRow
+	pending   *byteBudget // the row text in in: reserved by emit, given back once written
 	written   func(ok, failed int64)
 	failed    func(err error, lost int)
 	done      chan struct{}
@@ -175,7 +176,7 @@ type rowWriter struct {
 const rowBatchBytes = 256 << 10
 
 func newRowWriter(w io.Writer, syncEvery time.Duration, now func() time.Time, written func(ok, failed int64), failed func(error, int)) *rowWriter {
-	return &rowWriter{w: w, syncEvery: syncEvery, now: now, in: make(chan pendingRow, 4096), written: written, failed: failed, done: make(chan struct{})}
+	return &rowWriter{w: w, syncEvery: syncEvery, now: now, in: make(chan pendingRow, 4096), pending: newByteBudget(pendingRowBytes), written: written, failed: failed, done: make(chan struct{})}
 }
 
 // syncer returns what can make the results durable: a regular file, or any other writer with
@@ -204,17 +205,25 @@ func (rw *rowWriter) run() {
 	var marks []rowMark
 	sink, _ := rw.w.(RowWriter)
 	for row := range rw.in {
-		buf, okN, failedN = append(buf[:0], row.line...), 0, 0
-		marks = append(marks[:0], rowMark{len(buf), row.ok, row.index})
+		if cap(buf) > 2*rowBatchBytes {
+			buf = nil // do not keep the buffer that a burst of large rows grew
+		}
+		okN, failedN = 0, 0
+		marks = append(marks[:0], rowMark{len(row.line), row.ok, row.index})
 		count(row.ok, &okN, &failedN)
+		out := row.line // a lone row is written as it is: a large one is not copied
 	batch:
-		for len(buf) < rowBatchBytes {
+		for len(out) < rowBatchBytes {
 			select {
 			case more, open := <-rw.in:
 				if !open {
 					break batch
 				}
+				if len(marks) == 1 {
+					buf = append(buf[:0], row.line...)
+				}
 				buf = append(buf, more.line...)
+				out = buf
 				marks = append(marks, rowMark{len(buf), more.ok, more.index})
 				count(more.ok, &okN, &failedN)
 			default:
@@ -222,16 +231,18 @@ func (rw *rowWriter) run() {
 			}
 		}
 		if broken {
+			rw.pending.give(int64(len(out)))
 			rw.failed(nil, int(okN+failedN))
 			continue
 		}
 		var n int
 		var err error
 		if sink != nil {
-			n, err = writeRows(sink, buf, marks)
+			n, err = writeRows(sink, out, marks)
 		} else {
-			n, err = rw.w.Write(buf)
+			n, err = rw.w.Write(out)
 		}
+		rw.pending.give(int64(len(out))) // written (or not): the queue has room again
 		if err != nil {
 			broken = true
 			var wok, wfailed int64

@@ -136,6 +136,7 @@ func (e *Engine) next(w *worker) *task {
 			select {
 			case it, ok := <-e.input:
 				if ok {
+					e.ahead.give(itemBytes(it))
 					t = &task{items: e.gather(it)}
 				} else {
 					e.markInputDone()
@@ -178,6 +179,7 @@ func (e *Engine) gather(first Item) []Item {
 				e.markInputDone()
 				return items
 			}
+			e.ahead.give(itemBytes(it))
 			items = append(items, it)
 			continue
 		default:
@@ -191,6 +193,7 @@ func (e *Engine) gather(first Item) []Item {
 				e.markInputDone()
 				return items
 			}
+			e.ahead.give(itemBytes(it))
 			items = append(items, it)
 		case <-timer.C():
 			return items

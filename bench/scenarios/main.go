@@ -1,11 +1,12 @@
 // Command scenarios measures throttle as a whole and prints a table of figures, each with the
 // command that produced it: the engine's overhead per item and the http adapter's calls/s
 // (from the Go benchmarks, run as a child `go test`), rate adherence against a loopback
-// server, peak RSS on a 10M-line input, end-to-end items/s of `throttle run sim`, and what
-// --record costs and how fast `throttle replay --headless` reads a million calls.
+// server, peak RSS on a 10M-line input and under inputs, servers and knobs that used to blow it
+// up, end-to-end items/s of `throttle run sim`, and what --record costs and how fast `throttle replay --headless` reads a million calls.
 //
-//	go run ./bench/scenarios -bin bin/throttle     # noop, http, rate, rss, replay: each figure the median of 3 runs
+//	go run ./bench/scenarios -bin bin/throttle     # noop, http, rate, rss, memory, replay: each figure the median of 3 runs
 //	go run ./bench/scenarios -only rate,rss -n 5   # some scenarios, median of 5
+//	go run ./bench/scenarios -only memory          # peak RSS: 8 MiB lines, 9 MB headers, ctl set parallelism 100000000
 //	go run ./bench/scenarios -only e2e             # also: end-to-end items/s on 1M lines
 //	go run ./bench/scenarios -only replay          # --record's cost, replay --headless of 1M calls
 //	go run ./bench/scenarios -only cluster         # --redis: cost per call, 1 to 3 hosts (THROTTLE_TEST_REDIS)
@@ -45,8 +46,8 @@ import (
 // scenarios in the order they run; -only picks some of them. e2e is left out by default to
 // keep a run of everything under three minutes on 2 cores; rss gives the same figures at 10M.
 var (
-	scenarios        = []string{"noop", "http", "rate", "rss", "e2e", "replay", "cluster", "limits"}
-	defaultScenarios = []string{"noop", "http", "rate", "rss", "replay"}
+	scenarios        = []string{"noop", "http", "rate", "rss", "memory", "e2e", "replay", "cluster", "limits"}
+	defaultScenarios = []string{"noop", "http", "rate", "rss", "memory", "replay"}
 )
 
 // extraTables print the tables of scenarios whose figures do not fit the main table's
@@ -157,13 +158,14 @@ func run(o *options) int {
 	step("noop", benchNoop)
 	step("http", benchHTTP)
 	step("rate", rateAdherence)
-	if o.only["rss"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] || o.only["limits"] {
+	if o.only["rss"] || o.only["memory"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] || o.only["limits"] {
 		if err := ensureBinary(o); err != nil {
 			fmt.Fprintf(os.Stderr, "building throttle: %v\n", err)
 			return 1
 		}
 	}
 	step("rss", peakRSS)
+	step("memory", memoryScenario)
 	step("e2e", endToEnd)
 	step("replay", replayScenario)
 	step("cluster", clusterScenario)
