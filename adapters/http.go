@@ -525,7 +525,7 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 		if headersTooLong(err) {
 			// The same server would send them again: a retry only costs another read.
 			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL,
-				fmt.Errorf("response headers over --max-header %s", formatSize(h.maxHeader))))
+				fmt.Errorf("response headers over --max-header %s", formatSize(h.maxHeader)), secrets))
 		}
 		if errors.Is(err, errTooManyRedirects) {
 			return engine.Outcome{}, engine.Permanent(noAnswer(ctx, h.method, rawURL, err, secrets))

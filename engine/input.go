@@ -141,6 +141,9 @@ func (l *LineReader) readLine() (line []byte, tooLong bool, err error) {
 			return nil, false, fmt.Errorf("engine: reading input: %w", err)
 		}
 	}
+	if cap(l.buf) > 1<<20 {
+		l.buf = nil // a long line's buffer goes with it: an input of one long line among short ones keeps no 16 MiB
+	}
 	l.buf = l.buf[:0]
 	for {
 		chunk, err := l.r.ReadSlice('\n')
