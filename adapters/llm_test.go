@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redacttest"
 )
 
 // memTransport is an http.RoundTripper that serves each request with a handler in memory:
@@ -611,7 +612,7 @@ func TestLLMKeyNeverInRows(t *testing.T) {
 	if strings.Count(rows, "\n") != 3 || !strings.Contains(rows, "REDACTED") || !strings.Contains(rows, "401 Unauthorized: Incorrect API key provided: REDACTED.") {
 		t.Errorf("rows = %s\nwant 3 rows, the echoes redacted", rows)
 	}
-	if l := leaked(rows, key); len(l) > 0 {
+	if l := redacttest.Leaks(rows, key); len(l) > 0 {
 		t.Errorf("rows hold the key: %v\n%s", l, rows)
 	}
 

@@ -20,41 +20,12 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/redacttest"
 )
 
 // echoToken is the secret of these tests; it starts with a letter and has only the
 // characters of a URL scheme, so that a server can send it back as one.
 const echoToken = "sekret-xyz-0123456789abcdef"
-
-// leaked returns the spellings of secret that text holds and the 8-byte pieces of it that text
-// holds in any case (after each REDACTED is cut out, so that the word itself is not taken
-// for a piece).
-func leaked(text, secret string) []string {
-	text = strings.ReplaceAll(text, "REDACTED", "\x00")
-	jsonS, _ := json.Marshal(secret)
-	var u strings.Builder
-	for _, r := range secret {
-		fmt.Fprintf(&u, `\u%04x`, r)
-	}
-	forms := []string{
-		secret, string(jsonS[1 : len(jsonS)-1]), u.String(), url.QueryEscape(secret), url.PathEscape(secret),
-		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)),
-		hex.EncodeToString([]byte(secret)),
-	}
-	var found []string
-	low := strings.ToLower(text)
-	for _, f := range forms {
-		if strings.Contains(low, strings.ToLower(f)) {
-			found = append(found, "spelling "+f)
-		}
-	}
-	for i := 0; i+8 <= len(secret); i++ {
-		if p := strings.ToLower(secret[i : i+8]); strings.Contains(low, p) {
-			found = append(found, "piece "+p)
-		}
-	}
-	return found
-}
 
 // echoAnswers are the answers of the echo server by path: each sends auth (the request's
 // Authorization header, "Bearer <token>") or the token back through one route.
@@ -167,7 +138,7 @@ func TestHTTPEchoedTokenNeverKept(t *testing.T) {
 				extra, _ := json.Marshal(out.Extra)
 				text = out.Message + " " + string(out.Output) + " " + string(extra)
 			}
-			if l := leaked(text, echoToken); len(l) > 0 {
+			if l := redacttest.Leaks(text, echoToken); len(l) > 0 {
 				t.Errorf("%s leaks %v: %s", path, l, text)
 			}
 			if want, ok := says[path]; ok {
@@ -209,7 +180,7 @@ func TestHTTPScrubsBeforeTheCut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if l := leaked(string(out.Output), echoToken); len(l) > 0 {
+			if l := redacttest.Leaks(string(out.Output), echoToken); len(l) > 0 {
 				t.Errorf("max body %d, /%s: %s leaks %v", maxBody, path, out.Output, l)
 			}
 		}

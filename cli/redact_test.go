@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/redacttest"
 )
 
 // redactToken is the secret of the run; it has only the characters of a URL scheme, so that a
@@ -63,27 +65,6 @@ func echoRedirect(loc string) string {
 // echoBody is an ok answer with body b, kept in the row's output (cut at --max-body 40).
 func echoBody(b string) string {
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-}
-
-// tokenLeaks returns the spellings and the 8-character pieces (any case) of token that text
-// holds, each REDACTED cut out first.
-func tokenLeaks(text, token string) []string {
-	low := strings.ToLower(strings.ReplaceAll(text, "REDACTED", "\x00"))
-	js, _ := json.Marshal(token)
-	forms := []string{token, string(js[1 : len(js)-1]), url.QueryEscape(token), hex.EncodeToString([]byte(token)),
-		base64.StdEncoding.EncodeToString([]byte(token)), base64.RawURLEncoding.EncodeToString([]byte(token))}
-	var found []string
-	for _, f := range forms {
-		if strings.Contains(low, strings.ToLower(f)) {
-			found = append(found, "spelling "+f)
-		}
-	}
-	for i := 0; i+8 <= len(token); i++ {
-		if p := strings.ToLower(token[i : i+8]); strings.Contains(low, p) {
-			found = append(found, "piece "+p)
-		}
-	}
-	return found
 }
 
 func TestRunLeaksNoToken(t *testing.T) {
@@ -191,7 +172,7 @@ func TestRunLeaksNoToken(t *testing.T) {
 		outputs[name] = text
 	}
 	for name, text := range outputs {
-		if l := tokenLeaks(text, redactToken); len(l) > 0 {
+		if l := redacttest.Leaks(text, redactToken); len(l) > 0 {
 			t.Errorf("%s leaks %v:\n%s", name, l, text)
 		}
 	}
