@@ -3,7 +3,6 @@ package cli_test
 import (
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,24 +17,11 @@ func TestCtlSteersARun(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		okJSON(w, r)
 	})
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "run.sock")
 	const token = "tok-7f3a9c2e5b"
-	done := make(chan result)
-	go func() {
-		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 2000), "--out", outPath(t),
-			"--url", srv.URL + "/{item}", "--header", "Authorization: Bearer ${API_TOKEN}", "--parallelism", "2", "--control", sock},
-			env: map[string]string{"API_TOKEN": token}})
-	}()
-	if !waitFor(5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil && srv.count() > 0 }) {
-		t.Fatal("the run never served its control socket")
-	}
-	ctl := func(args ...string) result {
-		return run(t, invocation{args: append([]string{"ctl", "--control", sock}, args...)})
-	}
+	c := startControlled(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 2000), "--out", outPath(t),
+		"--url", srv.URL + "/{item}", "--header", "Authorization: Bearer ${API_TOKEN}", "--parallelism", "2"},
+		env: map[string]string{"API_TOKEN": token}}, func() bool { return srv.count() > 0 })
+	ctl, done, sock := c.ctl, c.done, c.sock
 	// Raising shows at once; lowering as the calls in flight (50 ms) end: both within 100 ms.
 	for _, step := range []struct {
 		n      int64

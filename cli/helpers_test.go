@@ -286,3 +286,44 @@ func maxInWindow(times []time.Time, w time.Duration) (int, time.Duration) {
 	}
 	return best, at
 }
+
+// controlled is a run started in the background with a private control socket.
+type controlled struct {
+	sock string
+	done chan result // the run's result, once it ends
+	t    *testing.T
+}
+
+// startControlled starts inv with --control in a private directory and waits until the socket
+// is served and ready() holds (nil: the socket alone).
+func startControlled(t *testing.T, inv invocation, ready func() bool) *controlled {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := &controlled{sock: filepath.Join(dir, "run.sock"), done: make(chan result, 1), t: t}
+	inv.args = append(inv.args, "--control", c.sock)
+	go func() { c.done <- run(t, inv) }()
+	if !waitFor(5*time.Second, func() bool {
+		_, err := os.Stat(c.sock)
+		return err == nil && (ready == nil || ready())
+	}) {
+		t.Fatal("the run never served its control socket")
+	}
+	return c
+}
+
+// ctl runs `throttle ctl --control SOCK args…` against the run.
+func (c *controlled) ctl(args ...string) result {
+	return run(c.t, invocation{args: append([]string{"ctl", "--control", c.sock}, args...)})
+}
+
+// itemCounts returns how many rows each item has.
+func itemCounts(rows []row) map[string]int {
+	seen := map[string]int{}
+	for _, r := range rows {
+		seen[r.item()]++
+	}
+	return seen
+}

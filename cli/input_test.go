@@ -79,10 +79,7 @@ func TestInputGrowsWithoutFollow(t *testing.T) {
 		t.Fatalf("exit status %d, want 0; stderr:\n%s", res.code, res.stderr)
 	}
 	rows := readRows(t, out)
-	seen := map[string]int{}
-	for _, r := range rows {
-		seen[r.item()]++
-	}
+	seen := itemCounts(rows)
 	if len(rows) != n || len(seen) != n {
 		t.Errorf("%d rows of %d items, want %d: the run must stop at the lines counted at the start", len(rows), len(seen), n)
 	}
@@ -190,10 +187,7 @@ func TestInputFIFO(t *testing.T) {
 		t.Fatalf("exit status %d, want 0; stderr:\n%s", res.code, res.stderr)
 	}
 	rows := readRows(t, out)
-	seen := map[string]int{}
-	for _, r := range rows {
-		seen[r.item()]++
-	}
+	seen := itemCounts(rows)
 	if len(rows) != n || len(seen) != n {
 		t.Errorf("%d rows of %d distinct items, want %d each once", len(rows), len(seen), n)
 	}

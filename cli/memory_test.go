@@ -3,7 +3,6 @@ package cli_test
 import (
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,22 +19,9 @@ func TestCtlParallelismAboveTheCeilingIsRefused(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		okJSON(w, r)
 	})
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "run.sock")
-	done := make(chan result)
-	go func() {
-		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 5000), "--out", outPath(t),
-			"--url", srv.URL + "/{item}", "--parallelism", "2", "--control", sock}})
-	}()
-	if !waitFor(5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil && srv.count() > 0 }) {
-		t.Fatal("the run never served its control socket")
-	}
-	ctl := func(args ...string) result {
-		return run(t, invocation{args: append([]string{"ctl", "--control", sock}, args...)})
-	}
+	c := startControlled(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 5000), "--out", outPath(t),
+		"--url", srv.URL + "/{item}", "--parallelism", "2"}}, func() bool { return srv.count() > 0 })
+	ctl, done := c.ctl, c.done
 	ceiling, _ := engine.DefaultMaxParallelism()
 	r := ctl("set", "parallelism", "100000000")
 	if r.code != 2 || !strings.Contains(r.stderr, "exceeds max parallelism") || !strings.Contains(r.stderr, "open-file") {
