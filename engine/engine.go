@@ -43,7 +43,8 @@ type Config struct {
 	SyncEvery time.Duration
 	// Clock defaults to [WallClock].
 	Clock Clock
-	// Jitter returns a uniform random number in [0, 1); it defaults to math/rand/v2.
+	// Jitter returns a uniform random number in [0, 1); workers call it at once, so it must be
+	// safe for concurrent use. It defaults to math/rand/v2's.
 	Jitter func() float64
 	// Origin names who set the starting settings in the change log (default "cli").
 	Origin string

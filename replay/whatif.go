@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
-
-	"math/rand/v2"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/enginetest"
@@ -199,12 +199,19 @@ type response struct {
 // It returns the run's outcome and the most calls it had in flight.
 func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, resp response, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
 	clock := NewVirtualClock(start)
+	// One seeded source for the repeatable prediction, locked: workers draw their jitter at once.
 	rng := rand.New(rand.NewPCG(1, 2))
+	var rngMu sync.Mutex
+	jitter := func() float64 {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64()
+	}
 	tgt := m.target(clock, timeout, 3)
 	e, err := engine.New(engine.Config{
 		Settings: set, Retries: retries, MaxBackoff: maxBackoff,
 		Adapter: tgt, Source: engine.NewLineReader(enginetest.Lines(int(n)), false), Total: n,
-		Results: io.Discard, Clock: clock, Jitter: rng.Float64, Adapt: resp.adapt, Hold: resp.hold,
+		Results: io.Discard, Clock: clock, Jitter: jitter, Adapt: resp.adapt, Hold: resp.hold,
 	})
 	if err != nil {
 		return Outcome{}, 0, err
