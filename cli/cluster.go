@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/cluster"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/tui"
 )
 
 // runClusterJob runs this host's share of a job across hosts (--redis, --job). The host started
@@ -245,50 +245,49 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	return nil
 }
 
-// clusterHosts lists the job's hosts for the screen's hosts panel, after a line for the whole
-// job: calls in flight across hosts against the global cap, and calls/s against the rate.
-func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) []adapters.HostLoad {
+// clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
+// in flight across hosts against the global cap, and calls/s against the rate.
+func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) tui.Hosts {
 	var lastCalls int64
 	var lastAt time.Time
-	return func(n int) []adapters.HostLoad {
+	return func(n int) tui.Hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		set := ctrl.Snapshot().Settings
-		all := adapters.HostLoad{}
+		job := &tui.JobLoad{Cap: set.Parallelism, Rate: set.Rate}
 		if v, err := gate.InFlight(ctx); err == nil {
-			all.InFlight = v
+			job.InFlight = v
 		}
 		hosts, _ := cj.Hosts(ctx)
-		list := []adapters.HostLoad{{}}
+		job.Hosts = len(hosts)
+		var rows []tui.HostLoad
+		var calls int64
 		for _, h := range hosts {
-			all.Calls += h.Calls
-			if len(list) < n {
-				list = append(list, adapters.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
+			calls += h.Calls
+			if len(rows) < n-1 { // the job takes the panel's first place
+				rows = append(rows, tui.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
 			}
 		}
 		now := time.Now()
-		perSec := 0.0
 		if !lastAt.IsZero() && now.After(lastAt) {
-			perSec = float64(all.Calls-lastCalls) / now.Sub(lastAt).Seconds()
+			job.PerSecond = float64(calls-lastCalls) / now.Sub(lastAt).Seconds()
 		}
-		lastCalls, lastAt = all.Calls, now
-		all.Host = fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s):", len(hosts), set.Parallelism, perSec, engine.FormatRate(set.Rate))
-		list[0] = all
-		return list
+		lastCalls, lastAt = calls, now
+		return tui.Hosts{Job: job, Rows: rows}
 	}
 }
 
 // clusterLines says how the whole job goes every so often, under the host's own progress
 // lines; the returned function stops it.
-func clusterLines(say func(string), hosts func(int) []adapters.HostLoad, every time.Duration) func() {
+func clusterLines(say func(string), hosts func(int) tui.Hosts, every time.Duration) func() {
 	return periodically(every, func() {
+		h := hosts(8)
 		var parts []string
-		for i, h := range hosts(8) {
-			if i == 0 {
-				parts = append(parts, fmt.Sprintf("%s %d in flight", h.Host, h.InFlight))
-				continue
-			}
-			parts = append(parts, fmt.Sprintf("%s %d", h.Host, h.InFlight))
+		if h.Job != nil {
+			parts = append(parts, fmt.Sprintf("%s: %d in flight", h.Job.Caption(), h.Job.InFlight))
+		}
+		for _, r := range h.Rows {
+			parts = append(parts, fmt.Sprintf("%s %d", r.Host, r.InFlight))
 		}
 		say("cluster: " + strings.Join(parts, " · "))
 	})

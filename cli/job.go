@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
+	"github.com/throttle-dev/throttle/tui"
 )
 
 // job is what a command hands to runJob: the adapter and how to name the job.
@@ -22,7 +22,7 @@ type job struct {
 	name    string // the adapter's name
 	target  string // what it calls, for a recording's header: no secrets
 	// hosts, when set, lists the busiest hosts of a run with per-host limits (the screen shows them).
-	hosts func(n int) []adapters.HostLoad
+	hosts func(n int) tui.Hosts
 	// connections, when set, counts the connections the adapter holds open (one per worker).
 	connections func() int
 	// binding, when set, says which shared limit holds the run back (throttle limit).

@@ -11,6 +11,7 @@ import (
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/redact"
+	"github.com/throttle-dev/throttle/tui"
 )
 
 func newRunCmd(env *Env) *cobra.Command {
@@ -231,7 +232,7 @@ its worker; the screen lists the busiest hosts.`,
 			defer closeAdapter()
 			j := job{adapter: a, name: "http", target: redact.URL(cfg.URL)}
 			if h, ok := a.(interface{ Hosts(int) []adapters.HostLoad }); ok && (cfg.PerHost.Rate > 0 || cfg.PerHost.Parallelism > 0) {
-				j.hosts = h.Hosts
+				j.hosts = hostRows(h.Hosts)
 			}
 			return act(cmd, j)
 		},
@@ -239,6 +240,19 @@ its worker; the screen lists the busiest hosts.`,
 	hf.register(cmd)
 	sf.register(cmd)
 	return cmd
+}
+
+// hostRows gives the http adapter's busiest hosts to the screen as its own rows: the screen
+// draws them without knowing the adapter.
+func hostRows(busiest func(int) []adapters.HostLoad) func(int) tui.Hosts {
+	return func(n int) tui.Hosts {
+		loads := busiest(n)
+		rows := make([]tui.HostLoad, len(loads))
+		for i, h := range loads {
+			rows[i] = tui.HostLoad{Host: h.Host, InFlight: h.InFlight, Waiting: h.Waiting, Calls: h.Calls, TooMany: h.TooMany}
+		}
+		return tui.Hosts{Rows: rows}
+	}
 }
 
 // simFlags describe a simulated API: its hidden limits and latency.

@@ -325,8 +325,6 @@ const (
 	watchIdle = 2 * time.Second
 )
 
-// watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
-// subscribed, so that Watch restarts its backoff only after a real success.
 // receive waits for the next message of a subscription. A quiet link is pinged once (nil
 // message, ok) to find a dead one; ok is false when ctx ended or the link is dead, and the
 // caller subscribes again.
@@ -347,6 +345,8 @@ func receive(ctx context.Context, ps *redis.PubSub, pinged *bool) (msg any, ok b
 	return msg, true
 }
 
+// watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
+// subscribed, so that Watch restarts its backoff only after a real success.
 func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
 	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
 	var closeOnce sync.Once

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -219,30 +220,17 @@ func (e *Engine) markInputDone() {
 	e.mu.Unlock()
 }
 
-// runTask makes the calls of one task: one call for a batching adapter, else one per item.
+// runTask makes the calls of one task: one call for the whole task with a batching adapter,
+// else one call per item. Both are the same call sequence: a call of one item is a batch of one.
 func (e *Engine) runTask(w *worker, t *task) {
 	if e.batcher != nil {
-		e.callBatch(w, t)
+		e.call(w, t, 0, len(t.items))
 		return
 	}
-	for i, it := range t.items {
-		if it.Invalid != "" {
-			e.emit(&Result{Item: it, Error: it.Invalid, At: e.clock.Now()})
-			continue
-		}
-		cost := 1
-		if e.coster != nil {
-			cost = e.coster.Cost(t.items[i : i+1])
-		}
-		if err := e.admit(w, cost); err != nil {
-			if ec, ok := err.(errCost); ok {
-				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
-				continue
-			}
-			e.giveBack(t, i, err)
+	for i := range t.items {
+		if !e.call(w, t, i, i+1) {
 			return
 		}
-		e.callOne(w, t, i)
 	}
 }
 
@@ -266,111 +254,63 @@ func (e *Engine) giveBack(t *task, from int, err error) {
 	// Items never attempted get no row; Summary.NotStarted counts them.
 }
 
-// callOne makes one attempt at item i of t and settles it: a row, or a retry later.
-func (e *Engine) callOne(w *worker, t *task, i int) {
-	it := t.items[i]
-	start, inflight := w.lastStart, w.inflight // set by admit on this goroutine
-	attempt := t.attempts + 1
-	e.publishStart(w, it.Index, 1, attempt, inflight, start)
-
-	out, err := e.do(w, func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, it) })
-	end := e.clock.Now()
-	if d, ok := IsLater(err); ok {
-		e.release(w)
-		var last []*Result
-		if t.last != nil {
-			last = []*Result{t.last[i]}
-		}
-		e.scheduleRetry(&task{items: []Item{it}, attempts: t.attempts, readyAt: end.Add(d), last: last})
-		return
-	}
-	e.calls.Add(1)
-	e.endCall(w, []Outcome{out}, err, start, end)
-
-	res := e.settle(it, out, err, attempt, end.Sub(start), end)
-	msg := res.Error // before finish adds "after N attempts": one error group per cause
-	var last *Result
-	if t.last != nil {
-		last = t.last[i]
-	}
-	wait, retry := e.finish(res, out, attempt, last)
-	e.publishEnd(w, it.Index, 1, attempt, inflight, res, msg, out, err, end, !retry)
-	if retry {
-		e.scheduleRetry(&task{items: []Item{it}, attempts: attempt, readyAt: end.Add(wait), last: []*Result{res.Result}})
-	}
-}
-
-// callBatch makes one call for the whole task through the adapter's batch method.
-func (e *Engine) callBatch(w *worker, t *task) {
-	valid := t.items[:0:0]
-	var lasts []*Result
-	for i, it := range t.items {
-		if it.Invalid != "" {
-			e.emit(&Result{Item: it, Error: it.Invalid, At: e.clock.Now()})
-			continue
-		}
-		valid = append(valid, it)
-		if t.last != nil {
-			lasts = append(lasts, t.last[i])
-		}
-	}
-	if len(valid) == 0 {
-		return
+// call makes one attempt at items [from, to) of t in one call and settles them: a row each,
+// or a retry later. An invalid item gets its failed row without a call. It reports false when
+// the worker cannot go on (admission refused): the unstarted rest of t went back.
+func (e *Engine) call(w *worker, t *task, from, to int) bool {
+	items, lasts := e.callable(t, from, to)
+	if len(items) == 0 {
+		return true
 	}
 	cost := 1
 	if e.coster != nil {
-		cost = e.coster.Cost(valid)
+		cost = e.coster.Cost(items)
 	}
 	if err := e.admit(w, cost); err != nil {
-		if ec, ok := err.(errCost); ok {
-			for _, it := range valid {
+		if ec := (errCost{}); errors.As(err, &ec) {
+			for _, it := range items {
 				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
 			}
-			return
+			return true
 		}
-		e.giveBack(&task{items: valid, attempts: t.attempts, last: lastsOrNil(lasts, t.last)}, 0, err)
-		return
+		// These items and the task's items after them were never started.
+		rest := &task{items: append(items[:len(items):len(items)], t.items[to:]...), attempts: t.attempts}
+		if t.last != nil {
+			rest.last = append(lasts[:len(lasts):len(lasts)], t.last[to:]...)
+		}
+		e.giveBack(rest, 0, err)
+		return false
 	}
 	start, inflight := w.lastStart, w.inflight // set by admit on this goroutine
 	attempt := t.attempts + 1
-	e.publishStart(w, valid[0].Index, len(valid), attempt, inflight, start)
-	var outs []Outcome
-	_, err := e.do(w, func(ctx context.Context) (Outcome, error) {
-		var err error
-		outs, err = e.batcher.DoBatch(ctx, valid)
-		return Outcome{}, err
-	})
+	e.publishStart(w, items[0].Index, len(items), attempt, inflight, start)
+	outs, err := e.send(w, items)
 	end := e.clock.Now()
 	if d, ok := IsLater(err); ok {
 		e.release(w)
-		e.scheduleRetry(&task{items: valid, attempts: t.attempts, readyAt: end.Add(d), last: lastsOrNil(lasts, t.last)})
-		return
+		// Its own copies: a waiting retry must not hold the rest of a chunk in memory.
+		e.scheduleRetry(&task{items: slices.Clone(items), attempts: t.attempts, readyAt: end.Add(d), last: slices.Clone(lasts)})
+		return true
 	}
 	e.calls.Add(1)
-	if err == nil && len(outs) != len(valid) {
-		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(valid)))
-	}
-	if err != nil {
-		outs = nil
-	}
 	e.endCall(w, outs, err, start, end)
-	// The items to retry go back as one batch, so that a failed batch is retried as a batch.
+	// The items to retry go back as one task, so that a failed batch is retried as a batch.
 	again := &task{attempts: attempt}
 	var longest time.Duration
-	for i, it := range valid {
+	for i, it := range items {
 		var out Outcome
-		if err == nil {
+		if outs != nil {
 			out = outs[i]
 		}
 		res := e.settle(it, out, err, attempt, end.Sub(start), end)
-		msg := res.Error
+		msg := res.Error // before finish adds "after N attempts": one error group per cause
 		var last *Result
 		if lasts != nil {
 			last = lasts[i]
 		}
 		wait, retry := e.finish(res, out, attempt, last)
 		if i == 0 {
-			e.publishEnd(w, it.Index, len(valid), attempt, inflight, res, msg, out, err, end, !retry)
+			e.publishEnd(w, it.Index, len(items), attempt, inflight, res, msg, out, err, end, !retry)
 		}
 		if retry {
 			again.items = append(again.items, it)
@@ -382,13 +322,64 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		again.readyAt = end.Add(longest)
 		e.scheduleRetry(again)
 	}
+	return true
 }
 
-func lastsOrNil(lasts, had []*Result) []*Result {
-	if had == nil {
-		return nil
+// callable writes the failed rows of the invalid items among [from, to) of t and returns the
+// others with their last failures (nil when t has none). When all are valid, as is usual, they
+// are t's own slices: a call of one item allocates nothing for it.
+func (e *Engine) callable(t *task, from, to int) (items []Item, lasts []*Result) {
+	items = t.items[from:to]
+	if t.last != nil {
+		lasts = t.last[from:to]
 	}
-	return lasts
+	for i, it := range items {
+		if it.Invalid == "" {
+			continue
+		}
+		// Copy the valid ones before it and skip the invalid ones from here.
+		valid := slices.Clone(items[:i])
+		var kept []*Result
+		if lasts != nil {
+			kept = slices.Clone(lasts[:i])
+		}
+		for j := i; j < len(items); j++ {
+			if items[j].Invalid != "" {
+				e.emit(&Result{Item: items[j], Error: items[j].Invalid, At: e.clock.Now()})
+				continue
+			}
+			valid = append(valid, items[j])
+			if lasts != nil {
+				kept = append(kept, lasts[j])
+			}
+		}
+		return valid, kept
+	}
+	return items, lasts
+}
+
+// send makes the one call for items: the adapter's batch method with a batching adapter, else
+// its Do for the one item. A single call keeps the outcome the adapter gave with its error (the
+// engine reacts to it as before); a failed batch's outcomes are dropped, and a batch answered
+// with the wrong number of outcomes fails for good.
+func (e *Engine) send(w *worker, items []Item) ([]Outcome, error) {
+	if e.batcher == nil {
+		out, err := e.do(w, func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, items[0]) })
+		return []Outcome{out}, err
+	}
+	var outs []Outcome
+	_, err := e.do(w, func(ctx context.Context) (Outcome, error) {
+		var err error
+		outs, err = e.batcher.DoBatch(ctx, items)
+		return Outcome{}, err
+	})
+	if err == nil && len(outs) != len(items) {
+		err = Permanent(fmt.Errorf("engine: adapter answered %d outcomes for a batch of %d items", len(outs), len(items)))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
 }
 
 // do runs one call of w under the per-call timeout and the run's stop context.
@@ -402,13 +393,15 @@ func (e *Engine) do(w *worker, call func(context.Context) (Outcome, error)) (Out
 	return call(ctx)
 }
 
-// settle turns an adapter's answer into the item's result and says whether it may be retried.
+// settled is an item's result and what its answer allows: a retry, or none because there was
+// no answer.
 type settled struct {
 	*Result
 	retry    bool
 	noAnswer bool
 }
 
+// settle turns an adapter's answer into the item's result and says whether it may be retried.
 func (e *Engine) settle(it Item, out Outcome, err error, attempt int, latency time.Duration, end time.Time) settled {
 	r := &Result{Item: it, Attempts: attempt, Latency: latency, At: end}
 	out = e.redactOutcome(out)

@@ -1,16 +1,12 @@
 package replay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
@@ -347,92 +343,6 @@ func perSecond(r float64) string {
 		return fmt.Sprintf("%.0f", r)
 	}
 	return fmt.Sprintf("%.1f", r)
-}
-
-// target is the model answering calls in virtual time: an engine adapter.
-type target struct {
-	m       *Model
-	clock   *VirtualClock
-	timeout time.Duration
-
-	mu       sync.Mutex
-	rng      *rand.Rand
-	lim      *rate.Limiter
-	inflight int // calls inside Do, rejected ones included: what the engine sees
-	busy     int // admitted calls being served: what a concurrency limit counts
-	peak     int // the most calls in flight
-}
-
-func (m *Model) target(clock *VirtualClock, timeout time.Duration, seed uint64) *target {
-	t := &target{m: m, clock: clock, timeout: timeout, rng: rand.New(rand.NewPCG(seed, 0x7768617469660a))}
-	if m.Rate > 0 {
-		t.lim = rate.NewLimiter(rate.Limit(m.Rate), max(m.Burst, 1))
-		t.lim.AllowN(clock.Now(), 0) // start the bucket full at the run's start
-	}
-	return t
-}
-
-// Do answers one call as the fitted target would.
-func (t *target) Do(ctx context.Context, _ engine.Item) (engine.Outcome, error) {
-	now := t.clock.Now()
-	t.mu.Lock()
-	t.inflight++
-	n := t.inflight
-	t.peak = max(t.peak, n)
-	var tooMany bool
-	var retryAfter time.Duration
-	switch {
-	case t.m.Concurrency > 0 && t.busy >= t.m.Concurrency:
-		tooMany = true
-	case t.lim != nil:
-		if r := t.lim.ReserveN(now, 1); r.DelayFrom(now) > 0 {
-			r.CancelAt(now)
-			tooMany = true
-			retryAfter = t.m.RetryAfter
-			if retryAfter == 0 {
-				retryAfter = max(time.Millisecond, r.DelayFrom(now))
-			}
-		}
-	}
-	if !tooMany {
-		t.busy++
-	}
-	lat := t.m.TooManyLatency
-	if !tooMany {
-		lat = t.m.latencyAt(n, t.rng)
-	}
-	roll := t.rng.Float64()
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		t.inflight--
-		if !tooMany {
-			t.busy--
-		}
-		t.mu.Unlock()
-	}()
-
-	timedOut := t.timeout > 0 && lat > t.timeout
-	if timedOut {
-		lat = t.timeout
-	}
-	if err := t.clock.Sleep(ctx, lat); err != nil {
-		return engine.Outcome{}, err
-	}
-	switch {
-	case timedOut:
-		return engine.Outcome{}, context.DeadlineExceeded
-	case tooMany:
-		return engine.Outcome{Verdict: engine.Retry, Status: 429, RetryAfter: retryAfter, Message: "HTTP 429"}, nil
-	case roll < t.m.RetryShare:
-		if t.m.ErrStatus == 0 {
-			return engine.Outcome{}, errors.New("connection error")
-		}
-		return engine.Outcome{Verdict: engine.Retry, Status: t.m.ErrStatus, Message: fmt.Sprintf("HTTP %d", t.m.ErrStatus)}, nil
-	case roll < t.m.RetryShare+t.m.FailShare:
-		return engine.Outcome{Verdict: engine.Fail, Status: 400, Message: "HTTP 400"}, nil
-	}
-	return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -3,17 +3,12 @@ package replay
 import (
 	"context"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/internal/enginetest"
 	"github.com/throttle-dev/throttle/internal/human"
-	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/record"
 )
 
@@ -187,89 +182,6 @@ func (m *Model) extrapolation(s engine.Settings, peak int, out Outcome) []string
 		notes = append(notes, fmt.Sprintf("the recording saw no 429s and never went past %s calls/s; the predicted run made %s: any limit in between is unknown to the model, which assumes none", perSecond(m.MaxRate), perSecond(out.PerSecond())))
 	}
 	return notes
-}
-
-// response is the congestion response a simulated run has, as the recorded run had it.
-type response struct {
-	adapt bool
-	hold  engine.HoldMode
-}
-
-// simulate runs n items through the real engine against the model, in virtual time.
-// It returns the run's outcome and the most calls it had in flight.
-func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, resp response, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
-	clock := NewVirtualClock(start)
-	// One seeded source for the repeatable prediction, locked: workers draw their jitter at once.
-	rng := rand.New(rand.NewPCG(1, 2))
-	var rngMu sync.Mutex
-	jitter := func() float64 {
-		rngMu.Lock()
-		defer rngMu.Unlock()
-		return rng.Float64()
-	}
-	tgt := m.target(clock, timeout, 3)
-	e, err := engine.New(engine.Config{
-		Settings: set, Retries: retries, MaxBackoff: maxBackoff,
-		Adapter: tgt, Source: engine.NewLineReader(enginetest.Lines(int(n)), false), Total: n,
-		Results: io.Discard, Clock: clock, Jitter: jitter, Adapt: resp.adapt, Hold: resp.hold,
-	})
-	if err != nil {
-		return Outcome{}, 0, err
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	stopAuto := func() {}
-	if auto {
-		stopAuto = startVirtualTuner(runCtx, e, clock)
-	}
-	var sum engine.Summary
-	var runErr error
-	go func() {
-		defer close(done)
-		sum, runErr = e.Run(runCtx)
-		stopAuto()
-	}()
-	if err := clock.Run(done); err != nil {
-		cancel()
-		<-done
-		return Outcome{}, 0, err
-	}
-	if runErr != nil {
-		return Outcome{}, 0, runErr
-	}
-	return Outcome{Elapsed: sum.Elapsed, Calls: sum.Calls, TooMany: sum.TooMany, OK: sum.OK, Failed: sum.Failed, Retries: sum.Retries}, tgt.peak, nil
-}
-
-// startVirtualTuner runs the auto-tuner on the virtual clock: it observes the engine's calls
-// and steps every AutoWindow of virtual time. The returned function stops it.
-func startVirtualTuner(ctx context.Context, e *engine.Engine, clock *VirtualClock) func() {
-	mon := probes.NewMonitor(probes.AdvisorConfig{}, true)
-	// A virtual run waits for its observers (the clock moves only when they are idle), so the
-	// buffer only has to hold what one step of the clock ends.
-	sub := e.Subscribe(1<<16, engine.CallEnd)
-	tuner := mon.Tuner(e)
-	stop := make(chan struct{})
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		probes.Feed(sub, stop, mon.Observe)
-	}()
-	tctx, cancel := context.WithCancel(ctx)
-	stepped := make(chan struct{})
-	go func() {
-		defer close(stepped)
-		for clock.Sleep(tctx, probes.AutoWindow) == nil {
-			tuner.Step(clock.Now())
-		}
-	}()
-	return func() {
-		cancel()
-		<-stepped
-		close(stop)
-		<-fed
-		sub.Close()
-	}
 }
 
 // Report renders the prediction next to the recording.

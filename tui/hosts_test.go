@@ -5,20 +5,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 )
 
 func TestHostsPanelListsTheBusiestHosts(t *testing.T) {
-	loads := []adapters.HostLoad{
+	loads := Hosts{Rows: []HostLoad{
 		{Host: "shop.example:443", InFlight: 2, Waiting: 5, Calls: 120, TooMany: 3},
 		{Host: "blog.example:443", InFlight: 1, Calls: 80},
-	}
+	}}
 	asked := 0
 	for _, size := range [][2]int{{80, 24}, {160, 48}} {
 		fe := &fakeEngine{snap: busySnapshot()}
 		m := New(fe, busySeries(), Options{Title: "http · urls.txt", Plain: true, Now: func() time.Time { return fixedNow },
-			Hosts: func(n int) []adapters.HostLoad { asked = n; return loads }})
+			Hosts: func(n int) Hosts { asked = n; return loads }})
 		m.width, m.height = size[0], size[1]
 		frame := m.Render()
 		checkFrame(t, frame, size[0], size[1])
@@ -32,6 +31,29 @@ func TestHostsPanelListsTheBusiestHosts(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true) // without per-host limits: no hosts line
 	if strings.Contains(m.Render(), "hosts") {
 		t.Fatal("a run without per-host limits shows hosts")
+	}
+}
+
+// A job across hosts leads its panel with the whole job: its hosts, calls in flight against its
+// cap, and calls/s against its rate; then its busiest hosts.
+func TestHostsPanelLeadsWithTheWholeJob(t *testing.T) {
+	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100},
+		Rows: []HostLoad{{Host: "box-a", InFlight: 3, Calls: 900}, {Host: "box-b", InFlight: 2, Calls: 700}}}
+	for _, size := range [][2]int{{80, 24}, {160, 48}} {
+		fe := &fakeEngine{snap: busySnapshot()}
+		m := New(fe, busySeries(), Options{Title: "http · urls.txt", Plain: true, Now: func() time.Time { return fixedNow },
+			Hosts: func(int) Hosts { return loads }})
+		m.width, m.height = size[0], size[1]
+		frame := m.Render()
+		checkFrame(t, frame, size[0], size[1])
+		want := "all 3 hosts (cap 64, 50 calls/s of 100/s): 5   box-a 3   box-b 2"
+		if !strings.Contains(frame, "hosts · errors") || !strings.Contains(frame, want) {
+			t.Fatalf("%dx%d: no %q:\n%s", size[0], size[1], want, frame)
+		}
+	}
+	// A job whose hosts have not reported yet still shows the job.
+	if got := hostLoads(Hosts{Job: &JobLoad{Hosts: 0, Cap: 8}}); got != "all 0 hosts (cap 8, 0 calls/s of unlimited): 0" {
+		t.Errorf("job alone: %q", got)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 )
@@ -49,9 +48,9 @@ type Options struct {
 	Replay Replay
 	// Now is the clock (default time.Now); tests fix it.
 	Now func() time.Time
-	// Hosts, when set, returns the n busiest hosts of a run with per-host limits, which the
-	// errors panel lists.
-	Hosts func(n int) []adapters.HostLoad
+	// Hosts, when set, returns the n busiest hosts of a run with per-host limits or of a job
+	// across hosts, which the errors panel lists.
+	Hosts func(n int) Hosts
 	// Binding, when set, says which shared limit (throttle limit) holds the run back, or "".
 	Binding func() string
 	// Connections, when set, counts the connections an adapter that holds one per worker
@@ -84,7 +83,7 @@ type Model struct {
 	points        []probes.Point
 	latency       probes.Stats
 	errs          []probes.ErrorGroup
-	hosts         []adapters.HostLoad
+	hosts         Hosts
 	conns         int    // open connections; -1 without Options.Connections
 	shared        string // the shared limit that binds, from Options.Binding
 	advice        probes.Advice

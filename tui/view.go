@@ -9,7 +9,6 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
 )
@@ -456,11 +455,11 @@ func tail(p []probes.Point, n int) []probes.Point {
 // errorPanel lists failures grouped by message, newest kinds first.
 func (m Model) errorPanel(w, rows int) []string {
 	title := "errors"
-	if len(m.hosts) > 0 {
+	if !m.hosts.empty() {
 		title = "hosts · errors"
 	}
 	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
-	if len(m.hosts) > 0 { // first: with per-host limits, which site holds the run back
+	if !m.hosts.empty() { // first: with per-host limits, which site holds the run back
 		out = append(out, fit(" "+hostLoads(m.hosts), w))
 	}
 	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
@@ -505,22 +504,6 @@ func quotaText(s engine.Snapshot) string {
 		t += " · resets in " + human.Span(left)
 	}
 	return t
-}
-
-// hostLoads renders the busiest hosts: "a.example 2+3 · 12×429", in flight + waiting.
-func hostLoads(hosts []adapters.HostLoad) string {
-	parts := make([]string, 0, len(hosts))
-	for _, h := range hosts {
-		p := fmt.Sprintf("%s %d", h.Host, h.InFlight)
-		if h.Waiting > 0 {
-			p += fmt.Sprintf("+%d waiting", h.Waiting)
-		}
-		if h.TooMany > 0 {
-			p += fmt.Sprintf(" · %s×429", human.Count(h.TooMany))
-		}
-		parts = append(parts, p)
-	}
-	return strings.Join(parts, "   ")
 }
 
 // advisorLine is the advisor's suggestion with its reason and the key to accept it, or, under

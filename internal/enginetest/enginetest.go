@@ -1,5 +1,7 @@
-// Package enginetest holds what tests, benchmarks and what-if runs need to drive an
-// engine: generated input of any length, and an adapter with no cost of its own.
+// Package enginetest is a test kit: what tests and benchmarks need to drive an engine,
+// generated input of any length and an adapter with no cost of its own. Product code must not
+// import it (TestImportRules at the module's root fails if it does); what-if runs have their
+// own input in replay.
 package enginetest
 
 import (

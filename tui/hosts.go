@@ -1,0 +1,68 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
+)
+
+// Hosts is what the hosts panel draws: the busiest hosts of a run with per-host limits, or of
+// a job across hosts, whose panel leads with the whole job. The screen owns these types, and
+// the command fills them from wherever the hosts are counted (the http adapter's per-host
+// turns, a shared job's heartbeats), so that the screen depends on neither.
+type Hosts struct {
+	// Job, when set, is the whole of a job across hosts, shown before its hosts.
+	Job *JobLoad
+	// Rows are the busiest hosts, busiest first.
+	Rows []HostLoad
+}
+
+// empty reports whether there is nothing to draw: no panel then.
+func (h Hosts) empty() bool { return h.Job == nil && len(h.Rows) == 0 }
+
+// HostLoad is one host's row: what is in flight and waiting for the host's turn now, and the
+// calls and 429s so far.
+type HostLoad struct {
+	Host              string
+	InFlight, Waiting int
+	Calls, TooMany    int64
+}
+
+// JobLoad is the whole of a job across hosts: its calls in flight against the job's cap, and
+// its calls per second against the job's rate.
+type JobLoad struct {
+	// Hosts is how many hosts the job has.
+	Hosts int
+	// InFlight is the calls in flight across hosts; Cap the job's parallelism across hosts.
+	InFlight, Cap int
+	// PerSecond is the calls per second across hosts lately; Rate the job's rate cap (0: none).
+	PerSecond, Rate float64
+}
+
+// Caption names the whole job: "all 3 hosts (cap 64, 50 calls/s of 100/s)". The headless
+// progress lines say it the same way.
+func (j JobLoad) Caption() string {
+	return fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s)", j.Hosts, j.Cap, j.PerSecond, engine.FormatRate(j.Rate))
+}
+
+// hostLoads renders the panel on one line: the job first ("all 3 hosts (…): 5"), then the
+// busiest hosts ("a.example 2+3 waiting · 12×429", in flight + waiting).
+func hostLoads(hosts Hosts) string {
+	parts := make([]string, 0, len(hosts.Rows)+1)
+	if j := hosts.Job; j != nil {
+		parts = append(parts, fmt.Sprintf("%s: %d", j.Caption(), j.InFlight))
+	}
+	for _, h := range hosts.Rows {
+		p := fmt.Sprintf("%s %d", h.Host, h.InFlight)
+		if h.Waiting > 0 {
+			p += fmt.Sprintf("+%d waiting", h.Waiting)
+		}
+		if h.TooMany > 0 {
+			p += fmt.Sprintf(" · %s×429", human.Count(h.TooMany))
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "   ")
+}
