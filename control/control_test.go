@@ -27,6 +27,7 @@ func (f *fakeEngine) Snapshot() engine.Snapshot {
 	return engine.Snapshot{Settings: f.set, Total: 10}
 }
 func (f *fakeEngine) rec(s string) { f.mu.Lock(); f.calls = append(f.calls, s); f.mu.Unlock() }
+
 // Set records one line per change, as the tests read it: "ctl parallelism", "ctl pace 250ms",
 // "ctl rate 200/s", "tui rate 50/s burst 5".
 func (f *fakeEngine) Set(u engine.Update, o string) error {

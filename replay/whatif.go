@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"math/rand/v2"
@@ -167,11 +168,19 @@ type response struct {
 func simulate(ctx context.Context, m *Model, set engine.Settings, auto bool, resp response, n int64, retries int, maxBackoff, timeout time.Duration, start time.Time) (Outcome, int, error) {
 	clock := NewVirtualClock(start)
 	rng := rand.New(rand.NewPCG(1, 2))
+	// Workers draw their backoff jitter at once (the virtual clock wakes several together):
+	// one lock, so that the draws do not race.
+	var rngMu sync.Mutex
+	jitter := func() float64 {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64()
+	}
 	tgt := m.target(clock, timeout, 3)
 	e, err := engine.New(engine.Config{
 		Settings: set, Retries: retries, MaxBackoff: maxBackoff,
 		Adapter: tgt, Source: engine.NewLineReader(enginetest.Lines(int(n)), false), Total: n,
-		Results: io.Discard, Clock: clock, Jitter: rng.Float64, Adapt: resp.adapt, Hold: resp.hold,
+		Results: io.Discard, Clock: clock, Jitter: jitter, Adapt: resp.adapt, Hold: resp.hold,
 	})
 	if err != nil {
 		return Outcome{}, 0, err
