@@ -150,12 +150,11 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		defer wg.Done()
 		_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
 			ctrl.Update(s)
-			if n := localCap(s.Parallelism); n != e.Snapshot().Settings.Parallelism {
-				_ = e.SetParallelism(n, c.Origin)
-			}
-			if s.Pace != e.Snapshot().Settings.Pace {
-				_ = e.SetPace(s.Pace, c.Origin)
-			}
+			// This host's engine follows the job's cap (within its own) and pace, as one change.
+			cur := e.Snapshot().Settings
+			next := cur
+			next.Parallelism, next.Pace = localCap(s.Parallelism), s.Pace
+			_ = e.Set(engine.Diff(cur, next), c.Origin)
 		})
 	}()
 	go func() {

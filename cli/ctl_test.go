@@ -39,7 +39,7 @@ func TestCtlSteersARun(t *testing.T) {
 			t.Errorf("after ctl set parallelism %d the server saw %d in flight after %v, want it within %v", step.n, srv.inflight.Load(), took, step.within)
 		}
 	}
-	if r := ctl("set", "speed", "9"); r.code != 2 || !strings.Contains(r.stderr, "unknown key") {
+	if r := ctl("set", "speed", "9"); r.code != 2 || !strings.Contains(r.stderr, `unknown knob "speed"`) {
 		t.Errorf("ctl set speed: exit %d, want 2 and the reason\n%s", r.code, r.stderr)
 	}
 	r := ctl("get", "--json")

@@ -8,7 +8,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -311,9 +310,9 @@ func (l *eventLog) advise(now time.Time) {
 	}
 	l.advice = a
 	attrs := []slog.Attr{slog.String("action", string(a.Action))}
-	if a.Knob != "" {
-		attrs = append(attrs, slog.String("knob", a.Knob),
-			slog.String("from", knobValue(set, a.Knob)), slog.String("to", knobValue(a.Settings, a.Knob)))
+	if a.Knob != 0 {
+		attrs = append(attrs, slog.String("knob", a.Knob.String()),
+			slog.String("from", a.Knob.Format(set)), slog.String("to", a.Knob.Format(a.Settings)))
 	}
 	attrs = append(attrs, slog.String("binding", string(a.Binding)), slog.String("reason", a.Reason))
 	l.emit(now, slog.LevelInfo, "advice", attrs...)
@@ -325,21 +324,6 @@ func sameAdvice(a, b probes.Advice) bool {
 		return false
 	}
 	return a.Action == probes.Hold || (a.Knob == b.Knob && a.Settings == b.Settings)
-}
-
-// knobValue renders one knob of s as the change lines write it.
-func knobValue(s engine.Settings, knob string) string {
-	switch knob {
-	case "parallelism":
-		return strconv.Itoa(s.Parallelism)
-	case "pace":
-		return s.Pace.String()
-	case "rate":
-		return engine.FormatRate(s.Rate)
-	case "burst":
-		return strconv.Itoa(s.Burst)
-	}
-	return ""
 }
 
 // end writes the last error counts and the summary line.

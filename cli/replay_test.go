@@ -322,7 +322,7 @@ func TestReplay(t *testing.T) {
 		for _, tc := range []struct{ ask, want string }{
 			{"parallelism=0", `parallelism "0"`},
 			{"bogus=1", `unknown knob "bogus"`},
-			{"parallelism", "want KNOB=VALUE"},
+			{"parallelism", "want a knob and a value"},
 		} {
 			res := run(t, invocation{args: []string{"replay", rec, "--what-if", tc.ask}})
 			if res.code != 2 || !strings.Contains(res.stderr, "--what-if") || !strings.Contains(res.stderr, tc.want) || res.stdout != "" {

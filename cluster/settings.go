@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -22,14 +21,16 @@ import (
 // each start and at each change of rate or burst: the gate keeps its GCRA state under a key
 // named after it, so that a changed limit starts from a fresh bucket on every host at once
 // (see Gate).
-const (
-	fieldParallelism    = "parallelism"
+// The live knobs' fields are named after the knobs.
+var (
+	fieldParallelism    = engine.KnobParallelism.String()
 	fieldMaxParallelism = "max_parallelism"
-	fieldRate           = "rate"
-	fieldBurst          = "burst"
-	fieldPace           = "pace"
-	fieldRateGen        = "rate_gen"
+	fieldRate           = engine.KnobRate.String()
+	fieldBurst          = engine.KnobBurst.String()
+	fieldPace           = engine.KnobPace.String()
 )
+
+const fieldRateGen = "rate_gen"
 
 // ErrNoSettings says the job has no settings in Redis: its coordinator has not started it
 // yet, or it was reset.
@@ -48,26 +49,6 @@ func redisFailure(ctx context.Context, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrRedis, err)
-}
-
-// checkSettings holds the job's settings to the engine's rules, so that a value every host
-// will apply is refused here rather than by each host's engine.
-func checkSettings(s engine.Settings) error {
-	switch {
-	case s.Parallelism < 1:
-		return fmt.Errorf("cluster: parallelism %d: must be at least 1", s.Parallelism)
-	case s.MaxParallelism < 0:
-		return fmt.Errorf("cluster: max parallelism %d: must be 0 (none) or more", s.MaxParallelism)
-	case s.MaxParallelism > 0 && s.Parallelism > s.MaxParallelism:
-		return fmt.Errorf("cluster: parallelism %d exceeds max parallelism %d", s.Parallelism, s.MaxParallelism)
-	case s.Pace < 0:
-		return fmt.Errorf("cluster: pace %v: must not be negative", s.Pace)
-	case s.Rate < 0 || math.IsNaN(s.Rate) || math.IsInf(s.Rate, 0):
-		return fmt.Errorf("cluster: rate %v/s: must be a number, 0 (none) or more", s.Rate)
-	case s.Burst < 1:
-		return fmt.Errorf("cluster: burst %d: must be at least 1", s.Burst)
-	}
-	return nil
 }
 
 func formatRateField(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
@@ -147,11 +128,13 @@ func (m changeMessage) change() engine.Change {
 	if err != nil {
 		at = time.Now()
 	}
-	from, to := m.From, m.To
-	if m.Knob == fieldRate {
-		from, to = displayRate(from), displayRate(to)
+	parts := (engine.Change{At: at, Origin: m.Host + "/" + m.Origin, Knob: m.Knob, From: m.From, To: m.To}).Parts()
+	for i, p := range parts {
+		if p.Knob == fieldRate {
+			parts[i].From, parts[i].To = displayRate(p.From), displayRate(p.To)
+		}
 	}
-	return engine.Change{At: at, Origin: m.Host + "/" + m.Origin, Knob: m.Knob, From: from, To: to}
+	return engine.Combine(parts...)
 }
 
 func displayRate(raw string) string {
@@ -172,7 +155,7 @@ func (j *Job) InitSettings(ctx context.Context, s engine.Settings, origin string
 	if s.Burst == 0 {
 		s.Burst = 1
 	}
-	if err := checkSettings(s); err != nil {
+	if err := s.Validate(); err != nil {
 		return err
 	}
 	msg, err := json.Marshal(changeMessage{Host: j.host, Origin: origin, Knob: "start", To: describeSettings(s), At: time.Now().UTC().Format(time.RFC3339Nano)})
@@ -202,7 +185,8 @@ func (j *Job) Settings(ctx context.Context) (engine.Settings, error) {
 	return parseSettings(h)
 }
 
-// setKnobs writes knob/value pairs and publishes one change per knob that changed.
+// setKnobs writes knob/value pairs and publishes them as one change, naming the knobs that
+// changed.
 func (j *Job) setKnobs(ctx context.Context, origin string, pairs ...string) error {
 	at := time.Now().UTC().Format(time.RFC3339Nano)
 	args := []any{j.Key("changes"), j.host, origin, at}
@@ -216,72 +200,77 @@ func (j *Job) setKnobs(ctx context.Context, origin string, pairs ...string) erro
 	return redisFailure(ctx, err)
 }
 
-// setKnobsScript changes knobs of the settings hash and announces each change. Reading the
-// old value, writing the new and publishing happen in one step, so that the change log's
-// "from" is exact even when two hosts turn the same knob at once; the messages go out after
-// every write, so that a host re-reading the hash on a message sees all of them. A change of
-// rate or burst bumps rate_gen: the gates then move to a fresh GCRA key.
+// setKnobsScript changes knobs of the settings hash and announces the change in one message,
+// its knobs, old and new values each listed in the same order, separated by ", " as
+// [engine.Combine] does. Reading the old values, writing the new and publishing happen in one
+// step, so that the change log's "from" is exact even when two hosts turn the same knob at
+// once, and a host re-reading the hash on the message sees every knob of the change. A
+// change of rate or burst bumps rate_gen: the gates then move to a fresh GCRA key.
 //
 // KEYS[1] settings hash. ARGV: channel, host, origin, at, then knob/value pairs.
 var setKnobsScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], 'parallelism') == 0 then
   return redis.error_reply('NOSETTINGS')
 end
-local msgs, gen = {}, false
+local knobs, froms, tos, gen = {}, {}, {}, false
 for i = 5, #ARGV, 2 do
   local knob, value = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', KEYS[1], knob)
   if old ~= value then
     redis.call('HSET', KEYS[1], knob, value)
     if knob == 'rate' or knob == 'burst' then gen = true end
-    msgs[#msgs + 1] = cjson.encode({host = ARGV[2], origin = ARGV[3], at = ARGV[4], knob = knob, from = old or '', to = value})
+    knobs[#knobs + 1], froms[#froms + 1], tos[#tos + 1] = knob, old or '', value
   end
 end
 if gen then redis.call('HINCRBY', KEYS[1], 'rate_gen', 1) end
-for _, m in ipairs(msgs) do redis.call('PUBLISH', ARGV[1], m) end
-return #msgs
+if #knobs > 0 then
+  redis.call('PUBLISH', ARGV[1], cjson.encode({host = ARGV[2], origin = ARGV[3], at = ARGV[4],
+    knob = table.concat(knobs, ', '), from = table.concat(froms, ', '), to = table.concat(tos, ', ')}))
+end
+return #knobs
 `)
 
-// SetParallelism sets the job's global cap on calls in flight across hosts; the gates of
-// every host apply it on their next call. The change log names this host.
+// Set applies u to the job's settings as one change, checked as the engine checks a live
+// change ([engine.Update.Next]); every host follows it. The gates apply a new cap or rate on
+// their next call (a rate or burst from a fresh bucket, so that a raise takes effect at once);
+// each host's Watch hands the pace, a per-worker knob, to its own engine. The change log
+// names this host; a change that changes no value sends nothing.
+func (j *Job) Set(ctx context.Context, u engine.Update, origin string) error {
+	cur, err := j.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := u.Next(cur)
+	if err != nil {
+		return err
+	}
+	fields := settingsFields(next)
+	var pairs []string
+	for _, k := range u.Knobs() {
+		name := k.String()
+		if k == engine.KnobMaxParallelism {
+			name = fieldMaxParallelism
+		}
+		pairs = append(pairs, name, fields[name].(string))
+	}
+	return j.setKnobs(ctx, origin, pairs...)
+}
+
+// SetParallelism is Set turning the job's global cap on calls in flight alone.
 func (j *Job) SetParallelism(ctx context.Context, n int, origin string) error {
-	cur, err := j.Settings(ctx)
-	if err != nil {
-		return err
-	}
-	cur.Parallelism = n
-	if err := checkSettings(cur); err != nil {
-		return err
-	}
-	return j.setKnobs(ctx, origin, fieldParallelism, strconv.Itoa(n))
+	return j.Set(ctx, engine.Turn(engine.KnobParallelism, engine.Settings{Parallelism: n}), origin)
 }
 
-// SetRate sets the job's global rate (calls per second, 0 for none) and its burst. The gates
-// apply it on their next call, from a fresh bucket, so that a raise takes effect at once.
+// SetRate is Set turning the job's global rate (calls per second, 0 for none) and its burst,
+// as one change.
 func (j *Job) SetRate(ctx context.Context, perSecond float64, burst int, origin string) error {
-	cur, err := j.Settings(ctx)
-	if err != nil {
-		return err
-	}
-	cur.Rate, cur.Burst = perSecond, burst
-	if err := checkSettings(cur); err != nil {
-		return err
-	}
-	return j.setKnobs(ctx, origin, fieldRate, formatRateField(perSecond), fieldBurst, strconv.Itoa(burst))
+	u := engine.Turn(engine.KnobRate, engine.Settings{Rate: perSecond}).Merge(engine.Turn(engine.KnobBurst, engine.Settings{Burst: burst}))
+	return j.Set(ctx, u, origin)
 }
 
-// SetPace sets each worker's minimum interval between call starts. Pace is a per-worker
-// setting: each host's Watch hands it to its own engine.
+// SetPace is Set turning each worker's minimum interval between call starts alone.
 func (j *Job) SetPace(ctx context.Context, d time.Duration, origin string) error {
-	cur, err := j.Settings(ctx)
-	if err != nil {
-		return err
-	}
-	cur.Pace = d
-	if err := checkSettings(cur); err != nil {
-		return err
-	}
-	return j.setKnobs(ctx, origin, fieldPace, d.String())
+	return j.Set(ctx, engine.Turn(engine.KnobPace, engine.Settings{Pace: d}), origin)
 }
 
 // Watch follows the job's settings until ctx ends, then returns nil. It calls apply with the
@@ -397,7 +386,7 @@ func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.
 }
 
 // Controls is the job's control surface as a screen or `throttle ctl` on one host sees it.
-// The knobs are the job's: SetParallelism, SetPace and SetRate write them to Redis, so that
+// The knobs are the job's: Set writes them to Redis, so that
 // every host follows, and Snapshot shows them. Pause, Resume, Drain and Stop act on this
 // host's engine only: the other hosts go on (drain each host, or its process, to end the job
 // everywhere).
@@ -476,19 +465,9 @@ func (c *Controls) set(write func(ctx context.Context) error) error {
 	return nil
 }
 
-// SetParallelism sets the job's global cap on calls in flight, for every host.
-func (c *Controls) SetParallelism(n int, origin string) error {
-	return c.set(func(ctx context.Context) error { return c.j.SetParallelism(ctx, n, origin) })
-}
-
-// SetPace sets the pace of every host's workers.
-func (c *Controls) SetPace(d time.Duration, origin string) error {
-	return c.set(func(ctx context.Context) error { return c.j.SetPace(ctx, d, origin) })
-}
-
-// SetRate sets the job's global rate and burst, for every host.
-func (c *Controls) SetRate(perSecond float64, burst int, origin string) error {
-	return c.set(func(ctx context.Context) error { return c.j.SetRate(ctx, perSecond, burst, origin) })
+// Set applies u to the job's settings as one change, for every host.
+func (c *Controls) Set(u engine.Update, origin string) error {
+	return c.set(func(ctx context.Context) error { return c.j.Set(ctx, u, origin) })
 }
 
 // Pause stops new calls on this host only.

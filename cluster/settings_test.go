@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -279,12 +280,12 @@ func TestWatchDeliversEachChangeWithItsHost(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no change applied within 2s of SetRate")
 	}
-	if r.c.Knob != "rate" || r.c.From != "100/s" || r.c.To != "50/s" || r.c.Origin != "web-2/tui" {
-		t.Fatalf("applied %+v: want rate 100/s → 50/s from web-2/tui, and nothing before it", r)
+	// Rate and burst are one change: one message, one entry in every host's change log.
+	if r.c.Knob != "rate, burst" || r.c.From != "100/s, 5" || r.c.To != "50/s, 10" || r.c.Origin != "web-2/tui" || r.s.Rate != 50 || r.s.Burst != 10 {
+		t.Fatalf("applied %+v: want rate 100/s → 50/s and burst 5 → 10 from web-2/tui as one change, and nothing before it", r)
 	}
-	b := w.next(t, "burst", 2*time.Second)
-	if b.s.Rate != 50 || b.s.Burst != 10 || b.c.From != "5" || b.c.To != "10" {
-		t.Fatalf("applied %+v: want burst 5 → 10 with rate 50", b)
+	if got := r.c.String(); got != "rate 100/s → 50/s, burst 5 → 10 (web-2/tui)" {
+		t.Fatalf("change log line %q", got)
 	}
 	if err := jobs[0].SetPace(ctx, time.Second, "ctl"); err != nil {
 		t.Fatal(err)
@@ -368,13 +369,11 @@ func (c *controlsLocal) record(s string) { c.mu.Lock(); c.calls = append(c.calls
 func (c *controlsLocal) Snapshot() engine.Snapshot {
 	return engine.Snapshot{InFlight: 3, Settings: engine.Settings{Parallelism: 16, Burst: 1}}
 }
-func (c *controlsLocal) SetParallelism(n int, o string) error     { c.record("parallelism"); return nil }
-func (c *controlsLocal) SetPace(d time.Duration, o string) error  { c.record("pace"); return nil }
-func (c *controlsLocal) SetRate(r float64, b int, o string) error { c.record("rate"); return nil }
-func (c *controlsLocal) Pause(o string)                           { c.record("pause " + o) }
-func (c *controlsLocal) Resume(o string)                          { c.record("resume " + o) }
-func (c *controlsLocal) Drain(o string)                           { c.record("drain " + o) }
-func (c *controlsLocal) Stop(o string)                            { c.record("stop " + o) }
+func (c *controlsLocal) Set(u engine.Update, o string) error { c.record(u.String()); return nil }
+func (c *controlsLocal) Pause(o string)                      { c.record("pause " + o) }
+func (c *controlsLocal) Resume(o string)                     { c.record("resume " + o) }
+func (c *controlsLocal) Drain(o string)                      { c.record("drain " + o) }
+func (c *controlsLocal) Stop(o string)                       { c.record("stop " + o) }
 
 // TestControlsTurnTheJobsKnobsAndActLocally: knobs go to Redis for every host, and the
 // snapshot shows the job's settings; pause, resume, drain and stop stay on this host.
@@ -397,17 +396,20 @@ func TestControlsTurnTheJobsKnobsAndActLocally(t *testing.T) {
 	if s := c.Snapshot(); s.InFlight != 3 {
 		t.Fatalf("snapshot %+v: want the local engine's in flight", s)
 	}
-	if err := c.SetParallelism(12, "ctl"); err != nil {
-		t.Fatal(err)
+	for _, set := range []string{"parallelism 12", "rate 40", "burst 2", "pace 1s"} {
+		u, err := engine.ParseSetting(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Set(u, "ctl"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := c.SetRate(40, 2, "ctl"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetPace(time.Second, "ctl"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetParallelism(0, "ctl"); err == nil {
+	if err := c.Set(engine.Turn(engine.KnobParallelism, engine.Settings{}), "ctl"); err == nil {
 		t.Fatal("parallelism 0 accepted")
+	}
+	if err := c.Set(engine.Turn(engine.KnobRate, engine.Settings{Rate: math.NaN()}), "ctl"); err == nil {
+		t.Fatal("rate NaN accepted")
 	}
 	want := engine.Settings{Parallelism: 12, Rate: 40, Burst: 2, Pace: time.Second}
 	if got, err := jobs[0].Settings(ctx); err != nil || got != want {

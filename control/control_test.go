@@ -5,11 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/throttle-dev/throttle/engine"
 )
@@ -27,19 +27,28 @@ func (f *fakeEngine) Snapshot() engine.Snapshot {
 	return engine.Snapshot{Settings: f.set, Total: 10}
 }
 func (f *fakeEngine) rec(s string) { f.mu.Lock(); f.calls = append(f.calls, s); f.mu.Unlock() }
-func (f *fakeEngine) SetParallelism(n int, o string) error {
-	f.rec(o + " parallelism")
+
+// Set records one line per change, as the tests read it: "ctl parallelism", "ctl pace 250ms",
+// "ctl rate 200/s", "tui rate 50/s burst 5".
+func (f *fakeEngine) Set(u engine.Update, o string) error {
 	f.mu.Lock()
-	f.set.Parallelism = n
+	next := u.Apply(f.set)
+	f.set = next
 	f.mu.Unlock()
-	return nil
-}
-func (f *fakeEngine) SetPace(d time.Duration, o string) error {
-	f.rec(o + " pace " + d.String())
-	return nil
-}
-func (f *fakeEngine) SetRate(r float64, burst int, o string) error {
-	f.rec(o + " rate " + engine.FormatRate(r))
+	var parts []string
+	for _, k := range u.Knobs() {
+		switch k {
+		case engine.KnobParallelism:
+			parts = append(parts, "parallelism")
+		case engine.KnobPace:
+			parts = append(parts, "pace "+next.Pace.String())
+		case engine.KnobRate:
+			parts = append(parts, "rate "+engine.FormatRate(next.Rate))
+		case engine.KnobBurst:
+			parts = append(parts, "burst "+strconv.Itoa(next.Burst))
+		}
+	}
+	f.rec(o + " " + strings.Join(parts, " "))
 	return nil
 }
 func (f *fakeEngine) Pause(o string)  { f.rec(o + " pause") }
@@ -199,5 +208,59 @@ func TestStatusShowsEffective(t *testing.T) {
 	s.Effective = engine.Effective{Rate: 300, Parallelism: 16, QuotaLeft: -1}
 	if st := statusOf("t", 1, s); st.EffectiveParallelism != 0 || st.EffectiveRate != "" || st.TargetLimit != "" {
 		t.Errorf("status with the ceilings in force = %+v, want no effective values", st)
+	}
+}
+
+// TestRemoteSetIsOneRequest: a change of rate and burst through the socket (an attached
+// screen) is one request, applied as one change; the knobs it does not turn are not sent.
+func TestRemoteSetIsOneRequest(t *testing.T) {
+	fe, path := serve(t)
+	r, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := r.Snapshot().Settings
+	next := cur
+	next.Rate, next.Burst = 50, 5
+	before := len(fe.calls)
+	if err := r.Set(engine.Diff(cur, next), "tui"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fe.calls[before:]; len(got) != 1 || got[0] != "tui rate 50/s burst 5" {
+		t.Fatalf("Set(rate 50/s, burst 5) made the changes %q, want one: tui rate 50/s burst 5", got)
+	}
+	if s := r.Snapshot().Settings; s.Rate != 50 || s.Burst != 5 || s.Parallelism != cur.Parallelism {
+		t.Fatalf("settings after the change: %+v", s)
+	}
+	// An exact rate crosses the socket unrounded.
+	next.Rate = 1.23456
+	if err := r.Set(engine.Diff(r.Snapshot().Settings, next), "tui"); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Snapshot().Settings; s.Rate != 1.23456 {
+		t.Fatalf("rate after the change: %v, want 1.23456", s.Rate)
+	}
+}
+
+// TestSetRefusals: the socket's refusals are the engine parser's, with the control prefix.
+func TestSetRefusals(t *testing.T) {
+	_, path := serve(t)
+	for _, tc := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{Cmd: "set", Key: "speed", Value: "11"}, `control: unknown knob "speed": parallelism, pace, rate or burst`},
+		{Request{Cmd: "set", Key: "burst", Value: "0"}, `control: burst "0": want a whole number ≥ 1`},
+		{Request{Cmd: "set", Set: map[string]string{"pace": "-1s"}}, `control: pace "-1s": want a duration such as 250ms or 0`},
+		{Request{Cmd: "set", Key: "max-parallelism", Value: "9"}, "control: max-parallelism is fixed for the run: set it with --max-parallelism at the start"},
+		{Request{Cmd: "set"}, "control: set names no knob, e.g. set parallelism 16"},
+	} {
+		resp, err := Do(path, tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.OK || resp.Error != tc.want {
+			t.Errorf("Do(%+v) = ok %v, %q; want the refusal %q", tc.req, resp.OK, resp.Error, tc.want)
+		}
 	}
 }

@@ -11,14 +11,17 @@ import (
 // one response per request.
 const Version = 1
 
-// Request is one command: get, view, set (Key, Value), pause, resume, drain or stop. Origin
-// names who asks in the change log: "tui" for an attached screen, else "ctl".
+// Request is one command: get, view, set, pause, resume, drain or stop. A set carries one
+// change, applied as one: the knobs of Set (name → value, as [engine.Update.Fields] writes
+// them) and Key with Value (one knob, as `ctl set KEY VALUE` gives it). Origin names who asks
+// in the change log: "tui" for an attached screen, else "ctl".
 type Request struct {
-	V      int    `json:"v"`
-	Cmd    string `json:"cmd"`
-	Key    string `json:"key,omitempty"`
-	Value  string `json:"value,omitempty"`
-	Origin string `json:"origin,omitempty"`
+	V      int               `json:"v"`
+	Cmd    string            `json:"cmd"`
+	Key    string            `json:"key,omitempty"`
+	Value  string            `json:"value,omitempty"`
+	Set    map[string]string `json:"set,omitempty"`
+	Origin string            `json:"origin,omitempty"`
 }
 
 // Response answers one Request: the state after it, or why it failed (nothing changed then).

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"strconv"
 	"sync"
 	"time"
 
@@ -68,28 +67,12 @@ func (r *Remote) send(req Request) error {
 	return nil
 }
 
-// SetParallelism asks the job to change its parallelism.
-func (r *Remote) SetParallelism(n int, origin string) error {
-	return r.send(Request{Cmd: "set", Key: "parallelism", Value: strconv.Itoa(n), Origin: origin})
-}
-
-// SetPace asks the job to change its pace.
-func (r *Remote) SetPace(d time.Duration, origin string) error {
-	return r.send(Request{Cmd: "set", Key: "pace", Value: d.String(), Origin: origin})
-}
-
-// SetRate asks the job to change its rate cap and burst.
-func (r *Remote) SetRate(perSecond float64, burst int, origin string) error {
-	cur := r.View().Snapshot.Settings
-	if burst != cur.Burst {
-		if err := r.send(Request{Cmd: "set", Key: "burst", Value: strconv.Itoa(burst), Origin: origin}); err != nil {
-			return err
-		}
-	}
-	if perSecond == cur.Rate {
+// Set asks the job to apply u, in one request: the job's engine applies it as one change.
+func (r *Remote) Set(u engine.Update, origin string) error {
+	if u.Empty() {
 		return nil
 	}
-	return r.send(Request{Cmd: "set", Key: "rate", Value: strconv.FormatFloat(perSecond, 'f', -1, 64), Origin: origin})
+	return r.send(Request{Cmd: "set", Set: u.Fields(), Origin: origin})
 }
 
 // Pause asks the job to pause.

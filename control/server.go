@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -176,40 +175,29 @@ func (s *Server) apply(r Request) error {
 	case "stop":
 		s.eng.Stop(origin)
 	case "set":
-		return s.set(r.Key, r.Value, origin)
+		return s.set(r, origin)
 	default:
 		return fmt.Errorf("control: unknown command %q: get, set, pause, resume, drain or stop", r.Cmd)
 	}
 	return nil
 }
 
-func (s *Server) set(key, value, origin string) error {
-	cur := s.eng.Snapshot().Settings
-	switch key {
-	case "parallelism":
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 1 {
-			return fmt.Errorf("control: parallelism %q: want a whole number ≥ 1", value)
-		}
-		return s.eng.SetParallelism(n, origin)
-	case "pace":
-		d, err := time.ParseDuration(value)
-		if err != nil || d < 0 {
-			return fmt.Errorf("control: pace %q: want a duration such as 250ms or 0", value)
-		}
-		return s.eng.SetPace(d, origin)
-	case "rate":
-		r, err := engine.ParseRate(value)
+// set applies a set request as one change: its Set fields and its Key and Value, read by the
+// engine's parser and applied by the engine's Set, so that a refused value changes nothing.
+func (s *Server) set(r Request, origin string) error {
+	u, err := engine.ParseFields(r.Set)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if r.Key != "" {
+		v, err := engine.ParseKnobValue(r.Key, r.Value)
 		if err != nil {
 			return fmt.Errorf("control: %w", err)
 		}
-		return s.eng.SetRate(r, cur.Burst, origin)
-	case "burst":
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 1 {
-			return fmt.Errorf("control: burst %q: want a whole number ≥ 1", value)
-		}
-		return s.eng.SetRate(cur.Rate, n, origin)
+		u = u.Merge(v)
 	}
-	return errors.New("control: unknown key " + strconv.Quote(key) + ": parallelism, pace, rate or burst")
+	if u.Empty() {
+		return errors.New("control: set names no knob, e.g. set parallelism 16")
+	}
+	return s.eng.Set(u, origin)
 }

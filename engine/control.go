@@ -1,18 +1,15 @@
 package engine
 
-import (
-	"strconv"
-	"time"
-)
+import "time"
 
 // Controls is a running job's control surface as its observers see it: a snapshot to read,
 // knobs to turn, each change with its origin. [*Engine] implements it; so does a job seen
-// through its control socket. Screens and the socket take it, not the Engine.
+// through its control socket, and a cluster's job. Screens and the socket take it, not the
+// Engine. Set is the one way a knob changes: one [Update], checked, applied and logged as one
+// change.
 type Controls interface {
 	Snapshot() Snapshot
-	SetParallelism(n int, origin string) error
-	SetPace(d time.Duration, origin string) error
-	SetRate(perSecond float64, burst int, origin string) error
+	Set(u Update, origin string) error
 	Pause(origin string)
 	Resume(origin string)
 	Drain(origin string)
@@ -24,35 +21,79 @@ var _ Controls = (*Engine)(nil)
 // maxChanges is how many change-log entries the engine keeps; older ones are dropped.
 const maxChanges = 200
 
-// SetParallelism changes max_parallelism at once. Raising starts new calls immediately;
-// lowering starts no call while the new limit or more are in flight, and cancels nothing.
-func (e *Engine) SetParallelism(n int, origin string) error {
+// Set applies u as one change, with its origin: the knobs it turns take their new values
+// together, or, when the settings they give are out of range ([Settings.Validate], the
+// ceiling a [*CeilingError]) or turn a knob fixed for the run, nothing changes. The change is
+// one entry of the change log ("rate 50/s → 100/s, burst 1 → 5"), naming the knobs whose
+// value changed; a change that changes no value logs nothing.
+//
+// Raising parallelism starts new calls immediately; lowering it starts no call while the new
+// limit or more are in flight, and cancels nothing. A new pace applies to waits already under
+// way; a raised rate takes effect at once, also for the call already waiting for a token.
+func (e *Engine) Set(u Update, origin string) error {
 	e.mu.Lock()
-	s := e.settings
-	s.Parallelism = n
-	if err := s.check(e.maxWhy); err != nil {
+	old := e.settings
+	next, err := u.next(old, e.maxWhy)
+	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	old := e.settings.Parallelism
-	e.settings.Parallelism = n
-	if e.adapt.par >= n {
+	e.settings = next
+	if u.Turns(KnobParallelism) && e.adapt.par >= next.Parallelism {
 		e.adapt.par = 0 // the new ceiling is under the effective parallelism: it applies
 	}
-	e.logLocked(origin, "parallelism", strconv.Itoa(old), strconv.Itoa(n))
+	if u.Turns(KnobRate) || u.Turns(KnobBurst) {
+		now := e.clock.Now()
+		if next.Rate > 0 && e.adapt.rate >= next.Rate {
+			e.adapt.rate = 0 // the new ceiling is under the effective rate: it applies
+		}
+		e.applyRateLocked(now)
+		e.limiter.SetBurstAt(now, next.Burst)
+	}
+	var parts []Change
+	for _, k := range u.Knobs() {
+		if !knobSpecs[k].same(old, next) {
+			parts = append(parts, Change{Knob: k.String(), From: k.Format(old), To: k.Format(next)})
+		}
+	}
+	if len(parts) == 0 {
+		e.broadcastLocked()
+	} else {
+		c := Combine(parts...)
+		e.logLocked(origin, c.Knob, c.From, c.To)
+	}
 	started := !e.started.IsZero()
-	if started {
+	if started && u.Turns(KnobParallelism) {
 		e.spawnLocked()
 	}
 	e.mu.Unlock()
-	if started && n > old { // before Run, Run checks
-		e.checkOpenFiles(n)
+	if started && next.Parallelism > old.Parallelism { // before Run, Run checks
+		e.checkOpenFiles(next.Parallelism)
 	}
-	if started && n != old {
+	if started && next.Parallelism != old.Parallelism {
 		e.resize()
 	}
 	return nil
 }
+
+// SetParallelism is Set turning parallelism alone.
+func (e *Engine) SetParallelism(n int, origin string) error {
+	return e.Set(Turn(KnobParallelism, Settings{Parallelism: n}), origin)
+}
+
+// SetPace is Set turning pace alone.
+func (e *Engine) SetPace(d time.Duration, origin string) error {
+	return e.Set(Turn(KnobPace, Settings{Pace: d}), origin)
+}
+
+// SetRate is Set turning rate and burst together, as one change.
+func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
+	u := Turn(KnobRate, Settings{Rate: perSecond}).Merge(Turn(KnobBurst, Settings{Burst: burst}))
+	return e.Set(u, origin)
+}
+
+// turn is the Update setting k to its value in to.
+func Turn(k Knob, to Settings) Update { return Update{knobs: 1 << k, to: to} }
 
 // resize tells a [Resizer] adapter the parallelism. It reads the value under resizeMu, so
 // that of two changes racing, the adapter is told the later one last.
@@ -67,52 +108,6 @@ func (e *Engine) resize() {
 	n := e.settings.Parallelism
 	e.mu.Unlock()
 	r.Resize(n)
-}
-
-// SetPace changes each worker's minimum interval between call starts; it applies to waits
-// already under way.
-func (e *Engine) SetPace(d time.Duration, origin string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.settings
-	s.Pace = d
-	if err := s.check(e.maxWhy); err != nil {
-		return err
-	}
-	old := e.settings.Pace
-	e.settings.Pace = d
-	e.logLocked(origin, "pace", old.String(), d.String())
-	return nil
-}
-
-// SetRate changes the global rate cap (calls per second, 0 for none) and its burst; a raised
-// rate takes effect at once, also for the call already waiting for a token.
-func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.settings
-	s.Rate, s.Burst = perSecond, burst
-	if err := s.check(e.maxWhy); err != nil {
-		return err
-	}
-	old := e.settings
-	e.settings.Rate, e.settings.Burst = perSecond, burst
-	now := e.clock.Now()
-	if perSecond > 0 && e.adapt.rate >= perSecond {
-		e.adapt.rate = 0 // the new ceiling is under the effective rate: it applies
-	}
-	e.applyRateLocked(now)
-	e.limiter.SetBurstAt(now, burst)
-	if old.Rate != perSecond {
-		e.logLocked(origin, "rate", FormatRate(old.Rate), FormatRate(perSecond))
-	}
-	if old.Burst != burst {
-		e.logLocked(origin, "burst", strconv.Itoa(old.Burst), strconv.Itoa(burst))
-	}
-	if old.Rate == perSecond && old.Burst == burst {
-		e.broadcastLocked()
-	}
-	return nil
 }
 
 // Pause stops new calls from starting; calls in flight finish.

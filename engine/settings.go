@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"math"
+	"strings"
 	"time"
 )
 
@@ -30,8 +32,8 @@ func (s Settings) validate() error {
 		return fmt.Errorf("engine: parallelism %d exceeds max parallelism %d", s.Parallelism, s.MaxParallelism)
 	case s.Pace < 0:
 		return fmt.Errorf("engine: pace %v: must not be negative", s.Pace)
-	case s.Rate < 0:
-		return fmt.Errorf("engine: rate %v/s: must not be negative", s.Rate)
+	case s.Rate < 0 || math.IsNaN(s.Rate) || math.IsInf(s.Rate, 0):
+		return fmt.Errorf("engine: rate %v/s: must be a number, 0 (none) or more", s.Rate)
 	case s.Burst < 1:
 		return fmt.Errorf("engine: burst %d: must be at least 1", s.Burst)
 	}
@@ -59,19 +61,51 @@ func (s State) String() string {
 	return [...]string{"running", "paused", "draining", "stopping", "done"}[s]
 }
 
-// Change is one entry of the change log: who changed which knob, from what to what.
+// Change is one entry of the change log: who changed which knob, from what to what. A change
+// that turned several knobs at once (rate and burst) is one entry whose Knob, From and To list
+// them in the same order, separated by ", ": [Change.Parts] splits it.
 type Change struct {
 	At     time.Time
 	Origin string // "cli", "tui", "ctl", "auto", "signal", "engine"
-	Knob   string // "parallelism", "pace", "rate", "burst", "state"
+	Knob   string // a [Knob]'s name ("parallelism", "rate, burst"), or "state", "note", "start"
 	From   string
 	To     string
 }
 
-// String renders the change for a log line: "parallelism 16 → 24 (tui)".
-func (c Change) String() string {
-	if c.From == "" {
-		return fmt.Sprintf("%s: %s (%s)", c.Knob, c.To, c.Origin)
+// changeSep separates the knobs of a change that turned several.
+const changeSep = ", "
+
+// Parts returns the change knob by knob: a change of rate and burst gives a change of rate
+// and a change of burst, at the same time and from the same origin; any other change gives
+// itself.
+func (c Change) Parts() []Change {
+	if !strings.Contains(c.Knob, changeSep) {
+		return []Change{c}
 	}
-	return fmt.Sprintf("%s %s → %s (%s)", c.Knob, c.From, c.To, c.Origin)
+	knobs, froms, tos := strings.Split(c.Knob, changeSep), strings.Split(c.From, changeSep), strings.Split(c.To, changeSep)
+	if len(froms) != len(knobs) || len(tos) != len(knobs) {
+		return []Change{c}
+	}
+	out := make([]Change, len(knobs))
+	for i := range knobs {
+		out[i] = Change{At: c.At, Origin: c.Origin, Knob: knobs[i], From: froms[i], To: tos[i]}
+	}
+	return out
 }
+
+// What renders the change without its origin: "parallelism 16 → 24", "rate 50/s → 100/s,
+// burst 1 → 5", "note: text".
+func (c Change) What() string {
+	var parts []string
+	for _, p := range c.Parts() {
+		if p.From == "" {
+			parts = append(parts, fmt.Sprintf("%s: %s", p.Knob, p.To))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s %s → %s", p.Knob, p.From, p.To))
+		}
+	}
+	return strings.Join(parts, changeSep)
+}
+
+// String renders the change for a log line: "parallelism 16 → 24 (tui)".
+func (c Change) String() string { return c.What() + " (" + c.Origin + ")" }

@@ -76,8 +76,13 @@ const (
 // else is "other", so that a stray origin (a control-socket client names its own) cannot
 // grow the series.
 var (
-	knobs = map[string]string{"parallelism": "parallelism", "pace": "pace", "rate": "rate", "burst": "burst", "state": "state",
-		"effective rate": "effective_rate", "effective parallelism": "effective_parallelism"}
+	knobs = func() map[string]string {
+		m := map[string]string{"state": "state", "effective rate": "effective_rate", "effective parallelism": "effective_parallelism"}
+		for _, k := range engine.Knobs() {
+			m[k.String()] = strings.ReplaceAll(k.String(), "-", "_")
+		}
+		return m
+	}()
 	sources = map[string]bool{
 		"cli": true, "tui": true, "ctl": true, "auto": true, "advisor": true, "probe": true,
 		"signal": true, "engine": true, "context": true, "cluster": true, "redis": true, "adapt": true,
@@ -303,9 +308,10 @@ func (o *Observer) observe(ev engine.Event) {
 		t.sum += ev.Latency
 		t.count++
 	case engine.ControlChange:
-		knob, source, ok := changeLabels(ev.Change)
-		if ok {
-			o.changes.WithLabelValues(knob, source).Inc()
+		for _, c := range ev.Change.Parts() { // a change of rate and burst counts for each
+			if knob, source, ok := changeLabels(c); ok {
+				o.changes.WithLabelValues(knob, source).Inc()
+			}
 		}
 	}
 }

@@ -129,7 +129,7 @@ func TestCountsFollowTheRun(t *testing.T) {
 	for _, c := range []struct {
 		n      int
 		origin string
-	}{{3, "tui"}, {2, "host-a/ctl"}, {2, "a-client-of-its-own"}} {
+	}{{3, "tui"}, {4, "host-a/ctl"}, {2, "a-client-of-its-own"}} {
 		if err := e.SetParallelism(c.n, c.origin); err != nil {
 			t.Fatal(err)
 		}

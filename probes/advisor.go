@@ -107,7 +107,7 @@ const (
 // Advice is one suggestion: the settings to apply, the knob it turns, and why, with numbers.
 type Advice struct {
 	Action   Action
-	Knob     string          // "parallelism", "rate" or "pace"; empty for Hold
+	Knob     engine.Knob     // parallelism, rate or pace; none (0) for Hold
 	Settings engine.Settings // the suggested settings (the current ones for Hold)
 	Binding  Binding
 	Reason   string
@@ -166,7 +166,7 @@ func Advise(ws []Window, set engine.Settings, eff engine.Effective, cfg AdvisorC
 	}
 	trend, change := TrendOf(p95s, cfg.LatencyBand)
 	if trend == Rising && bind == BindParallelism && len(p95s) >= 3 {
-		a := Advice{Action: Lower, Knob: "parallelism", Settings: set, Binding: BindServer, Accepted: accepted}
+		a := Advice{Action: Lower, Knob: engine.KnobParallelism, Settings: set, Binding: BindServer, Accepted: accepted}
 		a.Settings.Parallelism = max(1, int(float64(set.Parallelism)*0.8))
 		first := time.Duration(p95s[len(p95s)-1] - change)
 		a.Reason = fmt.Sprintf("p95 rising %s → %s over %s with parallelism binding (latency knee): lower parallelism %d → %d",
@@ -200,24 +200,23 @@ func Advise(ws []Window, set engine.Settings, eff engine.Effective, cfg AdvisorC
 			return hold(fmt.Sprintf("%s; the rate ceiling %s is at the limit found near %s: raising it would not help",
 				lead, engine.FormatRate(set.Rate), engine.FormatComputedRate(eff.Limit)))
 		}
-		a.Knob, a.Settings.Rate = "rate", roundTo3(set.Rate*1.25)
+		a.Knob, a.Settings.Rate = engine.KnobRate, roundTo3(set.Rate*1.25)
 		a.Reason = fmt.Sprintf("%s: raise rate %s → %s", lead, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate))
 	case BindPacing:
-		a.Knob, a.Settings.Pace = "pace", (set.Pace * 3 / 4).Round(time.Microsecond)
+		a.Knob, a.Settings.Pace = engine.KnobPace, (set.Pace * 3 / 4).Round(time.Microsecond)
 		a.Reason = fmt.Sprintf("%s: shorten pace %v → %v", lead, set.Pace, a.Settings.Pace)
 	case BindParallelism:
 		if eff.Concurrency > 0 && set.Parallelism >= eff.Concurrency-1 {
 			return hold(fmt.Sprintf("%s; parallelism %d is at the limit found near %d in flight: raising it would not help",
 				lead, set.Parallelism, eff.Concurrency))
 		}
-		next := set.Parallelism + max(1, set.Parallelism/3)
-		if set.MaxParallelism > 0 {
-			next = min(next, set.MaxParallelism)
-		}
+		raised := set
+		raised.Parallelism += max(1, set.Parallelism/3)
+		next := raised.Fit().Parallelism
 		if next == set.Parallelism {
 			return hold(fmt.Sprintf("%s, but parallelism is at its max (--max-parallelism %d)", lead, set.MaxParallelism))
 		}
-		a.Knob, a.Settings.Parallelism = "parallelism", next
+		a.Knob, a.Settings.Parallelism = engine.KnobParallelism, next
 		a.Reason = fmt.Sprintf("%s: raise parallelism %d → %d", lead, set.Parallelism, next)
 	default:
 		return hold(fmt.Sprintf("%s; %s, so raising a limit would not help", lead, why))
@@ -256,7 +255,7 @@ func adviseTooMany(ws []Window, set engine.Settings, eff engine.Effective, accep
 			}
 			to := roundTo3(limit * 0.975)
 			if set.Rate <= 0 || to < 0.99*set.Rate {
-				a := Advice{Action: Lower, Knob: "rate", Settings: set, Binding: BindServer}
+				a := Advice{Action: Lower, Knob: engine.KnobRate, Settings: set, Binding: BindServer}
 				a.Settings.Rate = to
 				a.Reason = fmt.Sprintf("%s: rate ceiling %s → %s, the target accepts ~%s", head, CeilingRate(set.Rate), engine.FormatComputedRate(to), engine.FormatComputedRate(limit))
 				return a
@@ -265,7 +264,7 @@ func adviseTooMany(ws []Window, set engine.Settings, eff engine.Effective, accep
 		}
 		if c := eff.Concurrency; c > 0 {
 			if to := max(1, c-1); to < set.Parallelism {
-				a := Advice{Action: Lower, Knob: "parallelism", Settings: set, Binding: BindServer}
+				a := Advice{Action: Lower, Knob: engine.KnobParallelism, Settings: set, Binding: BindServer}
 				a.Settings.Parallelism = to
 				a.Reason = fmt.Sprintf("%s: parallelism ceiling %d → %d, the target refuses at %d in flight", head, set.Parallelism, to, c)
 				return a
@@ -293,13 +292,13 @@ func adviseTooMany(ws []Window, set engine.Settings, eff engine.Effective, accep
 		if set.Rate > 0 {
 			base = min(base, set.Rate)
 		}
-		a.Knob, a.Settings.Rate = "rate", max(roundTo3(base*0.95), 0.001)
+		a.Knob, a.Settings.Rate = engine.KnobRate, max(roundTo3(base*0.95), 0.001)
 		a.Reason = fmt.Sprintf("%s: lower rate %s → %s, the target accepted %s", reason, engine.FormatRate(set.Rate), engine.FormatRate(a.Settings.Rate), engine.FormatComputedRate(accepted))
 	} else {
-		a.Knob, a.Settings.Parallelism = "parallelism", max(1, int(float64(set.Parallelism)*0.7))
+		a.Knob, a.Settings.Parallelism = engine.KnobParallelism, max(1, int(float64(set.Parallelism)*0.7))
 		a.Reason = fmt.Sprintf("%s: lower parallelism %d → %d", reason, set.Parallelism, a.Settings.Parallelism)
 	}
-	if a.Settings == set || (a.Knob == "rate" && set.Rate > 0 && a.Settings.Rate >= set.Rate) {
+	if a.Settings == set || (a.Knob == engine.KnobRate && set.Rate > 0 && a.Settings.Rate >= set.Rate) {
 		return hold(reason + ": already at the lowest setting")
 	}
 	return a

@@ -150,7 +150,7 @@ type adviseCase struct {
 	cfg      probes.AdvisorConfig
 	eff      engine.Effective // the congestion response's state; zero: none
 	action   probes.Action
-	knob     string
+	knob     engine.Knob
 	want     engine.Settings // the suggested settings
 	binding  probes.Binding  // checked when not empty
 	contains []string        // parts of the reason
@@ -186,7 +186,7 @@ func checkAdviceInvariants(t *testing.T, name string, a probes.Advice, set engin
 		t.Errorf("%s: Advise gave no reason", name)
 	}
 	if a.Action == probes.Hold {
-		if a.Settings != set || a.Knob != "" {
+		if a.Settings != set || a.Knob != 0 {
 			t.Errorf("%s: Advise = hold with knob %q, settings %+v, want no knob and the current %+v", name, a.Knob, a.Settings, set)
 		}
 		return
@@ -194,7 +194,7 @@ func checkAdviceInvariants(t *testing.T, name string, a probes.Advice, set engin
 	up := a.Action == probes.Raise
 	other := a.Settings
 	switch a.Knob {
-	case "parallelism":
+	case engine.KnobParallelism:
 		if moved := a.Settings.Parallelism > set.Parallelism; moved != up || a.Settings.Parallelism == set.Parallelism {
 			t.Errorf("%s: Advise = %s parallelism %d → %d", name, a.Action, set.Parallelism, a.Settings.Parallelism)
 		}
@@ -205,13 +205,13 @@ func checkAdviceInvariants(t *testing.T, name string, a probes.Advice, set engin
 			t.Errorf("%s: Advise = parallelism %d, want at least 1", name, a.Settings.Parallelism)
 		}
 		other.Parallelism = set.Parallelism
-	case "rate":
+	case engine.KnobRate:
 		// No rate (0) is unlimited: any rate is lower.
 		if moved := set.Rate > 0 && a.Settings.Rate > set.Rate; moved != up || a.Settings.Rate == set.Rate || a.Settings.Rate <= 0 {
 			t.Errorf("%s: Advise = %s rate %v → %v", name, a.Action, set.Rate, a.Settings.Rate)
 		}
 		other.Rate = set.Rate
-	case "pace":
+	case engine.KnobPace:
 		// A shorter pace is faster.
 		if moved := a.Settings.Pace < set.Pace; moved != up || a.Settings.Pace == set.Pace {
 			t.Errorf("%s: Advise = %s pace %v → %v", name, a.Action, set.Pace, a.Settings.Pace)
@@ -238,7 +238,7 @@ func TestAdviseBacksOff(t *testing.T) {
 		{
 			name: "429s, no rate cap: parallelism × 0.7",
 			ws:   steady(3, last(3, tooMany(40))), set: par(16),
-			action: probes.Lower, knob: "parallelism", want: par(11), binding: probes.BindServer,
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(11), binding: probes.BindServer,
 			reason: "40 × 429 in the last 5s (5.0% of calls): lower parallelism 16 → 11",
 		},
 		{
@@ -250,13 +250,13 @@ func TestAdviseBacksOff(t *testing.T) {
 		{
 			name: "429s under 1% that recur window after window",
 			ws:   steady(20, func(i int, w *probes.Window) { onlyAt(18, tooMany(3))(i, w); onlyAt(19, tooMany(3))(i, w) }), set: par(10),
-			action: probes.Lower, knob: "parallelism", want: par(7),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(7),
 			contains: []string{"3 × 429", "0.4% of calls", "10 → 7"},
 		},
 		{
 			name: "429s at parallelism 2: 1",
 			ws:   steady(1, last(1, tooMany(20))), set: par(2),
-			action: probes.Lower, knob: "parallelism", want: par(1),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(1),
 			contains: []string{"20 × 429", "2 → 1"},
 		},
 		{
@@ -268,14 +268,14 @@ func TestAdviseBacksOff(t *testing.T) {
 		{
 			name: "429s with a rate cap: just under the rate the target accepted",
 			ws:   steady(3, all(func(w *probes.Window) { rateOf(w, 98, 50*ms); tooMany(49)(w) })), set: rate100,
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 83.8, Burst: 10}, binding: probes.BindServer,
+			action: probes.Lower, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, Rate: 83.8, Burst: 10}, binding: probes.BindServer,
 			reason: "49 × 429 in the last 5s (10.0% of calls): lower rate 100/s → 83.8/s, the target accepted 88.2/s",
 		},
 		{
 			name:   "429s with a rate cap under one a second",
 			ws:     steady(1, all(func(w *probes.Window) { w.Calls, w.OK, w.TooMany, w.Mean = 4, 2, 2, 100*ms })),
 			set:    engine.Settings{Parallelism: 4, Rate: 0.5, Burst: 1},
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 4, Rate: 0.38, Burst: 1},
+			action: probes.Lower, knob: engine.KnobRate, want: engine.Settings{Parallelism: 4, Rate: 0.38, Burst: 1},
 			contains: []string{"2 × 429", "50.0% of calls", "30/m → 22.8/m", "accepted 24/m"},
 		},
 		{
@@ -284,13 +284,13 @@ func TestAdviseBacksOff(t *testing.T) {
 				climbing(100*ms, 20*ms, nil)(i, w)
 				last(12, tooMany(8))(i, w)
 			}), set: par(16),
-			action: probes.Lower, knob: "parallelism", want: par(11),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(11),
 			contains: []string{"8 × 429", "16 → 11"},
 		},
 		{
 			name: "latency knee: p95 climbs 100ms → 320ms over a minute with parallelism binding",
 			ws:   steady(12, climbing(100*ms, 20*ms, nil)), set: par(16),
-			action: probes.Lower, knob: "parallelism", want: par(12), binding: probes.BindServer,
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(12), binding: probes.BindServer,
 			reason: "p95 rising 100ms → 320ms over 1m with parallelism binding (latency knee): lower parallelism 16 → 12",
 		},
 		{
@@ -302,7 +302,7 @@ func TestAdviseBacksOff(t *testing.T) {
 					w.P95 = 900 * ms
 				}
 			}), set: par(16),
-			action: probes.Lower, knob: "parallelism", want: par(12),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(12),
 			contains: []string{"100ms → 320ms", "16 → 12"},
 		},
 		{
@@ -310,7 +310,7 @@ func TestAdviseBacksOff(t *testing.T) {
 			ws: steady(12, climbing(100*ms, 20*ms, func(w *probes.Window) {
 				w.Server5xx, w.OK = 80, 720
 			})), set: par(16),
-			action: probes.Lower, knob: "parallelism", want: par(12),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(12),
 			contains: []string{"latency knee"},
 		},
 	} {
@@ -422,86 +422,86 @@ func TestAdviseRaises(t *testing.T) {
 		{
 			name: "the issue's example: clean for 2m10s, p95 flat at 180ms",
 			ws:   steady(26, nil), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21), binding: probes.BindParallelism,
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21), binding: probes.BindParallelism,
 			reason: "clean for 2m10s, p95 flat at 180ms, 0 × 429: raise parallelism 16 → 21",
 		},
 		{
 			name: "clean for exactly 60s",
 			ws:   steady(12, nil), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 			contains: []string{"clean for 1m,", "16 → 21"},
 		},
 		{
 			name: "429s over a minute ago do not count",
 			ws:   steady(14, onlyAt(1, func(w *probes.Window) { w.TooMany, w.OK = 50, 750 })), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 			contains: []string{"clean for 1m", "16 → 21"},
 		},
 		{
 			name: "errors at the threshold are clean",
 			ws:   steady(12, all(func(w *probes.Window) { w.Server5xx, w.OK = 8, w.Calls-8 })), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 		},
 		{
 			name: "a p95 falling is clean",
 			ws:   steady(12, climbing(400*ms, -20*ms, nil)), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 			contains: []string{"p95 falling at 180ms"},
 		},
 		{
 			name: "a single slow window is noise",
 			ws:   steady(12, last(12, func(w *probes.Window) { w.P95 = 900 * ms })), set: par(16),
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 			contains: []string{"p95 flat at 900ms"},
 		},
 		{
 			name: "parallelism 1 → 2",
 			ws:   steady(12, all(func(w *probes.Window) { rateOf(w, 10, 100*ms) })), set: par(1),
-			action: probes.Raise, knob: "parallelism", want: par(2),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(2),
 			contains: []string{"1 → 2"},
 		},
 		{
 			name: "parallelism 2 → 3 (at least one)",
 			ws:   steady(12, all(func(w *probes.Window) { rateOf(w, 20, 100*ms) })), set: par(2),
-			action: probes.Raise, knob: "parallelism", want: par(3),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(3),
 		},
 		{
 			name: "parallelism 3 → 4",
 			ws:   steady(12, all(func(w *probes.Window) { rateOf(w, 30, 100*ms) })), set: par(3),
-			action: probes.Raise, knob: "parallelism", want: par(4),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(4),
 		},
 		{
 			name: "parallelism 100 → 133",
 			ws:   steady(12, all(func(w *probes.Window) { rateOf(w, 1000, 100*ms) })), set: par(100),
-			action: probes.Raise, knob: "parallelism", want: par(133),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(133),
 		},
 		{
 			name: "capped by the ceiling",
 			ws:   steady(12, nil), set: engine.Settings{Parallelism: 16, MaxParallelism: 20, Burst: 1},
-			action: probes.Raise, knob: "parallelism", want: engine.Settings{Parallelism: 20, MaxParallelism: 20, Burst: 1},
+			action: probes.Raise, knob: engine.KnobParallelism, want: engine.Settings{Parallelism: 20, MaxParallelism: 20, Burst: 1},
 			contains: []string{"16 → 20"},
 		},
 		{
 			name: "rate binds: × 1.25",
 			ws:   steady(12, rateBinds), set: engine.Settings{Parallelism: 64, Rate: 100, Burst: 10},
-			action: probes.Raise, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 125, Burst: 10}, binding: probes.BindRate,
+			action: probes.Raise, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, Rate: 125, Burst: 10}, binding: probes.BindRate,
 			reason: "clean for 1m, p95 flat at 180ms, 0 × 429: raise rate 100/s → 125/s",
 		},
 		{
 			name: "rate binds, never past a parallelism ceiling it does not touch",
 			ws:   steady(12, rateBinds), set: engine.Settings{Parallelism: 64, MaxParallelism: 64, Rate: 100, Burst: 10},
-			action: probes.Raise, knob: "rate", want: engine.Settings{Parallelism: 64, MaxParallelism: 64, Rate: 125, Burst: 10},
+			action: probes.Raise, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, MaxParallelism: 64, Rate: 125, Burst: 10},
 		},
 		{
 			name: "pacing binds: pace × 0.75",
 			ws:   steady(12, paceBinds), set: engine.Settings{Parallelism: 4, Pace: 500 * ms, Burst: 1},
-			action: probes.Raise, knob: "pace", want: engine.Settings{Parallelism: 4, Pace: 375 * ms, Burst: 1}, binding: probes.BindPacing,
+			action: probes.Raise, knob: engine.KnobPace, want: engine.Settings{Parallelism: 4, Pace: 375 * ms, Burst: 1}, binding: probes.BindPacing,
 			reason: "clean for 1m, p95 flat at 180ms, 0 × 429: shorten pace 500ms → 375ms",
 		},
 		{
 			name: "clean for a configured 30s",
 			ws:   steady(6, nil), set: par(16), cfg: probes.AdvisorConfig{CleanFor: 30 * sec},
-			action: probes.Raise, knob: "parallelism", want: par(21),
+			action: probes.Raise, knob: engine.KnobParallelism, want: par(21),
 			contains: []string{"clean for 30s"},
 		},
 	} {
@@ -541,7 +541,7 @@ func TestAdviseRaisePaceShortens(t *testing.T) {
 		ws := steady(12, all(func(w *probes.Window) { rateOf(w, perSecond, 500*time.Microsecond) }))
 		set := engine.Settings{Parallelism: 4, Pace: pace, Burst: 1}
 		a := probes.Advise(ws, set, engine.Effective{}, probes.AdvisorConfig{})
-		if a.Action != probes.Raise || a.Knob != "pace" || a.Settings.Pace >= pace || a.Settings.Pace < 0 {
+		if a.Action != probes.Raise || a.Knob != engine.KnobPace || a.Settings.Pace >= pace || a.Settings.Pace < 0 {
 			t.Errorf("pace %v binding, clean for 1m: Advise = %s %q pace %v (%q), want raise pace to less than %v",
 				pace, a.Action, a.Knob, a.Settings.Pace, a.Reason, pace)
 		}
@@ -639,13 +639,13 @@ func TestAdviseWithCongestionResponse(t *testing.T) {
 		{
 			name: "persistent 429s (3%): lower the ceiling just under the limit found",
 			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(29))(i, w) }), set: rate350, eff: limit200,
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10}, binding: probes.BindServer,
+			action: probes.Lower, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 10}, binding: probes.BindServer,
 			reason: "3.1% 429s: rate ceiling 350/s → 195/s, the target accepts ~200/s",
 		},
 		{
 			name: "persistent 429s under no rate ceiling",
 			ws:   steady(20, func(i int, w *probes.Window) { at190(w); onlyAt(19, timed(29))(i, w) }), set: par(64), eff: limit200,
-			action: probes.Lower, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 1},
+			action: probes.Lower, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, Rate: 195, Burst: 1},
 			reason: "3.1% 429s: rate ceiling none → 195/s, the target accepts ~200/s",
 		},
 		{
@@ -659,7 +659,7 @@ func TestAdviseWithCongestionResponse(t *testing.T) {
 			name: "persistent 429s of a concurrency limit: the parallelism ceiling under it",
 			ws:   steady(20, func(i int, w *probes.Window) { onlyAt(19, untimed(40))(i, w) }), set: par(16),
 			eff:    engine.Effective{Parallelism: 11, Concurrency: 12, Signals: 4, QuotaLeft: -1},
-			action: probes.Lower, knob: "parallelism", want: par(11),
+			action: probes.Lower, knob: engine.KnobParallelism, want: par(11),
 			reason: "5.0% 429s: parallelism ceiling 16 → 11, the target refuses at 12 in flight",
 		},
 		{
@@ -687,7 +687,7 @@ func TestAdviseWithCongestionResponse(t *testing.T) {
 			name: "the ceiling binds well under the limit found: raise it",
 			ws:   steady(30, all(func(w *probes.Window) { rateOf(w, 98, 50*ms) })), set: engine.Settings{Parallelism: 64, Rate: 100, Burst: 10},
 			eff:    engine.Effective{Limit: 300, Signals: 3, QuotaLeft: -1},
-			action: probes.Raise, knob: "rate", want: engine.Settings{Parallelism: 64, Rate: 125, Burst: 10}, binding: probes.BindRate,
+			action: probes.Raise, knob: engine.KnobRate, want: engine.Settings{Parallelism: 64, Rate: 125, Burst: 10}, binding: probes.BindRate,
 		},
 	} {
 		runAdvise(t, tc)
@@ -705,7 +705,7 @@ func TestAdviseNeverFromAStarvedWindow(t *testing.T) {
 		}
 	})
 	a := probes.Advise(ws, par(8), engine.Effective{}, probes.AdvisorConfig{})
-	if a.Action != probes.Lower || a.Knob != "rate" || a.Settings.Rate != 95 {
+	if a.Action != probes.Lower || a.Knob != engine.KnobRate || a.Settings.Rate != 95 {
 		t.Errorf("Advise = %s %q rate %v (%q), want lower rate to 95/s: just under the 100/s the target took while the pool could call",
 			a.Action, a.Knob, a.Settings.Rate, a.Reason)
 	}
@@ -729,7 +729,7 @@ func TestAdviseNeverFromAStarvedWindow(t *testing.T) {
 		t.Errorf("AcceptedRate(windows held for 4.4s of 5s, 60 ok outside) = %v, want 100", got)
 	}
 	a = probes.Advise(ws, par(8), engine.Effective{}, probes.AdvisorConfig{})
-	if a.Action != probes.Lower || a.Knob != "rate" || a.Settings.Rate != 95 {
+	if a.Action != probes.Lower || a.Knob != engine.KnobRate || a.Settings.Rate != 95 {
 		t.Errorf("sawtooth: Advise = %s %q rate %v (%q), want lower rate to 95/s", a.Action, a.Knob, a.Settings.Rate, a.Reason)
 	}
 	if got := probes.AcceptedRate(steady(1, last(1, func(w *probes.Window) { w.Held = 4500 * ms }))); got != 0 {

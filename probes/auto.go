@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -14,9 +13,7 @@ import (
 // Knobs is what the auto-tuner reads and turns: an [*engine.Engine].
 type Knobs interface {
 	Snapshot() engine.Snapshot
-	SetParallelism(n int, origin string) error
-	SetPace(d time.Duration, origin string) error
-	SetRate(perSecond float64, burst int, origin string) error
+	Set(u engine.Update, origin string) error
 	Note(origin, text string)
 }
 
@@ -252,9 +249,7 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 		if t.knee > 0 {
 			next.Parallelism = min(next.Parallelism, max(set.Parallelism, t.knee))
 		}
-		if next.MaxParallelism > 0 {
-			next.Parallelism = min(next.Parallelism, next.MaxParallelism)
-		}
+		next = next.Fit()
 		if next.Parallelism > set.Parallelism {
 			t.raise = raise{from: set.Parallelism, to: next.Parallelism, okRate: okRate, p50: w.P50}
 		}
@@ -262,23 +257,12 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 	return next, fmt.Sprintf("%s (%.0f ok/s, median %s)", why, okRate, human.Latency(w.P50))
 }
 
-// apply makes the change through the knobs, with the origin "auto", and describes it.
+// apply makes the change through the knobs, as one change with the origin "auto", and
+// describes it.
 func (t *Tuner) apply(cur, next engine.Settings, why string) string {
-	if next.MaxParallelism > 0 {
-		next.Parallelism = min(next.Parallelism, next.MaxParallelism)
-	}
-	var did []string
-	if next.Parallelism != cur.Parallelism && t.knobs.SetParallelism(next.Parallelism, "auto") == nil {
-		did = append(did, fmt.Sprintf("parallelism %d → %d", cur.Parallelism, next.Parallelism))
-	}
-	if next.Rate != cur.Rate && t.knobs.SetRate(next.Rate, cur.Burst, "auto") == nil {
-		did = append(did, fmt.Sprintf("rate %s → %s", engine.FormatRate(cur.Rate), engine.FormatRate(next.Rate)))
-	}
-	if next.Pace != cur.Pace && t.knobs.SetPace(next.Pace, "auto") == nil {
-		did = append(did, fmt.Sprintf("pace %v → %v", cur.Pace, next.Pace))
-	}
-	if len(did) == 0 {
+	u := engine.Diff(cur, next.Fit())
+	if u.Empty() || t.knobs.Set(u, "auto") != nil {
 		return ""
 	}
-	return why + ": " + strings.Join(did, ", ")
+	return why + ": " + u.Describe(cur)
 }

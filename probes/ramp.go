@@ -3,9 +3,11 @@ package probes
 import (
 	"context"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"math"
 	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // RampConfig bounds a [Ramp]: it never runs longer, calls more, or goes wider than this.
@@ -73,7 +75,10 @@ func Ramp(ctx context.Context, e Knobs, ws *Windows, cfg RampConfig) RampResult 
 	var base RampStep
 	p := cfg.Start
 	for {
-		if err := e.SetParallelism(p, "probe"); err != nil {
+		cur := e.Snapshot().Settings
+		next := cur
+		next.Parallelism = p
+		if err := e.Set(engine.Diff(cur, next), "probe"); err != nil {
 			res.Stop = err.Error()
 			break
 		}

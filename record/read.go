@@ -347,32 +347,29 @@ func (rec *Recording) LimitsAt(at time.Duration) (engine.Settings, engine.Effect
 	return s, e
 }
 
-// applyChange applies a logged change of a knob to s, or of an effective value to e (the
-// engine's "adapt" entries); other entries leave them alone.
+// applyChange applies a logged change of knobs to s, or of an effective value to e (the
+// engine's "adapt" entries); other entries leave them alone. A change of several knobs at
+// once (rate and burst) applies each.
 func applyChange(s *engine.Settings, e *engine.Effective, c Change) {
+	for _, p := range (engine.Change{Knob: c.Knob, From: c.From, To: c.To}).Parts() {
+		applyPart(s, e, p)
+	}
+}
+
+// applyPart applies the change of one knob or effective value.
+func applyPart(s *engine.Settings, e *engine.Effective, c engine.Change) {
+	if u, err := engine.ParseKnobValue(c.Knob, c.To); err == nil {
+		*s = u.Apply(*s)
+		// As the engine does: a ceiling at or under the effective value applies.
+		if u.Turns(engine.KnobParallelism) && e.Parallelism >= s.Parallelism {
+			e.Parallelism = 0
+		}
+		if u.Turns(engine.KnobRate) && s.Rate > 0 && e.Rate >= s.Rate {
+			e.Rate = 0
+		}
+		return
+	}
 	switch c.Knob {
-	case "parallelism":
-		if n, err := strconv.Atoi(c.To); err == nil {
-			s.Parallelism = n
-			if e.Parallelism >= n {
-				e.Parallelism = 0 // as the engine does: a ceiling at or under it applies
-			}
-		}
-	case "pace":
-		if d, err := time.ParseDuration(c.To); err == nil {
-			s.Pace = d
-		}
-	case "rate":
-		if r, err := engine.ParseRate(c.To); err == nil {
-			s.Rate = r
-			if r > 0 && e.Rate >= r {
-				e.Rate = 0
-			}
-		}
-	case "burst":
-		if n, err := strconv.Atoi(c.To); err == nil {
-			s.Burst = n
-		}
 	case "effective rate":
 		// "188/s (target accepted 198/s)" or "188/s (blind)" at a cut, "205/s" on the climb,
 		// "ceiling 250/s" when the ceiling applies again.

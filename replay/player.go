@@ -364,14 +364,8 @@ func (p *Player) Advice(_ time.Time, set engine.Settings, eff engine.Effective) 
 	return p.mon.Advice(p.feedLocked(), set, eff)
 }
 
-// SetParallelism refuses: the knobs of a recording are read-only.
-func (p *Player) SetParallelism(int, string) error { return ErrReadOnly }
-
-// SetPace refuses: the knobs of a recording are read-only.
-func (p *Player) SetPace(time.Duration, string) error { return ErrReadOnly }
-
-// SetRate refuses: the knobs of a recording are read-only.
-func (p *Player) SetRate(float64, int, string) error { return ErrReadOnly }
+// Set refuses: the knobs of a recording are read-only.
+func (p *Player) Set(engine.Update, string) error { return ErrReadOnly }
 
 // Pause does nothing: a recorded run cannot be paused (TogglePause pauses the replay).
 func (p *Player) Pause(string) {}

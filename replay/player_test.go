@@ -267,9 +267,9 @@ func TestPlayerKnobsAreReadOnly(t *testing.T) {
 	p := pausedAt(rec, 4*time.Second)
 	before := p.Snapshot()
 	for name, err := range map[string]error{
-		"parallelism": p.SetParallelism(64, "tui"),
-		"pace":        p.SetPace(time.Second, "tui"),
-		"rate":        p.SetRate(10, 1, "tui"),
+		"parallelism": p.Set(engine.Turn(engine.KnobParallelism, engine.Settings{Parallelism: 64}), "tui"),
+		"pace":        p.Set(engine.Turn(engine.KnobPace, engine.Settings{Pace: time.Second}), "tui"),
+		"rate":        p.Set(engine.Diff(before.Settings, engine.Settings{Rate: 10, Burst: 1}), "tui"),
 	} {
 		if !errors.Is(err, ErrReadOnly) {
 			t.Errorf("set %s: %v, want ErrReadOnly", name, err)

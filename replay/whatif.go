@@ -2,8 +2,8 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -12,16 +12,15 @@ import (
 	"github.com/throttle-dev/throttle/record"
 )
 
-// WhatIf is the settings a what-if asks about; nil fields keep the recording's.
+// WhatIf is the settings a what-if asks about: the knobs it turns, and whether the tuner is
+// on (nil keeps the recording's).
 type WhatIf struct {
-	Parallelism *int
-	Rate        *float64
-	Burst       *int
-	Pace        *time.Duration
-	Auto        *bool
+	Knobs engine.Update
+	Auto  *bool
 }
 
-// ParseWhatIf reads "parallelism=64,rate=300/s,pace=100ms,burst=5,auto=on".
+// ParseWhatIf reads "parallelism=64,rate=300/s,pace=100ms,burst=5,auto=on": each part a knob
+// as [engine.ParseSetting] reads it, or auto.
 func ParseWhatIf(s string) (WhatIf, error) {
 	var w WhatIf
 	for part := range strings.SplitSeq(s, ",") {
@@ -30,46 +29,24 @@ func ParseWhatIf(s string) (WhatIf, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(part, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || v == "" {
-			return w, fmt.Errorf("%q: want KNOB=VALUE, e.g. parallelism=64", part)
-		}
-		switch k {
-		case "parallelism", "p":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return w, fmt.Errorf("parallelism %q: want a whole number ≥ 1", v)
-			}
-			w.Parallelism = &n
-		case "rate", "r":
-			r, err := engine.ParseRate(v)
-			if err != nil {
-				return w, err
-			}
-			w.Rate = &r
-		case "burst":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return w, fmt.Errorf("burst %q: want a whole number ≥ 1", v)
-			}
-			w.Burst = &n
-		case "pace":
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return w, fmt.Errorf("pace %q: want a duration such as 250ms or 0", v)
-			}
-			w.Pace = &d
-		case "auto":
+		if k, v = strings.TrimSpace(k), strings.TrimSpace(v); ok && k == "auto" {
 			b, err := parseOnOff(v)
 			if err != nil {
 				return w, fmt.Errorf("auto %q: want on or off", v)
 			}
 			w.Auto = &b
-		default:
-			return w, fmt.Errorf("unknown knob %q: parallelism, rate, burst, pace or auto", k)
+			continue
 		}
+		u, err := engine.ParseSetting(part)
+		if unknown, ok := errors.AsType[*engine.UnknownKnobError](err); ok {
+			unknown.Also = []string{"auto"}
+		}
+		if err != nil {
+			return w, err
+		}
+		w.Knobs = w.Knobs.Merge(u)
 	}
-	if w == (WhatIf{}) {
+	if w.Knobs.Empty() && w.Auto == nil {
 		return w, fmt.Errorf("%q asks nothing: e.g. parallelism=64,rate=300", s)
 	}
 	return w, nil
@@ -85,24 +62,14 @@ func parseOnOff(v string) (bool, error) {
 	return false, fmt.Errorf("not on/off")
 }
 
-// apply returns s with the asked knobs changed.
+// apply returns s with the asked knobs changed. A parallelism asked above the recording's
+// ceiling raises the ceiling: a what-if asks about the parallelism, not the ceiling.
 func (w WhatIf) apply(s engine.Settings) engine.Settings {
-	if w.Parallelism != nil {
-		s.Parallelism = *w.Parallelism
-		if s.MaxParallelism > 0 && s.Parallelism > s.MaxParallelism {
-			s.MaxParallelism = s.Parallelism
-		}
+	next := w.Knobs.Apply(s)
+	if next.MaxParallelism > 0 && next.Parallelism > next.MaxParallelism {
+		next.MaxParallelism = next.Parallelism
 	}
-	if w.Rate != nil {
-		s.Rate = *w.Rate
-	}
-	if w.Burst != nil {
-		s.Burst = *w.Burst
-	}
-	if w.Pace != nil {
-		s.Pace = *w.Pace
-	}
-	return s
+	return next
 }
 
 // Outcome is what a run did, or is predicted to do.

@@ -61,7 +61,7 @@ func TestWhatIfPredictsAHigherSetting(t *testing.T) {
 			rec, recSum := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.recorded, Burst: 1}, tc.raise)
 			_, actual := runSim(t, n, tc.sim, engine.Settings{Parallelism: tc.asked, Burst: 1}, nil)
 			began := time.Now()
-			p, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(tc.asked)})
+			p, err := Predict(context.Background(), rec, askParallelism(tc.asked))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,9 +90,9 @@ func TestWhatIfRateAndAuto(t *testing.T) {
 		tol  float64
 	}{
 		// Under the limit: no 429s, the cap sets the pace.
-		{"rate cap under the limit", WhatIf{Rate: ptr(250.0)}, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, false, 0.2},
+		{"rate cap under the limit", WhatIf{Knobs: engine.Turn(engine.KnobRate, engine.Settings{Rate: 250})}, engine.Settings{Parallelism: 16, Rate: 250, Burst: 1}, false, 0.2},
 		// The tuner's own decisions, in virtual time, against the fitted limit.
-		{"auto from a low start", WhatIf{Parallelism: ptr(4), Auto: ptr(true)}, engine.Settings{Parallelism: 4, Burst: 1}, true, 0.25},
+		{"auto from a low start", WhatIf{Knobs: askParallelism(4).Knobs, Auto: ptr(true)}, engine.Settings{Parallelism: 4, Burst: 1}, true, 0.25},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,11 +120,11 @@ func TestParseWhatIf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *w.Parallelism != 64 || *w.Rate != 300 || *w.Pace != 100*time.Millisecond || *w.Burst != 5 || !*w.Auto {
+	if s := w.Knobs.Apply(engine.Settings{}); s != (engine.Settings{Parallelism: 64, Rate: 300, Pace: 100 * time.Millisecond, Burst: 5}) || !*w.Auto {
 		t.Fatalf("parsed %+v", w)
 	}
-	if w, err := ParseWhatIf("rate=3000/m"); err != nil || *w.Rate != 50 {
-		t.Fatalf("rate=3000/m: %v %v", w.Rate, err)
+	if w, err := ParseWhatIf("rate=3000/m"); err != nil || w.Knobs.Apply(engine.Settings{}).Rate != 50 || w.Knobs.String() != "rate 50/s" {
+		t.Fatalf("rate=3000/m: %v %v", w.Knobs, err)
 	}
 	for _, bad := range []string{"", "parallelism", "parallelism=0", "parallelism=x", "rate=fast", "pace=-1s", "burst=0", "auto=maybe", "bogus=1"} {
 		if _, err := ParseWhatIf(bad); err == nil {
@@ -135,14 +135,14 @@ func TestParseWhatIf(t *testing.T) {
 
 func TestWhatIfSaysWhenItExtrapolates(t *testing.T) {
 	rec, _ := runSim(t, 2000, adapters.SimConfig{Latency: 20 * time.Millisecond, Sigma: 0.25, Seed: 9}, engine.Settings{Parallelism: 4, Burst: 1}, nil)
-	near, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(5)})
+	near, err := Predict(context.Background(), rec, askParallelism(5))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(near.Notes) != 0 {
 		t.Fatalf("5 in flight is near the recording's 4, yet: %q", near.Notes)
 	}
-	far, err := Predict(context.Background(), rec, WhatIf{Parallelism: ptr(64)})
+	far, err := Predict(context.Background(), rec, askParallelism(64))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +150,9 @@ func TestWhatIfSaysWhenItExtrapolates(t *testing.T) {
 	if !strings.Contains(report, "never had more than 4 calls in flight; the predicted run reached 64") || !strings.Contains(report, "saw no 429s") {
 		t.Fatalf("64 in flight is far past the data, yet the report says:\n%s", report)
 	}
+}
+
+// askParallelism is the what-if of parallelism n alone.
+func askParallelism(n int) WhatIf {
+	return WhatIf{Knobs: engine.Turn(engine.KnobParallelism, engine.Settings{Parallelism: n})}
 }

@@ -455,14 +455,12 @@ var (
 // benchFixedEngine is an Engine whose snapshot never changes; controls are ignored.
 type benchFixedEngine struct{ snap engine.Snapshot }
 
-func (f *benchFixedEngine) Snapshot() engine.Snapshot           { return f.snap }
-func (f *benchFixedEngine) SetParallelism(int, string) error    { return nil }
-func (f *benchFixedEngine) SetPace(time.Duration, string) error { return nil }
-func (f *benchFixedEngine) SetRate(float64, int, string) error  { return nil }
-func (f *benchFixedEngine) Pause(string)                        {}
-func (f *benchFixedEngine) Resume(string)                       {}
-func (f *benchFixedEngine) Drain(string)                        {}
-func (f *benchFixedEngine) Stop(string)                         {}
+func (f *benchFixedEngine) Snapshot() engine.Snapshot       { return f.snap }
+func (f *benchFixedEngine) Set(engine.Update, string) error { return nil }
+func (f *benchFixedEngine) Pause(string)                    {}
+func (f *benchFixedEngine) Resume(string)                   {}
+func (f *benchFixedEngine) Drain(string)                    {}
+func (f *benchFixedEngine) Stop(string)                     {}
 
 // benchSnapshot is a run an hour in at ~20,000 calls/s: 256 workers, mostly calling, a rate
 // cap, some 429s and errors.

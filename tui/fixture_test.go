@@ -34,25 +34,22 @@ func (f *fakeEngine) record(s string) {
 	f.calls = append(f.calls, s)
 }
 
-func (f *fakeEngine) SetParallelism(n int, origin string) error {
-	f.record(origin + " parallelism " + itoa(n))
+// Set records the change knob by knob, as the tests read it: "tui parallelism 48", "tui pace
+// 250ms", "tui rate 90/s burst 1" (rate and burst are one record).
+func (f *fakeEngine) Set(u engine.Update, origin string) error {
 	f.mu.Lock()
-	f.snap.Settings.Parallelism = n
+	next := u.Apply(f.snap.Settings)
+	f.snap.Settings = next
 	f.mu.Unlock()
-	return nil
-}
-func (f *fakeEngine) SetPace(d time.Duration, origin string) error {
-	f.record(origin + " pace " + d.String())
-	f.mu.Lock()
-	f.snap.Settings.Pace = d
-	f.mu.Unlock()
-	return nil
-}
-func (f *fakeEngine) SetRate(r float64, burst int, origin string) error {
-	f.record(origin + " rate " + engine.FormatRate(r) + " burst " + itoa(burst))
-	f.mu.Lock()
-	f.snap.Settings.Rate, f.snap.Settings.Burst = r, burst
-	f.mu.Unlock()
+	if u.Turns(engine.KnobParallelism) {
+		f.record(origin + " parallelism " + itoa(next.Parallelism))
+	}
+	if u.Turns(engine.KnobPace) {
+		f.record(origin + " pace " + next.Pace.String())
+	}
+	if u.Turns(engine.KnobRate) || u.Turns(engine.KnobBurst) {
+		f.record(origin + " rate " + engine.FormatRate(next.Rate) + " burst " + itoa(next.Burst))
+	}
 	return nil
 }
 func (f *fakeEngine) Pause(origin string)  { f.record(origin + " pause") }

@@ -6,6 +6,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"github.com/throttle-dev/throttle/internal/human"
 	"strconv"
@@ -245,7 +246,7 @@ func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		if s.Rate <= 0 {
 			m.say("the rate has no ceiling; - sets one under the rate the target accepts")
 		} else {
-			m.setRate(s.Rate*1.1, s.Burst)
+			m.setRate(s.Rate * 1.1)
 		}
 	case key.Matches(msg, m.keys.RateDown):
 		m.lowerRate()
@@ -298,40 +299,35 @@ func (m Model) interrupt() (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
-// accept applies the advisor's suggestion, logged with the origin "advisor".
+// accept applies the advisor's suggestion, logged with the origin "advisor": its knob alone,
+// so that what changed since the advice is not undone.
 func (m *Model) accept() {
 	a := m.advice
-	if a.Action == probes.Hold || a.Knob == "" {
+	if a.Action == probes.Hold || a.Knob == 0 {
 		m.say("no advice to accept: " + a.Reason)
 		return
 	}
-	cur, next := m.snap.Settings, a.Settings
-	var err error
-	switch {
-	case next.Parallelism != cur.Parallelism:
-		err = m.eng.SetParallelism(next.Parallelism, "advisor")
-	case next.Rate != cur.Rate:
-		err = m.eng.SetRate(next.Rate, cur.Burst, "advisor")
-	case next.Pace != cur.Pace:
-		err = m.eng.SetPace(next.Pace, "advisor")
-	}
-	m.report(err, "accepted: "+a.Knob+" changed")
+	m.report(m.eng.Set(engine.Turn(a.Knob, a.Settings), "advisor"), "accepted: "+a.Knob.String()+" changed")
 }
 
+// setParallelism is the parallelism keys: n brought within the ceiling by the engine's rule.
 func (m *Model) setParallelism(n int) {
 	s := m.snap.Settings
-	n = max(n, 1)
-	if s.MaxParallelism > 0 && n > s.MaxParallelism {
-		n = s.MaxParallelism
-		if n == s.Parallelism {
-			m.say(fmt.Sprintf("parallelism is at its max (--max-parallelism %d)", n))
-			return
+	next := s
+	next.Parallelism = n
+	next = next.Fit()
+	if next.Parallelism == s.Parallelism {
+		if n > s.Parallelism && s.MaxParallelism > 0 {
+			m.say(fmt.Sprintf("parallelism is at its max (--max-parallelism %d)", s.MaxParallelism))
 		}
-	}
-	if n == s.Parallelism {
 		return
 	}
-	m.report(m.eng.SetParallelism(n, origin), fmt.Sprintf("parallelism ceiling %d → %d", s.Parallelism, n))
+	m.report(m.turn(next), fmt.Sprintf("parallelism ceiling %d → %d", s.Parallelism, next.Parallelism))
+}
+
+// turn applies next, the settings a key built from the snapshot's, as one change.
+func (m *Model) turn(next engine.Settings) error {
+	return m.eng.Set(engine.Diff(m.snap.Settings, next), origin)
 }
 
 // lowerRate is the - key: the rate ceiling 10% under the rate the run holds to. Under no
@@ -342,7 +338,7 @@ func (m *Model) lowerRate() {
 	s, eff := m.snap.Settings, m.snap.Effective
 	r, binds := probes.EffectiveRate(s, eff)
 	if !binds && r > 0 { // the ceiling is what the run holds to
-		m.setRate(r*0.9, s.Burst)
+		m.setRate(r * 0.9)
 		return
 	}
 	from, why := r, "the effective rate"
@@ -360,7 +356,9 @@ func (m *Model) lowerRate() {
 	if to <= 0 {
 		return
 	}
-	m.report(m.eng.SetRate(to, s.Burst, origin), fmt.Sprintf("rate ceiling %s → %s, 10%% under %s (%s)",
+	next := s
+	next.Rate = to
+	m.report(m.turn(next), fmt.Sprintf("rate ceiling %s → %s, 10%% under %s (%s)",
 		probes.CeilingRate(s.Rate), engine.FormatRate(to), why, engine.FormatComputedRate(from)))
 }
 
@@ -369,12 +367,15 @@ func (m *Model) setPace(d time.Duration) {
 	if d == m.snap.Settings.Pace {
 		return
 	}
-	m.report(m.eng.SetPace(d, origin), fmt.Sprintf("pace %v → %v", m.snap.Settings.Pace, d))
+	next := m.snap.Settings
+	next.Pace = d
+	m.report(m.turn(next), fmt.Sprintf("pace %v → %v", m.snap.Settings.Pace, d))
 }
 
-func (m *Model) setRate(r float64, burst int) {
-	r = roundRate(r)
-	m.report(m.eng.SetRate(r, burst, origin), fmt.Sprintf("rate ceiling %s → %s", probes.CeilingRate(m.snap.Settings.Rate), engine.FormatRate(r)))
+func (m *Model) setRate(r float64) {
+	next := m.snap.Settings
+	next.Rate = roundRate(r)
+	m.report(m.turn(next), fmt.Sprintf("rate ceiling %s → %s", probes.CeilingRate(m.snap.Settings.Rate), engine.FormatRate(next.Rate)))
 }
 
 func (m *Model) report(err error, done string) {
@@ -391,54 +392,14 @@ func (m *Model) say(msg string) {
 	m.flashUntil = m.opt.Now().Add(4 * time.Second)
 }
 
-// command applies a typed command such as "parallelism 64" and returns what it did.
+// command applies a typed command such as "parallelism 64" (any spelling [engine.ParseSetting]
+// reads) or "window 5m", and returns what it did.
 func (m *Model) command(line string) string {
 	f := strings.Fields(line)
 	if len(f) == 0 {
 		return ""
 	}
-	if len(f) != 2 {
-		return fmt.Sprintf("%q: want a knob and a value, e.g. parallelism 64", line)
-	}
-	s := m.snap.Settings
-	switch f[0] {
-	case "parallelism", "p", "par":
-		n, err := strconv.Atoi(f[1])
-		if err != nil || n < 1 {
-			return fmt.Sprintf("parallelism %q: want a whole number ≥ 1", f[1])
-		}
-		if err := m.eng.SetParallelism(n, origin); err != nil {
-			return err.Error()
-		}
-		return fmt.Sprintf("parallelism %d → %d", s.Parallelism, n)
-	case "pace":
-		d, err := time.ParseDuration(f[1])
-		if err != nil || d < 0 {
-			return fmt.Sprintf("pace %q: want a duration such as 250ms or 0", f[1])
-		}
-		if err := m.eng.SetPace(d, origin); err != nil {
-			return err.Error()
-		}
-		return fmt.Sprintf("pace %v → %v", s.Pace, d)
-	case "rate", "r":
-		r, err := engine.ParseRate(f[1])
-		if err != nil {
-			return err.Error()
-		}
-		if err := m.eng.SetRate(r, s.Burst, origin); err != nil {
-			return err.Error()
-		}
-		return fmt.Sprintf("rate %s → %s", engine.FormatRate(s.Rate), engine.FormatRate(r))
-	case "burst", "b":
-		n, err := strconv.Atoi(f[1])
-		if err != nil || n < 1 {
-			return fmt.Sprintf("burst %q: want a whole number ≥ 1", f[1])
-		}
-		if err := m.eng.SetRate(s.Rate, n, origin); err != nil {
-			return err.Error()
-		}
-		return fmt.Sprintf("burst %d → %d", s.Burst, n)
-	case "window", "w":
+	if len(f) == 2 && (f[0] == "window" || f[0] == "w") {
 		for i, w := range chartWindows {
 			if d, err := time.ParseDuration(f[1]); err == nil && d == w {
 				m.window = i
@@ -447,7 +408,21 @@ func (m *Model) command(line string) string {
 		}
 		return fmt.Sprintf("window %q: want 1m, 5m or 15m", f[1])
 	}
-	return fmt.Sprintf("unknown knob %q: parallelism, pace, rate, burst or window", f[0])
+	u, err := engine.ParseSetting(line)
+	if unknown, ok := errors.AsType[*engine.UnknownKnobError](err); ok {
+		unknown.Also = []string{"window"}
+	}
+	if err != nil {
+		return err.Error()
+	}
+	s := m.snap.Settings
+	if err := m.eng.Set(u, origin); err != nil {
+		return err.Error()
+	}
+	if d := u.Describe(s); d != "" {
+		return d
+	}
+	return u.String() + ": unchanged"
 }
 
 // paceStep is how far [ and ] move the pace: 10 ms steps below 100 ms, 50 ms below 1 s,

@@ -516,7 +516,7 @@ func (m Model) advisorLine(w int) string {
 	if m.opt.Auto {
 		for i := len(s.Changes) - 1; i >= 0; i-- {
 			if c := s.Changes[i]; c.Origin == "auto" && s.At.Sub(c.At) < 30*time.Second {
-				return fit(" auto: "+c.Knob+" "+c.From+" → "+c.To+" ("+human.Clock(c.At.Sub(s.Started))+")", w)
+				return fit(" auto: "+c.What()+" ("+human.Clock(c.At.Sub(s.Started))+")", w)
 			}
 		}
 	}
@@ -557,11 +557,9 @@ func (m Model) changePanel(w, rows int) []string {
 	for i := len(ch) - 1; i >= 0 && len(out) < rows; i-- {
 		c := ch[i]
 		at := human.Clock(c.At.Sub(m.snap.Started))
-		var what string
+		what := c.What() // "rate 50/s → 100/s, burst 1 → 5"
 		if c.From == "" {
-			what = fmt.Sprintf("%s %s", c.Knob, c.To)
-		} else {
-			what = fmt.Sprintf("%s %s → %s", c.Knob, c.From, c.To)
+			what = c.Knob + " " + c.To
 		}
 		out = append(out, fit(fmt.Sprintf(" %7s  %-6s %s", at, c.Origin, what), w))
 	}

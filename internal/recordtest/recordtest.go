@@ -74,7 +74,7 @@ func Record(t *testing.T, r Run) ([]byte, engine.Summary) {
 				if origin == "" {
 					origin = "tui"
 				}
-				_ = e.SetParallelism(c.Parallelism, origin)
+				_ = e.Set(engine.Turn(engine.KnobParallelism, engine.Settings{Parallelism: c.Parallelism}), origin)
 			}
 		}()
 		if sum, err = e.Run(context.Background()); err != nil {
