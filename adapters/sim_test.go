@@ -581,7 +581,7 @@ func TestSimServeBody(t *testing.T) {
 		if err := json.Unmarshal(a.Body, &ok); err != nil || ok.ID != `say "hi"` || ok.Value != simValue(`say "hi"`) {
 			t.Errorf("200 body %s: id %q value %d (%v), want the key and %d", a.Body, ok.ID, ok.Value, err, simValue(`say "hi"`))
 		}
-		if simValue("a") == simValue("b") || simValue("a") != simValue("a") {
+		if a, b, again := simValue("a"), simValue("b"), simValue("a"); a == b || a != again {
 			t.Errorf("simValue: a %d, b %d, want different, stable values", simValue("a"), simValue("b"))
 		}
 		var bad struct{ Error string }
@@ -913,7 +913,7 @@ func TestSimAdapterContext(t *testing.T) {
 		a := NewSimAdapter(NewSim(SimConfig{Latency: time.Second}))
 		canceled, cancel := context.WithCancel(t.Context())
 		cancel()
-		if got, err := a.Do(canceled, engine.Item{Line: "k"}); err != context.Canceled || got.Status != 0 {
+		if got, err := a.Do(canceled, engine.Item{Line: "k"}); !errors.Is(err, context.Canceled) || got.Status != 0 {
 			t.Errorf("Do(canceled ctx) = %+v, %v; want no outcome, context.Canceled", got, err)
 		}
 		ctx, cancel2 := context.WithTimeout(t.Context(), 100*time.Millisecond)

@@ -44,8 +44,8 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	var (
 		in      *input
 		out     *os.File
-		total   int64 = -1
-		stopAll       = func() {}
+		total   int64  = -1
+		stopAll func() // set once the workers start, before anything can end the run
 	)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

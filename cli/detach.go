@@ -62,7 +62,7 @@ func detach(env *Env, rf *runFlags) error {
 		select {
 		case err := <-exited:
 			b, _ := os.ReadFile(logPath)
-			return &exitError{code: ExitUsage, err: fmt.Errorf("the background run ended at once (%v); its log %s says:\n%s", err, logPath, tail(string(b), 10))}
+			return &exitError{code: ExitUsage, err: fmt.Errorf("the background run ended at once (%w); its log %s says:\n%s", err, logPath, tail(string(b), 10))}
 		case <-deadline:
 			return &exitError{code: ExitFailures, err: fmt.Errorf("the background run (pid %d) does not answer on %s; see %s", cmd.Process.Pid, sock, logPath)}
 		case <-time.After(50 * time.Millisecond):

@@ -1616,9 +1616,9 @@ func (b *bindCounter) add(status int64) {
 }
 
 func (b *bindCounter) roll(now int64) {
-	switch {
-	case now == b.sec:
-	case now == b.sec+1:
+	switch now {
+	case b.sec:
+	case b.sec + 1:
 		b.prev, b.cur, b.sec = b.cur, [limitTooBig + 2]int{}, now
 	default:
 		b.prev, b.cur, b.sec = [limitTooBig + 2]int{}, [limitTooBig + 2]int{}, now

@@ -91,7 +91,7 @@ func parseSettings(h map[string]string) (engine.Settings, error) {
 	}
 	var err error
 	bad := func(field string, e error) error {
-		return fmt.Errorf("cluster: settings field %s=%q: %v", field, h[field], e)
+		return fmt.Errorf("cluster: settings field %s=%q: %w", field, h[field], e)
 	}
 	if s.Parallelism, err = strconv.Atoi(h[fieldParallelism]); err != nil {
 		return s, bad(fieldParallelism, err)

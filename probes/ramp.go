@@ -3,9 +3,10 @@ package probes
 import (
 	"context"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"math"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // RampConfig bounds a [Ramp]: it never runs longer, calls more, or goes wider than this.

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"strings"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/throttle-dev/throttle/adapters"
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 

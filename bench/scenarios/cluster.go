@@ -141,7 +141,7 @@ func timedWithJoiners(bin string, args []string, url, job string, n int) (time.D
 		joiners = append(joiners, c)
 	}
 	if err := coord.Wait(); err != nil {
-		return 0, fmt.Errorf("%s %s: %v", bin, join(args), err)
+		return 0, fmt.Errorf("%s %s: %w", bin, join(args), err)
 	}
 	return time.Since(start), nil
 }

@@ -546,11 +546,11 @@ func checkRows(out, input string, n int) (ok, failed int, problem string) {
 // ---- the demo at its defaults ----
 
 type demoResult struct {
-	hidden, items  float64 // the hidden limit and the items of the run
-	summary, wall  float64 // items/s: the summary line's, and items / wall time
-	wallTime       time.Duration
-	exit           int
-	command, limit string
+	hidden, items float64 // the hidden limit and the items of the run
+	summary, wall float64 // items/s: the summary line's, and items / wall time
+	wallTime      time.Duration
+	exit          int
+	command       string
 }
 
 var (

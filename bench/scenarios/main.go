@@ -361,7 +361,7 @@ func goBench(o *options, pkg, pattern, metric string) (string, []string, map[str
 		}
 	}
 	if err != nil {
-		return cmdline, order, values, fmt.Errorf("%s: %v\n%s", cmdline, err, out.String())
+		return cmdline, order, values, fmt.Errorf("%s: %w\n%s", cmdline, err, out.String())
 	}
 	return cmdline, order, values, nil
 }
