@@ -39,7 +39,7 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	defer cj.Close()
+	defer func() { _ = cj.Close() }() // the job's rows and state were written before; this drops the connection
 
 	var (
 		in      *input
@@ -53,11 +53,11 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
 			return err
 		}
-		defer in.close()
+		defer func() { _ = in.close() }() // the input is read-only
 		if out, err = openResults(env, rf.out); err != nil {
 			return err
 		}
-		defer out.Close()
+		defer func() { _ = out.Close() }() // the rows were synced (out.Sync, checked) before
 		total = in.total
 		if err := cj.Reset(ctx); err != nil {
 			return usageError("--redis: %v", err)
@@ -372,7 +372,7 @@ throttle ctl on any host changes the settings of every host.`,
 				return usageError("%v", err)
 			}
 			args, coord, err := cj.Definition(cmd.Context())
-			cj.Close()
+			_ = cj.Close() // only read from; the definition's error is what matters
 			if err != nil {
 				return usageError("%v", err)
 			}

@@ -38,12 +38,12 @@ func detach(env *Env, rf *runFlags) error {
 	if err != nil {
 		return usageError("--detach: %v", err)
 	}
-	defer log.Close()
+	defer func() { _ = log.Close() }() // the child holds its own copy of the log
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return usageError("--detach: %v", err)
 	}
-	defer null.Close()
+	defer func() { _ = null.Close() }() // /dev/null
 	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -95,7 +95,7 @@ func (pf *probeFlags) sample(env *Env) (*cycle, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	defer in.close()
+	defer func() { _ = in.close() }() // the input is read-only
 	c := &cycle{}
 	for len(c.items) < probeSample {
 		it, err := in.source.Next()

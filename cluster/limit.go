@@ -1134,7 +1134,7 @@ func (g *LimitGate) listenOnce(ctx context.Context) (subscribed bool) {
 	}
 	ps := g.l.rdb.Subscribe(ctx, channels...)
 	var closeOnce sync.Once
-	closePS := func() { closeOnce.Do(func() { ps.Close() }) }
+	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
 	defer closePS()
 	stop := context.AfterFunc(ctx, closePS)
 	defer stop()

@@ -350,7 +350,7 @@ func receive(ctx context.Context, ps *redis.PubSub, pinged *bool) (msg any, ok b
 func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
 	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
 	var closeOnce sync.Once
-	closePS := func() { closeOnce.Do(func() { ps.Close() }) }
+	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
 	defer closePS()
 	// A receive blocked on a quiet link does not see ctx: closing the subscription ends it.
 	stop := context.AfterFunc(ctx, closePS)

@@ -42,7 +42,7 @@ func Open(path string) (*Recording, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	rec, err := Read(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
