@@ -4,6 +4,9 @@ BIN      := bin/throttle
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/throttle-dev/throttle/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
+# The linter CI runs (.ci/run installs this version when it is missing).
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT_INSTALL := go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: build test demo bench fuzz lint fmt clean
 
@@ -39,9 +42,14 @@ man: ## man pages of every command into man/, made from the command definitions 
 	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
 		$(GO) run ./cmd/gen-man -version $(VERSION) man
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml; the pinned GOLANGCI_LINT_VERSION on PATH or in $(go env GOPATH)/bin)
 	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)
 	$(GO) vet ./...
+	@gl=$$(command -v golangci-lint || { p="$$($(GO) env GOPATH)/bin/golangci-lint"; [ -x "$$p" ] && echo "$$p"; }); \
+	if [ -z "$$gl" ]; then echo "golangci-lint is not installed: $(GOLANGCI_LINT_INSTALL)"; exit 1; fi; \
+	"$$gl" version 2>/dev/null | grep -q "version $(GOLANGCI_LINT_VERSION:v%=%) " || \
+		echo "note: $$gl is not golangci-lint $(GOLANGCI_LINT_VERSION), the version CI runs: $(GOLANGCI_LINT_INSTALL)"; \
+	echo "$$gl run ./..."; "$$gl" run ./...
 
 fmt:
 	gofmt -w .

@@ -532,7 +532,7 @@ func (h *HTTP) call(ctx context.Context, items []engine.Item) (engine.Outcome, e
 		}
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err, secrets)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // the body was read; closing it says nothing about the call
 	if err := decompress(resp); err != nil {
 		done(0, 0)
 		return engine.Outcome{}, noAnswer(ctx, h.method, rawURL, err, secrets)
@@ -644,7 +644,7 @@ func NewHTTPBatch(cfg HTTPConfig, split bool) (*HTTPBatch, error) {
 		}
 	}
 	if err != nil {
-		h.Close()
+		_ = h.Close() // the config error is what matters; nothing was sent yet
 		return nil, err
 	}
 	return &HTTPBatch{HTTP: h, split: split}, nil

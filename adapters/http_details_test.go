@@ -101,7 +101,9 @@ func TestHTTPTLSOptions(t *testing.T) {
 		t.Fatal("a missing --cacert file was accepted")
 	}
 	bad := filepath.Join(t.TempDir(), "bad.pem")
-	os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	if err := os.WriteFile(bad, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := NewHTTP(HTTPConfig{URL: "https://x/", CACert: bad}); err == nil || errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a --cacert without PEM: %v", err)
 	}

@@ -326,7 +326,7 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		// The provider may have counted the request: its tokens stay taken.
 		return engine.Outcome{}, noAnswer(ctx, http.MethodPost, a.url, err, secrets)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // the body was read; closing it says nothing about the call
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, llmMaxAnswer+1))
 	if err == nil && len(raw) > llmMaxAnswer {
 		err = fmt.Errorf("the answer is longer than %d bytes", llmMaxAnswer)

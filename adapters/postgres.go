@@ -536,7 +536,7 @@ func (p *Postgres) argsOf(it engine.Item) ([]any, error) {
 		default:
 			b, err := json.Marshal(v)
 			if err != nil {
-				return nil, fmt.Errorf("adapters: postgres: field %q (for $%d): %v", name, i+1, err)
+				return nil, fmt.Errorf("adapters: postgres: field %q (for $%d): %w", name, i+1, err)
 			}
 			out[i] = string(b)
 		}

@@ -60,9 +60,6 @@ var echoAnswers = map[string]func(auth, token string) string{
 	},
 }
 
-// echoClientErrors are the routes on which the call gets no answer, only an error.
-var echoClientErrors = []string{"/status", "/colon", "/length", "/te", "/location-parse", "/location-dns", "/location-scheme"}
-
 // redirectTo is a 302 to loc.
 func redirectTo(loc string) string {
 	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"

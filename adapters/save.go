@@ -155,7 +155,7 @@ func newSaver(c SaveConfig) (*saver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapters: save dir: %w", err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }() // a directory handle: closing it loses nothing
 	n, err := s.removeLeftovers(root)
 	if err != nil {
 		return nil, fmt.Errorf("adapters: save dir %s: removing leftover temporary files: %w", dir, err)
@@ -177,7 +177,7 @@ func (s *saver) probe(root *os.Root) error {
 		return err
 	}
 	defer func() {
-		f.Close()
+		_ = f.Close() // the probe file is removed next
 		_ = root.Remove(tmp)
 	}()
 	switch err := unix.Fsetxattr(int(f.Fd()), ownerAttr, []byte("probe"), 0); {
@@ -209,7 +209,7 @@ func (s *saver) removeLeftovers(root *os.Root) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // a directory handle being listed: closing it loses nothing
 	removed := 0
 	for {
 		names, err := d.Readdirnames(1024)
@@ -229,7 +229,7 @@ func (s *saver) removeLeftovers(root *os.Root) (int, error) {
 					removed++
 				}
 			}
-			f.Close()
+			_ = f.Close() // opened only to lock and remove; nothing written
 		}
 		if errors.Is(err, io.EOF) {
 			return removed, nil
@@ -257,13 +257,13 @@ func (s *saver) createTemp(root *os.Root) (*os.File, string, error) {
 		}
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			// Another run's cleaner holds it between our create and lock, and will remove it.
-			f.Close()
+			_ = f.Close() // a temporary file we did not write to, left to its cleaner
 			lastErr = err
 			continue
 		}
 		var st syscall.Stat_t
 		if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Nlink == 0 {
-			f.Close() // a cleaner removed it before we locked it
+			_ = f.Close() // a cleaner removed it before we locked it
 			lastErr = fmt.Errorf("temporary file %s vanished", name)
 			continue
 		}
@@ -326,7 +326,7 @@ func (s *saver) write(items []engine.Item, resp *http.Response) (*savedBody, err
 	if err != nil {
 		return s.stop("opening", err), nil
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }() // a directory handle: closing it loses nothing
 	i, err := s.reserve(root, names, 0, key)
 	if err != nil {
 		return notSaved("%v", err), nil
@@ -342,7 +342,7 @@ func (s *saver) write(items []engine.Item, resp *http.Response) (*savedBody, err
 		if !committed {
 			_ = root.Remove(tmp)
 		}
-		f.Close() // after the rename: the lock keeps cleaners off until then
+		_ = f.Close() // after the rename: the lock keeps cleaners off until then
 	}()
 	size, sum, tooBig, werr, rerr := s.copy(f, resp.Body)
 	switch {
@@ -485,7 +485,7 @@ func (s *saver) ownedBy(root *os.Root, name, key string) error {
 	if err != nil {
 		return &nameError{fmt.Sprintf("file %q: %v", name, err)}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	var mark [64]byte
 	n, err := unix.Fgetxattr(int(f.Fd()), ownerAttr, mark[:])
 	switch {
@@ -505,7 +505,7 @@ func (s *saver) sameContent(root *os.Root, name string, size int64, sum string) 
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Size() != size {
 		return false
 	}

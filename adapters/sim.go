@@ -567,7 +567,7 @@ func (s *Sim) serveItem(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.Status)
-	w.Write(a.Body)
+	_, _ = w.Write(a.Body) // the client went away: nothing to tell it
 }
 
 // retryAfterSeconds formats d as a Retry-After delta: whole seconds rounded up, at least 1.
@@ -693,7 +693,7 @@ func writeSimJSON(w http.ResponseWriter, status int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	_, _ = w.Write(append(b, '\n')) // the client went away: nothing to tell it
 }
 
 // StartSimServer serves s.Handler over HTTP on addr ("127.0.0.1:0", a free loopback port, when
@@ -709,7 +709,7 @@ func StartSimServer(s *Sim, addr string) (url string, shutdown func(context.Cont
 		return "", nil, fmt.Errorf("adapters: sim server: %w", err)
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed once shut down
 	return "http://" + ln.Addr().String(), srv.Shutdown, nil
 }
 

@@ -41,7 +41,7 @@ func ExampleStartSimServer() {
 		fmt.Println(err)
 		return
 	}
-	defer shutdown(context.Background())
+	defer func() { _ = shutdown(context.Background()) }() // the example is over
 
 	resp, err := http.Get(url + "/items/7")
 	if err != nil {

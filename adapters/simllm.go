@@ -439,6 +439,6 @@ func StartSimLLMServer(s *SimLLM, addr string) (url string, shutdown func(contex
 		return "", nil, fmt.Errorf("adapters: sim llm server: %w", err)
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed once shut down
 	return "http://" + ln.Addr().String(), srv.Shutdown, nil
 }

@@ -308,7 +308,7 @@ func TestStartSimLLMServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer shutdown(context.Background())
+	defer func() { _ = shutdown(context.Background()) }() // the test is over
 	a, err := NewLLM(LLMConfig{URL: url + SimLLMChatPath, Model: "sim-1", MaxTokens: 16, TPM: 6000, RPM: 600,
 		Headers: []string{"Authorization: Bearer ${KEY}"}, LookupEnv: llmEnv(map[string]string{"KEY": "sk-loop"})})
 	if err != nil {
@@ -334,7 +334,7 @@ func ExampleNewLLM() {
 	// A simulated provider on 127.0.0.1 that allows 60,000 tokens and 500 requests a minute.
 	sim := NewSimLLM(SimLLMConfig{TPM: 60_000, RPM: 500, Latency: time.Millisecond, Seed: 1})
 	url, shutdown, _ := StartSimLLMServer(sim, "")
-	defer shutdown(context.Background())
+	defer func() { _ = shutdown(context.Background()) }() // the test is over
 
 	a, _ := NewLLM(LLMConfig{
 		URL: url + SimLLMChatPath, Model: "sim-1", TPM: 60_000, RPM: 500, MaxTokens: 8,

@@ -39,13 +39,13 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	defer cj.Close()
+	defer func() { _ = cj.Close() }() // the job's rows and state were written before; this drops the connection
 
 	var (
 		in      *input
 		out     *os.File
-		total   int64 = -1
-		stopAll       = func() {}
+		total   int64  = -1
+		stopAll func() // set once the workers start, before anything can end the run
 	)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -53,11 +53,11 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
 			return err
 		}
-		defer in.close()
+		defer func() { _ = in.close() }() // the input is read-only
 		if out, err = openResults(env, rf.out); err != nil {
 			return err
 		}
-		defer out.Close()
+		defer func() { _ = out.Close() }() // the rows were synced (out.Sync, checked) before
 		total = in.total
 		if err := cj.Reset(ctx); err != nil {
 			return usageError("--redis: %v", err)
@@ -370,7 +370,7 @@ throttle ctl on any host changes the settings of every host.`,
 				return usageError("%v", err)
 			}
 			args, coord, err := cj.Definition(cmd.Context())
-			cj.Close()
+			_ = cj.Close() // only read from; the definition's error is what matters
 			if err != nil {
 				return usageError("%v", err)
 			}

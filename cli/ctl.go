@@ -3,13 +3,12 @@ package cli
 import (
 	"encoding/json"
 	"errors"
-	"syscall"
-
-	tea "charm.land/bubbletea/v2"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
+	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/throttle-dev/throttle/control"

@@ -62,7 +62,7 @@ pool and the effective rate that the engine keeps under your ceiling.`,
 			if !cmd.Flags().Changed("out") {
 				rf.out = filepath.Join(dir, "results.jsonl")
 			} else {
-				defer os.RemoveAll(dir) // only the generated ids are in it; the results are elsewhere
+				defer func() { _ = os.RemoveAll(dir) }() // only the generated ids are in it; the results are elsewhere
 			}
 			url, shutdown, err := adapters.StartSimServer(adapters.NewSim(cfg), "127.0.0.1:0")
 			if err != nil {
@@ -79,7 +79,7 @@ pool and the effective rate that the engine keeps under your ceiling.`,
 			if err != nil {
 				return err
 			}
-			defer a.Close()
+			defer func() { _ = a.Close() }() // the demo's rows are written; this stops the simulated API
 			return runJob(cmd.Context(), env, rf, job{adapter: a, name: "demo http", target: url + "/items/{item}",
 				title: "demo · sim API " + strings.TrimPrefix(url, "http://")})
 		},
@@ -110,7 +110,7 @@ func writeIDs(path string, n int) error {
 		fmt.Fprintf(w, "%d\n", i)
 	}
 	if err := w.Flush(); err != nil {
-		f.Close()
+		_ = f.Close() // the flush failed: that error is the one to tell
 		return fmt.Errorf("demo: %w", err)
 	}
 	return f.Close()

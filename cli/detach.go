@@ -38,12 +38,12 @@ func detach(env *Env, rf *runFlags) error {
 	if err != nil {
 		return usageError("--detach: %v", err)
 	}
-	defer log.Close()
+	defer func() { _ = log.Close() }() // the child holds its own copy of the log
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return usageError("--detach: %v", err)
 	}
-	defer null.Close()
+	defer func() { _ = null.Close() }() // /dev/null
 	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -62,7 +62,7 @@ func detach(env *Env, rf *runFlags) error {
 		select {
 		case err := <-exited:
 			b, _ := os.ReadFile(logPath)
-			return &exitError{code: ExitUsage, err: fmt.Errorf("the background run ended at once (%v); its log %s says:\n%s", err, logPath, tail(string(b), 10))}
+			return &exitError{code: ExitUsage, err: fmt.Errorf("the background run ended at once (%w); its log %s says:\n%s", err, logPath, tail(string(b), 10))}
 		case <-deadline:
 			return &exitError{code: ExitFailures, err: fmt.Errorf("the background run (pid %d) does not answer on %s; see %s", cmd.Process.Pid, sock, logPath)}
 		case <-time.After(50 * time.Millisecond):

@@ -55,7 +55,7 @@ func startEventLog(ctx context.Context, env *Env, rf *runFlags, e *engine.Engine
 	if st, err := f.Stat(); err == nil {
 		for flag, path := range map[string]string{"--out": rf.out, "--input": rf.input} {
 			if other, err := os.Stat(path); err == nil && os.SameFile(st, other) {
-				f.Close()
+				_ = f.Close() // nothing was written to it yet
 				return nil, usageError("--log %s is the %s file; give the log a file of its own", rf.logFile, flag)
 			}
 		}
@@ -456,7 +456,7 @@ func notifyEnd(env *Env, rf *runFlags, sum engine.Summary) {
 		b.WriteString(terminalNotification("throttle", text, tmux))
 	}
 	b.WriteByte('\a')
-	io.WriteString(env.Stderr, b.String())
+	_, _ = io.WriteString(env.Stderr, b.String()) // a bell and a notification on the terminal: nobody to tell if it fails
 }
 
 // stderrTerminal reports whether env's stderr is a terminal. Env says so of stdout only; a

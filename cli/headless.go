@@ -2,13 +2,13 @@ package cli
 
 import (
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"io"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 

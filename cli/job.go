@@ -73,14 +73,14 @@ func openInput(ctx context.Context, env *Env, path string, follow bool, size int
 	st, err := f.Stat()
 	switch {
 	case err != nil:
-		f.Close()
+		_ = f.Close() // read-only
 		return nil, usageError("--input: %v", err)
 	case st.IsDir():
-		f.Close()
+		_ = f.Close() // read-only
 		return nil, usageError("--input %s is a directory; want a file of items", path)
 	case !st.Mode().IsRegular():
 		if follow {
-			f.Close()
+			_ = f.Close() // read-only
 			return nil, usageError("--follow %s: not a regular file; a pipe or a device is already read as it comes, to its end (drop --follow)", path)
 		}
 		return &input{source: engine.NewLineReader(f, jsonl), total: -1, name: path, size: -1, close: f.Close}, nil
@@ -94,7 +94,7 @@ func openInput(ctx context.Context, env *Env, path string, follow bool, size int
 	}
 	total, err := engine.CountItemsContext(ctx, io.NewSectionReader(f, 0, size))
 	if err != nil {
-		f.Close()
+		_ = f.Close() // read-only
 		if ctx.Err() != nil {
 			return nil, errCountInterrupted
 		}
@@ -124,7 +124,7 @@ func openWithin(ctx context.Context, path string) (*os.File, error) {
 	case <-ctx.Done():
 		go func() {
 			if o := <-ch; o.f != nil {
-				o.f.Close()
+				_ = o.f.Close() // nobody waits for it any more; read-only
 			}
 		}()
 		return nil, ctx.Err()
@@ -200,8 +200,8 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if err != nil {
 		return err
 	}
-	defer func() { in.close() }()
-	defer out.Close()
+	defer func() { _ = in.close() }()  // the input is read-only
+	defer func() { _ = out.Close() }() // the engine synced the rows (checked) before the run ended
 
 	e, err := engine.New(engine.Config{
 		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
@@ -278,10 +278,10 @@ func prepare(ctx context.Context, env *Env, rf *runFlags) (in *input, out *os.Fi
 			err = errCountInterrupted
 		}
 		if err != nil && in != nil {
-			in.close()
+			_ = in.close() // the setup failed: that error is the one to tell; the input is read-only
 		}
 		if err != nil && out != nil {
-			out.Close()
+			_ = out.Close() // the setup failed before any row was written
 		}
 		if err != nil {
 			in, out = nil, nil

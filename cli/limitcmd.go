@@ -122,7 +122,7 @@ it and cancels none.
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }() // the command's own answer came back; this drops the connection
 			created, changes, err := l.Set(cmd.Context(), name, limitBy(), s)
 			switch {
 			case errors.Is(err, cluster.ErrRedis):
@@ -217,7 +217,7 @@ func newLimitGetCmd(env *Env, connect limitConnect) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }() // the command's own answer came back; this drops the connection
 			info, err := l.Get(cmd.Context(), args[0])
 			if err != nil {
 				return &exitError{code: ExitFailures, err: err}
@@ -273,7 +273,7 @@ func printLimit(w io.Writer, i cluster.LimitInfo) {
 		}
 		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\t%s\t%s\n", j.ID, j.Label, formatWeight(j.Weight), j.InFlight, human.Count(j.Calls), state)
 	}
-	tw.Flush()
+	_ = tw.Flush() // a table on the terminal: nobody to tell if it fails
 }
 
 func newLimitLsCmd(env *Env, connect limitConnect) *cobra.Command {
@@ -287,7 +287,7 @@ func newLimitLsCmd(env *Env, connect limitConnect) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }() // the command's own answer came back; this drops the connection
 			all, err := l.List(cmd.Context())
 			if err != nil {
 				return &exitError{code: ExitFailures, err: err}
@@ -331,7 +331,7 @@ limit is set again.`,
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }() // the command's own answer came back; this drops the connection
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			err = l.Remove(ctx, args[0], limitBy(), force)

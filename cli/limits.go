@@ -37,7 +37,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	}
 	if rf.detach {
 		// The run goes on in a process of its own, which takes the limits: here, only check.
-		defer lim.Close()
+		defer func() { _ = lim.Close() }() // the limit was released by the run; this drops the connection
 		for _, u := range uses {
 			if _, err := lim.Get(ctx, u.Name); err != nil {
 				return nil, nil, limitError(u.Name, rf.redis, err)
@@ -90,7 +90,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	}
 	g, err := lim.Use(ctx, a, uses, opts)
 	if err != nil {
-		lim.Close()
+		_ = lim.Close() // Use failed: that error is the one to tell
 		name := ""
 		if errors.Is(err, cluster.ErrNoLimit) {
 			for _, u := range uses {
@@ -115,7 +115,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	return g.Adapter(), func() {
 		stop()
 		g.Close()
-		lim.Close()
+		_ = lim.Close() // the setup failed: that error is the one to tell
 	}, nil
 }
 

@@ -137,7 +137,7 @@ retry-after or x-ratelimit-reset-* headers; a 429 for insufficient_quota and oth
 			if err != nil {
 				return usageError("%v", err)
 			}
-			defer a.Close()
+			defer func() { _ = a.Close() }() // the run's rows are written; the adapter holds no data
 			lf.warnTokenWait(cmd, env)
 			target := fmt.Sprintf("llm %s at %s", cfg.Model, redact.URL(cfg.URL))
 			return act(cmd, job{adapter: a, name: "llm", target: target})

@@ -21,7 +21,7 @@ func startSimLLM(t *testing.T, cfg adapters.SimLLMConfig) (*adapters.SimLLM, str
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { shutdown(context.Background()) })
+	t.Cleanup(func() { _ = shutdown(context.Background()) }) // the test is over
 	return sim, url + adapters.SimLLMChatPath
 }
 

@@ -109,7 +109,7 @@ messages or logs.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
-			defer a.Close()
+			defer func() { _ = a.Close() }() // each row was committed (checked) in its call; this closes the pool
 			if literalPassword(pf.dsn) {
 				fmt.Fprintln(env.Stderr, "throttle: warning: the password in --dsn can be read by anyone on this machine (ps); export it and pass --dsn '${DATABASE_URL}'")
 			}

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"io"
 	"strings"
 	"time"
@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -94,11 +95,11 @@ func (pf *probeFlags) sample(env *Env) (*cycle, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	defer in.close()
+	defer func() { _ = in.close() }() // the input is read-only
 	c := &cycle{}
 	for len(c.items) < probeSample {
 		it, err := in.source.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

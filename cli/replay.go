@@ -73,7 +73,7 @@ func runReplay(cmd *cobra.Command, env *Env, f *replayFlags, path string) error 
 		if err != nil {
 			return usageError("%v", err)
 		}
-		defer file.Close()
+		defer func() { _ = file.Close() }()                                                       // read-only
 		if err := record.Export(file, env.Stdout); err != nil && !errors.Is(err, syscall.EPIPE) { // | head is fine
 			return usageError("%s: %v", path, err)
 		}

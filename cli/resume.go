@@ -25,7 +25,7 @@ func openResults(env *Env, path string) (*os.File, error) {
 	}
 	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
+			_ = f.Close() // the lock failed: that error is the one to tell
 			if errors.Is(err, syscall.EWOULDBLOCK) {
 				return nil, usageError("--out %s: another throttle run is writing it (it holds the file's lock); wait for it, or pick another --out", path)
 			}
@@ -74,7 +74,7 @@ func resume(ctx context.Context, env *Env, out *os.File, outPath string, in *inp
 				break
 			}
 		}
-		counting.close()
+		_ = counting.close() // read-only
 		if ctx.Err() != nil {
 			return errCountInterrupted
 		}

@@ -229,7 +229,7 @@ its worker; the screen lists the busiest hosts.`,
 			if err != nil {
 				return err
 			}
-			defer closeAdapter()
+			defer func() { _ = closeAdapter() }() // the run's rows are written; the adapter holds no data
 			j := job{adapter: a, name: "http", target: redact.URL(cfg.URL)}
 			if h, ok := a.(interface{ Hosts(int) []adapters.HostLoad }); ok && (cfg.PerHost.Rate > 0 || cfg.PerHost.Parallelism > 0) {
 				j.hosts = hostRows(h.Hosts)

@@ -92,10 +92,12 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 		// Nobody may be at the keyboard (SIGTERM from a supervisor): close the screen.
 		go p.Quit()
 		select {
-		case <-shown:
+		case err := <-shown:
+			_ = err // the screen is being closed on a signal: its end, not its error, is awaited
 		case <-time.After(2 * time.Second):
 			p.Kill()
-			<-shown
+			err := <-shown
+			_ = err // killed: its error is the kill
 		}
 	} else if err := <-shown; err != nil && !wasHungUp(&mu, &hungUp) {
 		fmt.Fprintf(env.Stderr, "throttle: the screen failed: %v\n", err)

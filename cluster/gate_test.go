@@ -574,7 +574,7 @@ func BenchmarkGateDo(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer j.Close()
-				defer j.Reset(ctx)
+				defer func() { _ = j.Reset(ctx) }() // cleanup of the test's keys
 				if err := j.InitSettings(ctx, engine.Settings{Parallelism: 1 << 20, Rate: rate, Burst: 1 << 20}, "bench"); err != nil {
 					b.Fatal(err)
 				}

@@ -64,7 +64,7 @@ func dial(ctx context.Context, url string) (*redis.Client, error) {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
-		rdb.Close()
+		_ = rdb.Close() // the ping failed: that error is the one to tell
 		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redactRedis(url), err)
 	}
 	return rdb, nil

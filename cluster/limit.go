@@ -1134,7 +1134,7 @@ func (g *LimitGate) listenOnce(ctx context.Context) (subscribed bool) {
 	}
 	ps := g.l.rdb.Subscribe(ctx, channels...)
 	var closeOnce sync.Once
-	closePS := func() { closeOnce.Do(func() { ps.Close() }) }
+	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
 	defer closePS()
 	stop := context.AfterFunc(ctx, closePS)
 	defer stop()
@@ -1616,9 +1616,9 @@ func (b *bindCounter) add(status int64) {
 }
 
 func (b *bindCounter) roll(now int64) {
-	switch {
-	case now == b.sec:
-	case now == b.sec+1:
+	switch now {
+	case b.sec:
+	case b.sec + 1:
 		b.prev, b.cur, b.sec = b.cur, [limitTooBig + 2]int{}, now
 	default:
 		b.prev, b.cur, b.sec = [limitTooBig + 2]int{}, [limitTooBig + 2]int{}, now

@@ -557,7 +557,8 @@ func decodeEntry(m redis.XMessage) ([]engine.Item, error) {
 	raw, _ := m.Values["items"].(string)
 	var wire []wireItem
 	if err := json.Unmarshal([]byte(raw), &wire); err != nil || len(wire) == 0 {
-		return nil, fmt.Errorf("cluster: work entry %s does not hold items (%v)", m.ID, err)
+		// %v, not %w: err is nil for an empty list, which %v prints as <nil>; the cause is text for the operator.
+		return nil, fmt.Errorf("cluster: work entry %s does not hold items (%v)", m.ID, err) //nolint:errorlint // see above
 	}
 	items := make([]engine.Item, len(wire))
 	for i, w := range wire {
@@ -679,13 +680,15 @@ func retry(ctx context.Context, o *outage, op func() error) error {
 		case !transient(err):
 			return err
 		case ctx.Err() != nil:
-			return fmt.Errorf("%w: %w (%v)", ErrRedis, ctx.Err(), err)
+			// The Redis failure is told as text, not wrapped: callers match ErrRedis and the
+			// reason the wait ended, never the client's own error types.
+			return fmt.Errorf("%w: %w (%v)", ErrRedis, ctx.Err(), err) //nolint:errorlint // see above
 		}
 		o.set(err)
 		wait = min(2*wait, 3*time.Second)
 		// Jitter, so that hosts that lost Redis together do not all come back in one instant.
 		if serr := sleep(ctx, wait/2+rand.N(wait/2)); serr != nil {
-			return fmt.Errorf("%w: %w (%v)", ErrRedis, serr, err)
+			return fmt.Errorf("%w: %w (%v)", ErrRedis, serr, err) //nolint:errorlint // as above: the cause is text
 		}
 	}
 }

@@ -72,7 +72,7 @@ func parseSettings(h map[string]string) (engine.Settings, error) {
 	}
 	var err error
 	bad := func(field string, e error) error {
-		return fmt.Errorf("cluster: settings field %s=%q: %v", field, h[field], e)
+		return fmt.Errorf("cluster: settings field %s=%q: %w", field, h[field], e)
 	}
 	if s.Parallelism, err = strconv.Atoi(h[fieldParallelism]); err != nil {
 		return s, bad(fieldParallelism, err)
@@ -339,7 +339,7 @@ func receive(ctx context.Context, ps *redis.PubSub, pinged *bool) (msg any, ok b
 func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
 	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
 	var closeOnce sync.Once
-	closePS := func() { closeOnce.Do(func() { ps.Close() }) }
+	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
 	defer closePS()
 	// A receive blocked on a quiet link does not see ctx: closing the subscription ends it.
 	stop := context.AfterFunc(ctx, closePS)

@@ -14,7 +14,7 @@ func Do(path string, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, fmt.Errorf("control: %s: no run answers there: %w", path, err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // the answer was read; this drops the connection
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	req.V = Version
 	if err := json.NewEncoder(c).Encode(req); err != nil {

@@ -50,7 +50,7 @@ func Listen(path string, eng Engine, title string) (*Server, error) {
 			return nil, fmt.Errorf("control: %s exists and is not a socket", path)
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
+			_ = c.Close() // only dialled to see whether someone listens
 			return nil, fmt.Errorf("control: another run serves %s", path)
 		}
 		_ = os.Remove(path) // stale: its run is gone
@@ -78,7 +78,7 @@ func (s *Server) Serve() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer c.Close()
+			defer func() { _ = c.Close() }() // the exchange is over (or refused): closing loses nothing
 			if err := checkPeer(c); err != nil {
 				return
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -111,7 +112,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 		changed := e.changed
 		e.mu.Unlock()
 
-		if err := e.takeToken(w, cost, changed); err == errChanged {
+		if err := e.takeToken(w, cost, changed); errors.Is(err, errChanged) {
 			continue
 		} else if err != nil {
 			e.mu.Lock()

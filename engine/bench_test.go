@@ -2,7 +2,7 @@ package engine_test
 
 import (
 	"context"
-	"github.com/throttle-dev/throttle/internal/enginetest"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 )
 
 // runNoop runs one job of n items through enginetest.Noop at parallelism p, its rows written to w. With
@@ -60,7 +61,7 @@ func BenchmarkEngineNoop(b *testing.B) {
 	for _, p := range []int{4, 64} {
 		for _, sink := range []string{"file", "discard", "file+events"} {
 			b.Run(sink+"/p"+strconv.Itoa(p), func(b *testing.B) {
-				var w io.Writer = io.Discard
+				w := io.Discard
 				if sink != "discard" {
 					f, err := os.Create(filepath.Join(b.TempDir(), "results.jsonl"))
 					if err != nil {
@@ -84,7 +85,7 @@ func BenchmarkLineReader(b *testing.B) {
 	b.ReportAllocs()
 	r := engine.NewLineReader(enginetest.Lines(b.N), false)
 	for {
-		if _, err := r.Next(); err == io.EOF {
+		if _, err := r.Next(); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			b.Fatal(err)

@@ -10,15 +10,15 @@ import (
 type EventKind uint8
 
 const (
-	// CallStart: a call began (Worker, Index, Attempt, InFlight at start).
+	// CallStart reports that a call began (Worker, Index, Attempt, InFlight at start).
 	CallStart EventKind = iota + 1
-	// CallEnd: a call ended (adds Latency, Status, Verdict, Message).
+	// CallEnd reports that a call ended (adds Latency, Status, Verdict, Message).
 	CallEnd
-	// ControlChange: a knob or the run state changed (Change).
+	// ControlChange reports that a knob or the run state changed (Change).
 	ControlChange
-	// HoldStart: a server's Retry-After holds all new calls until Until.
+	// HoldStart reports that a server's Retry-After holds all new calls until Until.
 	HoldStart
-	// Warning: something the operator should know (Message), e.g. open files too low.
+	// Warning reports something the operator should know (Message), e.g. open files too low.
 	Warning
 )
 

@@ -217,7 +217,7 @@ func Failed(open func() (io.ReadCloser, error)) ([]Item, error) {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		_, _, err = ReadRows(f, func(row Row) error {
 			text, err := rowItemText(row)
 			if err != nil {

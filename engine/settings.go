@@ -44,15 +44,15 @@ func (s Settings) validate() error {
 type State uint8
 
 const (
-	// Running: calls are being dispatched.
+	// Running means calls are being dispatched.
 	Running State = iota
-	// Paused: no new call starts; calls in flight finish.
+	// Paused means no new call starts; calls in flight finish.
 	Paused
-	// Draining: no new item is taken; calls in flight finish; then the run ends.
+	// Draining means no new item is taken; calls in flight finish; then the run ends.
 	Draining
-	// Stopping: calls in flight were cancelled; the run ends as soon as their rows are written.
+	// Stopping means calls in flight were cancelled; the run ends as soon as their rows are written.
 	Stopping
-	// Done: the run ended.
+	// Done means the run ended.
 	Done
 )
 

@@ -14,17 +14,17 @@ import (
 type WorkerState uint32
 
 const (
-	// WorkerIdle: waiting for work (or for a free slot after the limit was lowered).
+	// WorkerIdle means the worker is waiting for work (or for a free slot after the limit was lowered).
 	WorkerIdle WorkerState = iota
-	// WorkerPacing: waiting out its pace since its previous call started.
+	// WorkerPacing means the worker is waiting out its pace since its previous call started.
 	WorkerPacing
-	// WorkerRateWait: waiting for a token of the rate cap.
+	// WorkerRateWait means the worker is waiting for a token of the rate cap.
 	WorkerRateWait
-	// WorkerHeld: held by a pause or by a server's Retry-After.
+	// WorkerHeld means the worker is held by a pause or by a server's Retry-After.
 	WorkerHeld
-	// WorkerCalling: a call is in flight.
+	// WorkerCalling means the worker has a call in flight.
 	WorkerCalling
-	// WorkerOff: the slot is above the parallelism limit.
+	// WorkerOff means the slot is above the parallelism limit.
 	WorkerOff
 	numWorkerStates
 )

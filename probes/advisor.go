@@ -2,11 +2,11 @@ package probes
 
 import (
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"strconv"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // Binding names the limit that holds a run's throughput now.

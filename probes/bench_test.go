@@ -2,7 +2,6 @@ package probes_test
 
 import (
 	"context"
-	"github.com/throttle-dev/throttle/internal/enginetest"
 	"io"
 	"runtime"
 	"syscall"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 	"github.com/throttle-dev/throttle/probes"
 )
 

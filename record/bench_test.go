@@ -213,7 +213,7 @@ func millionRecording(b *testing.B) string {
 		b.Fatal(err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, a no-op
+	defer func() { _ = os.Remove(tmp) }() // after the rename, a no-op
 	set := engine.Settings{Parallelism: 64, Burst: 64}
 	e, err := engine.New(engine.Config{Settings: set, Adapter: enginetest.Noop,
 		Source: engine.NewLineReader(enginetest.Lines(millionCalls), false), Total: millionCalls, Results: io.Discard})

@@ -70,7 +70,7 @@ func Start(w io.WriteCloser, h Header, run Run) (*Recorder, error) {
 		err = r.flush()
 	}
 	if err != nil {
-		w.Close()
+		_ = w.Close() // the header could not be written: that error is the one to tell
 		return nil, fmt.Errorf("record: %w", err)
 	}
 	r.sub = run.Subscribe(Buffer, engine.CallEnd, engine.ControlChange, engine.HoldStart, engine.Warning)

@@ -121,10 +121,10 @@ func Minutes(rec *record.Recording) []Minute {
 		}
 		m := &mins[i]
 		m.Calls++
-		switch cls := c.Class; {
-		case cls == probes.ClassOK:
+		switch c.Class {
+		case probes.ClassOK:
 			m.OK++
-		case cls == probes.ClassTooMany:
+		case probes.ClassTooMany:
 			m.TooMany++
 		default:
 			m.Errors++

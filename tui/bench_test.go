@@ -3,7 +3,6 @@ package tui
 import (
 	"context"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/enginetest"
 	"io"
 	"slices"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/enginetest"
 	"github.com/throttle-dev/throttle/probes"
 )
 

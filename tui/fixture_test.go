@@ -1,11 +1,11 @@
 package tui
 
 import (
-	"github.com/throttle-dev/throttle/internal/human"
 	"sync"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 

@@ -8,7 +8,6 @@ package tui
 import (
 	"errors"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -251,10 +251,11 @@ func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	case key.Matches(msg, m.keys.RateDown):
 		m.lowerRate()
 	case key.Matches(msg, m.keys.Pause):
-		if m.snap.State == engine.Paused {
+		switch m.snap.State {
+		case engine.Paused:
 			m.eng.Resume(origin)
 			m.say("resumed")
-		} else if m.snap.State == engine.Running {
+		case engine.Running:
 			m.eng.Pause(origin)
 			m.say("paused: calls in flight finish, no new call starts (p to resume)")
 		}

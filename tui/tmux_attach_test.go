@@ -79,7 +79,7 @@ func testDetachAttach(t *testing.T, bin string, mode paneMode) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.RemoveAll(short) })
+		t.Cleanup(func() { _ = os.RemoveAll(short) }) // a scratch directory
 		ctlDir = filepath.Join(short, "ctl")
 		if err := os.Mkdir(ctlDir, 0o700); err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"strings"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 

@@ -437,7 +437,7 @@ func TestKeyChangesTheRealEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := New(e, probes.NewMonitor(probes.AdvisorConfig{}, false), Options{Title: "t", Now: func() time.Time { return fixedNow }})
-	m = press(t, m, "up", "pgup")
+	press(t, m, "up", "pgup")
 	if got := e.Settings().Parallelism; got != 10 {
 		t.Errorf("engine parallelism after ↑ and PgUp = %d, want (4+1)×2 = 10", got)
 	}

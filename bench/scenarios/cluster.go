@@ -97,10 +97,10 @@ func benchServer(latency time.Duration) (string, func(), error) {
 		if latency > 0 {
 			time.Sleep(latency)
 		}
-		w.Write([]byte(`{"ok":true}`))
+		_, _ = w.Write([]byte(`{"ok":true}`)) // the client went away: nothing to tell it
 	})}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed once closed
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
 // timed runs the binary to its end and returns its wall time; a failed run is an error.
@@ -141,7 +141,7 @@ func timedWithJoiners(bin string, args []string, url, job string, n int) (time.D
 		joiners = append(joiners, c)
 	}
 	if err := coord.Wait(); err != nil {
-		return 0, fmt.Errorf("%s %s: %v", bin, join(args), err)
+		return 0, fmt.Errorf("%s %s: %w", bin, join(args), err)
 	}
 	return time.Since(start), nil
 }

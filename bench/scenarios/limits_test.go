@@ -89,7 +89,9 @@ func TestItems(t *testing.T) {
 func TestCheckRows(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "ids")
-	os.WriteFile(in, []byte("1\n2\n3\n"), 0o644)
+	if err := os.WriteFile(in, []byte("1\n2\n3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		rows     string
 		ok, fail int
@@ -102,7 +104,9 @@ func TestCheckRows(t *testing.T) {
 	}
 	for i, tt := range tests {
 		out := filepath.Join(dir, "rows")
-		os.WriteFile(out, []byte(tt.rows), 0o644)
+		if err := os.WriteFile(out, []byte(tt.rows), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		ok, fail, problem := checkRows(out, in, 3)
 		if ok != tt.ok || fail != tt.fail || problem != tt.problem {
 			t.Errorf("case %d: checkRows = %d, %d, %q; want %d, %d, %q", i, ok, fail, problem, tt.ok, tt.fail, tt.problem)

@@ -128,12 +128,12 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-sig // the children, in our process group, get ctrl+c too
-		os.RemoveAll(tmp)
+		<-sig                 // the children, in our process group, get ctrl+c too
+		_ = os.RemoveAll(tmp) // scratch files of the benchmark
 		os.Exit(130)
 	}()
 	code := run(&o)
-	os.RemoveAll(tmp)
+	_ = os.RemoveAll(tmp) // scratch files of the benchmark
 	os.Exit(code)
 }
 
@@ -361,7 +361,7 @@ func goBench(o *options, pkg, pattern, metric string) (string, []string, map[str
 		}
 	}
 	if err != nil {
-		return cmdline, order, values, fmt.Errorf("%s: %v\n%s", cmdline, err, out.String())
+		return cmdline, order, values, fmt.Errorf("%s: %w\n%s", cmdline, err, out.String())
 	}
 	return cmdline, order, values, nil
 }
@@ -417,7 +417,7 @@ func (a *arrivals) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.at = append(a.at, now)
 	a.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"ok":true}`)
+	_, _ = io.WriteString(w, `{"ok":true}`) // the client went away: nothing to tell it
 }
 
 func (a *arrivals) take() []time.Time {
@@ -447,8 +447,8 @@ func rateAdherence(o *options) ([]*figure, error) {
 		return nil, err
 	}
 	srv := &http.Server{Handler: srvArr, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
+	go func() { _ = srv.Serve(ln) }()  // ErrServerClosed once closed
+	defer func() { _ = srv.Close() }() // the scenario is over
 	url := "http://" + ln.Addr().String() + "/items/{item}"
 
 	const parallelism = 32
@@ -498,7 +498,7 @@ func rateRun(url string, n, parallelism int, r float64, burst int) ([]time.Time,
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	defer func() { _ = h.Close() }() // the scenario is over
 	e, err := engine.New(engine.Config{
 		Settings: engine.Settings{Parallelism: parallelism, Rate: r, Burst: burst},
 		Adapter:  h,
@@ -575,10 +575,10 @@ func writeIDs(o *options, n int) (string, error) {
 	for i := range n {
 		buf = strconv.AppendInt(buf[:0], int64(10_000_000+i), 10)
 		buf = append(buf, '\n')
-		w.Write(buf)
+		_, _ = w.Write(buf) // a bufio.Writer keeps its first error for Flush, checked below
 	}
 	if err := w.Flush(); err != nil {
-		f.Close()
+		_ = f.Close() // the flush failed: that error is the one to tell
 		return "", err
 	}
 	return path, f.Close()
