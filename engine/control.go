@@ -92,7 +92,7 @@ func (e *Engine) SetRate(perSecond float64, burst int, origin string) error {
 	return e.Set(u, origin)
 }
 
-// turn is the Update setting k to its value in to.
+// Turn returns the Update that sets knob k to its value in to, and no other knob.
 func Turn(k Knob, to Settings) Update { return Update{knobs: 1 << k, to: to} }
 
 // resize tells a [Resizer] adapter the parallelism. It reads the value under resizeMu, so
