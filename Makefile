@@ -32,9 +32,9 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	$(GO) run ./bench/scenarios -bin $(BIN) -only limits -parallel-contestants -limits-long | tee -a bench.out
 
 fuzz: ## each fuzz target for FUZZTIME (default 20s), one after another; seeds in */testdata/fuzz
-	@fail=0; for t in engine/FuzzLineReader engine/FuzzResultsReader adapters/FuzzTemplate adapters/FuzzRetryAfter; do \
-		echo "$(GO) test -run '^$$' -fuzz '^$${t#*/}$$' -fuzztime $(FUZZTIME) ./$${t%/*}/"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*/}\$$" -fuzztime $(FUZZTIME) ./$${t%/*}/ || fail=1; \
+	@fail=0; for t in engine/FuzzLineReader engine/FuzzResultsReader adapters/FuzzTemplate adapters/FuzzRetryAfter internal/redact/FuzzRedact; do \
+		echo "$(GO) test -run '^$$' -fuzz '^$${t##*/}$$' -fuzztime $(FUZZTIME) ./$${t%/*}/"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*/}\$$" -fuzztime $(FUZZTIME) ./$${t%/*}/ || fail=1; \
 	done; exit $$fail
 
 .PHONY: man
