@@ -134,6 +134,9 @@ func Later(d time.Duration) error { return laterError{after: max(d, 0)} }
 
 // IsLater reports whether err is a [Later], and its wait.
 func IsLater(err error) (time.Duration, bool) {
+	if err == nil {
+		return 0, false // the hot path: errors.As would put l on the heap for every call
+	}
 	var l laterError
 	if errors.As(err, &l) {
 		return l.after, true

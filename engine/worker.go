@@ -39,6 +39,7 @@ type worker struct {
 	id    int
 	ctx   context.Context // the run's call context, naming this worker (WorkerOf)
 	state atomic.Uint32
+	one   [1]Outcome // the outcome of a call of one item: the worker's own, read before its next call
 	// Guarded by Engine.mu:
 	running   bool
 	hasSlot   bool
@@ -294,8 +295,9 @@ func (e *Engine) call(w *worker, t *task, from, to int) bool {
 	}
 	e.calls.Add(1)
 	e.endCall(w, outs, err, start, end)
-	// The items to retry go back as one task, so that a failed batch is retried as a batch.
-	again := &task{attempts: attempt}
+	// The items to retry go back as one task, so that a failed batch is retried as a batch;
+	// made at the first retry, as most calls have none.
+	var again *task
 	var longest time.Duration
 	for i, it := range items {
 		var out Outcome
@@ -313,12 +315,15 @@ func (e *Engine) call(w *worker, t *task, from, to int) bool {
 			e.publishEnd(w, it.Index, len(items), attempt, inflight, res, msg, out, err, end, !retry)
 		}
 		if retry {
+			if again == nil {
+				again = &task{attempts: attempt}
+			}
 			again.items = append(again.items, it)
 			again.last = append(again.last, res.Result)
 			longest = max(longest, wait)
 		}
 	}
-	if len(again.items) > 0 {
+	if again != nil {
 		again.readyAt = end.Add(longest)
 		e.scheduleRetry(again)
 	}
@@ -365,7 +370,8 @@ func (e *Engine) callable(t *task, from, to int) (items []Item, lasts []*Result)
 func (e *Engine) send(w *worker, items []Item) ([]Outcome, error) {
 	if e.batcher == nil {
 		out, err := e.do(w, func(ctx context.Context) (Outcome, error) { return e.adapter.Do(ctx, items[0]) })
-		return []Outcome{out}, err
+		w.one[0] = out
+		return w.one[:], err
 	}
 	var outs []Outcome
 	_, err := e.do(w, func(ctx context.Context) (Outcome, error) {
