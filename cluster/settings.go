@@ -21,13 +21,12 @@ import (
 // each start and at each change of rate or burst: the gate keeps its GCRA state under a key
 // named after it, so that a changed limit starts from a fresh bucket on every host at once
 // (see Gate).
-// The live knobs' fields are named after the knobs.
+// The knobs' fields are named after the knobs; these are the ones read by name here and in
+// the gate's script.
 var (
-	fieldParallelism    = engine.KnobParallelism.String()
-	fieldMaxParallelism = "max_parallelism"
-	fieldRate           = engine.KnobRate.String()
-	fieldBurst          = engine.KnobBurst.String()
-	fieldPace           = engine.KnobPace.String()
+	fieldParallelism = engine.KnobParallelism.String()
+	fieldRate        = engine.KnobRate.String()
+	fieldBurst       = engine.KnobBurst.String()
 )
 
 const fieldRateGen = "rate_gen"
@@ -53,50 +52,26 @@ func redisFailure(ctx context.Context, err error) error {
 
 func formatRateField(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
 
-// settingsFields renders s as the hash stores it: values an operator can read in redis-cli.
+// settingsFields renders s as the hash stores it, one field per knob by the knob's name (the
+// engine's formats: values an operator can read in redis-cli, a rate unrounded): a new knob
+// is stored with no change here.
 func settingsFields(s engine.Settings) map[string]any {
-	return map[string]any{
-		fieldParallelism:    strconv.Itoa(s.Parallelism),
-		fieldMaxParallelism: strconv.Itoa(s.MaxParallelism),
-		fieldRate:           formatRateField(s.Rate),
-		fieldBurst:          strconv.Itoa(s.Burst),
-		fieldPace:           s.Pace.String(),
+	f := map[string]any{}
+	for k, v := range engine.Whole(s).Fields() {
+		f[k] = v
 	}
+	return f
 }
 
-// parseSettings reads the hash back; a hash without parallelism is no settings at all.
+// parseSettings reads the hash back; a hash without parallelism is no settings at all. Fields
+// that are not knobs (the rate's generation) are left to their readers.
 func parseSettings(h map[string]string) (engine.Settings, error) {
-	var s engine.Settings
 	if h[fieldParallelism] == "" {
-		return s, ErrNoSettings
+		return engine.Settings{}, ErrNoSettings
 	}
-	var err error
-	bad := func(field string, e error) error {
-		return fmt.Errorf("cluster: settings field %s=%q: %w", field, h[field], e)
-	}
-	if s.Parallelism, err = strconv.Atoi(h[fieldParallelism]); err != nil {
-		return s, bad(fieldParallelism, err)
-	}
-	if v := h[fieldMaxParallelism]; v != "" {
-		if s.MaxParallelism, err = strconv.Atoi(v); err != nil {
-			return s, bad(fieldMaxParallelism, err)
-		}
-	}
-	if v := h[fieldRate]; v != "" {
-		if s.Rate, err = strconv.ParseFloat(v, 64); err != nil {
-			return s, bad(fieldRate, err)
-		}
-	}
-	s.Burst = 1
-	if v := h[fieldBurst]; v != "" {
-		if s.Burst, err = strconv.Atoi(v); err != nil {
-			return s, bad(fieldBurst, err)
-		}
-	}
-	if v := h[fieldPace]; v != "" {
-		if s.Pace, err = time.ParseDuration(v); err != nil {
-			return s, bad(fieldPace, err)
-		}
+	s, err := engine.ParseWhole(h, engine.Settings{Burst: 1})
+	if err != nil {
+		return engine.Settings{}, fmt.Errorf("cluster: settings: %w", err)
 	}
 	return s, nil
 }
@@ -247,11 +222,7 @@ func (j *Job) Set(ctx context.Context, u engine.Update, origin string) error {
 	fields := settingsFields(next)
 	var pairs []string
 	for _, k := range u.Knobs() {
-		name := k.String()
-		if k == engine.KnobMaxParallelism {
-			name = fieldMaxParallelism
-		}
-		pairs = append(pairs, name, fields[name].(string))
+		pairs = append(pairs, k.String(), fields[k.String()].(string))
 	}
 	return j.setKnobs(ctx, origin, pairs...)
 }

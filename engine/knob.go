@@ -105,6 +105,14 @@ var knobSpecs = [...]knobSpec{
 	},
 	KnobMaxParallelism: {
 		name: "max-parallelism", aliases: []string{"max_parallelism"},
+		parse: func(v string, s *Settings) error { // fixed for a run: read from settings stored whole
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("max-parallelism %q: want a whole number ≥ 0 (0: the default)", v)
+			}
+			s.MaxParallelism = n
+			return nil
+		},
 		format: func(s Settings) string { return strconv.Itoa(s.MaxParallelism) },
 		same:   func(a, b Settings) bool { return a.MaxParallelism == b.MaxParallelism },
 		copyTo: func(d *Settings, s Settings) { d.MaxParallelism = s.MaxParallelism },
@@ -277,6 +285,32 @@ func Diff(from, to Settings) Update {
 	}
 	u.to = to
 	return u
+}
+
+// Whole is the Update that turns every knob to its value in s: settings stored or sent whole
+// (a shared job's settings in Redis), written by [Update.Fields] and read by [ParseFields].
+func Whole(s Settings) Update {
+	var u Update
+	for _, k := range Knobs() {
+		u.knobs |= 1 << k
+	}
+	u.to = s
+	return u
+}
+
+// ParseWhole reads settings stored whole ([Whole]'s [Update.Fields]) onto base: every knob's
+// field, fixed knobs included; a field that names no knob is not its business and is skipped.
+func ParseWhole(fields map[string]string, base Settings) (Settings, error) {
+	for _, k := range Knobs() {
+		v, ok := fields[k.String()]
+		if !ok || v == "" {
+			continue
+		}
+		if err := knobSpecs[k].parse(strings.TrimSpace(v), &base); err != nil {
+			return base, err
+		}
+	}
+	return base, nil
 }
 
 // Turns reports whether u turns k.

@@ -227,3 +227,22 @@ func TestSetIsOneChange(t *testing.T) {
 		t.Errorf("a change to the same value: %v, %d entries; want none logged", err, len(e.Changes())-before)
 	}
 }
+
+// Settings stored whole read back the same, every knob included (a fixed one too), and a field
+// that names no knob is skipped: a shared job's settings hash in Redis.
+func TestWholeSettingsRoundTrip(t *testing.T) {
+	want := Settings{Parallelism: 8, MaxParallelism: 20, Pace: 1500 * time.Millisecond, Rate: 0.5, Burst: 3}
+	fields := Whole(want).Fields()
+	if len(fields) != len(Knobs()) {
+		t.Errorf("Whole(s).Fields() = %v: want one field per knob (%d)", fields, len(Knobs()))
+	}
+	fields["rate_gen"] = "12345"
+	got, err := ParseWhole(fields, Settings{Burst: 1})
+	if err != nil || got != want {
+		t.Errorf("ParseWhole(%v) = %+v, %v; want %+v", fields, got, err, want)
+	}
+	fields["parallelism"] = "none"
+	if _, err := ParseWhole(fields, Settings{}); err == nil {
+		t.Errorf("ParseWhole read parallelism %q without an error", fields["parallelism"])
+	}
+}
