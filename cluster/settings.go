@@ -26,7 +26,6 @@ import (
 var (
 	fieldParallelism = engine.KnobParallelism.String()
 	fieldRate        = engine.KnobRate.String()
-	fieldBurst       = engine.KnobBurst.String()
 )
 
 const fieldRateGen = "rate_gen"
