@@ -191,7 +191,7 @@ func (jf *jobFile) parseYAML(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil // an empty file: no settings
 		}
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
@@ -201,7 +201,7 @@ func (jf *jobFile) parseYAML(data []byte) error {
 		return usageError("%s: %s", jf.path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	var more yaml.Node
-	if err := dec.Decode(&more); err != io.EOF {
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return jf.errorf(max(more.Line, 1), "a job file is one YAML document (a second begins here)")
 	}
 	if len(doc.Content) == 0 {

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/throttle-dev/throttle/internal/human"
 	"io"
 	"strings"
 	"time"
@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -98,7 +99,7 @@ func (pf *probeFlags) sample(env *Env) (*cycle, string, error) {
 	c := &cycle{}
 	for len(c.items) < probeSample {
 		it, err := in.source.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -466,7 +467,7 @@ func (g *Gate) outageWait(ctx context.Context, err error, start time.Time) error
 	if ctx.Err() != nil {
 		return engine.Later(0)
 	}
-	if err == ErrNoSettings {
+	if errors.Is(err, ErrNoSettings) {
 		g.report(err, start)
 	} else {
 		g.report(redisFailure(ctx, err), start)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -111,7 +112,7 @@ func (e *Engine) admit(w *worker, cost int) error {
 		changed := e.changed
 		e.mu.Unlock()
 
-		if err := e.takeToken(w, cost, changed); err == errChanged {
+		if err := e.takeToken(w, cost, changed); errors.Is(err, errChanged) {
 			continue
 		} else if err != nil {
 			e.mu.Lock()
@@ -217,7 +218,7 @@ func (e *Engine) broadcastLocked() {
 }
 
 // errChanged says settings changed during a wait; the caller re-checks from the top.
-var errChanged = fmt.Errorf("engine: settings changed")
+var errChanged = errors.New("engine: settings changed")
 
 // errCost says a call costs more tokens than the bucket can ever hold.
 type errCost struct{ cost, burst int }

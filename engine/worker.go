@@ -235,7 +235,7 @@ func (e *Engine) runTask(w *worker, t *task) {
 			cost = e.coster.Cost(t.items[i : i+1])
 		}
 		if err := e.admit(w, cost); err != nil {
-			if ec, ok := err.(errCost); ok {
+			if ec, ok := errors.AsType[errCost](err); ok {
 				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
 				continue
 			}
@@ -322,7 +322,7 @@ func (e *Engine) callBatch(w *worker, t *task) {
 		cost = e.coster.Cost(valid)
 	}
 	if err := e.admit(w, cost); err != nil {
-		if ec, ok := err.(errCost); ok {
+		if ec, ok := errors.AsType[errCost](err); ok {
 			for _, it := range valid {
 				e.emit(&Result{Item: it, Attempts: t.attempts, Error: ec.Error(), At: e.clock.Now()})
 			}

@@ -109,10 +109,10 @@ func newLines(r io.Reader) *lines { return &lines{r: bufio.NewReaderSize(r, 64<<
 
 func (l *lines) next() ([]byte, error) {
 	line, err := l.r.ReadSlice('\n')
-	if err == bufio.ErrBufferFull { // a long line (a long warning): gather it
+	if errors.Is(err, bufio.ErrBufferFull) { // a long line (a long warning): gather it
 		var all []byte
 		all = append(all, line...)
-		for err == bufio.ErrBufferFull {
+		for errors.Is(err, bufio.ErrBufferFull) {
 			line, err = l.r.ReadSlice('\n')
 			all = append(all, line...)
 		}
