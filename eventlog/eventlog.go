@@ -1,7 +1,7 @@
 // Package eventlog writes a run's event log (--log) as JSON lines through log/slog: the start
 // (job and settings), every change of settings or state with who made it, the advice when it
 // changes, Retry-After holds, warnings, failed calls counted by class every few seconds, and
-// the summary. Like [metrics] and [record] it is an observer of the engine: it reads the run
+// the summary. Like packages metrics and record it is an observer of the engine: it reads the run
 // through bounded, lossy subscriptions and snapshots, and writes on a goroutine of its own, so
 // that a slow or stuck log loses events (counted in its end line) and never slows a call.
 //
