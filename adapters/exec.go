@@ -284,7 +284,7 @@ func (x *Exec) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 func waitExited(pid int) {
 	for {
 		var info unix.Siginfo
-		if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != unix.EINTR {
+		if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); !errors.Is(err, unix.EINTR) {
 			return
 		}
 	}

@@ -119,7 +119,7 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	e, err := engine.New(engine.Config{
 		Settings: local, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
 		Chunk: rf.chunk, Adapter: gate.Adapter(), Source: src, Total: -1, Results: src.Sink(), Origin: "cluster",
-		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: newScrubber(env, rf).hook(),
+		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
 	})
 	if err != nil {
 		return usageError("%v", err)

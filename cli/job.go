@@ -206,7 +206,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	e, err := engine.New(engine.Config{
 		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
 		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: out, SyncEvery: rf.fsyncEvery,
-		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: newScrubber(env, rf).hook(),
+		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
 	})
 	if err != nil {
 		return usageError("%v", err)

@@ -40,7 +40,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 		defer func() { _ = lim.Close() }() // the limit was released by the run; this drops the connection
 		for _, u := range uses {
 			if _, err := lim.Get(ctx, u.Name); err != nil {
-				return nil, nil, limitError(u.Name, rf.redis, err)
+				return nil, nil, limitError(rf.redis, err)
 			}
 		}
 		return a, func() {}, nil
@@ -63,10 +63,11 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	// The gate tells each outage once, in order, under a lock of its own.
 	down := false
 	report := func(err error) {
+		gone, isGone := errors.AsType[*cluster.NoLimitError](err)
 		switch {
-		case err != nil && errors.Is(err, cluster.ErrNoLimit):
+		case isGone:
 			down = true
-			name := strings.TrimPrefix(err.Error(), cluster.ErrNoLimit.Error()+": ")
+			name := gone.Name
 			say(fmt.Sprintf("shared limit %s is gone from redis (throttle limit rm --force?): calls wait for it; nothing is lost; throttle limit set %s … brings it back", name, name))
 		case err != nil:
 			down = true
@@ -91,15 +92,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	g, err := lim.Use(ctx, a, uses, opts)
 	if err != nil {
 		_ = lim.Close() // Use failed: that error is the one to tell
-		name := ""
-		if errors.Is(err, cluster.ErrNoLimit) {
-			for _, u := range uses {
-				if _, e := lim.Get(context.Background(), u.Name); e != nil {
-					name = u.Name
-				}
-			}
-		}
-		return nil, nil, limitError(name, rf.redis, err)
+		return nil, nil, limitError(rf.redis, err)
 	}
 	for i, u := range uses {
 		c := g.Config(i)
@@ -162,8 +155,9 @@ func limitNameOK(s string) bool {
 
 // limitError is the usage error for a limit that cannot be used: it does not exist (with
 // how to make it), or Redis failed.
-func limitError(name, url string, err error) error {
-	if errors.Is(err, cluster.ErrNoLimit) && name != "" {
+func limitError(url string, err error) error {
+	if gone, ok := errors.AsType[*cluster.NoLimitError](err); ok {
+		name := gone.Name
 		return usageError("--limit %s: no such shared limit in the redis at %s; create it first: throttle limit set %s --rate 50/s --parallelism 16 --redis %s", name, url, name, url)
 	}
 	return usageError("--limit: %v", err)

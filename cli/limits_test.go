@@ -383,6 +383,51 @@ func TestSharedLimitRedisOutage(t *testing.T) {
 	}
 }
 
+// TestSharedLimitRemovedDuringRun: a limit removed (rm --force) under a running job makes its
+// calls wait, and stderr names the limit gone and how to bring it back; set again, the run goes
+// on and every item is ok.
+func TestSharedLimitRemovedDuringRun(t *testing.T) {
+	rurl := redisURL(t)
+	name := limitName(t, rurl)
+	limit := func(args ...string) {
+		t.Helper()
+		if r := run(t, invocation{args: append(append([]string{"limit"}, args...), "--redis", rurl)}); r.code != 0 {
+			t.Errorf("limit %v: %d %s", args, r.code, r.stderr)
+		}
+	}
+	limit("set", name, "--parallelism", "2")
+	var calls atomic.Int64
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
+		calls.Add(1)
+		time.Sleep(10 * time.Millisecond)
+		okJSON(w, r)
+	})
+	const items = 60
+	in, out := writeItems(t, items), outPath(t)
+	stderr := &syncBuffer{}
+	gone := "shared limit " + name + " is gone from redis (throttle limit rm --force?): calls wait for it; nothing is lost; throttle limit set " +
+		name + " … brings it back"
+	go func() {
+		if !waitFor(10*time.Second, func() bool { return calls.Load() >= 10 }) {
+			return
+		}
+		limit("rm", name, "--force")
+		waitFor(5*time.Second, func() bool { return strings.Contains(stderr.String(), gone) })
+		limit("set", name, "--parallelism", "2")
+	}()
+	r := run(t, invocation{stderr: stderr, args: []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}",
+		"--headless", "--parallelism", "4", "--limit", name, "--redis", rurl}})
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0 (every item ok)\n%s", r.code, r.stderr)
+	}
+	if strings.Count(r.stderr, gone) != 1 {
+		t.Fatalf("want the removal said once, naming the limit (%q):\n%s", gone, r.stderr)
+	}
+	if rows := rowsByItem(t, readRows(t, out)); len(rows) != items {
+		t.Fatalf("%d items with rows, want %d", len(rows), items)
+	}
+}
+
 // TestLimitCommand: limit set, get, ls and rm, with their usage errors; --limit with a
 // limit that does not exist or a bad weight calls nothing.
 func TestLimitCommand(t *testing.T) {
@@ -444,6 +489,16 @@ func TestLimitCommand(t *testing.T) {
 			"--limit", c.limit, "--redis", rurl}})
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) || srv.count() != 0 {
 			t.Fatalf("--limit %s: exit %d, %d calls: want 2, none, and %q\n%s", c.limit, r.code, srv.count(), c.want, r.stderr)
+		}
+	}
+
+	// Of two limits, the one missing is named, with how to create it, whatever the order.
+	for _, limits := range [][]string{{name, name + "-missing"}, {name + "-missing", name}} {
+		r := run(t, invocation{args: []string{"run", "http", "--input", in, "--out", outPath(t), "--url", srv.URL + "/{item}", "--headless",
+			"--limit", limits[0], "--limit", limits[1], "--redis", rurl}})
+		want := "--limit " + name + "-missing: no such shared limit in the redis at " + rurl + "; create it first: throttle limit set " + name + "-missing "
+		if r.code != 2 || !strings.Contains(r.stderr, want) || srv.count() != 0 {
+			t.Fatalf("--limit %v: exit %d, %d calls: want 2, none, and %q\n%s", limits, r.code, srv.count(), want, r.stderr)
 		}
 	}
 

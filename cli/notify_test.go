@@ -1,7 +1,7 @@
 package cli
 
-// Tests of the end-of-run bell and desktop notification: the exact bytes for each case, and
-// one run through Main.
+// Tests of the wiring of the end-of-run bell and desktop notification (package notify, which
+// tests the bytes themselves): a terminal or not, $TMUX, --notify, and one run through Main.
 
 import (
 	"bytes"
@@ -14,6 +14,9 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 )
 
+// TestNotifyEnd: the wiring of the end-of-run bytes (package notify): written to stderr only
+// when it is a terminal, the desktop notification only with --notify, wrapped for tmux when
+// $TMUX is set, nothing for a run that never started.
 func TestNotifyEnd(t *testing.T) {
 	t.Parallel()
 	done := engine.Summary{State: engine.Done, Total: 1239, OK: 1234, Failed: 5, Elapsed: 12*time.Minute + 300*time.Millisecond}
@@ -32,15 +35,8 @@ func TestNotifyEnd(t *testing.T) {
 		{"notify under tmux", true, true, true, done,
 			"\x1bPtmux;\x1b\x1b]9;throttle: " + text + "\a\x1b\\" +
 				"\x1bPtmux;\x1b\x1b]777;notify;throttle;" + text + "\a\x1b\\" + "\a"},
-		{"tmux without notify: the bell needs no wrapping", true, false, true, done, "\a"},
 		{"not a terminal", false, true, false, done, ""},
 		{"never started", true, true, false, engine.Summary{}, ""},
-		{"drained, rows lost", true, true, false,
-			engine.Summary{State: engine.Draining, OK: 1000000, Failed: 0, Lost: 2, Elapsed: time.Hour + 5*time.Minute},
-			"\x1b]9;throttle: drained: 1,000,000 ok, 0 failed, 2 lost in 1h05m\a" +
-				"\x1b]777;notify;throttle;drained: 1,000,000 ok, 0 failed, 2 lost in 1h05m\a\a"},
-		{"stopped", true, true, false, engine.Summary{State: engine.Stopping, OK: 3, Failed: 1, Elapsed: 1500 * time.Millisecond},
-			"\x1b]9;throttle: stopped: 3 ok, 1 failed in 2s\a\x1b]777;notify;throttle;stopped: 3 ok, 1 failed in 2s\a\a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -71,24 +67,6 @@ func TestNotifyEndFileStderr(t *testing.T) {
 	notifyEnd(env, &runFlags{notify: true}, engine.Summary{State: engine.Done, OK: 1})
 	if st, err := f.Stat(); err != nil || st.Size() != 0 {
 		t.Errorf("%d bytes written to a file (%v), want none", st.Size(), err)
-	}
-}
-
-// TestTerminalNotificationControls: nothing in the title or text can end the sequence early or
-// start one of its own: control characters (C0, DEL, C1) and invalid UTF-8 are dropped, and a
-// ';' in OSC 777's title, which would shift its fields, becomes ','.
-func TestTerminalNotificationControls(t *testing.T) {
-	t.Parallel()
-	title := "jobs;x\x1b]0;pwned\a\u009b"
-	text := "done\x1b[2J\r\n\x7f: 1 ok \xff· ü"
-	want := "\x1b]9;jobs;x]0;pwned: done[2J: 1 ok · ü\a" + "\x1b]777;notify;jobs,x]0,pwned;done[2J: 1 ok · ü\a"
-	if got := terminalNotification(title, text, false); got != want {
-		t.Errorf("got  %q\nwant %q", got, want)
-	}
-	wrapped := terminalNotification(title, text, true)
-	inner := strings.ReplaceAll(want, "\x1b", "\x1b\x1b")
-	if wrapped != "\x1bPtmux;"+strings.SplitAfter(inner, "\a")[0]+"\x1b\\"+"\x1bPtmux;"+strings.SplitAfter(inner, "\a")[1]+"\x1b\\" {
-		t.Errorf("under tmux: %q", wrapped)
 	}
 }
 

@@ -6,9 +6,10 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 )
 
-// observers are a run's optional outlets: Prometheus metrics (--metrics), the event log (--log)
-// and the notification at its end (--notify). Each reads the engine like any observer, through
-// bounded subscriptions and snapshots, so none can slow the calls.
+// observers are a run's optional outlets: Prometheus metrics (--metrics, package metrics), the
+// event log (--log, package eventlog) and the bell and notification at its end (--notify,
+// package notify). Each reads the engine like any observer, through bounded subscriptions and
+// snapshots, so none can slow the calls; cli only wires the flags to them.
 type observers struct {
 	stops []func(engine.Summary)
 	// feeds take the run's events from the monitor's subscription (see startMonitor).

@@ -55,8 +55,22 @@ import (
 // debt: its own GCRA is clamped to an empty bucket, so that once another starves it falls
 // back to its share at once rather than paying for the past.
 
-// ErrNoLimit says a named limit does not exist in Redis (never set, or removed).
+// ErrNoLimit says a named limit does not exist in Redis (never set, or removed). The error
+// returned is a [*NoLimitError], which names the limit; errors.Is(err, ErrNoLimit) holds for it.
 var ErrNoLimit = errors.New("cluster: no such shared limit")
+
+// NoLimitError says which limit does not exist in Redis, for a caller that tells the operator
+// how to create it: take it with errors.As rather than reading the name out of the text.
+type NoLimitError struct {
+	// Name is the limit's name.
+	Name string
+}
+
+// Error says "cluster: no such shared limit: NAME".
+func (e *NoLimitError) Error() string { return ErrNoLimit.Error() + ": " + e.Name }
+
+// Unwrap returns [ErrNoLimit], so that errors.Is(err, ErrNoLimit) holds.
+func (e *NoLimitError) Unwrap() error { return ErrNoLimit }
 
 // ErrLimitInUse says a limit that jobs use now cannot be removed without force.
 var ErrLimitInUse = errors.New("cluster: the shared limit is in use")
@@ -346,7 +360,7 @@ func (l *Limits) config(ctx context.Context, name string) (LimitConfig, error) {
 		return LimitConfig{}, redisFailure(ctx, err)
 	}
 	if len(h) == 0 || h["gen"] == "" {
-		return LimitConfig{}, fmt.Errorf("%w: %s", ErrNoLimit, name)
+		return LimitConfig{}, &NoLimitError{Name: name}
 	}
 	return parseLimitConfig(h), nil
 }
@@ -410,7 +424,7 @@ func (l *Limits) Get(ctx context.Context, name string) (LimitInfo, error) {
 		return LimitInfo{}, redisFailure(ctx, err)
 	}
 	if len(res) < 7 {
-		return LimitInfo{}, fmt.Errorf("%w: %s", ErrNoLimit, name)
+		return LimitInfo{}, &NoLimitError{Name: name}
 	}
 	conf, state, jobs := flatMap(res[0]), flatMap(res[3]), flatMap(res[4])
 	info := LimitInfo{Name: name, LimitConfig: parseLimitConfig(conf), InFlight: int(gateInt(res, 1)), UpdatedBy: conf["updated_by"]}
@@ -509,7 +523,7 @@ func (l *Limits) Remove(ctx context.Context, name, by string, force bool) error 
 	case err != nil:
 		return redisFailure(ctx, err)
 	case n == 0:
-		return fmt.Errorf("%w: %s", ErrNoLimit, name)
+		return &NoLimitError{Name: name}
 	case n < 0:
 		return fmt.Errorf("%w: %d jobs use %s now", ErrLimitInUse, -n, name)
 	}
@@ -1332,7 +1346,7 @@ func (g *LimitGate) tryAdmit(ctx context.Context, tokens int) (*limitLease, limi
 	case limitRate, limitRateShare, limitTPM, limitTPMShare:
 		r.wait, r.interval = v, max(time.Duration(gateInt(res, 3))*time.Microsecond, time.Microsecond)
 	case limitMissing:
-		return nil, r, g.outageWait(ctx, fmt.Errorf("%w: %s", ErrNoLimit, g.uses[i].Name), start, i)
+		return nil, r, g.outageWait(ctx, &NoLimitError{Name: g.uses[i].Name}, start, i)
 	case limitTooBig:
 		return nil, r, engine.Permanent(fmt.Errorf("cluster: a call of %d tokens exceeds the %d tokens per minute of the shared limit %s: it can never be allowed", tokens, gateInt(res, 2), g.uses[i].Name))
 	default:

@@ -181,6 +181,8 @@ func TestLimitSetGetListRemove(t *testing.T) {
 	}
 	if _, err := l.Get(ctx, name+"-none"); !errors.Is(err, ErrNoLimit) {
 		t.Fatalf("get of a missing limit: %v, want ErrNoLimit", err)
+	} else if ne, ok := errors.AsType[*NoLimitError](err); !ok || ne.Name != name+"-none" {
+		t.Fatalf("get of a missing limit: %#v, want a *NoLimitError naming %s-none", err, name)
 	}
 	all, err := l.List(ctx)
 	if err != nil {
@@ -210,9 +212,18 @@ func TestLimitSetGetListRemove(t *testing.T) {
 	}
 	if err := l.Remove(ctx, name, "ops", false); !errors.Is(err, ErrNoLimit) {
 		t.Fatalf("rm twice: %v, want ErrNoLimit", err)
+	} else if ne, ok := errors.AsType[*NoLimitError](err); !ok || ne.Name != name {
+		t.Fatalf("rm twice: %#v, want a *NoLimitError naming %s", err, name)
 	}
-	if _, err := l.Use(ctx, engine.AdapterFunc(nil), []LimitUse{{Name: name}}, LimitOptions{}); !errors.Is(err, ErrNoLimit) {
-		t.Fatalf("use of a missing limit: %v, want ErrNoLimit", err)
+	// Of several limits, the error names the one missing, for the CLI to say how to create it.
+	if _, _, err := l.Set(ctx, name+"-other", "ops", LimitSet{Rate: ptr(5.0)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Remove(context.Background(), name+"-other", "ops", true) })
+	_, err = l.Use(ctx, engine.AdapterFunc(nil), []LimitUse{{Name: name + "-other"}, {Name: name}}, LimitOptions{})
+	if ne, ok := errors.AsType[*NoLimitError](err); !ok || ne.Name != name || !errors.Is(err, ErrNoLimit) ||
+		err.Error() != "cluster: no such shared limit: "+name {
+		t.Fatalf("use of a missing limit: %v, want a *NoLimitError naming %s", err, name)
 	}
 }
 
@@ -622,6 +633,8 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 	}
 	if r := reported(); len(r) != 3 || !errors.Is(r[2], ErrNoLimit) || inner.Load() != before {
 		t.Fatalf("reports %v: want the removal told once, no call", r)
+	} else if ne, ok := errors.AsType[*NoLimitError](r[2]); !ok || ne.Name != name {
+		t.Fatalf("the removal reported as %#v, want a *NoLimitError naming %s", r[2], name)
 	}
 	if _, _, err := direct.Set(ctx, name, "ops", LimitSet{Parallelism: ptr(4)}); err != nil {
 		t.Fatal(err)

@@ -218,7 +218,7 @@ func (e *Engine) broadcastLocked() {
 }
 
 // errChanged says settings changed during a wait; the caller re-checks from the top.
-var errChanged = fmt.Errorf("engine: settings changed")
+var errChanged = errors.New("engine: settings changed")
 
 // errCost says a call costs more tokens than the bucket can ever hold.
 type errCost struct{ cost, burst int }

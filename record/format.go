@@ -18,10 +18,12 @@
 //	[5, at, n]                                                                   n events the recorder missed
 //	[6, at, {summary}]                                                           the end of the run ([End])
 //
-// class is a [probes.Class] (0 ok, 1 429, 2 timeout, 3 connection, 4 5xx, 5 other 4xx, 6
-// other); verdict is an [engine.Verdict] (0 ok, 1 retry, 2 fail); final is 1 when the call's
-// item got its row and 0 when it was to be tried again; retry_after is the Retry-After the
-// answer asked for, in microseconds. `throttle replay FILE --export jsonl` writes the same
+// class is the call's outcome class (0 ok, 1 429, 2 timeout, 3 connection, 4 5xx, 5 other
+// 4xx, 6 other); verdict is 0 ok, 1 retry, 2 fail; a snapshot's state is 0 running, 1 paused,
+// 2 draining, 3 stopping, 4 done. These numbers are the format's own (see codes.go), not the
+// values of [probes.Class], [engine.Verdict] or [engine.State], and never change. final is 1
+// when the call's item got its row and 0 when it was to be tried again; retry_after is the
+// Retry-After the answer asked for, in microseconds. `throttle replay FILE --export jsonl` writes the same
 // records as plain JSON objects with named fields.
 package record
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
-	"github.com/throttle-dev/throttle/probes"
 )
 
 // Recording is a recording read back, in the order it was written.
@@ -158,7 +157,7 @@ func parseLine(line []byte) (any, error) {
 	case kindHold:
 		v = Hold{At: at, Until: p.dur()}
 	case kindSnapshot:
-		v = Snap{At: at, State: engine.State(p.int()), Read: p.int(), OK: p.int(), Failed: p.int(), Calls: p.int(),
+		v = Snap{At: at, State: decode(&p, stateCodes), Read: p.int(), OK: p.int(), Failed: p.int(), Calls: p.int(),
 			Retries: p.int(), TooMany: p.int(), Errors: p.int(), InFlight: int(p.int()), BackingOff: int(p.int())}
 	case kindWarning:
 		v = Warning{At: at, Message: p.str()}
@@ -183,8 +182,8 @@ func parseLine(line []byte) (any, error) {
 // call reads the rest of a call record.
 func (p *parser) call(at time.Duration) (Call, error) {
 	c := Call{Start: at, Latency: p.dur(), Worker: int32(p.int()), Index: p.int(), Items: int32(p.int()),
-		Attempt: int16(p.int()), InFlight: int32(p.int()), Status: int16(p.int()), Class: probes.Class(p.int()),
-		Verdict: engine.Verdict(p.int()), Final: p.int() == 1, RetryAfter: p.dur()}
+		Attempt: int16(p.int()), InFlight: int32(p.int()), Status: int16(p.int()), Class: decode(p, classCodes),
+		Verdict: decode(p, verdictCodes), Final: p.int() == 1, RetryAfter: p.dur()}
 	return c, p.done()
 }
 
@@ -274,6 +273,19 @@ func (p *parser) int() int64 {
 	v, err := strconv.ParseInt(string(p.b[start:p.i]), 10, 64)
 	if err != nil {
 		p.err = fmt.Errorf("bad number %q", p.b[start:p.i])
+	}
+	return v
+}
+
+// decode reads a code of table t; an unknown one fails the record.
+func decode[T ~uint8](p *parser, t *codes[T]) T {
+	n := p.int()
+	if p.err != nil {
+		return 0
+	}
+	v, err := t.decode(n)
+	if err != nil {
+		p.err = err
 	}
 	return v
 }

@@ -185,8 +185,8 @@ func (r *Recorder) event(ev engine.Event) {
 		r.num(int64(ev.Attempt))
 		r.num(int64(ev.InFlight))
 		r.num(int64(ev.Status))
-		r.num(int64(probes.Classify(ev)))
-		r.num(int64(ev.Verdict))
+		r.num(classCodes.encode(probes.Classify(ev)))
+		r.num(verdictCodes.encode(ev.Verdict))
 		r.flag(ev.Final)
 		r.num(int64(ev.RetryAfter / time.Microsecond))
 	case engine.ControlChange:
@@ -212,7 +212,7 @@ func (r *Recorder) event(ev engine.Event) {
 func (r *Recorder) snapshot() {
 	s := r.run.Snapshot()
 	r.begin(kindSnapshot, s.At)
-	for _, v := range []int64{int64(s.State), s.Read, s.OK, s.Failed, s.Calls, s.Retries, s.TooMany, s.Errors,
+	for _, v := range []int64{stateCodes.encode(s.State), s.Read, s.OK, s.Failed, s.Calls, s.Retries, s.TooMany, s.Errors,
 		int64(s.InFlight), int64(s.BackingOff)} {
 		r.num(v)
 	}
