@@ -128,6 +128,7 @@ Start low, watch the 429s and latency, raise after clean logs.`,
 			DisableDefaultCmd: true,
 		},
 	}
+	installHelp(root, env)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see '%s --help')", err, c.CommandPath())
 	})

@@ -31,11 +31,17 @@ workers until the API pushes back, then the effective rate settle just under
 the hidden limit. With --auto=false you tune by hand: start low, raise with the
 keys after clean seconds, and see the 429s, the Retry-After hold of the whole
 pool and the effective rate that the engine keeps under your ceiling.`,
-		Example: `  throttle demo                                  # --auto finds the limit
-  throttle demo --auto=false --parallelism 2     # tune it yourself: raise with ↑
+		Example: `  # --auto finds the limit:
+  throttle demo
+
+  # Tune it yourself from 2 workers: raise with ↑ after clean seconds.
+  throttle demo --auto=false --parallelism 2
+
+  # A ceiling 25% over the hidden limit: the engine holds the run under it.
   throttle demo --auto=false --parallelism 16 --rate 125/s
-                                                 # 25% over: the engine holds it under
-  throttle demo --hold probe                     # end holds by a test call`,
+
+  # End each Retry-After hold with a test call instead of waiting it out.
+  throttle demo --hold probe`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if items < 1 {

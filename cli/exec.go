@@ -114,20 +114,24 @@ killed. A first ctrl+c does not reach the commands: it drains the run, and the c
 in flight finish.`,
 		Example: `  # Warm a CDN cache (-S: curl's errors go into the rows); retry its DNS, connect and
   # timeout failures (exit 6, 7, 28):
-  throttle run exec --input paths.txt --parallelism 8 --rate 20/s --retry-exit 6,7,28 \
-      -- curl -sSf -o /dev/null -w '{"code":%{http_code},"s":%{time_total}}' https://example.com/{item}
+  throttle run exec --input paths.txt --parallelism 8 --rate 20/s \
+      --retry-exit 6,7,28 -- curl -sSf -o /dev/null \
+      -w '{"code":%{http_code},"s":%{time_total}}' 'https://example.com/{item}'
 
   # A script that reads one JSON object on stdin and prints its result as JSON:
-  throttle run exec --input users.jsonl --stdin --parallelism 4 -- python3 transform.py
+  throttle run exec --input users.jsonl --stdin --parallelism 4 \
+      -- python3 transform.py
 
   # A pipeline needs a shell: the item goes in as $1, never inside the script.
-  throttle run exec --input urls.txt -- sh -c 'curl -sfL "$1" | sha256sum | cut -c1-64' sh {item}
+  throttle run exec --input urls.txt \
+      -- sh -c 'curl -sfL "$1" | sha256sum | cut -c1-64' sh {item}
 
   # One database transaction per id. The password comes from the environment, and
   # psql quotes the id itself (:'id' in backfill_one.sql):
   export PGPASSWORD=…
-  throttle run exec --input ids.txt --parallelism 4 --timeout 5m --retry-exit 2 \
-      -- psql -h db.internal -U app -X -q -tA -v ON_ERROR_STOP=1 -v id={item} -f backfill_one.sql`,
+  throttle run exec --input ids.txt --parallelism 4 --timeout 5m \
+      --retry-exit 2 -- psql -h db.internal -U app -X -q -tA \
+      -v ON_ERROR_STOP=1 -v id={item} -f backfill_one.sql`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := ef.config(args, cmd.ArgsLenAtDash())

@@ -32,9 +32,11 @@ takes a slot and a token from it for each call, besides its own knobs (the tight
 of the two binds). Two jobs that both want more than the limit get equal shares,
 or shares by weight (--limit NAME:2). 'limit set' on a limit in use changes it for
 every job at once. A job that dies gives its slots back after the limit's lease.`,
-		Example: `  throttle limit set tmdb --rate 50/s --burst 5 --parallelism 128 --redis redis://127.0.0.1:6379/0
-  throttle run http --input movies.txt --url 'https://api.example.com/3/movie/{item}' --limit tmdb --redis redis://127.0.0.1:6379/0
-  throttle limit ls --redis redis://127.0.0.1:6379/0`,
+		Example: `  export REDIS=redis://127.0.0.1:6379/0
+  throttle limit set tmdb --rate 50/s --burst 5 --parallelism 128 --redis $REDIS
+  throttle run http --input movies.txt --limit tmdb --redis $REDIS \
+      --url 'https://api.example.com/3/movie/{item}'
+  throttle limit ls --redis $REDIS`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmd.Help()
@@ -79,11 +81,13 @@ it and cancels none.
   --burst B         calls the rate allows at once (default 1)
   --parallelism N   calls in flight across the jobs (0: none)
   --tpm T           tokens per minute across the jobs: each call takes its estimate
-  --lease D         how long a dead job's slots stay taken (default 10s; live calls
-                    renew theirs)`,
-		Example: `  throttle limit set tmdb --rate 50/s --burst 5 --parallelism 128 --redis redis://127.0.0.1:6379/0
-  throttle limit set tmdb --rate 200/s --redis redis://127.0.0.1:6379/0
-  throttle limit set openai --rate 500/m --tpm 60000 --parallelism 16 --redis redis://127.0.0.1:6379/0`,
+  --lease D         how long a dead job's slots stay taken (default 10s;
+                    live calls renew theirs)`,
+		Example: `  export REDIS=redis://127.0.0.1:6379/0
+  throttle limit set tmdb --rate 50/s --burst 5 --parallelism 128 --redis $REDIS
+  throttle limit set tmdb --rate 200/s --redis $REDIS
+  throttle limit set openai --rate 500/m --tpm 60000 --parallelism 16 \
+      --redis $REDIS`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]

@@ -122,7 +122,8 @@ retry-after or x-ratelimit-reset-* headers; a 429 for insufficient_quota and oth
       --header 'Authorization: Bearer ${OPENAI_API_KEY}' --parallelism 16
 
   # A local server (vLLM, llama.cpp, Ollama) with no quota: parallelism is the limit.
-  throttle run llm --input questions.txt --url http://127.0.0.1:8080/v1/chat/completions \
+  throttle run llm --input questions.txt \
+      --url http://127.0.0.1:8080/v1/chat/completions \
       --model qwen2.5-7b --system 'Answer in one sentence.' --parallelism 8
 
   # Retry only what failed (429s that ran out of retries, timeouts):

@@ -90,14 +90,16 @@ parameters exits 2 with nothing run. The password never appears in rows,
 messages or logs.`,
 		Example: `  # A 100,000-row load. Postgres takes about 80 safe write connections and the app
   # holds 20 of them: start at 8 connections, never past 40, raise after clean logs.
-  export DATABASE_URL='postgres://loader:…@db.internal:5432/app'   # never on the command line
+  # The password stays off the command line:
+  export DATABASE_URL='postgres://loader:…@db.internal:5432/app'
   throttle run postgres --dsn '${DATABASE_URL}' --input events.jsonl \
-      --sql 'INSERT INTO events(id, payload) VALUES ($1, $2) ON CONFLICT DO NOTHING' \
+      --sql 'INSERT INTO events(id, payload) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING' \
       --args id,payload --chunk 1000 --parallelism 8 --max-parallelism 40
 
   # One id per line, gently, while the database serves traffic:
   throttle run postgres --dsn '${DATABASE_URL}' --input ids.txt \
-      --sql 'UPDATE accounts SET plan = ''v2'' WHERE id = $1 AND plan = ''v1''' \
+      --sql "UPDATE accounts SET plan = 'v2' WHERE id = \$1 AND plan = 'v1'" \
       --parallelism 4 --rate 200/s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -44,7 +44,8 @@ about half of it — the seed's advice: "API allows 1,000/s: start at 500".
 
 The items come from a sample of --input (the first 1,000, cycled) or from one fixed
 --item. The calls are real: probe a target you may call.`,
-		Example: `  throttle probe http --item 42 --url 'https://api.example.com/v1/users/{item}' \
+		Example: `  throttle probe http --item 42 \
+      --url 'https://api.example.com/v1/users/{item}' \
       --header 'Authorization: Bearer ${API_TOKEN}'
   throttle probe sim --item x --sim-rate 200/s --step 2s`,
 		Args: cobra.ArbitraryArgs,

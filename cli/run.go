@@ -46,10 +46,13 @@ read it).
 
 On ctrl+c (SIGINT), SIGTERM or SIGHUP the run drains: no new call starts, calls in
 flight finish and their rows are written; a second ctrl+c cancels them too.
+
 Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 (nothing was called), 130 interrupted.`,
-		Example: `  throttle run http --input ids.txt --url 'https://api.example.com/v1/users/{item}' \
-      --header 'Authorization: Bearer ${API_TOKEN}' --parallelism 8 --rate 50 --pace 1s
+		Example: `  throttle run http --input ids.txt \
+      --url 'https://api.example.com/v1/users/{item}' \
+      --header 'Authorization: Bearer ${API_TOKEN}' \
+      --parallelism 8 --rate 50 --pace 1s
   throttle run sim --input ids.txt --sim-rate 100 --parallelism 16`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -206,11 +209,11 @@ its worker; the screen lists the busiest hosts.`,
       --header 'Content-Type: application/json' --body '{"id": "{.id}"}'
 
   # A vector database's batch upsert: 100 items a request, 100 requests at once.
-  throttle run http --input vectors.jsonl --chunk 100 --parallelism 100 --method POST \
-      --url 'https://db.example.com/collections/docs/points' \
+  throttle run http --input vectors.jsonl --chunk 100 --parallelism 100 \
+      --method POST --url 'https://db.example.com/collections/docs/points' \
       --header 'api-key: ${QDRANT_KEY}' --body '{"points": {items}}'
 
-  # Crawl a URL list across many sites: 1 call/s and 2 at once per site, 64 overall.
+  # Crawl many sites: 1 call/s and 2 at once per site, 64 calls in all.
   throttle run http --input urls.txt --url '{item}' --parallelism 64 \
       --per-host-rate 1/s --per-host-parallelism 2`,
 		Args: cobra.NoArgs,
@@ -311,8 +314,11 @@ concurrency capacity, a lognormal latency that grows when it is overloaded, and
 429 + Retry-After past its rate limit. Use it to learn the knobs, or to rehearse
 a run's settings before pointing them at a real system.`,
 		Example: `  seq 1 5000 > ids.txt
-  throttle run sim --input ids.txt --sim-rate 100/s --sim-latency 80ms --parallelism 4
-  throttle run sim --input ids.txt --sim-concurrency 16 --parallelism 32   # watch latency climb`,
+  throttle run sim --input ids.txt --sim-rate 100/s --sim-latency 80ms \
+      --parallelism 4
+
+  # More workers than the target serves at once: watch latency climb.
+  throttle run sim --input ids.txt --sim-concurrency 16 --parallelism 32`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := sf.config()

@@ -52,8 +52,9 @@ that item and stops the run (exit 1). --timeout covers the whole download: raise
 for big files.`
 	cmd.Example += `
 
-  # Bulk download: each answer to its own file in ./json; 50/s × 2.3 s ≈ 115 in flight.
-  throttle run http --input urls.txt --url '{item}' --save-dir ./json --rate 50 --parallelism 128`
+  # Bulk download, each answer to a file in ./json (50/s × 2.3 s ≈ 115 in flight):
+  throttle run http --input urls.txt --url '{item}' --save-dir ./json \
+      --rate 50 --parallelism 128`
 	f.cmd = cmd
 	run := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
