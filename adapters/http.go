@@ -88,6 +88,16 @@ type HTTPConfig struct {
 	SaveConfig
 }
 
+// EnvUses lists every ${NAME} that the headers and the body read at call time (the URL may
+// hold none), so that a caller can check them all before the first call.
+func (c HTTPConfig) EnvUses() []EnvUse {
+	return append(headerEnvUses(c.Headers), envUses("body", c.Body, c.Body)...)
+}
+
+// TargetHost is the host name that the URL template spells out, for a check before the run
+// that it resolves; "" when the items supply it or it is an address (see [HTTPConfig.URL]).
+func (c HTTPConfig) TargetHost() string { return literalHost(c.URL) }
+
 // maxRedirects is how many redirects a call follows before it fails.
 const maxRedirects = 10
 

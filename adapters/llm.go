@@ -68,6 +68,19 @@ type LLMConfig struct {
 	Transport http.RoundTripper
 }
 
+// EnvUses lists every ${NAME} that the headers read at call time (the prompt and the system
+// message may hold none), so that a caller can check them all before the first call.
+func (c LLMConfig) EnvUses() []EnvUse { return headerEnvUses(c.Headers) }
+
+// TargetHost is the host name of URL, for a check before the run that it resolves; "" when
+// it is an address.
+func (c LLMConfig) TargetHost() string {
+	if strings.Contains(c.URL, "{") {
+		return "" // not a template: such a URL fails in NewLLM
+	}
+	return literalHost(c.URL)
+}
+
 // LLM is the llm adapter: one OpenAI-compatible chat completion per item, under the
 // provider's tokens-per-minute and requests-per-minute limits, which it holds itself.
 //

@@ -63,6 +63,11 @@ type PostgresConfig struct {
 	LookupEnv func(string) (string, bool)
 }
 
+// EnvUses lists every ${NAME} that the DSN reads when a connection is opened, so that a
+// caller can check them all before connecting. They are never quoted with the DSN, which may
+// hold a literal password.
+func (c PostgresConfig) EnvUses() []EnvUse { return envUses("dsn", c.DSN, "") }
+
 // Postgres is the postgres adapter: it runs one SQL statement per item over one connection
 // per engine worker, so that the run's parallelism is the number of connections the database
 // sees. It implements [engine.Resizer]: Resize(n) closes the connections of workers n and

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -218,6 +220,99 @@ func (t *Template) UsesEnv() bool {
 		}
 	}
 	return false
+}
+
+// EnvNames returns the variables that the template's ${NAME} placeholders read, each once, in
+// the order of their first use: what must be set before the first call.
+func (t *Template) EnvNames() []string {
+	var names []string
+	for _, p := range t.parts {
+		if p.kind == tmplEnv && !slices.Contains(names, p.text) {
+			names = append(names, p.text)
+		}
+	}
+	return names
+}
+
+// EnvUse is one ${NAME} that an adapter's configuration reads at call time, and where. The
+// configurations list theirs (HTTPConfig.EnvUses and the like) so that the CLI can check,
+// before the first call, that each variable is set: an unset one would otherwise fail every
+// item, one row at a time.
+type EnvUse struct {
+	// Name is the variable.
+	Name string
+	// Option is the setting whose template reads it, spelled as the CLI's flag without its
+	// dashes: "header", "body", "dsn".
+	Option string
+	// Shown is the template as a message may quote it (it holds the placeholder, never a
+	// value), or "" when it should not be quoted: a DSN may hold a literal password, and a
+	// long body would bury the message.
+	Shown string
+}
+
+// maxShownTemplate is the longest template an [EnvUse] quotes.
+const maxShownTemplate = 80
+
+// envUses lists the ${NAME} of src, a template of option; shown is how a message may quote
+// it ("" for not at all). A template that does not compile lists none: the adapter's
+// constructor reports it.
+func envUses(option, src, shown string) []EnvUse {
+	t, err := parseTemplate(src, false)
+	if err != nil {
+		return nil
+	}
+	if len(shown) > maxShownTemplate || strings.ContainsAny(shown, "\r\n") {
+		shown = ""
+	}
+	var uses []EnvUse
+	for _, name := range t.EnvNames() {
+		uses = append(uses, EnvUse{Name: name, Option: option, Shown: shown})
+	}
+	return uses
+}
+
+// headerEnvUses lists the ${NAME} of headers ("Key: Value" lines, the value a template), as
+// [parseHeaders] reads them.
+func headerEnvUses(lines []string) []EnvUse {
+	var uses []EnvUse
+	for _, line := range lines {
+		if _, value, ok := strings.Cut(line, ":"); ok {
+			uses = append(uses, envUses("header", strings.TrimSpace(value), line)...)
+		}
+	}
+	return uses
+}
+
+// literalHost returns the host name of a URL template when the template spells it out
+// (https://api.example.com/{item}), for a check that it resolves before the run; "" when
+// the host comes from the items ('{item}', 'https://{.host}/…'), is an IP address or
+// localhost, or the template does not parse.
+func literalHost(src string) string {
+	t, err := parseTemplate(src, true)
+	if err != nil || !t.startsWithLiteral() {
+		return ""
+	}
+	prefix := t.parts[0].text
+	_, rest, ok := strings.Cut(prefix, "://")
+	if !ok {
+		return ""
+	}
+	end := strings.IndexAny(rest, "/?#")
+	switch {
+	case end >= 0:
+		prefix = prefix[:len(prefix)-len(rest)+end]
+	case len(t.parts) > 1:
+		return "" // a placeholder goes on with the host or its port
+	}
+	u, err := url.Parse(prefix)
+	if err != nil {
+		return ""
+	}
+	host := u.Hostname()
+	if host == "" || host == "localhost" || net.ParseIP(host) != nil {
+		return ""
+	}
+	return host
 }
 
 // Expand returns the template filled in for it, reading ${NAME} through lookupEnv

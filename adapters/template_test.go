@@ -215,3 +215,70 @@ func BenchmarkTemplateExpand(b *testing.B) {
 		}
 	}
 }
+
+// TestEnvUses: each configuration lists every ${NAME} that its templates read, with the option
+// that reads it, each once per template, and quotes no template that may hold a secret or
+// bury the message.
+func TestEnvUses(t *testing.T) {
+	long := `{"q": "{item}", "k": "${LONG_KEY}", "pad": "` + strings.Repeat("x", 100) + `"}`
+	for _, tc := range []struct {
+		name string
+		got  []EnvUse
+		want []EnvUse
+	}{
+		{"http", HTTPConfig{URL: "https://api.example.com/{item}",
+			Headers: []string{"Accept: application/json", "Authorization: Bearer ${TOKEN}", "X-Pair: ${A}:${B}:${A}"},
+			Body:    `{"id": "{item}", "key": "${BODY_KEY}"}`}.EnvUses(),
+			[]EnvUse{
+				{"TOKEN", "header", "Authorization: Bearer ${TOKEN}"},
+				{"A", "header", "X-Pair: ${A}:${B}:${A}"},
+				{"B", "header", "X-Pair: ${A}:${B}:${A}"},
+				{"BODY_KEY", "body", `{"id": "{item}", "key": "${BODY_KEY}"}`},
+			}},
+		{"http, long body", HTTPConfig{Body: long}.EnvUses(), []EnvUse{{"LONG_KEY", "body", ""}}},
+		{"http, none", HTTPConfig{URL: "https://x/{item}", Headers: []string{"A: b"}, Body: "{item} costs $5 {x}"}.EnvUses(), nil},
+		{"http, templates that do not compile list nothing", HTTPConfig{Headers: []string{"no colon ${X}", "K: ${1BAD}"}, Body: "${UNCLOSED"}.EnvUses(), nil},
+		{"llm", LLMConfig{Prompt: "{item}", Headers: []string{"Authorization: Bearer ${OPENAI_API_KEY}"}}.EnvUses(),
+			[]EnvUse{{"OPENAI_API_KEY", "header", "Authorization: Bearer ${OPENAI_API_KEY}"}}},
+		{"postgres: never quoted", PostgresConfig{DSN: "postgres://u:literal@h/db?password=${PW}&x=${PW}"}.EnvUses(),
+			[]EnvUse{{"PW", "dsn", ""}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.got) != len(tc.want) {
+				t.Fatalf("got %+v, want %+v", tc.got, tc.want)
+			}
+			for i := range tc.got {
+				if tc.got[i] != tc.want[i] {
+					t.Errorf("use %d: got %+v, want %+v", i, tc.got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestTargetHost: the host every call goes to, when the URL spells it out; nothing when the
+// items supply it, or it is an address that needs no lookup.
+func TestTargetHost(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://api.example.com/v1/users/{item}", "api.example.com"},
+		{"https://user@api.example.com:8443/v1?q={item}", "api.example.com"},
+		{"http://api.example.com", "api.example.com"},
+		{"http://api.example.com?id={item}", "api.example.com"},
+		{"{item}", ""},
+		{"https://{.host}/x", ""},
+		{"https://api{.n}.example.com/x", ""},
+		{"https://api.example.com{item}", ""},
+		{"https://api.example.com:{.port}/x", ""},
+		{"http://127.0.0.1:8080/{item}", ""},
+		{"http://[::1]:8080/{item}", ""},
+		{"http://localhost:8080/{item}", ""},
+		{"not a url {item}", ""},
+	} {
+		if got := (HTTPConfig{URL: tc.url}).TargetHost(); got != tc.want {
+			t.Errorf("http %q: got %q, want %q", tc.url, got, tc.want)
+		}
+	}
+	if got := (LLMConfig{URL: "https://api.openai.com/v1/chat/completions"}).TargetHost(); got != "api.openai.com" {
+		t.Errorf("llm: got %q, want api.openai.com", got)
+	}
+}

@@ -91,7 +91,7 @@ it and cancels none.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if !limitNameOK(name) {
+			if !cluster.ValidName(name) {
 				return usageError("limit name %q: want letters, digits, '-', '_' or '.' (1 to 64)", name)
 			}
 			var s cluster.LimitSet

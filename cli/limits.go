@@ -126,7 +126,7 @@ func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
 				return nil, usageError("--limit %s: the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)", v)
 			}
 		}
-		if !limitNameOK(name) {
+		if !cluster.ValidName(name) {
 			return nil, usageError("--limit %s: a limit's name is letters, digits, '-', '_' or '.' (1 to 64)", v)
 		}
 		if seen[name] {
@@ -139,18 +139,6 @@ func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
 		return nil, usageError("--limit: no limit named")
 	}
 	return uses, nil
-}
-
-func limitNameOK(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.", r)) {
-			return false
-		}
-	}
-	return true
 }
 
 // limitError is the usage error for a limit that cannot be used: it does not exist (with

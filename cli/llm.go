@@ -131,6 +131,9 @@ retry-after or x-ratelimit-reset-* headers; a 429 for insufficient_quota and oth
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := lf.config(env)
+			if err == nil {
+				err = preflightAdapter(cmd.Context(), env, cfg.EnvUses(), "url", cfg.TargetHost())
+			}
 			if err != nil {
 				return err
 			}

@@ -104,6 +104,9 @@ messages or logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := pf.config(env)
+			if err == nil {
+				err = preflightAdapter(cmd.Context(), env, cfg.EnvUses(), "", "")
+			}
 			if err != nil {
 				return err
 			}

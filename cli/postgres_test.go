@@ -154,7 +154,7 @@ func TestRunPostgresRefusedAtStartup(t *testing.T) {
 	}{
 		{"no dsn", "", "INSERT INTO S.t VALUES ($1)", nil, "postgres needs --dsn"},
 		{"no sql", "${DATABASE_URL}", "", nil, "postgres needs --sql"},
-		{"unset variable", "${NOT_SET_HERE}", "INSERT INTO S.t VALUES ($1)", nil, "NOT_SET_HERE is not set"},
+		{"unset variable", "${NOT_SET_HERE}", "INSERT INTO S.t VALUES ($1)", nil, "--dsn: NOT_SET_HERE is not set in the environment"},
 		{"unreachable", closedPort, "INSERT INTO S.t VALUES ($1)", nil, "cannot connect to postgres://"},
 		{"syntax error", "${DATABASE_URL}", "INSRT INTO S.t VALUES ($1)", nil, "SQLSTATE 42601"},
 		{"missing table", "${DATABASE_URL}", "INSERT INTO S.nope VALUES ($1)", nil, "SQLSTATE 42P01"},

@@ -47,6 +47,11 @@ read it).
 On ctrl+c (SIGINT), SIGTERM or SIGHUP the run drains: no new call starts, calls in
 flight finish and their rows are written; a second ctrl+c cancels them too.
 
+Before the first call a run checks that every ${NAME} its templates read is set,
+that the directories of --out, --log, --record and --save-dir take files, and the
+names of --limit and --job: a mistake exits 2, naming the flag. A --url host that
+does not resolve is only a warning.
+
 Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 (nothing was called), 130 interrupted.`,
 		Example: `  throttle run http --input ids.txt \
@@ -68,6 +73,20 @@ Exit status: 0 every item ok, 1 some items failed (all recorded), 2 usage error
 	cmd.PersistentPreRunE = func(c *cobra.Command, args []string) error { return applyJobFile(env, rf, cmd, c, args) }
 	run := func(cmd *cobra.Command, j job) error { return runJob(cmd.Context(), env, rf, j) }
 	addAdapters(cmd, env, run)
+	// Before an adapter is built (the http adapter creates --save-dir, postgres connects),
+	// the run's own flags are checked: see preflight.go.
+	for _, c := range cmd.Commands() {
+		build := c.RunE
+		if build == nil {
+			continue
+		}
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if err := preflightRun(rf, c); err != nil {
+				return err
+			}
+			return build(c, args)
+		}
+	}
 	return cmd
 }
 
@@ -186,8 +205,11 @@ func newHTTPCmd(env *Env, act action) *cobra.Command {
 		Long: `Call an HTTP API once per item. The URL, headers and body are templates:
 {item} is the input line, {.field} a field of a JSONL item, and ${NAME} (headers and
 body only) the environment variable NAME, read at call time so that a secret never
-appears in argv, results or logs. 2xx is ok; 429, 408 and 5xx are retried; other
-statuses fail at once. A JSON response body is kept in the row's "output".
+appears in argv, results or logs. Before the first call each one must be set: an
+unset one exits 2 naming it and its flag (set but empty: a warning). A --url host
+that does not resolve is a warning, not an error (a proxy may reach it).
+2xx is ok; 429, 408 and 5xx are retried; other statuses fail at once. A JSON
+response body is kept in the row's "output".
 
 Batch endpoints: with --chunk N and {items} (a JSON array) or {items_jsonl} in --body,
 one request carries N items; every item gets a row with the answer's outcome, or with
@@ -219,6 +241,9 @@ its worker; the screen lists the busiest hosts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := hf.config(env)
+			if err == nil {
+				err = preflightAdapter(cmd.Context(), env, cfg.EnvUses(), "url", cfg.TargetHost())
+			}
 			if err == nil {
 				err = sf.apply(&cfg)
 			}

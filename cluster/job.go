@@ -40,7 +40,7 @@ type Job struct {
 // Connect connects to the Redis at url (redis://HOST:PORT/DB) for the job name and checks
 // that it answers. host names this process in the job; "" means hostname/pid.
 func Connect(ctx context.Context, url, name, host string) (*Job, error) {
-	if !validName(name) {
+	if !ValidName(name) {
 		return nil, fmt.Errorf("cluster: job name %q: want letters, digits, '-', '_' or '.' (1 to 64)", name)
 	}
 	rdb, err := dial(ctx, url)
@@ -104,7 +104,9 @@ func (j *Job) Reset(ctx context.Context) error {
 	return j.rdb.Del(ctx, keys...).Err()
 }
 
-func validName(s string) bool {
+// ValidName reports whether s may name a job or a shared limit: letters, digits, '-', '_'
+// or '.', 1 to 64 of them (a name goes into Redis keys and hash tags).
+func ValidName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

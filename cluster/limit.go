@@ -254,7 +254,7 @@ func LimitKey(name, part string) string { return "throttle:limit:{" + name + "}:
 var limitParts = []string{"conf", "leases", "hold", "gcra", "state", "want", "jobs"}
 
 func checkLimitName(name string) error {
-	if !validName(name) {
+	if !ValidName(name) {
 		return fmt.Errorf("cluster: limit name %q: want letters, digits, '-', '_' or '.' (1 to 64)", name)
 	}
 	return nil
