@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/throttle-dev/throttle/engine"
 )
 
 // TestRetryArgs: the retry command is the run's own arguments with --input replaced by the
@@ -51,6 +54,33 @@ func TestSummaryLinesFit(t *testing.T) {
 	for _, want := range []string{"'Authorization: Bearer ${API_TOKEN}'", `'X-Who: it'\''s me'`, "--input results.jsonl"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the command does not hold %s:\n%s", want, text)
+		}
+	}
+}
+
+// TestOKRowStatus: the quick reading of an ok row's head agrees with decoding the row, for
+// items whose text looks like the row's own fields; a failed row is left to the decoder.
+func TestOKRowStatus(t *testing.T) {
+	items := []engine.Item{
+		{Line: `plain`},
+		{Line: `a "quoted" \ item,"ok":false,"status":500 }{`},
+		{Line: `{"id":"x}\"{","ok":false,"n":[1,{"status":503}]}`, JSON: true},
+	}
+	for _, it := range items {
+		for _, r := range []engine.Result{{Item: it, OK: true, Status: 201, Output: json.RawMessage(`{"status":404}`)},
+			{Item: it, OK: true}, {Item: it, Status: 503, Error: "503 Service Unavailable"}} {
+			line := engine.AppendRow(nil, &r)
+			var want struct {
+				OK     bool `json:"ok"`
+				Status int  `json:"status"`
+			}
+			if err := json.Unmarshal(line, &want); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			status, ok := okRowStatus(line)
+			if ok != want.OK || (ok && status != want.Status) {
+				t.Errorf("%s: okRowStatus %d, %v; the row says %d, %v", line, status, ok, want.Status, want.OK)
+			}
 		}
 	}
 }
