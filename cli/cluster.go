@@ -32,8 +32,8 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		return usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
 	case rf.config != "":
 		return usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
-	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "" || rf.follow:
-		return usageError("--resume, --only-failed, --dedupe, --detach, --record and --follow are for a run on one host, not yet for a shared job")
+	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "" || rf.follow || rf.summaryJSON != "":
+		return usageError("--resume, --only-failed, --dedupe, --detach, --record, --follow and --summary-json are for a run on one host, not yet for a shared job")
 	}
 	cj, err := cluster.Connect(ctx, rf.redis, rf.job, "")
 	if err != nil {
@@ -201,8 +201,8 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 		stopLines()
 		sig.stop()
 		rep.stop()
-		rep.summary(sum, mon.Overall(), "")
 	}
+	printSummary(env.Stdout, sum, mon.Overall(), "") // the run's output: stdout (CONTRACT.md, Streams)
 	obs.finish(env, rf, sum)
 	if coordinator {
 		if sum.Interrupted() {

@@ -163,56 +163,17 @@ func (h *headless) stop() {
 	h.sub.Close()
 }
 
-// summary prints the run's last lines.
+// summary prints the run's last lines where the progress lines went (a log file once the
+// terminal is gone: the summary proper goes to stdout).
 func (h *headless) summary(s engine.Summary, lat probes.Stats, out string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	printSummary(h.w, s, lat, out)
 }
 
-// printSummary writes the run's summary lines: totals, latency over the whole run, what was
-// not run, warnings, where the rows are (out; "" for a replay, which has none). `throttle
-// replay --headless` prints the same lines from a recording.
-func printSummary(w io.Writer, s engine.Summary, lat probes.Stats, out string) {
-	rows := s.OK + s.Failed
-	verb := "done"
-	switch s.State {
-	case engine.Draining:
-		verb = "drained"
-	case engine.Stopping:
-		verb = "stopped"
-	}
-	perSec := 0.0
-	if s.Elapsed > 0 {
-		perSec = float64(rows) / s.Elapsed.Seconds()
-	}
-	fmt.Fprintf(w, "%s in %s: %s items, %s ok, %s failed · %s calls, %s retries, %s × 429 · %.1f items/s\n",
-		verb, s.Elapsed.Round(time.Millisecond), human.Count(rows), human.Count(s.OK), human.Count(s.Failed),
-		human.Count(s.Calls), human.Count(s.Retries), human.Count(s.TooMany), perSec)
-	if lat.Calls > 0 {
-		fmt.Fprintf(w, "latency p50 %s · p95 %s · p99 %s · max %s over %s calls\n", human.Latency(lat.P50),
-			human.Latency(lat.P95), human.Latency(lat.P99), human.Latency(lat.Max), human.Count(lat.Calls))
-	}
-	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows+s.Lost) {
-		left := s.NotStarted
-		if s.Total >= 0 {
-			left = s.Total - rows - s.Lost
-		}
-		fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
-	}
-	if out == "" { // a replay: the rows are not ours to report
-		for _, warning := range s.Warnings {
-			fmt.Fprintln(w, "warning: "+warning)
-		}
-		return
-	}
-	if s.Lost > 0 {
-		fmt.Fprintf(w, "%s finished items could not be written to %s\n", human.Count(s.Lost), out)
-	}
-	for _, warning := range s.Warnings {
-		fmt.Fprintln(w, "warning: "+warning)
-	}
-	if rows > 0 || s.Lost == 0 {
-		fmt.Fprintln(w, "results appended to "+out)
-	}
+// end prints the run's end report where the progress lines went.
+func (h *headless) end(r endReport) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	printEnd(h.w, r)
 }

@@ -203,9 +203,17 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	defer func() { _ = in.close() }()  // the input is read-only
 	defer func() { _ = out.Close() }() // the engine synced the rows (checked) before the run ended
 
+	var sumFile *os.File // --summary-json: opened now, so that a path that cannot be written fails before any call
+	if rf.summaryJSON != "" {
+		if sumFile, err = openPrivate(env, "--summary-json", rf.summaryJSON, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); err != nil {
+			return usageError("--summary-json: %v", err)
+		}
+		defer func() { _ = sumFile.Close() }() // closed (checked) by writeSummaryJSON; this is for an early return
+	}
+	tally := newRowTally(out) // the rows by status and cause, for the summary
 	e, err := engine.New(engine.Config{
 		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
-		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: out, SyncEvery: rf.fsyncEvery,
+		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: tally, SyncEvery: rf.fsyncEvery,
 		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
 	})
 	if err != nil {
@@ -236,16 +244,17 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
-		printSummary(env.Stdout, sum, mon.Overall(), rf.out)
 	} else {
 		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
 		if sock != "" {
 			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}
+		var hungUp atomic.Bool
 		sig := handleSignals(env, e, rep.say, func() {
 			// Progress lines go on in a log next to the results; stderr is likely a dead tty.
 			if f, err := os.OpenFile(rf.out+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
 				rep.redirect(f)
+				hungUp.Store(true)
 				rep.say("SIGHUP: the terminal went away; the job goes on (throttle attach to watch it)")
 			}
 		})
@@ -253,9 +262,19 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sig.stop()
 		rep.stop()
 		stopRecording(env, rec, sum, rf.record)
-		rep.summary(sum, mon.Overall(), rf.out)
+		if hungUp.Load() { // the log has the progress lines: it gets their end too
+			rep.end(endOf(env, rf, e, sum, mon, tally))
+		}
 	}
 	stopMonitor() // every event fed, before the observers take the run's end
+	// The summary is the run's output: stdout, terminal or not (CONTRACT.md, Streams).
+	report := endOf(env, rf, e, sum, mon, tally)
+	printEnd(env.Stdout, report)
+	if sumFile != nil {
+		if err := writeSummaryJSON(sumFile, report); err != nil {
+			fmt.Fprintf(env.Stderr, "warning: --summary-json %s: %v\n", rf.summaryJSON, err)
+		}
+	}
 	obs.finish(env, rf, sum)
 
 	switch {
@@ -390,4 +409,15 @@ func handleSignals(env *Env, e *engine.Engine, say func(string), hangup func()) 
 		}
 	}()
 	return s
+}
+
+// endOf gathers the end report of a run on one host: the summary, the latency over the whole
+// run, the rows by cause, the settings at the end with their changes, and the command that
+// retries only the failures.
+func endOf(env *Env, rf *runFlags, e *engine.Engine, sum engine.Summary, mon *probes.Monitor, tally *rowTally) endReport {
+	r := endReport{sum: sum, lat: mon.Overall(), out: rf.out, rows: tally.snapshot(), settings: e.Settings(), changes: e.Changes()}
+	if sum.Failed > 0 {
+		r.retry = retryArgs(env.Args, rf.out)
+	}
+	return r
 }

@@ -71,7 +71,7 @@ func TestNotifyEndFileStderr(t *testing.T) {
 }
 
 // TestNotifyRun: a run through Main with --notify, under tmux, on a terminal, ends its stderr
-// with the wrapped notification and the bell, after the summary.
+// with the wrapped notification and the bell; the summary is on stdout.
 func TestNotifyRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -100,7 +100,7 @@ func TestNotifyRun(t *testing.T) {
 	if !strings.HasSuffix(stderr.String(), want) {
 		t.Errorf("stderr ends %q, want %q", stderr.String()[max(0, stderr.Len()-200):], want)
 	}
-	if strings.Count(stderr.String(), "\a") != 3 || !strings.Contains(stderr.String(), "done in") {
-		t.Errorf("want the summary, then exactly one notification and one bell:\n%q", stderr.String())
+	if strings.Count(stderr.String(), "\a") != 3 || !strings.Contains(stdout.String(), "done in") || strings.Contains(stderr.String(), "done in") {
+		t.Errorf("want the summary on stdout and exactly one notification and one bell on stderr:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
 	}
 }

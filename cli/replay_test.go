@@ -22,10 +22,10 @@ import (
 )
 
 var (
-	// summaryLine is the first line of a run's summary, live or replayed.
-	summaryLine = regexp.MustCompile(`(?m)^(?:done|drained|stopped) in .*$`)
+	// summaryLine is the first two lines of a run's summary, live or replayed.
+	summaryLine = regexp.MustCompile(`(?m)^(?:done|drained|stopped) in .*\n.*$`)
 	// summaryFields picks the elapsed time and the counts out of a summary line.
-	summaryFields = regexp.MustCompile(`^\w+ in (\S+): ([\d,]+) items, ([\d,]+) ok, ([\d,]+) failed · ([\d,]+) calls, ([\d,]+) retries, ([\d,]+) × 429 · [\d.]+ items/s$`)
+	summaryFields = regexp.MustCompile(`^\w+ in (\S+): ([\d,]+) items, ([\d,]+) ok, ([\d,]+) failed\n([\d,]+) calls, ([\d,]+) retries, ([\d,]+) × 429 · [\d.]+ items/s$`)
 	// latencyLine is the summary's latency over the whole run.
 	latencyLine = regexp.MustCompile(`(?m)^latency p50 \S+ · p95 \S+ · p99 \S+ · max \S+ over ([\d,]+) calls$`)
 )
@@ -148,15 +148,15 @@ func TestReplay(t *testing.T) {
 	if !strings.Contains(live.stderr, "throttle replay "+rec) {
 		t.Errorf("live run: stderr does not say where it recorded:\n%s", live.stderr)
 	}
-	want := parseSummary(t, "the live run's stderr", live.stderr)
-	wantLatency := latencyLine.FindString(live.stderr)
+	want := parseSummary(t, "the live run's stdout", live.stdout)
+	wantLatency := latencyLine.FindString(live.stdout)
 	if wantLatency == "" {
-		t.Fatalf("the live run's stderr has no latency line:\n%s", live.stderr)
+		t.Fatalf("the live run's stdout has no latency line:\n%s", live.stdout)
 	}
 	// Otherwise the recording would not show that 429s and retries replay as they happened.
 	if want.tooMany == 0 || want.retries == 0 || want.items != items {
 		t.Fatalf("the live run made %d items with %d 429s and %d retries, want %d items, some 429s and retries:\n%s",
-			want.items, want.tooMany, want.retries, items, live.stderr)
+			want.items, want.tooMany, want.retries, items, live.stdout)
 	}
 	t.Logf("live: %s", want.line)
 

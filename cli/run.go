@@ -44,6 +44,10 @@ Results, --log and --record files are created 0600: they hold what the target
 answered. A file that already exists keeps its mode (with a note if others may
 read it).
 
+Progress lines and the screen go to stderr; the end summary goes to stdout (a
+terminal or not): failures by cause with a sample message each, and the command
+that retries only them. --summary-json FILE also writes it as JSON.
+
 On ctrl+c (SIGINT), SIGTERM or SIGHUP the run drains: no new call starts, calls in
 flight finish and their rows are written; a second ctrl+c cancels them too.
 

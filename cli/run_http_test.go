@@ -465,9 +465,9 @@ func TestRunHeadlessProgress(t *testing.T) {
 		t.Errorf("%d progress lines with done/total, calls/s, in flight, p50/p95 and 429s (429s seen: %v), want at least 2 and some 429s:\n%s",
 			matched, saw429, res.stderr)
 	}
-	summary := regexp.MustCompile(`(?m)^done in [\d.]+m?s: 30 items, 30 ok, 0 failed · \d+ calls, 6 retries, 6 × 429`)
-	if !summary.MatchString(res.stderr) {
-		t.Errorf("no summary line matching %s:\n%s", summary, res.stderr)
+	summary := regexp.MustCompile(`(?m)^done in [\d.]+m?s: 30 items, 30 ok, 0 failed\n\d+ calls, 6 retries, 6 × 429`)
+	if !summary.MatchString(res.stdout) {
+		t.Errorf("no summary line matching %s on stdout:\n%s", summary, res.stdout)
 	}
 }
 
@@ -576,8 +576,8 @@ func TestRunSignals(t *testing.T) {
 					t.Errorf("item %d: %s, want ok (drained)", item, r.Error)
 				}
 			}
-			if !strings.Contains(res.stderr, "items were not run and have no row") {
-				t.Errorf("the summary does not say that items were left:\n%s", res.stderr)
+			if !strings.Contains(res.stdout, "items were not run and have no row") {
+				t.Errorf("the summary does not say that items were left:\n%s", res.stdout)
 			}
 		})
 	}
@@ -679,8 +679,8 @@ func TestDemo(t *testing.T) {
 	if len(rows) != 50 {
 		t.Errorf("%d rows, want 50", len(rows))
 	}
-	if !strings.Contains(res.stderr, "simulated API on http://127.0.0.1:") || !strings.Contains(res.stderr, "done in ") {
-		t.Errorf("stderr does not show the simulated API and the summary:\n%s", res.stderr)
+	if !strings.Contains(res.stderr, "simulated API on http://127.0.0.1:") || !strings.Contains(res.stdout, "done in ") {
+		t.Errorf("stderr does not show the simulated API, or stdout the summary:\n%s\nstdout:\n%s", res.stderr, res.stdout)
 	}
 }
 

@@ -47,6 +47,7 @@ type runFlags struct {
 	config         string
 	printConfig    bool
 	limits         []string // --limit NAME[:WEIGHT]
+	summaryJSON    string
 }
 
 // register adds the flags to fs; the demo makes its own input, so it leaves --input out.
@@ -90,6 +91,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.BoolVar(&f.auto, "auto", false, "let the tuner find the limit: slow start doubles parallelism until the target pushes back, then a gentle climb (your own changes pause it for a minute)")
 	fs.BoolVar(&f.adapt, "adapt", true, "keep an effective rate and parallelism under --rate and --parallelism (then ceilings) that fall at 429s and climb back; --adapt=false holds the settings as given")
 	fs.StringVar(&f.hold, "hold", "strict", "how a Retry-After hold of the whole pool ends: strict (at its time) or probe (one test call at a time; the first success ends it: for token buckets whose whole-second Retry-After overstates the wait)")
+	fs.StringVar(&f.summaryJSON, "summary-json", "", "also write the end summary to FILE as JSON (0600): counts by status and class, failures by cause, latency percentiles, settings and their changes, wall time; written after an interrupt too")
 	fs.IntVar(&f.fps, "fps", 4, "TUI refreshes per second (1-30; keep it low over slow ssh links)")
 	fs.DurationVar(&f.progressEvery, "progress-every", 2*time.Second, "interval of headless progress lines")
 	_ = fs.MarkHidden("progress-every")

@@ -255,7 +255,7 @@ func testDetachAttach(t *testing.T, bin string, mode paneMode) {
 	} else if want := commas(attachItems); string(m[1]) != want || string(m[2]) != want || string(m[3]) != "0" {
 		t.Errorf("%s summary: %s; want %s items, %s ok, 0 failed", logPath, m[0], want, want)
 	}
-	if !bytes.Contains(log, []byte("results appended to "+out)) {
+	if !regexp.MustCompile(`results appended to\s+` + regexp.QuoteMeta(out)).Match(log) { // a long path on the next line
 		t.Errorf("%s does not name the results file %s:\n%s", logPath, out, log)
 	}
 	if fi, err := os.Stat(logPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
