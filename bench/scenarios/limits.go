@@ -566,8 +566,8 @@ func demoRun(o *options, r int) (demoResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, o.bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	var stdout, stderr bytes.Buffer // the summary is on stdout, the hidden limit and progress on stderr
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		return d, err
 	}
@@ -582,7 +582,7 @@ func demoRun(o *options, r int) (demoResult, error) {
 		return d, err
 	}
 	d.exit = cmd.ProcessState.ExitCode()
-	text := stderr.String()
+	text := stderr.String() + "\n" + stdout.String()
 	m := demoHidden.FindStringSubmatch(text)
 	if m == nil {
 		return d, fmt.Errorf("throttle demo: no hidden limit in its output")

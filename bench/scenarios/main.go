@@ -602,8 +602,8 @@ func runSim(o *options, input string) (childRun, []string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, o.bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	var stdout, stderr bytes.Buffer // the summary is on stdout, progress on stderr
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t := time.Now()
 	err := cmd.Run()
 	r := childRun{wall: time.Since(t)}
@@ -618,7 +618,7 @@ func runSim(o *options, input string) (childRun, []string, error) {
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.maxRSSKiB, r.maxRSSExists = ru.Maxrss, true // KiB on Linux
 	}
-	if m := summaryRate.FindAllStringSubmatch(stderr.String(), -1); m != nil {
+	if m := summaryRate.FindAllStringSubmatch(stdout.String(), -1); m != nil {
 		r.summaryRate, _ = strconv.ParseFloat(m[len(m)-1][1], 64)
 	}
 	tail := strings.Split(strings.TrimSpace(stderr.String()), "\n")

@@ -119,10 +119,10 @@ func runChild(bin string, args []string, stdout io.Writer) (childRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = stdout, &stderr
-	if stdout == nil {
-		cmd.Stdout = io.Discard
+	var stderr, summary bytes.Buffer // the summary is on stdout, progress on stderr
+	cmd.Stdout, cmd.Stderr = &summary, &stderr
+	if stdout != nil {
+		cmd.Stdout = io.MultiWriter(stdout, &summary)
 	}
 	t := time.Now()
 	err := cmd.Run()
@@ -138,7 +138,7 @@ func runChild(bin string, args []string, stdout io.Writer) (childRun, error) {
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.maxRSSKiB, r.maxRSSExists = ru.Maxrss, true // KiB on Linux
 	}
-	if m := summaryRate.FindAllStringSubmatch(stderr.String(), -1); m != nil {
+	if m := summaryRate.FindAllStringSubmatch(summary.String()+stderr.String(), -1); m != nil {
 		r.summaryRate, _ = strconv.ParseFloat(m[len(m)-1][1], 64)
 	}
 	tail := strings.Split(strings.TrimSpace(stderr.String()), "\n")
