@@ -7,14 +7,10 @@ package adapters
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -23,61 +19,16 @@ import (
 	"github.com/throttle-dev/throttle/internal/redacttest"
 )
 
-// echoToken is the secret of these tests; it starts with a letter and has only the
-// characters of a URL scheme, so that a server can send it back as one.
-const echoToken = "sekret-xyz-0123456789abcdef"
+// echoToken is the secret of these tests; echoAnswers the hostile server's answers by path.
+const echoToken = redacttest.Token
 
-// echoAnswers are the answers of the echo server by path: each sends auth (the request's
-// Authorization header, "Bearer <token>") or the token back through one route.
-var echoAnswers = map[string]func(auth, token string) string{
-	// Go's client quotes each of these in its error.
-	"/status":          func(auth, token string) string { return token + "\r\n\r\n" },
-	"/colon":           func(auth, token string) string { return "HTTP/1.1 200 OK\r\n" + auth + "\r\n\r\n" },
-	"/length":          func(auth, token string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + token + "\r\n\r\n" },
-	"/te":              func(auth, token string) string { return "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + token + "\r\n\r\n" },
-	"/location-parse":  func(auth, token string) string { return redirectTo(":" + token) },
-	"/location-dns":    func(auth, token string) string { return redirectTo("http://" + token + ".invalid/") },
-	"/location-scheme": func(auth, token string) string { return redirectTo(strings.ToUpper(token) + "://x/") },
-	// The reason phrase becomes the message of a failed call.
-	"/reason": func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
-	// The kept body, the token straddling the cut at --max-body (40 bytes), then in each
-	// encoding, alone and among others.
-	"/cut": func(auth, token string) string {
-		return bodyOf(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
-	},
-	"/json-u": func(auth, token string) string { b := jsonU(token); return bodyOf(`{"a":"` + b + `"}`) },
-	"/urlenc": func(auth, token string) string { return bodyOf("t=" + url.QueryEscape("p@ss/"+token)) },
-	"/base64": func(auth, token string) string { return bodyOf(base64.StdEncoding.EncodeToString([]byte(token))) },
-	"/basic": func(auth, token string) string {
-		return bodyOf("Basic " + base64.StdEncoding.EncodeToString([]byte("user:"+token)))
-	},
-	"/base64url": func(auth, token string) string {
-		return bodyOf(base64.RawURLEncoding.EncodeToString([]byte("ab" + token)))
-	},
-	"/hex": func(auth, token string) string { return bodyOf(strings.ToUpper(hex.EncodeToString([]byte(token)))) },
-	"/mixed": func(auth, token string) string {
-		return bodyOf(`"` + jsonU(token[:9]) + url.PathEscape(token[9:]) + `"`)
-	},
-}
-
-// redirectTo is a 302 to loc.
-func redirectTo(loc string) string {
-	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"
-}
-
-// bodyOf is a 500 answer (so that the body is kept whatever the verdict) with body b.
-func bodyOf(b string) string {
-	return fmt.Sprintf("HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-}
-
-// jsonU spells every rune of s as a JSON \u escape, in upper-case hex.
-func jsonU(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		fmt.Fprintf(&b, `\u%04X`, r)
+var echoAnswers = func() map[string]func(auth, token string) string {
+	m := map[string]func(auth, token string) string{}
+	for path, answer := range redacttest.Echo("500 Internal Server Error") { // kept whatever the verdict
+		m["/"+path] = answer
 	}
-	return b.String()
-}
+	return m
+}()
 
 // echoServer starts a loopback server that answers each request as echoAnswers says for its
 // path, echoing the request's Authorization header.
@@ -162,7 +113,7 @@ func TestHTTPEchoedTokenNeverKept(t *testing.T) {
 func TestHTTPScrubsBeforeTheCut(t *testing.T) {
 	t.Parallel()
 	addr := echoServer(t)
-	for maxBody := int64(31); maxBody <= 30+int64(len(jsonU(echoToken)))+8; maxBody += 3 {
+	for maxBody := int64(31); maxBody <= 30+int64(len(redacttest.JSONU(echoToken)))+8; maxBody += 3 {
 		h, err := NewHTTP(HTTPConfig{
 			URL:       "http://" + addr + "/{item}",
 			Headers:   []string{"Authorization: Bearer ${API_TOKEN}"},

@@ -8,14 +8,11 @@ package cli_test
 import (
 	"bufio"
 	"compress/gzip"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,43 +23,13 @@ import (
 	"github.com/throttle-dev/throttle/internal/redacttest"
 )
 
-// redactToken is the secret of the run; it has only the characters of a URL scheme, so that a
-// server can send it back as one.
-const redactToken = "sekret-xyz-0123456789abcdef"
+// redactToken is the secret of the run; redactEcho the hostile server's answers by path,
+// bodies as ok answers, kept in the rows' output (cut at --max-body 40).
+const redactToken = redacttest.Token
 
-// redactEcho are the echo server's answers by path; auth is the request's Authorization.
-var redactEcho = map[string]func(auth, token string) string{
-	"status":          func(auth, token string) string { return token + "\r\n\r\n" },
-	"colon":           func(auth, token string) string { return "HTTP/1.1 200 OK\r\n" + auth + "\r\n\r\n" },
-	"length":          func(auth, token string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + token + "\r\n\r\n" },
-	"te":              func(auth, token string) string { return "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + token + "\r\n\r\n" },
-	"location-parse":  func(auth, token string) string { return echoRedirect(":" + token) },
-	"location-dns":    func(auth, token string) string { return echoRedirect("http://" + token + ".invalid/") },
-	"location-scheme": func(auth, token string) string { return echoRedirect(token + "://x/") },
-	"reason":          func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
-	"cut": func(auth, token string) string {
-		return echoBody(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
-	},
-	"json-u": func(auth, token string) string {
-		var b strings.Builder
-		for _, r := range token {
-			fmt.Fprintf(&b, `\u%04x`, r)
-		}
-		return echoBody(`{"a":"` + b.String() + `"}`)
-	},
-	"urlenc": func(auth, token string) string { return echoBody("t=" + url.QueryEscape("p@ss/"+token)) },
-	"base64": func(auth, token string) string { return echoBody(base64.StdEncoding.EncodeToString([]byte(token))) },
-	"basic": func(auth, token string) string {
-		return echoBody("Basic " + base64.StdEncoding.EncodeToString([]byte("user:"+token)))
-	},
-	"hex": func(auth, token string) string { return echoBody(hex.EncodeToString([]byte(token))) },
-}
+var redactEcho = redacttest.Echo("200 OK")
 
-func echoRedirect(loc string) string {
-	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"
-}
-
-// echoBody is an ok answer with body b, kept in the row's output (cut at --max-body 40).
+// echoBody is an ok answer with body b.
 func echoBody(b string) string {
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
 }

@@ -41,3 +41,59 @@ func Leaks(text, secret string) []string {
 	}
 	return found
 }
+
+// Token is the secret of the echo tests: it starts with a letter and has only the characters
+// of a URL scheme, so that a server can send it back as one.
+const Token = "sekret-xyz-0123456789abcdef"
+
+// Echo returns the raw HTTP answers of a hostile server by path (no leading slash), each
+// sending auth (the request's Authorization header, "Bearer <token>") or the token back
+// through one route: the seven errors of Go's HTTP client, the reason phrase, and a body
+// holding the token across a --max-body cut of 40 bytes and in each encoding. Bodies come
+// with bodyStatus ("200 OK", or "500 Internal Server Error" to keep them whatever the verdict).
+func Echo(bodyStatus string) map[string]func(auth, token string) string {
+	body := func(b string) string {
+		return fmt.Sprintf("HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s", bodyStatus, len(b), b)
+	}
+	return map[string]func(auth, token string) string{
+		// Go's client quotes each of these in its error.
+		"status":          func(auth, token string) string { return token + "\r\n\r\n" },
+		"colon":           func(auth, token string) string { return "HTTP/1.1 200 OK\r\n" + auth + "\r\n\r\n" },
+		"length":          func(auth, token string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + token + "\r\n\r\n" },
+		"te":              func(auth, token string) string { return "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + token + "\r\n\r\n" },
+		"location-parse":  func(auth, token string) string { return redirect(":" + token) },
+		"location-dns":    func(auth, token string) string { return redirect("http://" + token + ".invalid/") },
+		"location-scheme": func(auth, token string) string { return redirect(strings.ToUpper(token) + "://x/") },
+		// The reason phrase becomes the message of a failed call.
+		"reason": func(auth, token string) string { return "HTTP/1.1 499 " + auth + "\r\nContent-Length: 0\r\n\r\n" },
+		// The kept body: the token straddling the cut at 40 bytes, then in each encoding.
+		"cut": func(auth, token string) string {
+			return body(strings.Repeat("x", 30) + auth + strings.Repeat("y", 100))
+		},
+		"json-u": func(auth, token string) string { return body(`{"a":"` + JSONU(token) + `"}`) },
+		"urlenc": func(auth, token string) string { return body("t=" + url.QueryEscape("p@ss/"+token)) },
+		"base64": func(auth, token string) string { return body(base64.StdEncoding.EncodeToString([]byte(token))) },
+		"basic": func(auth, token string) string {
+			return body("Basic " + base64.StdEncoding.EncodeToString([]byte("user:"+token)))
+		},
+		"base64url": func(auth, token string) string {
+			return body(base64.RawURLEncoding.EncodeToString([]byte("ab" + token)))
+		},
+		"hex":   func(auth, token string) string { return body(strings.ToUpper(hex.EncodeToString([]byte(token)))) },
+		"mixed": func(auth, token string) string { return body(`"` + JSONU(token[:9]) + url.PathEscape(token[9:]) + `"`) },
+	}
+}
+
+// redirect is a 302 to loc.
+func redirect(loc string) string {
+	return "HTTP/1.1 302 Found\r\nLocation: " + loc + "\r\nContent-Length: 0\r\n\r\n"
+}
+
+// JSONU spells every rune of s as a JSON \u escape, in upper-case hex.
+func JSONU(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		fmt.Fprintf(&b, `\u%04X`, r)
+	}
+	return b.String()
+}
