@@ -288,13 +288,7 @@ func printSummary(w io.Writer, s engine.Summary, lat probes.Stats, out string) {
 func printEnd(w io.Writer, r endReport) {
 	s := r.sum
 	rows := s.OK + s.Failed
-	verb := "done"
-	switch s.State {
-	case engine.Draining:
-		verb = "drained"
-	case engine.Stopping:
-		verb = "stopped"
-	}
+	verb := s.Ended()
 	perSec := 0.0
 	if s.Elapsed > 0 {
 		perSec = float64(rows) / s.Elapsed.Seconds()
@@ -525,13 +519,7 @@ type changeJSON struct {
 // toJSON is the report as --summary-json writes it.
 func (r endReport) toJSON() summaryJSON {
 	s := r.sum
-	state := "done"
-	switch s.State {
-	case engine.Draining:
-		state = "drained"
-	case engine.Stopping:
-		state = "stopped"
-	}
+	state := s.Ended()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	j := summaryJSON{
 		State: state, WallSeconds: s.Elapsed.Seconds(),

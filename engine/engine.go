@@ -209,6 +209,19 @@ type Summary struct {
 	Warnings   []string
 }
 
+// Ended says in one word how the run ended, as the summary, its JSON and a notification say
+// it: "done" (every item had its turn), "drained" (stopped taking new items, those in flight
+// finished) or "stopped".
+func (s Summary) Ended() string {
+	switch s.State {
+	case Draining:
+		return "drained"
+	case Stopping:
+		return "stopped"
+	}
+	return "done"
+}
+
 // Interrupted reports whether the run was drained or stopped before its input ended.
 func (s Summary) Interrupted() bool { return s.State == Draining || s.State == Stopping }
 

@@ -34,13 +34,7 @@ func End(sum engine.Summary, desktop, tmux bool) string {
 
 // Text is the notification's text: "done: 1,234 ok, 5 failed in 12m".
 func Text(sum engine.Summary) string {
-	verb := "done"
-	switch sum.State {
-	case engine.Draining:
-		verb = "drained"
-	case engine.Stopping:
-		verb = "stopped"
-	}
+	verb := sum.Ended()
 	s := fmt.Sprintf("%s: %s ok, %s failed", verb, human.Count(sum.OK), human.Count(sum.Failed))
 	if sum.Lost > 0 {
 		s += fmt.Sprintf(", %s lost", human.Count(sum.Lost))
