@@ -194,24 +194,17 @@ func skipValue(b []byte, i int) int {
 // "invalid" (an item the reader refused) and "canceled" (a call the run's stop cut off).
 func rowClass(ok bool, status int, msg string, invalid bool) string {
 	switch {
-	case ok:
-		return probes.ClassOK.String()
 	case invalid:
-		return "invalid"
-	case status == 429:
-		return probes.ClassTooMany.String()
-	case status == 0 && strings.HasPrefix(msg, "timeout"):
-		return probes.ClassTimeout.String()
-	case status == 0 && strings.HasPrefix(msg, "canceled"):
+		return "invalid" // never called: no outcome to classify
+	case !ok && status == 0 && strings.HasPrefix(msg, "canceled"):
 		return "canceled"
-	case status == 0:
-		return probes.ClassConnection.String()
-	case status >= 500 && status <= 599:
-		return probes.Class5xx.String()
-	case status >= 400 && status <= 499:
-		return probes.Class4xx.String()
 	}
-	return probes.ClassOther.String()
+	// A row is its last call's end: the classes are the monitor's, by its one rule.
+	verdict := engine.Fail
+	if ok {
+		verdict = engine.OK
+	}
+	return probes.Classify(engine.Event{Status: status, Err: !ok && status == 0, Message: msg, Verdict: verdict}).String()
 }
 
 // tallied is what a rowTally counted, for the summary.
