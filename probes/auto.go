@@ -168,23 +168,16 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 	if t.knee > 0 && !now.Before(t.kneeTill) {
 		t.knee = 0 // look above the knee again
 	}
-	// Little's law: a rate that binds needs rate × latency calls in flight, and more for the
-	// tail of the latency.
-	capRate := set.Rate
-	if eff.Rate > 0 {
-		capRate = eff.Rate
-	}
+	capRate, _ := eff.RateUnder(set)
 	flow := w.PerSecond(w.Calls)
 	rateBound := capRate > 0 && flow >= 0.85*capRate
-	if r := t.raise; r.to == set.Parallelism && r.okRate > 0 && (rateBound || w.Held > 0) {
-		t.raise = raise{} // a rate or a hold held the throughput: the raise cannot be judged by it
-	}
+	// A raise is judged in the window after it, unless a rate or a hold held the throughput.
 	if r := t.raise; r.to == set.Parallelism && r.okRate > 0 {
 		t.raise = raise{}
 		// The knee: the raise bought little throughput and cost latency.
 		want := float64(r.to)/float64(r.from) - 1
 		got := okRate/r.okRate - 1
-		if got < kneeGain*want && w.P50 > time.Duration(float64(r.p50)*kneeLatency) && w.TooMany == 0 {
+		if !rateBound && w.Held == 0 && got < kneeGain*want && w.P50 > time.Duration(float64(r.p50)*kneeLatency) && w.TooMany == 0 {
 			t.slow, t.clean = false, 0
 			t.knee, t.kneeTill = r.from, now.Add(kneeRetry)
 			next.Parallelism = r.from
@@ -197,6 +190,8 @@ func (t *Tuner) decide(w Window, s engine.Snapshot, now time.Time) (engine.Setti
 		return next, ""
 	}
 
+	// Little's law: a rate that binds needs rate × latency calls in flight, and more for the
+	// tail of the latency.
 	if rateBound && w.MeanOK > 0 {
 		need := int(math.Ceil(capRate*w.MeanOK.Seconds()*littleHeadroom)) + 1
 		if need > set.Parallelism && (t.knee == 0 || need <= t.knee) {
