@@ -3,10 +3,7 @@ package cli_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/cuttest"
 
 	"github.com/throttle-dev/throttle/cluster"
 )
@@ -261,67 +260,6 @@ func TestSharedLimitAcrossJobs(t *testing.T) {
 		mostIn, busiest, calls, 100*share, raisedAt.Round(time.Millisecond), held, back.Round(time.Millisecond), full.Round(time.Millisecond), len(rows))
 }
 
-// limitProxy is a TCP proxy to Redis that the test can cut and restore on the same address.
-type limitProxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func newLimitProxy(t *testing.T, rurl string) (*limitProxy, string) {
-	u, err := url.Parse(rurl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &limitProxy{target: u.Host, addr: "127.0.0.1:0"}
-	p.restore(t)
-	t.Cleanup(p.cut)
-	u.Host = p.addr
-	return p, u.String()
-}
-
-func (p *limitProxy) restore(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-func (p *limitProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestSharedLimitRedisOutage: Redis goes away mid-run: the job says so once, makes no call
 // while it cannot take from its limit, and goes on when Redis is back; no item fails.
 func TestSharedLimitRedisOutage(t *testing.T) {
@@ -330,7 +268,7 @@ func TestSharedLimitRedisOutage(t *testing.T) {
 	if r := run(t, invocation{args: []string{"limit", "set", name, "--parallelism", "2", "--redis", rurl}}); r.code != 0 {
 		t.Fatalf("limit set: %d %s", r.code, r.stderr)
 	}
-	proxy, via := newLimitProxy(t, rurl)
+	proxy, via := cuttest.StartURL(t, rurl)
 	var calls atomic.Int64
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		calls.Add(1)
@@ -346,14 +284,14 @@ func TestSharedLimitRedisOutage(t *testing.T) {
 		if !waitFor(10*time.Second, func() bool { return calls.Load() >= 20 }) {
 			return
 		}
-		proxy.cut()
+		proxy.Cut()
 		cutAt = time.Now()
 		n := calls.Load()
 		// Longer than go-redis's own retries of a command (about a second), which a blip
 		// does not outlast.
 		time.Sleep(2 * time.Second)
 		during.Store(calls.Load() - n)
-		proxy.restore(t)
+		proxy.Restore(t)
 		backAt = time.Now()
 	}()
 	r := run(t, invocation{stderr: stderr, args: []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}",

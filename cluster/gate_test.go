@@ -416,7 +416,7 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 	if _, err := g.Do(ctx, engine.Item{}); err != nil || inner.Load() != 1 {
 		t.Fatalf("a call with redis up: %v, inner called %d times", err, inner.Load())
 	}
-	proxy.cut()
+	proxy.Cut()
 	cut := time.Now()
 	var wg sync.WaitGroup
 	for range 2 {
@@ -433,7 +433,7 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 		t.Fatalf("reports %v, inner calls %d: want one ErrRedis report and no call", r, inner.Load())
 	}
 	t.Logf("2 calls with redis cut took %v", time.Since(cut).Round(time.Millisecond))
-	proxy.restore()
+	proxy.Restore(t)
 	back := time.Now()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
@@ -473,9 +473,9 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		proxy.cut()
+		proxy.Cut()
 		time.Sleep(500 * time.Millisecond)
-		proxy.restore()
+		proxy.Restore(t)
 	}()
 	began := time.Now()
 	sum, err := e.Run(ctx)

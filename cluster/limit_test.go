@@ -600,7 +600,7 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 	if _, err := g.Do(ctx, engine.Item{}); err != nil {
 		t.Fatal(err)
 	}
-	proxy.cut()
+	proxy.Cut()
 	for range 2 {
 		if _, err := g.Do(ctx, engine.Item{}); err == nil {
 			t.Fatal("a call went through with redis cut")
@@ -614,7 +614,7 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 	if b := g.Binding(); b != "shared limit "+name+": unavailable" {
 		t.Fatalf("binding during the outage: %q", b)
 	}
-	proxy.restore()
+	proxy.Restore(t)
 	waitCalls(t, g, 3*time.Second)
 	waitReports(t, g, reported, 2, 3*time.Second)
 	if r := reported(); r[1] != nil {
@@ -657,9 +657,9 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		proxy.cut()
+		proxy.Cut()
 		time.Sleep(500 * time.Millisecond)
-		proxy.restore()
+		proxy.Restore(t)
 	}()
 	sum, err := e.Run(ctx)
 	if err != nil || sum.OK != items || sum.Failed != 0 {

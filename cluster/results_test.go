@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/cuttest"
 
 	"github.com/redis/go-redis/v9"
 
@@ -157,12 +157,12 @@ func TestJobPausesThroughRedisOutage(t *testing.T) {
 	c := queueJob(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	p := startProxy(t, c.Client().Options().Addr)
+	p := cuttest.Start(t, c.Client().Options().Addr)
 	u, err := url.Parse(queueRedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = p.addr
+	u.Host = p.Addr()
 	host := queueConnect(t, u.String(), c.Name(), "behind-proxy")
 
 	const items = 3000
@@ -185,7 +185,7 @@ func TestJobPausesThroughRedisOutage(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Long enough for the client's own retries to give up, so that the Source sees the outage.
-	p.cut()
+	p.Cut()
 	time.Sleep(300 * time.Millisecond)
 	before := c.Client().XLen(ctx, c.Key("results")).Val()
 	time.Sleep(2700 * time.Millisecond)
@@ -195,7 +195,7 @@ func TestJobPausesThroughRedisOutage(t *testing.T) {
 	if before >= items {
 		t.Fatal("the job ended before the outage")
 	}
-	p.restore(t)
+	p.Restore(t)
 
 	sum := wait()
 	if sum.Lost != 0 || sum.OK != items || sum.Interrupted() {
@@ -228,72 +228,3 @@ func (s *syncBuilder) String() string {
 }
 
 func (s *syncBuilder) lines() int { return strings.Count(s.String(), "\n") }
-
-// proxy forwards TCP to a target until cut, which drops every connection and refuses new
-// ones, as a network partition does; restore listens again on the same address.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{target: target, addr: ln.Addr().String()}
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, down, up)
-			p.mu.Unlock()
-			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
-				dst.Close()
-				src.Close()
-			}
-			go pipe(up, down)
-			go pipe(down, up)
-		}
-	}()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) restore(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
-}

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/cuttest"
 
 	"github.com/throttle-dev/throttle/engine"
 )
@@ -86,73 +85,11 @@ func limitsReset(t *testing.T, url, name string) {
 	}
 }
 
-// limitsProxy is a TCP proxy in front of the test Redis that a test can cut, as a network
-// outage would, and restore on the same address.
-type limitsProxy struct {
-	t      *testing.T
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-// newLimitsProxy starts a proxy and returns it with the Redis URL that goes through it.
-func newLimitsProxy(t *testing.T) (*limitsProxy, string) {
+// newLimitsProxy starts a proxy to the test Redis that a test can cut, and returns it with
+// the Redis URL that goes through it.
+func newLimitsProxy(t *testing.T) (*cuttest.Proxy, string) {
 	t.Helper()
-	raw := limitsRedisURL(t)
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &limitsProxy{t: t, target: u.Host, addr: "127.0.0.1:0"}
-	p.restore()
-	t.Cleanup(p.cut)
-	u.Host = p.addr
-	return p, u.String()
-}
-
-func (p *limitsProxy) restore() {
-	p.t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every connection: Redis is gone, connections refused.
-func (p *limitsProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
+	return cuttest.StartURL(t, limitsRedisURL(t))
 }
 
 // watchCollector gathers what Watch applies.
@@ -333,13 +270,13 @@ func TestWatchSurvivesRedisGoingAway(t *testing.T) {
 	go func() { done <- watcher.Watch(ctx, w.apply) }()
 	w.next(t, "sync", 3*time.Second)
 
-	proxy.cut()
+	proxy.Cut()
 	time.Sleep(300 * time.Millisecond) // the watcher notices and retries
 	if err := direct.SetParallelism(ctx, 3, "ctl"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	proxy.restore()
+	proxy.Restore(t)
 	a := w.next(t, "sync", 5*time.Second)
 	if a.s.Parallelism != 3 {
 		t.Fatalf("after the outage Watch applied %+v: want the parallelism set meanwhile (3)", a.s)
