@@ -450,14 +450,16 @@ func TestLimitSetReachesJobsAtOnce(t *testing.T) {
 		switch d := s.at.Sub(raised); {
 		case d < 0:
 			before++
-		case d < 200*time.Millisecond:
+		case d < time.Second:
 			after++
 		}
 	}
+	// A second at the old rate allows 2 calls, so 30 in the second after the raise show it
+	// applied at once; the second (not less) leaves room for a loaded machine's scheduling.
 	if before > 4 || after < 30 {
-		t.Fatalf("%d calls in 700 ms at 2/s burst 2, %d in the 200 ms after the raise to 200/s: want ≤ 4, then the raise at once (≥ 30)", before, after)
+		t.Fatalf("%d calls in 700 ms at 2/s burst 2, %d in the second after the raise to 200/s: want ≤ 4, then the raise at once (≥ 30)", before, after)
 	}
-	t.Logf("%d calls before the raise, %d in the 200 ms after it", before, after)
+	t.Logf("%d calls before the raise, %d in the second after it", before, after)
 	for range 2 {
 		select {
 		case h := <-heard:
