@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // TestClusterRunPathOutlets: a job with --redis takes the run path of a job on one host, so its
@@ -78,10 +80,7 @@ func TestClusterRunPathOutlets(t *testing.T) {
 // job's settings, and a host that joined follows them (its change lines name the tuner).
 func TestClusterAutoReachesEveryHost(t *testing.T) {
 	url := redisURL(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		time.Sleep(20 * time.Millisecond)
 		okJSON(w, r)

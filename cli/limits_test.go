@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 
 	"github.com/throttle-dev/throttle/internal/cuttest"
 
@@ -101,10 +101,7 @@ func (s *limitServer) inFlight(job string) int {
 // killed with SIGKILL gives its slots back within the limit's lease.
 func TestSharedLimitAcrossJobs(t *testing.T) {
 	rurl := redisURL(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	name := limitName(t, rurl)
 	const lease = 2 * time.Second
 	if r := run(t, invocation{args: []string{"limit", "set", name, "--rate", "100/s", "--burst", "5", "--parallelism", "6", "--lease", lease.String(), "--redis", rurl}}); r.code != 0 {
