@@ -2,7 +2,9 @@ package tui
 
 import (
 	"context"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,58 +34,81 @@ func checkFrame(t *testing.T, frame string, w, h int) {
 	}
 }
 
-// TestGoldenFrames keeps the screen at 80x24 and 160x48 (plain text, as NO_COLOR shows it).
+// goldenSizes are the sizes the golden frames keep: 80x24 is the design width; 60x20 the
+// smallest screen that must lose nothing that carries meaning; 160x48 and over use the room.
+var goldenSizes = []struct {
+	name string
+	w, h int
+}{{"60x20", 60, 20}, {"80x24", 80, 24}, {"100x30", 100, 30}, {"160x48", 160, 48}, {"200x60", 200, 60}}
+
+// TestGoldenFrames keeps the screen and its help at every golden size (plain text, as
+// NO_COLOR shows it).
 func TestGoldenFrames(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		w, h int
-	}{{"80x24", 80, 24}, {"160x48", 160, 48}} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newFixtureModel(tc.w, tc.h, true)
-			frame := m.Render()
-			checkFrame(t, frame, tc.w, tc.h)
-			golden.RequireEqual(t, ansi.Strip(frame)+"\n")
-		})
+	for _, tc := range goldenSizes {
+		for _, help := range []bool{false, true} {
+			name := tc.name
+			if help {
+				name = "help-" + tc.name
+			}
+			t.Run(name, func(t *testing.T) {
+				m, _ := newFixtureModel(tc.w, tc.h, true)
+				m.help = help
+				frame := m.Render()
+				checkFrame(t, frame, tc.w, tc.h)
+				golden.RequireEqual(t, ansi.Strip(frame)+"\n")
+			})
+		}
 	}
 }
 
 // TestGoldenFramesEffective keeps the screen of a run whose congestion response holds an
 // effective rate (and, "both", an effective parallelism too) under the ceilings: each knob
-// line says both, and nothing that carries meaning is cut at 80x24.
+// line says both, and nothing that carries meaning is cut at any golden size.
 func TestGoldenFramesEffective(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		w, h int
-		par  bool
-	}{{"80x24", 80, 24, false}, {"160x48", 160, 48, false}, {"both-80x24", 80, 24, true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newEffectiveModel(tc.w, tc.h, tc.par)
-			frame := m.Render()
-			checkFrame(t, frame, tc.w, tc.h)
-			plain := ansi.Strip(frame)
-			want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
-				"binding: server", "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling",
-				"↑↓ + - ceilings", "q quit", "─ errors", "─ changes"}
-			if tc.par { // the change panel has room for the newest change only
-				want = append(want, "parallelism 16 effective · ceiling 24", "max 64", "↑↓ ±1 ⇞⇟ ×2", "16 in flight / 16 effective",
-					"adapt  effective parallelism 24 → 16 (429 at 18 in flight)")
-			} else {
-				want = append(want, "adapt  effective rate 250/s → 196/s (target accepted 206/s)")
+	for _, size := range goldenSizes {
+		for _, par := range []bool{false, true} {
+			tc := struct {
+				name string
+				w, h int
+				par  bool
+			}{size.name, size.w, size.h, par}
+			if par {
+				tc.name = "both-" + tc.name
 			}
-			for _, s := range want {
-				if !strings.Contains(plain, s) {
-					t.Errorf("frame lacks %q:\n%s", s, plain)
+			t.Run(tc.name, func(t *testing.T) {
+				m, _ := newEffectiveModel(tc.w, tc.h, tc.par)
+				frame := m.Render()
+				checkFrame(t, frame, tc.w, tc.h)
+				plain := ansi.Strip(frame)
+				want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
+					"binding: server", "↑↓ + - ceilings", "? help", "q quit"}
+				if tc.w >= 80 { // the advisor's words on one line, and room for the change log
+					want = append(want, "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling", "─ errors", "─ changes")
 				}
-			}
-			if strings.Contains(plain, "…") {
-				t.Errorf("frame cuts a line:\n%s", plain)
-			}
-			golden.RequireEqual(t, plain+"\n")
-		})
+				if tc.par {
+					want = append(want, "parallelism 16 effective · ceiling 24", "max 64", "↑↓ ±1 ⇞⇟ ×2", "16 in flight / 16 effective")
+					if tc.w >= 80 { // the change panel has room for the newest change only
+						want = append(want, "adapt  effective parallelism 24 → 16 (429 at 18 in flight)")
+					}
+				} else if tc.w >= 80 {
+					want = append(want, "adapt  effective rate 250/s → 196/s (target accepted 206/s)")
+				}
+				for _, s := range want {
+					if !strings.Contains(plain, s) {
+						t.Errorf("frame lacks %q:\n%s", s, plain)
+					}
+				}
+				if strings.Contains(plain, "…") {
+					t.Errorf("frame cuts a line:\n%s", plain)
+				}
+				golden.RequireEqual(t, plain+"\n")
+			})
+		}
 	}
 }
 
-// TestHelpFitsAt80: the help screen at the design width cuts no line.
+// TestHelpFitsAt80: the help screen at the design width cuts no line and keeps each key on
+// a line of its own.
 func TestHelpFitsAt80(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true)
 	m.help = true
@@ -91,9 +116,71 @@ func TestHelpFitsAt80(t *testing.T) {
 	if strings.Contains(frame, "…") {
 		t.Errorf("the help at 80x24 cuts a line:\n%s", frame)
 	}
-	for _, s := range []string{"parallelism ceiling +1", "rate ceiling +10%", "ceilings:  under them throttle keeps an effective rate", "workers: ■ calling"} {
+	for _, s := range []string{"parallelism ceiling +1", "rate ceiling +10%", "ceilings:  under them throttle keeps an effective rate",
+		"workers:   ■ calling", "× above the limit", "e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m"} {
 		if !strings.Contains(frame, s) {
 			t.Errorf("the help lacks %q:\n%s", s, frame)
+		}
+	}
+}
+
+// TestNothingCut: at every golden size, in every mode and variant of the screen, every line
+// is exactly the width and the frame exactly the height, no line is cut (…), and the words
+// that carry meaning are there: the header's count of items, the key line's help and quit,
+// the legend and examples of the help, the binding limit's name.
+func TestNothingCut(t *testing.T) {
+	type variant struct {
+		name  string
+		setup func(m *Model, fe *fakeEngine)
+		want  []string
+	}
+	workers := func(fe *fakeEngine, n int, st engine.WorkerState) {
+		fe.snap.Workers = make([]engine.WorkerState, n)
+		fe.snap.ByState = [len(fe.snap.ByState)]int{}
+		for i := range fe.snap.Workers {
+			fe.snap.Workers[i] = st
+			fe.snap.ByState[st]++
+		}
+		fe.snap.Settings.Parallelism = n
+	}
+	keys := []string{"? help", "q quit"}
+	variants := []variant{
+		{"main", func(*Model, *fakeEngine) {}, append([]string{"1,200,000 items", "binding: rate", "ok 276,906", "failed 298", "retries 1,041", "429s"}, keys...)},
+		{"help", func(m *Model, _ *fakeEngine) { m.help = true },
+			append([]string{"1,200,000 items", "e.g. parallelism 64", "rate 200/s", "window 5m", "ceilings:",
+				"■ calling", "▪ pacing", "· rate-wait", "◇ held", "○ idle", "× above the limit", "parallelism ceiling", "accept"}, keys...)},
+		{"effective", func(_ *Model, fe *fakeEngine) { fe.snap = effectiveSnapshot(true) },
+			append([]string{"1,200,000 items", "binding: server", "parallelism 16 effective · ceiling 24", "rate 196/s effective · ceiling 250/s"}, keys...)},
+		{"binding-shared", func(m *Model, _ *fakeEngine) {
+			m.opt.Binding = func() string { return "limit shared-api-eu-west-1" }
+		}, append([]string{"binding: limit shared-api-eu-west-1"}, keys...)},
+		{"binding-long", func(m *Model, _ *fakeEngine) {
+			m.opt.Binding = func() string { return "limit backfill-shared-production-eu (4 jobs)" }
+		}, append([]string{"binding: limit", "backfill-shared-production-eu (4 jobs)"}, keys...)},
+		{"64 workers", func(_ *Model, fe *fakeEngine) { workers(fe, 64, engine.WorkerCalling) }, append([]string{"calling 64", "/ 64"}, keys...)},
+		{"ended", func(_ *Model, fe *fakeEngine) { fe.snap.Ended, fe.snap.State = fixedNow, engine.Done },
+			[]string{"✓ done", "1,200,000 items", "922,796 not run", "1,203 × 429", "press any key to exit"}},
+		{"confirm-quit", func(m *Model, _ *fakeEngine) { m.confirm = "quit" }, []string{"16", "drains", "quits", "cancel"}},
+		{"confirm-drain", func(m *Model, _ *fakeEngine) { m.confirm = "drain" }, []string{"drain: no new calls", "confirms"}},
+	}
+	for _, size := range goldenSizes {
+		for _, v := range variants {
+			t.Run(size.name+"/"+v.name, func(t *testing.T) {
+				m, fe := newFixtureModel(size.w, size.h, true)
+				v.setup(&m, fe)
+				m.refresh()
+				frame := m.Render()
+				checkFrame(t, frame, size.w, size.h)
+				plain := ansi.Strip(frame)
+				if strings.Contains(plain, "…") {
+					t.Errorf("a line is cut:\n%s", plain)
+				}
+				for _, s := range v.want {
+					if !strings.Contains(plain, s) {
+						t.Errorf("frame lacks %q:\n%s", s, plain)
+					}
+				}
+			})
 		}
 	}
 }
@@ -455,14 +542,22 @@ func TestWarningsShow(t *testing.T) {
 	}
 }
 
-// TestWorkerGridAt160: 256 workers at 160x48 get a cell each over several rows; at 80x24 one
-// row of cells that each stand for several workers.
-func TestWorkerGridAt160(t *testing.T) {
+// TestWorkerStrip: every worker has a cell when the strip has room (a grid of rows of 32 at
+// 160x48); when it has not, the cells drawn and the "+N" after them add up to the workers,
+// the cells in proportion of the states.
+func TestWorkerStrip(t *testing.T) {
+	more := regexp.MustCompile(`[■·] \+(\d+)`)
+	strip := regexp.MustCompile(`^[■▪·◇○×]+( \+\d+)? *$`)
 	for _, tc := range []struct {
-		w, h, cells int
-	}{{160, 48, 192}, {80, 24, 28}} { // calling cells: 192 of 256 one by one; 192/7 at 80 wide
+		w, h, workers int
+		rows          int // rows of cells in the strip
+		hidden        bool
+	}{
+		{160, 48, 64, 2, false}, {160, 48, 256, 4, false}, {200, 60, 24, 1, false},
+		{80, 24, 64, 1, true}, {60, 20, 64, 1, true}, {80, 24, 256, 1, true}, {100, 30, 24, 1, false},
+	} {
 		m, fe := newFixtureModel(tc.w, tc.h, true)
-		fe.snap.Workers = make([]engine.WorkerState, 256)
+		fe.snap.Workers = make([]engine.WorkerState, tc.workers)
 		fe.snap.ByState = [len(fe.snap.ByState)]int{}
 		for i := range fe.snap.Workers {
 			st := engine.WorkerCalling
@@ -472,12 +567,42 @@ func TestWorkerGridAt160(t *testing.T) {
 			fe.snap.Workers[i] = st
 			fe.snap.ByState[st]++
 		}
-		fe.snap.Settings.Parallelism = 256
+		fe.snap.Settings.Parallelism = tc.workers
 		m.refresh()
 		frame := m.Render()
 		checkFrame(t, frame, tc.w, tc.h)
-		if got := strings.Count(frame, "■"); got != tc.cells {
-			t.Errorf("%dx%d: %d calling cells, want %d", tc.w, tc.h, got, tc.cells)
+		plain := ansi.Strip(frame)
+		calling, waiting, rows := 0, 0, 0
+		for _, l := range strings.Split(plain, "\n") {
+			col := []rune(l)[1:] // the strip is under the knobs on a narrow screen, beside them from 80 columns
+			if tc.w >= 80 {
+				col = col[40:]
+			}
+			if strip.MatchString(string(col)) {
+				rows++
+				calling += strings.Count(string(col), "■")
+				waiting += strings.Count(string(col), "·")
+			}
+		}
+		drawn, hidden := calling+waiting, 0
+		if mm := more.FindStringSubmatch(plain); mm != nil {
+			hidden, _ = strconv.Atoi(mm[1])
+		}
+		name := fmt.Sprintf("%dx%d, %d workers", tc.w, tc.h, tc.workers)
+		if drawn+hidden != tc.workers {
+			t.Errorf("%s: %d cells + %d counted = %d, want every worker", name, drawn, hidden, drawn+hidden)
+		}
+		if (hidden > 0) != tc.hidden {
+			t.Errorf("%s: %d workers not drawn, want some: %v", name, hidden, tc.hidden)
+		}
+		if rows != tc.rows {
+			t.Errorf("%s: the strip takes %d rows, want %d", name, rows, tc.rows)
+		}
+		if share := float64(calling) / float64(drawn); share < 0.70 || share > 0.80 {
+			t.Errorf("%s: %d of %d cells calling, want about 3 in 4 as the workers", name, calling, drawn)
+		}
+		if tc.rows > 1 && !strings.Contains(plain, strings.Repeat("■", gridRow)+" ") {
+			t.Errorf("%s: the grid has no full row of %d", name, gridRow)
 		}
 	}
 }
