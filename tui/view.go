@@ -183,18 +183,15 @@ func (m Model) header(w int) []string {
 }
 
 // titleLines is the header's first line: the job on the left, its state and times on the
-// right. The state and times matter more than the badge, and the job's title more than the
-// count of items, which the progress line can end with instead (moved: it must); when even
-// that leaves no room the right part takes a line of its own rather than anything be cut.
+// right. The state and times matter most; the count of items can end the progress line
+// instead (moved: it must), then the badge gives way; when even the job's title alone leaves
+// no room the right part takes a line of its own rather than anything be cut.
 func titleLines(badge, title, total, right string, w int, movable bool) (lines []string, moved bool) {
 	room := w - ansi.StringWidth(right) - 2
-	variants := []string{badge + title + total, " " + title + total}
-	if movable {
-		variants = append(variants, badge+title, " "+title)
-	}
+	variants := []string{badge + title + total, badge + title, " " + title + total, " " + title}
 	for i, left := range variants {
-		if ansi.StringWidth(left) <= room {
-			return []string{spread(left, right, w)}, i >= 2
+		if moves := i%2 == 1; (!moves || movable) && ansi.StringWidth(left) <= room {
+			return []string{spread(left, right, w)}, moves
 		}
 	}
 	return []string{fit(" "+title+total, w), spread("", right, w)}, false
