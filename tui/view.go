@@ -474,7 +474,7 @@ func (m Model) charts(w, rows int) []string {
 	switch {
 	case capEff:
 		capTitle = " · cap " + engine.FormatComputedRate(capRate)
-		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
+		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) < leftW {
 			capTitle = long
 		}
 	case capRate > 0:
@@ -489,9 +489,9 @@ func (m Model) charts(w, rows int) []string {
 	st := m.styles
 	// A title too wide for its chart takes its shorter form, never a cut one.
 	top := sideBySide(
-		chart(firstFit(leftW, fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win),
+		chart(firstFit(leftW-1, fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win),
 			fmt.Sprintf("calls/s %.0f%s · %s", m.callsPerSecond(5), capTitle, win)), calls, capLine, leftW, h, false, st.ChartLine, st),
-		chart(firstFit(rightW, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
+		chart(firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
 			fmt.Sprintf("p95 %s · p50 %s · p99 %s", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
 			fmt.Sprintf("p95 %s · p50 %s", ms(lat.P95), ms(lat.P50))), p95, nil, rightW, h, false, st.ChartLine, st),
 		leftW, rightW)
@@ -731,7 +731,7 @@ func (m Model) keyLine(w int) string {
 			" drain: no new calls, then the run ends · d or y confirms",
 			" drain: no new calls, then end · d/y confirms")), w)
 	case m.flash != "" && m.opt.Now().Before(m.flashUntil):
-		return fit(" "+st.Accent.Render(m.flash), w)
+		return fit(" "+st.Accent.Render(shorten(m.flash, w-1)), w)
 	case m.replaying():
 		return m.replayKeyLine(w)
 	case !m.snap.Ended.IsZero():
@@ -748,6 +748,22 @@ func (m Model) keyLine(w int) string {
 		{k("↑↓") + " " + k("+ -") + " ceilings", 0}, {k("[ ]") + " pace", 2}, {k("p") + " pause", 0}, {k("d") + " drain", 3},
 		{k(":") + " set", 4}, {k("?") + " help", 0}, {k("q") + " " + quit, 0}, {k("w") + " chart window", 5},
 	})
+}
+
+// shorten fits a message to w cells by dropping its least part first: a closing
+// parenthesis, then what follows a semicolon, then what follows a comma; only then is it cut.
+func shorten(msg string, w int) string {
+	for ansi.StringWidth(msg) > w {
+		i := strings.LastIndex(msg, " (")
+		if i < 0 || !strings.HasSuffix(msg, ")") {
+			i = strings.LastIndexAny(msg, ";,")
+		}
+		if i <= 0 {
+			break
+		}
+		msg = msg[:i]
+	}
+	return msg
 }
 
 // keyHint is a key and its word in the key line; drop is its turn to give way when the line is

@@ -133,6 +133,7 @@ func TestNothingCut(t *testing.T) {
 		name  string
 		setup func(m *Model, fe *fakeEngine)
 		want  []string
+		after func(m *Model) // after the refresh: what it would overwrite
 	}
 	workers := func(fe *fakeEngine, n int, st engine.WorkerState) {
 		fe.snap.Workers = make([]engine.WorkerState, n)
@@ -145,23 +146,27 @@ func TestNothingCut(t *testing.T) {
 	}
 	keys := []string{"? help", "q quit"}
 	variants := []variant{
-		{"main", func(*Model, *fakeEngine) {}, append([]string{"1,200,000 items", "binding: rate", "ok 276,906", "failed 298", "retries 1,041", "429s"}, keys...)},
+		{"main", func(*Model, *fakeEngine) {}, append([]string{"1,200,000 items", "binding: rate", "ok 276,906", "failed 298", "retries 1,041", "429s"}, keys...), nil},
 		{"help", func(m *Model, _ *fakeEngine) { m.help = true },
 			append([]string{"1,200,000 items", "e.g. parallelism 64", "rate 200/s", "window 5m", "ceilings:",
-				"■ calling", "▪ pacing", "· rate-wait", "◇ held", "○ idle", "× above the limit", "parallelism ceiling", "accept"}, keys...)},
+				"■ calling", "▪ pacing", "· rate-wait", "◇ held", "○ idle", "× above the limit", "parallelism ceiling", "accept"}, keys...), nil},
 		{"effective", func(_ *Model, fe *fakeEngine) { fe.snap = effectiveSnapshot(true) },
-			append([]string{"1,200,000 items", "binding: server", "parallelism 16 effective · ceiling 24", "rate 196/s effective · ceiling 250/s"}, keys...)},
+			append([]string{"1,200,000 items", "binding: server", "parallelism 16 effective · ceiling 24", "rate 196/s effective · ceiling 250/s"}, keys...), nil},
 		{"binding-shared", func(m *Model, _ *fakeEngine) {
 			m.opt.Binding = func() string { return "limit shared-api-eu-west-1" }
-		}, append([]string{"binding: limit shared-api-eu-west-1"}, keys...)},
+		}, append([]string{"binding: limit shared-api-eu-west-1"}, keys...), nil},
 		{"binding-long", func(m *Model, _ *fakeEngine) {
 			m.opt.Binding = func() string { return "limit backfill-shared-production-eu (4 jobs)" }
-		}, append([]string{"binding: limit", "backfill-shared-production-eu (4 jobs)"}, keys...)},
-		{"64 workers", func(_ *Model, fe *fakeEngine) { workers(fe, 64, engine.WorkerCalling) }, append([]string{"calling 64", "/ 64"}, keys...)},
+		}, append([]string{"binding: limit", "backfill-shared-production-eu (4 jobs)"}, keys...), nil},
+		{"64 workers", func(_ *Model, fe *fakeEngine) { workers(fe, 64, engine.WorkerCalling) }, append([]string{"calling 64", "/ 64"}, keys...), nil},
 		{"ended", func(_ *Model, fe *fakeEngine) { fe.snap.Ended, fe.snap.State = fixedNow, engine.Done },
-			[]string{"✓ done", "1,200,000 items", "922,796 not run", "1,203 × 429", "press any key to exit"}},
-		{"confirm-quit", func(m *Model, _ *fakeEngine) { m.confirm = "quit" }, []string{"16", "drains", "quits", "cancel"}},
-		{"confirm-drain", func(m *Model, _ *fakeEngine) { m.confirm = "drain" }, []string{"drain: no new calls", "confirms"}},
+			[]string{"✓ done", "1,200,000 items", "922,796 not run", "1,203 × 429", "press any key to exit"}, nil},
+		{"confirm-quit", func(m *Model, _ *fakeEngine) { m.confirm = "quit" }, []string{"16", "drains", "quits", "cancel"}, nil},
+		{"confirm-drain", func(m *Model, _ *fakeEngine) { m.confirm = "drain" }, []string{"drain: no new calls", "confirms"}, nil},
+		// The demo's latencies: "p95 54ms · p50 51ms · p99 57ms" is as wide as the chart at 60.
+		{"short latencies", func(*Model, *fakeEngine) {}, []string{"p95 54ms", "p50 51ms"}, func(m *Model) {
+			m.latency = probes.Stats{P50: 51 * time.Millisecond, P95: 54 * time.Millisecond, P99: 57 * time.Millisecond}
+		}},
 	}
 	for _, size := range goldenSizes {
 		for _, v := range variants {
@@ -169,6 +174,9 @@ func TestNothingCut(t *testing.T) {
 				m, fe := newFixtureModel(size.w, size.h, true)
 				v.setup(&m, fe)
 				m.refresh()
+				if v.after != nil {
+					v.after(&m)
+				}
 				frame := m.Render()
 				checkFrame(t, frame, size.w, size.h)
 				plain := ansi.Strip(frame)
@@ -630,5 +638,29 @@ func TestAutoShowsItsChanges(t *testing.T) {
 	frame := ansi.Strip(m.Render())
 	if !strings.Contains(frame, "advisor · auto on") || !strings.Contains(frame, "auto: parallelism 24 → 27") || strings.Contains(frame, "a accept") {
 		t.Errorf("under --auto the advisor panel does not show the tuner's change (or still offers a key):\n%s", frame)
+	}
+}
+
+// TestShortMessages: a message in the key line too wide for it loses its least part first
+// (a closing parenthesis, then a clause after ; or ,), not its end.
+func TestShortMessages(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		w    int
+		want string
+	}{
+		{"draining: no new calls; the run ends when the calls in flight finish", 59, "draining: no new calls"},
+		{"paused: calls in flight finish, no new call starts (p to resume)", 59, "paused: calls in flight finish, no new call starts"},
+		{"paused: calls in flight finish, no new call starts (p to resume)", 40, "paused: calls in flight finish"},
+		{"parallelism ceiling 4 → 8", 59, "parallelism ceiling 4 → 8"},
+	} {
+		if got := shorten(tc.msg, tc.w); got != tc.want {
+			t.Errorf("shorten(%q, %d) = %q, want %q", tc.msg, tc.w, got, tc.want)
+		}
+	}
+	m, _ := newFixtureModel(60, 20, true)
+	m = press(t, m, "p")
+	if l := lastRow(m); strings.Contains(l, "…") || !strings.Contains(l, "paused: calls in flight finish") {
+		t.Errorf("the key line at 60 columns after p: %q", l)
 	}
 }
