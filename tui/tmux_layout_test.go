@@ -26,13 +26,13 @@ import (
 const tuningPatience = 90 * time.Second
 
 var (
-	effCeilingRe = regexp.MustCompile(`parallelism \d+ effective · ceiling (\d+)`)
-	plainKnobRe  = regexp.MustCompile(`parallelism\s+(\d+)\s+max`)
-	shareRe      = regexp.MustCompile(`429s (\d+(?:\.\d+)?)%`)
-	countsRe     = regexp.MustCompile(`ok ([\d,]+)\s+failed ([\d,]+)\s+retries ([\d,]+)`)
-	doneOfTotalRe   = regexp.MustCompile(`([\d,]+) / ([\d,]+)`)
-	ruleTooMany  = regexp.MustCompile(`([\d,]+) × 429 ─`)
-	sourceRe     = regexp.MustCompile(`binding: (server|Retry-After)`)
+	effCeilingRe  = regexp.MustCompile(`parallelism \d+ effective · ceiling (\d+)`)
+	plainKnobRe   = regexp.MustCompile(`parallelism\s+(\d+)\s+max`)
+	shareRe       = regexp.MustCompile(`429s (\d+(?:\.\d+)?)%`)
+	countsRe      = regexp.MustCompile(`ok ([\d,]+)\s+failed ([\d,]+)\s+retries ([\d,]+)`)
+	doneOfTotalRe = regexp.MustCompile(`([\d,]+) / ([\d,]+)`)
+	ruleTooMany   = regexp.MustCompile(`([\d,]+) × 429 ─`)
+	sourceRe      = regexp.MustCompile(`binding: (server|Retry-After)`)
 )
 
 // TestTmuxDemoTuning drives the tuning story at 80x24 and at 60x20.
