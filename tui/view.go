@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -184,17 +185,38 @@ func (m Model) header(w int) []string {
 
 // titleLines is the header's first line: the job on the left, its state and times on the
 // right. The state and times matter most; the count of items can end the progress line
-// instead (moved: it must), then the badge gives way; when even the job's title alone leaves
-// no room the right part takes a line of its own rather than anything be cut.
+// instead (moved: it must); then a path in the title gives way to its base name (the window's
+// title keeps it whole), then the badge. A title that still leaves no room is cut rather than
+// push the state off the first line; on a screen too narrow even for that, the right part
+// takes a line of its own.
 func titleLines(badge, title, total, right string, w int, movable bool) (lines []string, moved bool) {
 	room := w - ansi.StringWidth(right) - 2
-	variants := []string{badge + title + total, badge + title, " " + title + total, " " + title}
+	short := baseNames(title)
+	variants := []string{badge + title + total, badge + title, badge + short + total, badge + short,
+		" " + title + total, " " + title, " " + short + total, " " + short}
 	for i, left := range variants {
 		if moves := i%2 == 1; (!moves || movable) && ansi.StringWidth(left) <= room {
 			return []string{spread(left, right, w)}, moves
 		}
 	}
+	if room >= 16 {
+		return []string{spread(ansi.Truncate(" "+short, room, "…"), right, w)}, movable
+	}
 	return []string{fit(" "+title+total, w), spread("", right, w)}, false
+}
+
+// baseNames shortens each path in a job's title ("sim · /srv/in/ids.txt") to its base name.
+func baseNames(title string) string {
+	f := strings.Split(title, " ")
+	for i, word := range f {
+		for _, p := range []string{"/", "./", "../", "~/"} {
+			if strings.HasPrefix(word, p) && len(word) > len(p) {
+				f[i] = path.Base(word)
+				break
+			}
+		}
+	}
+	return strings.Join(f, " ")
 }
 
 // rateLines is the header's line of how fast and how healthy: counts is a run of figures

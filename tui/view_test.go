@@ -664,3 +664,36 @@ func TestShortMessages(t *testing.T) {
 		t.Errorf("the key line at 60 columns after p: %q", l)
 	}
 }
+
+// TestTitleGivesWay: a long title gives way in order — the count of items moves to the
+// progress line, a path to its base name, the badge goes — before it is cut, and the state
+// stays on the first line.
+func TestTitleGivesWay(t *testing.T) {
+	for _, tc := range []struct {
+		title   string
+		w       int
+		line1   []string // on the first line
+		notCut  bool
+		line2in string // ends the progress line
+	}{
+		{"http · users.txt", 80, []string{"throttle", "http · users.txt · 1,200,000 items", "● running"}, true, ""},
+		{"sim · /tmp/TestTmuxAttachssh_drop2299704109/001/ids.txt", 80, []string{"throttle", "sim · ids.txt", "● running", "ETA"}, true, "1,200,000 items"},
+		{"demo · sim API 127.0.0.1:38289", 60, []string{"demo · sim API 127.0.0.1:38289", "● running"}, true, "1,200,000 items"},
+		{"http · a title far too long for any screen of sixty columns", 60, []string{"http · a title", "● running"}, false, "1,200,000 items"},
+	} {
+		m, _ := newFixtureModel(tc.w, 24, true)
+		m.opt.Title = tc.title
+		lines := strings.Split(ansi.Strip(m.Render()), "\n")
+		for _, s := range tc.line1 {
+			if !strings.Contains(lines[0], s) {
+				t.Errorf("%q at %d columns: the first line lacks %q: %q", tc.title, tc.w, s, lines[0])
+			}
+		}
+		if cut := strings.Contains(lines[0], "…"); cut == tc.notCut {
+			t.Errorf("%q at %d columns: cut %v, want %v: %q", tc.title, tc.w, cut, !tc.notCut, lines[0])
+		}
+		if tc.line2in != "" && !strings.Contains(lines[1], tc.line2in) {
+			t.Errorf("%q at %d columns: the progress line lacks %q: %q", tc.title, tc.w, tc.line2in, lines[1])
+		}
+	}
+}
