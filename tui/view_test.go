@@ -678,7 +678,7 @@ func TestTitleGivesWay(t *testing.T) {
 	}{
 		{"http · users.txt", 80, []string{"throttle", "http · users.txt · 1,200,000 items", "● running"}, true, ""},
 		{"sim · /tmp/TestTmuxAttachssh_drop2299704109/001/ids.txt", 80, []string{"throttle", "sim · ids.txt", "● running", "ETA"}, true, "1,200,000 items"},
-		{"demo · sim API 127.0.0.1:38289", 60, []string{"demo · sim API 127.0.0.1:38289", "● running"}, true, "1,200,000 items"},
+		{"demo · sim API 127.0.0.1:38289", 66, []string{"demo · sim API 127.0.0.1:38289", "● running"}, true, "1,200,000 items"},
 		{"http · a title far too long for any screen of sixty columns", 60, []string{"http · a title", "● running"}, false, "1,200,000 items"},
 	} {
 		m, _ := newFixtureModel(tc.w, 24, true)
