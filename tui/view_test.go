@@ -677,7 +677,7 @@ func TestTitleGivesWay(t *testing.T) {
 		line2in string // ends the progress line
 	}{
 		{"http · users.txt", 80, []string{"throttle", "http · users.txt · 1,200,000 items", "● running"}, true, ""},
-		{"sim · /tmp/TestTmuxAttachssh_drop2299704109/001/ids.txt", 80, []string{"throttle", "sim · ids.txt", "● running", "ETA"}, true, "1,200,000 items"},
+		{"sim · /tmp/TestTmuxAttachssh_drop2299704109/001/ids.txt", 80, []string{"throttle", "sim · ids.txt · 1,200,000 items", "● running", "ETA"}, true, ""},
 		{"demo · sim API 127.0.0.1:38289", 66, []string{"demo · sim API 127.0.0.1:38289", "● running"}, true, "1,200,000 items"},
 		{"http · a title far too long for any screen of sixty columns", 60, []string{"http · a title", "● running"}, false, "1,200,000 items"},
 	} {
