@@ -386,7 +386,7 @@ func (m Model) workerStrip(w int) []string {
 	shown, more := n, ""
 	if n > rows*cw {
 		more = fmt.Sprintf(" +%d", n) // as wide as any count of the hidden can be
-		shown = rows*cw - ansi.StringWidth(more)
+		shown = max(rows*cw-ansi.StringWidth(more), 0)
 		more = fmt.Sprintf(" +%d", n-shown)
 	}
 	// Largest remainder: each state gets its share of the cells shown, rounded so they add up.
@@ -610,21 +610,21 @@ func quotaText(s engine.Snapshot) string {
 func (m Model) advisorLines(w int) []string {
 	s := m.snap
 	if !s.Ended.IsZero() {
-		return wrapText(m.summary(), "", w, nil)
+		return wrapText(m.summary(), w, nil)
 	}
 	if m.opt.Auto {
 		for i := len(s.Changes) - 1; i >= 0; i-- {
 			if c := s.Changes[i]; c.Origin == "auto" && s.At.Sub(c.At) < 30*time.Second {
-				return wrapText("auto: "+c.What()+" ("+human.Clock(c.At.Sub(s.Started))+")", "", w, nil)
+				return wrapText("auto: "+c.What()+" ("+human.Clock(c.At.Sub(s.Started))+")", w, nil)
 			}
 		}
 	}
 	if q := s.Quota; !q.At.IsZero() && q.Remaining == 0 && q.ResetAt.After(s.At) {
 		// Nothing to tune while the target's quota is spent: say why calls wait.
 		return wrapText(fmt.Sprintf("the target's quota is spent: calls wait %s for its reset; a lower rate spreads the quota",
-			human.Span(q.ResetAt.Sub(s.At))), "", w, m.styles.Warn.Render)
+			human.Span(q.ResetAt.Sub(s.At))), w, m.styles.Warn.Render)
 	}
-	lines := wrapText(m.advice.Reason, "", w, nil)
+	lines := wrapText(m.advice.Reason, w, nil)
 	if m.advice.Action != probes.Hold && !m.opt.Auto && !m.replaying() {
 		accept := "  " + m.styles.Key.Render("a") + " accept"
 		last := strings.TrimRight(lines[len(lines)-1], " ")
@@ -637,14 +637,11 @@ func (m Model) advisorLines(w int) []string {
 	return lines[:min(len(lines), 3)]
 }
 
-// wrapText breaks text at spaces into lines of w cells, each led by a space, later lines
-// also by indent; style, when set, is applied line by line.
-func wrapText(text, indent string, w int, style func(...string) string) []string {
+// wrapText breaks text at spaces into lines of w cells, each led by a space; style, when set,
+// is applied line by line.
+func wrapText(text string, w int, style func(...string) string) []string {
 	var out []string
-	for i, l := range pack(strings.Fields(text), " ", w-1-ansi.StringWidth(indent)) {
-		if i > 0 {
-			l = indent + l
-		}
+	for _, l := range pack(strings.Fields(text), " ", w-1) {
 		if style != nil {
 			l = style(l)
 		}
@@ -654,7 +651,8 @@ func wrapText(text, indent string, w int, style func(...string) string) []string
 }
 
 // pack lays items out on lines of at most w cells, sep between two items of a line: a line
-// breaks between items, never inside one (an item wider than w has a line of its own).
+// breaks between items, never inside one, except an item wider than any line, which breaks
+// between its words.
 func pack(items []string, sep string, w int) []string {
 	var out []string
 	line := ""
