@@ -47,7 +47,7 @@ func (m Model) Render() string {
 // order of least use — changes, then errors, then charts — rather than wrap.
 type layout struct{ knobs, charts, errors, advisor, changes int }
 
-func planLayout(n, width, knobRows, advisorRows int) layout {
+func planLayout(n, width, knobRows, advisorRows, errorRows int) layout {
 	var l layout
 	take := func(rows int) bool {
 		if n >= rows {
@@ -71,8 +71,8 @@ func planLayout(n, width, knobRows, advisorRows int) layout {
 	case take(4):
 		l.charts = 4
 	}
-	if take(2) {
-		l.errors = 2
+	if take(errorRows) {
+		l.errors = errorRows
 	}
 	if take(2) {
 		l.changes = 2
@@ -100,7 +100,7 @@ func planLayout(n, width, knobRows, advisorRows int) layout {
 
 func (m Model) body(w, n int) []string {
 	advice := m.advisorLines(w)
-	l := planLayout(n, w, m.knobRows(w), 1+len(advice))
+	l := planLayout(n, w, m.knobRows(w), 1+len(advice), 1+max(1, len(m.hostLines(w))))
 	var out []string
 	if l.knobs > 0 {
 		out = append(out, m.knobs(w)...)
@@ -558,7 +558,7 @@ func (m Model) errorPanel(w, rows int) []string {
 	}
 	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
 	if !m.hosts.empty() { // first: with per-host limits, which site holds the run back
-		out = append(out, fit(" "+hostLoads(m.hosts), w))
+		out = append(out, m.hostLines(w)...)
 	}
 	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
 		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
@@ -585,6 +585,19 @@ func (m Model) errorPanel(w, rows int) []string {
 		out = append(out, strings.Repeat(" ", w))
 	}
 	return out[:rows]
+}
+
+// hostLines are the hosts panel's lines: the job, then a host at a time, each whole, on as
+// many lines as they need; none without per-host limits.
+func (m Model) hostLines(w int) []string {
+	if m.hosts.empty() {
+		return nil
+	}
+	var out []string
+	for _, l := range pack(strings.Split(hostLoads(m.hosts), "   "), "   ", w-1) {
+		out = append(out, fit(" "+l, w))
+	}
+	return out
 }
 
 // quotaText is the target's latest word on the caller's quota: "quota 12/100 · resets in 30s",
@@ -739,7 +752,13 @@ func (m Model) keyLine(w int) string {
 	st := m.styles
 	switch {
 	case m.commanding:
-		return fit(m.input.View(), w)
+		in := m.input
+		room := max(w-ansi.StringWidth(in.Prompt)-1, 1)
+		if ansi.StringWidth(in.Placeholder) > room { // fewer examples rather than cut ones
+			in.Placeholder = firstFit(room, "parallelism 64 · rate 200/s · window 5m", "parallelism 64 · rate 200/s", "parallelism 64")
+		}
+		in.SetWidth(room) // the input scrolls within the line; its placeholder shows whole
+		return fit(in.View(), w)
 	case m.confirm == "quit":
 		return fit(st.Warn.Render(firstFit(w,
 			fmt.Sprintf(" %d calls in flight: q or y drains and quits · any other key cancels", m.snap.InFlight),

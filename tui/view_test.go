@@ -163,6 +163,7 @@ func TestNothingCut(t *testing.T) {
 			[]string{"✓ done", "1,200,000 items", "922,796 not run", "1,203 × 429", "press any key to exit"}, nil},
 		{"confirm-quit", func(m *Model, _ *fakeEngine) { m.confirm = "quit" }, []string{"16", "drains", "quits", "cancel"}, nil},
 		{"confirm-drain", func(m *Model, _ *fakeEngine) { m.confirm = "drain" }, []string{"drain: no new calls", "confirms"}, nil},
+		{"command", func(m *Model, _ *fakeEngine) { m.commanding = true; m.input.Focus() }, []string{": p", "arallelism 64 · ", "rate 200/s"}, nil},
 		// The demo's latencies: "p95 54ms · p50 51ms · p99 57ms" is as wide as the chart at 60.
 		{"short latencies", func(*Model, *fakeEngine) {}, []string{"p95 54ms", "p50 51ms"}, func(m *Model) {
 			m.latency = probes.Stats{P50: 51 * time.Millisecond, P95: 54 * time.Millisecond, P99: 57 * time.Millisecond}
