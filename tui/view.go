@@ -100,7 +100,9 @@ func planLayout(n, width, knobRows, advisorRows, errorRows int) layout {
 
 func (m Model) body(w, n int) []string {
 	advice := m.advisorLines(w)
-	l := planLayout(n, w, m.knobRows(w), 1+len(advice), 1+max(1, len(m.hostLines(w))))
+	// The errors panel at its least: its hosts, and its first two lines of errors.
+	errorRows := 1 + len(m.hostLines(w)) + min(len(m.errorLines(w)), 2)
+	l := planLayout(n, w, m.knobRows(w), 1+len(advice), errorRows)
 	var out []string
 	if l.knobs > 0 {
 		out = append(out, m.knobs(w)...)
@@ -557,34 +559,34 @@ func (m Model) errorPanel(w, rows int) []string {
 		title = "hosts · errors"
 	}
 	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
-	if !m.hosts.empty() { // first: with per-host limits, which site holds the run back
-		out = append(out, m.hostLines(w)...)
-	}
-	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
-		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
-	}
-	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
-		out = append(out, fit(m.styles.Dim.Render(" none"), w))
-	}
-	var line string
-	for _, g := range m.errs {
-		item := fmt.Sprintf("%s × %s", human.Count(g.Count), g.Message)
-		if line != "" && ansi.StringWidth(line)+3+ansi.StringWidth(item) > w-1 {
-			out = append(out, fit(" "+line, w))
-			line = ""
-		}
-		if line != "" {
-			line += "   "
-		}
-		line += item
-	}
-	if line != "" {
-		out = append(out, fit(" "+line, w))
-	}
+	out = append(out, m.hostLines(w)...) // first: with per-host limits, which site holds the run back
+	out = append(out, m.errorLines(w)...)
 	for len(out) < rows {
 		out = append(out, strings.Repeat(" ", w))
 	}
 	return out[:rows]
+}
+
+// errorLines are the errors panel's lines under its hosts: the engine's warnings, then the
+// failures grouped by message; a message too long for a line goes on at a space, not cut.
+func (m Model) errorLines(w int) []string {
+	var out []string
+	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
+		out = append(out, wrapText("warning: "+warning, w, m.styles.Warn.Render)...)
+	}
+	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
+		out = append(out, fit(m.styles.Dim.Render(" none"), w))
+	}
+	var items []string
+	for _, g := range m.errs {
+		items = append(items, fmt.Sprintf("%s × %s", human.Count(g.Count), g.Message))
+	}
+	if len(items) > 0 {
+		for _, l := range pack(items, "   ", w-1) {
+			out = append(out, fit(" "+l, w))
+		}
+	}
+	return out
 }
 
 // hostLines are the hosts panel's lines: the job, then a host at a time, each whole, on as

@@ -698,3 +698,20 @@ func TestTitleGivesWay(t *testing.T) {
 		}
 	}
 }
+
+// TestLongErrorWraps: an error message too long for the line goes on at a space, not cut.
+func TestLongErrorWraps(t *testing.T) {
+	m, _ := newFixtureModel(80, 24, true)
+	msg := `Get "http://127.0.0.1:41233/items/1": dial tcp 127.0.0.1:41233: connect: connection refused`
+	m.errs = []probes.ErrorGroup{{Message: msg, Count: 7}}
+	frame := ansi.Strip(m.Render())
+	checkFrame(t, m.Render(), 80, 24)
+	if strings.Contains(frame, "…") {
+		t.Errorf("a line is cut:\n%s", frame)
+	}
+	for _, want := range []string{`7 × Get "http://127.0.0.1:41233/items/1": dial tcp`, "connection refused"} {
+		if !strings.Contains(frame, want) {
+			t.Errorf("no %q:\n%s", want, frame)
+		}
+	}
+}
