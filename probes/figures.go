@@ -1,0 +1,113 @@
+package probes
+
+import (
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
+)
+
+// RateWindow is the longest window a run's current rates (calls/s, 429s, errors) are measured
+// over: long enough that a burst does not read as a rate, short enough to show a change soon.
+const RateWindow = 5 * time.Second
+
+// Figures are a run's current rates as every outlet shows them — the screen (an attached one
+// too), the progress lines — each with the window it was measured over, from one computation
+// ([Measure]) so that no two outlets disagree. While the run goes on, the window is the last
+// complete seconds, at most [RateWindow] of them and none from before the run's last change
+// of a knob or of its state: a rate is only ever set beside the cap it was measured under.
+// Once the run has ended, the window is the whole run and the counts are the run's own.
+type Figures struct {
+	// From and To bound the window; From equals To while no complete second has been
+	// measured since the last change (or since the start).
+	From, To time.Time
+	// Calls, TooMany and Errors count the calls that ended in the window: all of them, the
+	// 429 answers, and the other failures.
+	Calls, TooMany, Errors int64
+	// Whole says the window is the whole run: it has ended.
+	Whole bool
+	// SinceChange says the window is shorter than RateWindow because of a change.
+	SinceChange bool
+}
+
+// Measure computes the figures of a run from its snapshot and its per-second points (a
+// [Series]' Points, which must cover the last RateWindow).
+func Measure(s engine.Snapshot, pts []Point) Figures {
+	if !s.Ended.IsZero() {
+		return Figures{From: s.Started, To: s.Ended, Calls: s.Calls, TooMany: s.TooMany, Errors: s.Errors, Whole: true}
+	}
+	to := s.At.Truncate(time.Second) // the end of the last complete second
+	from := to.Add(-RateWindow)
+	var f Figures
+	if start := ceilSecond(s.Started); !s.Started.IsZero() && start.After(from) {
+		from = start
+	}
+	for i := len(s.Changes) - 1; i >= 0; i-- {
+		c := s.Changes[i]
+		if c.Knob == "note" || c.Knob == "start" {
+			continue // a remark, or the start: neither changes what a call may do
+		}
+		if at := ceilSecond(c.At); at.After(from) {
+			from, f.SinceChange = at, true
+		}
+		break
+	}
+	if !to.After(from) {
+		return Figures{From: to, To: to, SinceChange: f.SinceChange}
+	}
+	f.From, f.To = from, to
+	for _, p := range pts {
+		if p.At.Before(from) || !p.At.Before(to) {
+			continue
+		}
+		f.Calls += p.Calls
+		f.TooMany += p.TooMany
+		f.Errors += p.Errors
+	}
+	return f
+}
+
+// ceilSecond is t rounded up to a whole second: the first second that starts after t.
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); r.Before(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
+
+// Over is the time the figures were measured over; 0 while nothing was measured.
+func (f Figures) Over() time.Duration { return f.To.Sub(f.From) }
+
+// Measured reports whether the figures cover any time.
+func (f Figures) Measured() bool { return f.Over() > 0 }
+
+// CallsPerSecond is the calls that ended in the window per second of it.
+func (f Figures) CallsPerSecond() float64 { return f.perSecond(f.Calls) }
+
+// TooManyPerSecond is the 429 answers per second of the window.
+func (f Figures) TooManyPerSecond() float64 { return f.perSecond(f.TooMany) }
+
+// ErrorsPerSecond is the other failures per second of the window.
+func (f Figures) ErrorsPerSecond() float64 { return f.perSecond(f.Errors) }
+
+// TooManyShare is the share of the window's calls answered 429, from 0 to 1.
+func (f Figures) TooManyShare() float64 { return share(f.TooMany, f.Calls) }
+
+func (f Figures) perSecond(n int64) float64 {
+	if !f.Measured() {
+		return 0
+	}
+	return float64(n) / f.Over().Seconds()
+}
+
+// Window names the window as every figure is labelled: "last 5s", "last 2s" (since a change),
+// "whole run", or "measuring" while no complete second has passed since the change.
+func (f Figures) Window() string {
+	switch {
+	case f.Whole:
+		return "whole run"
+	case !f.Measured():
+		return "measuring"
+	}
+	return "last " + human.Span(f.Over())
+}

@@ -1,0 +1,80 @@
+package probes
+
+import (
+	"testing"
+	"time"
+
+	"github.com/throttle-dev/throttle/engine"
+)
+
+// pointsPerSecond returns one point a second for the n seconds before end, calls(i) calls in
+// the i-th, every tenth a 429.
+func pointsPerSecond(end time.Time, n int, calls func(at time.Time) int64) []Point {
+	var pts []Point
+	for i := n; i > 0; i-- {
+		at := end.Add(-time.Duration(i) * time.Second)
+		c := calls(at)
+		pts = append(pts, Point{At: at, Calls: c, TooMany: c / 10})
+	}
+	return pts
+}
+
+// TestMeasureAfterACapChange is the screen's "20 calls/s of 14/s cap" right after - set a
+// 14/s cap: the rate was the mean of five seconds, four of them under the old cap. The window
+// now starts at the change, and says so.
+func TestMeasureAfterACapChange(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	change := start.Add(60*time.Second + 300*time.Millisecond)
+	rate := func(at time.Time) int64 {
+		if at.Before(change) {
+			return 22
+		}
+		return 14
+	}
+	snap := func(now time.Time) engine.Snapshot {
+		return engine.Snapshot{At: now, Started: start, State: engine.Running, Settings: engine.Settings{Rate: 14, Burst: 1},
+			Changes: []engine.Change{{At: start, Knob: "start"}, {At: change, Origin: "tui", Knob: "rate", From: "24/s", To: "14/s"},
+				{At: change.Add(time.Second), Origin: "auto", Knob: "note", To: "a remark changes nothing"}}}
+	}
+	for _, tc := range []struct {
+		now    time.Time
+		window string
+		calls  float64
+		since  bool
+	}{
+		{change.Add(200 * time.Millisecond), "measuring", 0, true}, // no complete second since the change
+		{change.Add(1800 * time.Millisecond), "last 1s", 14, true}, // [61s, 62s)
+		{change.Add(3900 * time.Millisecond), "last 3s", 14, true}, // [61s, 64s)
+		{change.Add(20 * time.Second), "last 5s", 14, false},       // the change is out of the window
+		{change.Add(-1 * time.Second), "last 5s", 22, false},       // before it
+		{start.Add(2500 * time.Millisecond), "last 2s", 22, false}, // a run younger than the window
+	} {
+		s := snap(tc.now)
+		if tc.now.Before(change) {
+			s.Changes = s.Changes[:1]
+		}
+		f := Measure(s, pointsPerSecond(tc.now.Truncate(time.Second), 30, rate))
+		if f.Window() != tc.window || f.CallsPerSecond() != tc.calls || f.SinceChange != tc.since {
+			t.Errorf("at %v: %.1f calls/s over %q (since change %v), want %.1f over %q (%v)",
+				tc.now.Sub(start), f.CallsPerSecond(), f.Window(), f.SinceChange, tc.calls, tc.window, tc.since)
+		}
+		if f.Measured() && f.TooManyShare() != 0 && f.TooMany*10 > f.Calls {
+			t.Errorf("at %v: %d × 429 of %d calls, want a tenth", tc.now.Sub(start), f.TooMany, f.Calls)
+		}
+	}
+}
+
+// TestMeasureWholeRun: once the run has ended its figures are the run's own counts over its
+// whole time (the final screen said "429s 0.0%" of an empty last window after 21 × 429).
+func TestMeasureWholeRun(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s := engine.Snapshot{At: start.Add(time.Minute), Started: start, Ended: start.Add(40 * time.Second), State: engine.Done,
+		Calls: 600, TooMany: 21, Errors: 3}
+	f := Measure(s, nil)
+	if f.Window() != "whole run" || f.Calls != 600 || f.TooMany != 21 || f.Errors != 3 || f.CallsPerSecond() != 15 {
+		t.Errorf("whole run: %+v %q %.1f calls/s; want 600 calls, 21 × 429, 3 errors, 15 calls/s over the whole run", f, f.Window(), f.CallsPerSecond())
+	}
+	if got := 100 * f.TooManyShare(); got < 3.49 || got > 3.51 {
+		t.Errorf("429 share %.2f%%, want 3.5%%", got)
+	}
+}
