@@ -108,7 +108,10 @@ func (m Model) body(w, n int) []string {
 	}
 	if l.advisor > 0 {
 		title := "advisor"
-		if m.opt.Auto {
+		switch sum := m.snap.Summary(); {
+		case !m.snap.Ended.IsZero() && !m.lost(): // the final screen: the summary, in its words
+			title = fmt.Sprintf("summary · %s in %s", sum.Ended(), sum.Elapsed.Round(time.Millisecond))
+		case m.opt.Auto:
 			title = "advisor · auto on"
 		}
 		out = append(out, m.rule(title, "", w), m.advisorLine(w))
@@ -160,25 +163,7 @@ func (m Model) header(w int) []string {
 	barW := max(w-ansi.StringWidth(tail)-1, 4)
 	line2 := " " + st.Bar.Render(bar(frac, barW-1)) + tail
 
-	// The cap in force: the effective rate while it binds under the ceiling, said so when
-	// the line has room (the knobs below say it in any case).
-	cps := m.callsPerSecond(5)
-	rate, short := fmt.Sprintf("%.0f calls/s", cps), ""
-	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
-	case eff:
-		rate, short = rate+" of "+engine.FormatComputedRate(r)+" effective cap", rate+" of "+engine.FormatComputedRate(r)+" cap"
-	case r > 0:
-		rate += " of " + engine.FormatRate(r) + " cap"
-	}
-	counts := fmt.Sprintf("   ok %s   failed %s   retries %s   429s %s",
-		human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
-	if q := quotaText(s); q != "" {
-		counts += "   " + m.health(s.Quota.Remaining == 0, q)
-	}
-	line3 := " " + rate + counts
-	if short != "" && ansi.StringWidth(line3) > w {
-		line3 = " " + short + counts
-	}
+	line3 := m.ratesLine(w)
 	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
 }
 
@@ -187,8 +172,10 @@ func (m Model) stateWord() string {
 	switch {
 	case !s.Ended.IsZero() && s.State == engine.Done:
 		return st.Good.Render("✓ done")
+	case !s.Ended.IsZero() && m.lost():
+		return st.Warn.Render("■ job gone, last seen")
 	case !s.Ended.IsZero():
-		return st.Warn.Render("■ " + s.State.String() + ", ended")
+		return st.Warn.Render("■ " + s.Summary().Ended())
 	case s.State == engine.Running && s.HoldUntil.After(s.At):
 		return st.Warn.Render("◇ held")
 	case s.State == engine.Running:
@@ -200,19 +187,56 @@ func (m Model) stateWord() string {
 	}
 }
 
-// tooManyShare is the share of 429 answers among the calls of the last 10 seconds.
-func (m Model) tooManyShare() string {
-	var calls, tm int64
-	n := min(10, len(m.points))
-	for _, p := range m.points[len(m.points)-n:] {
-		calls += p.Calls
-		tm += p.TooMany
+// ratesLine is the header's third line: the current rates, labelled with the window they
+// were measured over, against the cap in force (the effective rate while it binds under the
+// ceiling), then the run's counts. On the final screen the rates are the whole run's.
+func (m Model) ratesLine(w int) string {
+	s, f := m.snap, m.fig
+	// At the design width something gives: first ok (the progress line shows the rows done),
+	// then retries; never the failures.
+	failed := "  failed " + m.health(s.Failed > 0, human.Count(s.Failed))
+	retries := "  retries " + human.Count(s.Retries)
+	counts := "  ok " + human.Count(s.OK) + failed + retries
+	if q := quotaText(s); q != "" {
+		retries += "  " + m.health(s.Quota.Remaining == 0, q)
+		counts += "  " + m.health(s.Quota.Remaining == 0, q)
 	}
-	if calls == 0 {
-		return "0%"
+	noOK, noRetries := failed+retries, failed
+	share := m.health(f.TooMany > 0, fmt.Sprintf("%.1f%%", 100*f.TooManyShare()))
+	if f.Whole { // the run is over: its own numbers, not those of a last window
+		rates := fmt.Sprintf(" whole run: %.1f calls/s · %s × 429 (%s)", f.CallsPerSecond(), human.Count(f.TooMany), share)
+		return firstFit(w, rates+counts, rates+noOK, rates+noRetries)
 	}
-	share := 100 * float64(tm) / float64(calls)
-	return m.health(tm > 0, fmt.Sprintf("%.1f%%", share))
+	cps := "– calls/s"
+	if f.Measured() {
+		cps = fmt.Sprintf("%.0f calls/s", f.CallsPerSecond())
+	}
+	capLong, capShort := "", ""
+	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
+	case eff:
+		capLong, capShort = " of "+engine.FormatComputedRate(r)+" effective cap", " of "+engine.FormatComputedRate(r)+" cap"
+	case r > 0:
+		capLong = " of " + engine.FormatRate(r) + " cap"
+		capShort = capLong
+	}
+	window := f.Window()
+	if f.SinceChange && f.Measured() {
+		window += " since the change"
+	}
+	lead := " " + window + ": "
+	tm := " · 429s " + share
+	return firstFit(w, lead+cps+capLong+tm+counts, lead+cps+capShort+tm+counts, lead+cps+capShort+tm+noOK,
+		lead+cps+capShort+tm+noRetries, " "+f.Window()+": "+cps+capShort+tm+noRetries)
+}
+
+// firstFit returns the first of the lines that fits w cells, or the last one.
+func firstFit(w int, lines ...string) string {
+	for _, l := range lines {
+		if ansi.StringWidth(l) <= w {
+			return l
+		}
+	}
+	return lines[len(lines)-1]
 }
 
 func (m Model) health(bad bool, s string) string {
@@ -398,15 +422,35 @@ func (m Model) charts(w, rows int) []string {
 	rightW := w - leftW - 1
 	lat := m.latency
 	win := human.Span(span)
-	capTitle := ""
+	// Each title says its figure's window, which is not the chart's: the figure is now, the
+	// chart the trend.
+	f := m.fig
+	now, short := f.Window(), strings.TrimPrefix(f.Window(), "last ")
+	cps := "–"
+	if f.Measured() {
+		cps = fmt.Sprintf("%.0f", f.CallsPerSecond())
+	}
+	capLong, capShort := "", ""
 	switch {
 	case capEff:
-		capTitle = " · cap " + engine.FormatComputedRate(capRate)
-		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
-			capTitle = long
-		}
+		capLong, capShort = " · effective cap "+engine.FormatComputedRate(capRate), " · cap "+engine.FormatComputedRate(capRate)
 	case capRate > 0:
-		capTitle = " · cap " + engine.FormatRate(capRate)
+		capLong = " · cap " + engine.FormatRate(capRate)
+		capShort = capLong
+	}
+	callsTitle := firstFit(leftW-1, "calls/s "+cps+" ("+now+")"+capLong+" · "+win+" chart",
+		"calls/s "+cps+" ("+now+")"+capShort+" · "+win+" chart", "calls/s "+cps+" ("+now+")"+capShort+" · "+win,
+		"calls/s "+cps+" ("+short+")"+capShort+" · "+win, "calls/s "+cps+" ("+now+") · "+win)
+	latWin := "last " + human.Span(probes.DefaultWindow)
+	if f.Whole {
+		latWin = "last " + human.Span(probes.DefaultWindow) + " of the run"
+	}
+	latTitle := firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · %s · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
+		fmt.Sprintf("p95 %s p50 %s p99 %s · %s", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
+		fmt.Sprintf("p95 %s p50 %s p99 %s (%s)", ms(lat.P95), ms(lat.P50), ms(lat.P99), human.Span(probes.DefaultWindow)))
+	perSecond := func(name string, v float64, w int) string {
+		return firstFit(w-1, fmt.Sprintf("%s %.1f (%s) · %s chart", name, v, now, win), fmt.Sprintf("%s %.1f (%s) · %s", name, v, now, win),
+			fmt.Sprintf("%s %.1f (%s) · %s", name, v, short, win))
 	}
 	var out []string
 	gridRows := 2
@@ -416,14 +460,14 @@ func (m Model) charts(w, rows int) []string {
 	h := rows/gridRows - 1
 	st := m.styles
 	top := sideBySide(
-		chart(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win), calls, capLine, leftW, h, false, st.ChartLine, st),
-		chart(fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)), p95, nil, rightW, h, false, st.ChartLine, st),
+		chart(callsTitle, calls, capLine, leftW, h, false, st.ChartLine, st),
+		chart(latTitle, p95, nil, rightW, h, false, st.ChartLine, st),
 		leftW, rightW)
 	out = append(out, top...)
 	if gridRows == 2 {
 		bottom := sideBySide(
-			chart(fmt.Sprintf("429/s %.1f · %s", lastRate(tm, 5), win), tm, nil, leftW, h, true, st.ChartBad, st),
-			chart(fmt.Sprintf("errors/s %.1f · %s", lastRate(errs, 5), win), errs, nil, rightW, h, true, st.ChartBad, st),
+			chart(perSecond("429/s", f.TooManyPerSecond(), leftW), tm, nil, leftW, h, true, st.ChartBad, st),
+			chart(perSecond("errors/s", f.ErrorsPerSecond(), rightW), errs, nil, rightW, h, true, st.ChartBad, st),
 			leftW, rightW)
 		out = append(out, bottom...)
 	}
@@ -431,18 +475,6 @@ func (m Model) charts(w, rows int) []string {
 		out = append(out, strings.Repeat(" ", w))
 	}
 	return out
-}
-
-func lastRate(v []float64, n int) float64 {
-	n = min(n, len(v))
-	if n == 0 {
-		return 0
-	}
-	sum := 0.0
-	for _, x := range v[len(v)-n:] {
-		sum += x
-	}
-	return sum / float64(n)
 }
 
 func tail(p []probes.Point, n int) []probes.Point {
@@ -458,7 +490,10 @@ func (m Model) errorPanel(w, rows int) []string {
 	if !m.hosts.empty() {
 		title = "hosts · errors"
 	}
-	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
+	// The title's counts are the whole run's, said so; the lines below group the failures
+	// other than 429s, so that an empty list under a count of 429s says why it is empty.
+	counts := fmt.Sprintf("whole run %s × 429 · %s errors", human.Count(m.snap.TooMany), human.Count(m.snap.Errors))
+	out := []string{m.rule(title, counts, w)}
 	if !m.hosts.empty() { // first: with per-host limits, which site holds the run back
 		out = append(out, fit(" "+hostLoads(m.hosts), w))
 	}
@@ -466,7 +501,11 @@ func (m Model) errorPanel(w, rows int) []string {
 		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
 	}
 	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
-		out = append(out, fit(m.styles.Dim.Render(" none"), w))
+		none := " none"
+		if m.snap.TooMany > 0 {
+			none = " no errors besides the 429s (see 429/s)"
+		}
+		out = append(out, fit(m.styles.Dim.Render(none), w))
 	}
 	var line string
 	for _, g := range m.errs {
@@ -510,6 +549,9 @@ func quotaText(s engine.Snapshot) string {
 // --auto, the tuner's last change; on the final screen, the summary.
 func (m Model) advisorLine(w int) string {
 	s := m.snap
+	if !s.Ended.IsZero() && m.lost() {
+		return fit(m.styles.Warn.Render(" the job went away before its end could be seen: numbers as last seen"), w)
+	}
 	if !s.Ended.IsZero() {
 		return fit(" "+m.summary(), w)
 	}
@@ -533,21 +575,16 @@ func (m Model) advisorLine(w int) string {
 }
 
 func (m Model) summary() string {
-	s := m.snap
-	verb := "done"
-	if s.State != engine.Done {
-		verb = s.State.String() + ", ended"
-	}
+	// The summary Run returned is the final snapshot's (engine.Snapshot.Summary): the same
+	// numbers as the summary printed after the screen, in the same words; how and when the
+	// run ended is the panel's title.
+	sum := m.snap.Summary()
 	left := ""
-	if s.Total > s.Done() {
-		left = fmt.Sprintf(" · %s not run", human.Count(s.Total-s.Done()))
+	if n := sum.NotRun(); n > 0 {
+		left = fmt.Sprintf(" · %s not run", human.Count(n))
 	}
-	line := fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429",
-		verb, human.Clock(s.Ended.Sub(s.Started)), human.Count(s.OK), human.Count(s.Failed), left, human.Count(s.Calls), human.Count(s.TooMany))
-	if m.replaying() { // a replay's end is a place to seek back from
-		return line
-	}
-	return line + " — press any key to exit"
+	return fmt.Sprintf("%s ok, %s failed%s · %s calls, %s × 429", human.Count(sum.OK), human.Count(sum.Failed), left,
+		human.Count(sum.Calls), human.Count(sum.TooMany))
 }
 
 // changePanel is the change log, newest first, with the time into the run.

@@ -129,10 +129,10 @@ func TestSmallTerminalDropsPanelsInOrder(t *testing.T) {
 		h             int
 		want, without []string
 	}{
-		{24, []string{"─ changes", "─ errors", "(p50", "─ advisor"}, nil},
-		{20, []string{"─ errors", "(p50", "─ advisor"}, []string{"─ changes"}},
-		{14, []string{"(p50", "─ advisor"}, []string{"─ changes", "─ errors"}},
-		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "(p50"}},
+		{24, []string{"─ changes", "─ errors", "p50 ", "─ advisor"}, nil},
+		{20, []string{"─ errors", "p50 ", "─ advisor"}, []string{"─ changes"}},
+		{14, []string{"p50 ", "─ advisor"}, []string{"─ changes", "─ errors"}},
+		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "p50 "}},
 	} {
 		m, _ := newFixtureModel(80, tc.h, true)
 		frame := ansi.Strip(m.Render())
@@ -297,7 +297,7 @@ func TestLowerRateOnAnUnlimitedRun(t *testing.T) {
 		fe := &fakeEngine{snap: busySnapshot()}
 		fe.snap.Settings.Rate, fe.snap.Effective = 0, tc.eff
 		m := New(fe, tc.mon, Options{Title: "t", Plain: true, Now: func() time.Time { return fixedNow }})
-		if got := m.callsPerSecond(5); tc.want != "" && got > 25 {
+		if got := m.fig.CallsPerSecond(); tc.want != "" && got > 25 {
 			t.Fatalf("%s: the fixture's last seconds do %.0f calls/s, want the starved 20", tc.name, got)
 		}
 		m = press(t, m, "-")
@@ -417,7 +417,7 @@ func TestFinalScreenWaitsForAKey(t *testing.T) {
 
 func TestWindowKeyCyclesChartSpan(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true)
-	for _, want := range []string{"last 15m", "last 1m", "last 5m"} {
+	for _, want := range []string{"· 15m chart", "· 1m chart", "· 5m chart"} {
 		m = press(t, m, "w")
 		if frame := ansi.Strip(m.Render()); !strings.Contains(frame, want) {
 			t.Errorf("after w the charts do not say %q", want)
