@@ -59,8 +59,13 @@ d drains it. Several screens may attach at once.`,
 			if _, err := p.Run(); err != nil && !errors.Is(err, tea.ErrProgramKilled) {
 				return &exitError{code: ExitFailures, err: err}
 			}
-			if s := r.View().Snapshot; s.Ended.IsZero() {
+			switch s := r.View().Snapshot; {
+			case s.Ended.IsZero():
 				fmt.Fprintf(env.Stdout, "detached; the job goes on: throttle attach --control %s\n", sock)
+			case r.Lost():
+				fmt.Fprintln(env.Stdout, "the job went away before its end could be seen (its rows and log have its last numbers)")
+			default: // the job's own summary numbers: its final snapshot's
+				printSummary(env.Stdout, s.Summary(), probes.Stats{}, "")
 			}
 			return nil
 		},

@@ -22,6 +22,9 @@ type Request struct {
 	Value  string            `json:"value,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
 	Origin string            `json:"origin,omitempty"`
+	// Viewer names an attached screen in its view requests, so that a job that ends waits
+	// (briefly) until each screen that watches it has fetched its final view.
+	Viewer string `json:"viewer,omitempty"`
 }
 
 // Response answers one Request: the state after it, or why it failed (nothing changed then).
