@@ -47,7 +47,10 @@ func Measure(s engine.Snapshot, pts []Point) Figures {
 		if c.Knob == "note" || c.Knob == "start" {
 			continue // a remark, or the start: neither changes what a call may do
 		}
-		if at := ceilSecond(c.At); at.After(from) {
+		// The calls counted are those that ended in the window; those that ended soon after
+		// the change started before it, under the old settings. The window starts once the
+		// slowest of them (the p99 of the seconds since) would have ended.
+		if at := ceilSecond(c.At.Add(slowest(pts, c.At))); at.After(from) {
 			from, f.SinceChange = at, true
 		}
 		break
@@ -65,6 +68,18 @@ func Measure(s engine.Snapshot, pts []Point) Figures {
 		f.Errors += p.Errors
 	}
 	return f
+}
+
+// slowest is the highest p99 latency of the seconds from the one that holds since onwards.
+func slowest(pts []Point, since time.Time) time.Duration {
+	var d time.Duration
+	from := since.Truncate(time.Second)
+	for _, p := range pts {
+		if !p.At.Before(from) {
+			d = max(d, p.P99)
+		}
+	}
+	return d
 }
 
 // ceilSecond is t rounded up to a whole second: the first second that starts after t.

@@ -64,6 +64,27 @@ func TestMeasureAfterACapChange(t *testing.T) {
 	}
 }
 
+// TestMeasureWaitsOutTheCallsStartedBeforeAChange: calls that end just after a change started
+// before it, under the old cap; the window starts once the slowest (p99) would have ended.
+func TestMeasureWaitsOutTheCallsStartedBeforeAChange(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	change := start.Add(60*time.Second + 300*time.Millisecond)
+	now := start.Add(65 * time.Second)
+	for _, tc := range []struct {
+		p99  time.Duration
+		from time.Duration // into the run
+	}{{0, 61 * time.Second}, {400 * time.Millisecond, 61 * time.Second}, {800 * time.Millisecond, 62 * time.Second}, {3 * time.Second, 64 * time.Second}} {
+		pts := pointsPerSecond(now, 30, func(time.Time) int64 { return 10 })
+		for i := range pts {
+			pts[i].P99 = tc.p99
+		}
+		s := engine.Snapshot{At: now, Started: start, State: engine.Running, Changes: []engine.Change{{At: change, Knob: "rate"}}}
+		if f := Measure(s, pts); f.From.Sub(start) != tc.from || !f.SinceChange {
+			t.Errorf("p99 %v: the window starts %v into the run, want %v", tc.p99, f.From.Sub(start), tc.from)
+		}
+	}
+}
+
 // TestMeasureWholeRun: once the run has ended its figures are the run's own counts over its
 // whole time (the final screen said "429s 0.0%" of an empty last window after 21 × 429).
 func TestMeasureWholeRun(t *testing.T) {
