@@ -248,6 +248,9 @@ func printStatus(env *Env, s *control.Status) {
 	fmt.Fprintf(w, "done %s of %s: ok %s, failed %s · calls %s, retries %s, 429s %s, errors %s\n",
 		human.Count(s.OK+s.Failed), total, human.Count(s.OK), human.Count(s.Failed), human.Count(s.Calls),
 		human.Count(s.Retries), human.Count(s.TooMany), human.Count(s.Errors))
+	if s.RateWindow != "" { // the screen's figures, with their window
+		fmt.Fprintf(w, "%s: %.1f calls/s, 429s %.1f%%\n", s.RateWindow, s.CallsPerSecond, 100*s.TooManyShare)
+	}
 	for _, c := range s.Changes {
 		fmt.Fprintln(w, "  "+c)
 	}

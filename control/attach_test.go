@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
 )
 
 // endingEngine is a job whose counts move and which ends when told.
@@ -117,5 +118,31 @@ func TestAttachedScreenKnowsAJobLost(t *testing.T) {
 	s := r.Snapshot()
 	if s.Ended.IsZero() || !r.Lost() || s.OK != 90 {
 		t.Errorf("after the job went: ended %v, lost %v, %d ok; want ended, lost, the last 90 ok", !s.Ended.IsZero(), r.Lost(), s.OK)
+	}
+}
+
+// TestStatusRatesAreTheScreens: ctl get's rates are the screen's (probes.Measure), with
+// their window, not a computation of their own.
+func TestStatusRatesAreTheScreens(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	now := start.Add(30*time.Second + 400*time.Millisecond)
+	s := engine.Snapshot{At: now, Started: start, State: engine.Running, Settings: engine.Settings{Rate: 14, Burst: 1},
+		Changes: []engine.Change{{At: start.Add(27*time.Second + 500*time.Millisecond), Origin: "tui", Knob: "rate", From: "24/s", To: "14/s"}}}
+	var pts []probes.Point
+	for sec := 20; sec < 30; sec++ {
+		n := int64(22)
+		if sec >= 28 {
+			n = 14
+		}
+		pts = append(pts, probes.Point{At: start.Add(time.Duration(sec) * time.Second), Calls: n, TooMany: n / 7})
+	}
+	st := statusOf("t", 1, s, pts, true)
+	f := probes.Measure(s, pts)
+	if st.RateWindow != "last 2s" || st.CallsPerSecond != 14 || st.RateWindow != f.Window() || st.CallsPerSecond != f.CallsPerSecond() || st.TooManyShare != f.TooManyShare() {
+		t.Errorf("status: %.1f calls/s, %.3f 429s over %q; the screen's %.1f, %.3f over %q", st.CallsPerSecond, st.TooManyShare, st.RateWindow,
+			f.CallsPerSecond(), f.TooManyShare(), f.Window())
+	}
+	if st := statusOf("t", 1, s, nil, false); st.RateWindow != "" {
+		t.Errorf("a job without statistics says its rates are %q", st.RateWindow)
 	}
 }

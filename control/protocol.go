@@ -80,6 +80,14 @@ type Status struct {
 	BackingOff  int       `json:"backing_off"`
 	Changes     []string  `json:"changes"`
 
+	// CallsPerSecond and TooManyShare (0 to 1) are the run's current rates as its screen
+	// shows them (probes.Measure), over RateWindow: "last 5s", "last 2s" after a change,
+	// "measuring" right after one, "whole run" once it ended; "" when the job keeps no
+	// statistics.
+	CallsPerSecond float64 `json:"calls_per_second"`
+	TooManyShare   float64 `json:"too_many_share"`
+	RateWindow     string  `json:"rate_window"`
+
 	// With the congestion response on, parallelism and rate above are the ceilings; these are
 	// the values the run holds itself to under them while they bind: 0 and "" when the
 	// ceiling applies. TargetLimit is the rate the target accepted when it last pushed back
@@ -90,7 +98,9 @@ type Status struct {
 	Signals              int    `json:"signals"`
 }
 
-func statusOf(title string, pid int, s engine.Snapshot) *Status {
+// statusOf is the status of a run from its snapshot and, when the job has statistics, their
+// per-second points (nil when it has none).
+func statusOf(title string, pid int, s engine.Snapshot, points []probes.Point, measured bool) *Status {
 	st := &Status{Title: title, PID: pid, State: s.State.String(), Started: s.Started,
 		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
 		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
@@ -105,6 +115,10 @@ func statusOf(title string, pid int, s engine.Snapshot) *Status {
 		st.TargetLimit = engine.FormatComputedRate(s.Effective.Limit)
 	}
 	st.Signals = s.Effective.Signals
+	if measured {
+		f := probes.Measure(s, points)
+		st.CallsPerSecond, st.TooManyShare, st.RateWindow = f.CallsPerSecond(), f.TooManyShare(), f.Window()
+	}
 	if !s.Ended.IsZero() {
 		st.State = "ended"
 	}

@@ -167,7 +167,12 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			s.saw(req.Viewer, resp.View)
 		} else {
 			resp.OK = true
-			resp.Status = statusOf(s.title, os.Getpid(), s.eng.Snapshot())
+			snap := s.eng.Snapshot()
+			var points []probes.Point
+			if s.Viewer != nil {
+				points = s.Viewer.Points(time.Now(), probes.RateWindow+2*time.Second)
+			}
+			resp.Status = statusOf(s.title, os.Getpid(), snap, points, s.Viewer != nil)
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if enc.Encode(resp) != nil {
