@@ -1,6 +1,8 @@
 package probes
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -15,7 +17,7 @@ const RateWindow = 5 * time.Second
 // too), the progress lines — each with the window it was measured over, from one computation
 // ([Measure]) so that no two outlets disagree. While the run goes on, the window is the last
 // complete seconds, at most [RateWindow] of them and none from before the run's last change
-// of a knob or of its state: a rate is only ever set beside the cap it was measured under.
+// of its rate cap or its state: a rate is only ever set beside the cap it was measured under.
 // Once the run has ended, the window is the whole run and the counts are the run's own.
 type Figures struct {
 	// From and To bound the window; From equals To while no complete second has been
@@ -26,7 +28,8 @@ type Figures struct {
 	Calls, TooMany, Errors int64
 	// Whole says the window is the whole run: it has ended.
 	Whole bool
-	// SinceChange says the window is shorter than RateWindow because of a change.
+	// SinceChange says the window is shorter than RateWindow because of a change of the rate
+	// cap or of the state.
 	SinceChange bool
 }
 
@@ -44,8 +47,8 @@ func Measure(s engine.Snapshot, pts []Point) Figures {
 	}
 	for i := len(s.Changes) - 1; i >= 0; i-- {
 		c := s.Changes[i]
-		if c.Knob == "note" || c.Knob == "start" {
-			continue // a remark, or the start: neither changes what a call may do
+		if !resets(c) {
+			continue
 		}
 		// The calls counted are those that ended in the window; those that ended soon after
 		// the change started before it, under the old settings. The window starts once the
@@ -68,6 +71,38 @@ func Measure(s engine.Snapshot, pts []Point) Figures {
 		f.Errors += p.Errors
 	}
 	return f
+}
+
+// resets reports whether a change makes the rates before it incomparable with those after:
+// a change of the rate cap or its burst, a cut of the effective rate, a change of state
+// (pause, resume, drain). Parallelism and pace change how fast the run goes, not the cap its
+// rate is set against; the effective rate climbing back (adapt logs each 10%) only raises the
+// cap, which the rate measured under a lower one cannot pass.
+func resets(c engine.Change) bool {
+	for _, p := range c.Parts() {
+		switch p.Knob {
+		case "rate", "burst", "state":
+			return true
+		case "effective rate":
+			from, fok := leadingRate(p.From)
+			to, tok := leadingRate(p.To)
+			if !fok || !tok || to < from {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// leadingRate reads the rate a change's side starts with: "196/s (target accepted 206/s)",
+// "ceiling 250/s", "90.5/s".
+func leadingRate(s string) (float64, bool) {
+	f := strings.Fields(strings.TrimPrefix(s, "ceiling "))
+	if len(f) == 0 {
+		return 0, false
+	}
+	r, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "/s"), 64)
+	return r, err == nil
 }
 
 // slowest is the highest p99 latency of the seconds from the one that holds since onwards.

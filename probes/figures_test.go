@@ -34,7 +34,9 @@ func TestMeasureAfterACapChange(t *testing.T) {
 	snap := func(now time.Time) engine.Snapshot {
 		return engine.Snapshot{At: now, Started: start, State: engine.Running, Settings: engine.Settings{Rate: 14, Burst: 1},
 			Changes: []engine.Change{{At: start, Knob: "start"}, {At: change, Origin: "tui", Knob: "rate", From: "24/s", To: "14/s"},
-				{At: change.Add(time.Second), Origin: "auto", Knob: "note", To: "a remark changes nothing"}}}
+				{At: change.Add(time.Second), Origin: "auto", Knob: "note", To: "a remark changes nothing"},
+				{At: change.Add(time.Second), Origin: "auto", Knob: "parallelism", From: "4", To: "5"},
+				{At: change.Add(time.Second), Origin: "adapt", Knob: "effective rate", From: "14/s", To: "15.4/s"}}}
 	}
 	for _, tc := range []struct {
 		now    time.Time
@@ -97,5 +99,29 @@ func TestMeasureWholeRun(t *testing.T) {
 	}
 	if got := 100 * f.TooManyShare(); got < 3.49 || got > 3.51 {
 		t.Errorf("429 share %.2f%%, want 3.5%%", got)
+	}
+}
+
+// TestMeasureResetsOnCapChangesOnly: the window starts over at a change of the rate cap or
+// the state, not at one of parallelism or pace, nor when the effective rate climbs back.
+func TestMeasureResetsOnCapChangesOnly(t *testing.T) {
+	for _, tc := range []struct {
+		c    engine.Change
+		want bool
+	}{
+		{engine.Change{Knob: "rate", From: "24/s", To: "14/s"}, true},
+		{engine.Change{Knob: "rate, burst", From: "24/s, 1", To: "30/s, 5"}, true},
+		{engine.Change{Knob: "state", From: "running", To: "paused"}, true},
+		{engine.Change{Knob: "effective rate", From: "250/s", To: "196/s (target accepted 206/s)"}, true},
+		{engine.Change{Knob: "effective rate", From: "90/s", To: "99.5/s"}, false},
+		{engine.Change{Knob: "effective rate", From: "90/s", To: "ceiling 250/s"}, false},
+		{engine.Change{Knob: "parallelism", From: "4", To: "8"}, false},
+		{engine.Change{Knob: "effective parallelism", From: "8", To: "6 (429 at 7 in flight)"}, false},
+		{engine.Change{Knob: "pace", From: "0s", To: "100ms"}, false},
+		{engine.Change{Knob: "note", To: "hello"}, false},
+	} {
+		if got := resets(tc.c); got != tc.want {
+			t.Errorf("%s: resets the window %v, want %v", tc.c.What(), got, tc.want)
+		}
 	}
 }
