@@ -45,6 +45,7 @@ type View struct {
 	Snapshot engine.Snapshot     `json:"snapshot"`
 	Points   []probes.Point      `json:"points"`
 	Latency  probes.Stats        `json:"latency"`
+	Overall  probes.Stats        `json:"overall"` // the latency over the whole run, which the summary says
 	Errors   []probes.ErrorGroup `json:"errors"`
 	Advice   probes.Advice       `json:"advice"`
 }
@@ -53,6 +54,7 @@ type View struct {
 type Viewer interface {
 	Points(now time.Time, span time.Duration) []probes.Point
 	Latency(now time.Time) probes.Stats
+	Overall() probes.Stats
 	Errors(n int) []probes.ErrorGroup
 	Advice(now time.Time, set engine.Settings, eff engine.Effective) probes.Advice
 }

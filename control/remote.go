@@ -130,6 +130,9 @@ func (r *Remote) Points(now time.Time, span time.Duration) []probes.Point {
 // Latency returns the view's latency now.
 func (r *Remote) Latency(now time.Time) probes.Stats { return r.View().Latency }
 
+// Overall returns the view's latency over the whole run.
+func (r *Remote) Overall() probes.Stats { return r.View().Overall }
+
 // Errors returns the view's error groups.
 func (r *Remote) Errors(n int) []probes.ErrorGroup {
 	e := r.View().Errors

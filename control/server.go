@@ -202,6 +202,7 @@ func (s *Server) view() *View {
 		now := time.Now()
 		v.Points = s.Viewer.Points(now, probes.SeriesSpan)
 		v.Latency = s.Viewer.Latency(now)
+		v.Overall = s.Viewer.Overall()
 		v.Errors = s.Viewer.Errors(8)
 		v.Advice = s.Viewer.Advice(now, snap.Settings, snap.Effective)
 	}

@@ -96,3 +96,16 @@ func TestLostJobIsNotPassedOffAsItsEnd(t *testing.T) {
 		t.Errorf("a lost job's screen:\n%s", frame)
 	}
 }
+
+// TestFinalScreenLatencyIsTheWholeRuns: the final screen's latency is the summary's, over the
+// whole run, and says so, not the last 5 s window's.
+func TestFinalScreenLatencyIsTheWholeRuns(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	fe.snap.Ended, fe.snap.State = fixedNow, engine.Done
+	m.refresh()
+	all := busySeries().Overall()
+	want := "p95 " + ms(all.P95) + " p99 " + ms(all.P99) + " (whole run)" // p50 gives way at 80 columns
+	if frame := ansi.Strip(m.Render()); !strings.Contains(frame, want) {
+		t.Errorf("the final screen lacks %q:\n%s", want, frame)
+	}
+}

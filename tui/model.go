@@ -84,6 +84,7 @@ type Model struct {
 	points        []probes.Point
 	fig           probes.Figures // the current rates, each with its window: probes.Measure's
 	latency       probes.Stats
+	latWhole      bool // latency is the whole run's (the final screen), not the last window's
 	errs          []probes.ErrorGroup
 	hosts         Hosts
 	conns         int    // open connections; -1 without Options.Connections
@@ -132,7 +133,14 @@ func (m *Model) refresh() {
 	m.snap = m.eng.Snapshot()
 	m.points = m.stats.Points(now, chartWindows[len(chartWindows)-1])
 	m.fig = probes.Measure(m.snap, m.points)
-	m.latency = m.stats.Latency(now)
+	m.latency, m.latWhole = m.stats.Latency(now), false
+	if o, ok := m.stats.(interface{ Overall() probes.Stats }); ok && !m.snap.Ended.IsZero() {
+		// The final screen's latency is the summary's: over the whole run (a probes.Monitor's,
+		// or an attached job's final view's).
+		if all := o.Overall(); all.Calls > 0 {
+			m.latency, m.latWhole = all, true
+		}
+	}
 	m.errs = m.stats.Errors(8)
 	if m.opt.Hosts != nil {
 		m.hosts = m.opt.Hosts(6)

@@ -441,13 +441,14 @@ func (m Model) charts(w, rows int) []string {
 	callsTitle := firstFit(leftW-1, "calls/s "+cps+" ("+now+")"+capLong+" · "+win+" chart",
 		"calls/s "+cps+" ("+now+")"+capShort+" · "+win+" chart", "calls/s "+cps+" ("+now+")"+capShort+" · "+win,
 		"calls/s "+cps+" ("+short+")"+capShort+" · "+win, "calls/s "+cps+" ("+now+") · "+win)
-	latWin := "last " + human.Span(probes.DefaultWindow)
-	if f.Whole {
-		latWin = "last " + human.Span(probes.DefaultWindow) + " of the run"
+	latWin, latShort := "last "+human.Span(probes.DefaultWindow), human.Span(probes.DefaultWindow)
+	if m.latWhole { // the final screen: the summary's latency
+		latWin, latShort = "whole run", "whole run"
 	}
 	latTitle := firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · %s · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
 		fmt.Sprintf("p95 %s p50 %s p99 %s · %s", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
-		fmt.Sprintf("p95 %s p50 %s p99 %s (%s)", ms(lat.P95), ms(lat.P50), ms(lat.P99), human.Span(probes.DefaultWindow)))
+		fmt.Sprintf("p95 %s p50 %s p99 %s (%s)", ms(lat.P95), ms(lat.P50), ms(lat.P99), latShort),
+		fmt.Sprintf("p95 %s p99 %s (%s)", ms(lat.P95), ms(lat.P99), latShort))
 	perSecond := func(name string, v float64, w int) string {
 		return firstFit(w-1, fmt.Sprintf("%s %.1f (%s) · %s chart", name, v, now, win), fmt.Sprintf("%s %.1f (%s) · %s", name, v, now, win),
 			fmt.Sprintf("%s %.1f (%s) · %s", name, v, short, win))
