@@ -3,6 +3,7 @@ package probes
 import (
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -160,4 +161,40 @@ func (f Figures) Window() string {
 		return "measuring"
 	}
 	return "last " + human.Span(f.Over())
+}
+
+// CounterRate turns looks at a cumulative count kept elsewhere (the calls of a job across
+// hosts) into a rate over the last RateWindow: the growth since the look that opens the
+// window, over the time actually between the two looks, however often and from however many
+// places it is looked at. It is safe for concurrent use.
+type CounterRate struct {
+	mu    sync.Mutex
+	looks []countLook // oldest first
+}
+
+type countLook struct {
+	at time.Time
+	n  int64
+}
+
+// Look adds a look at the count n at at and returns the rate per second over the time
+// measured; 0 and 0 while less than a second has been measured.
+func (c *CounterRate) Look(at time.Time, n int64) (perSecond float64, over time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.looks = append(c.looks, countLook{at, n})
+	// The base is the newest look at least RateWindow old, else the oldest one.
+	base := 0
+	for i, l := range c.looks {
+		if at.Sub(l.at) >= RateWindow {
+			base = i
+		}
+	}
+	c.looks = c.looks[base:]
+	first := c.looks[0]
+	over = at.Sub(first.at)
+	if over < time.Second {
+		return 0, 0
+	}
+	return float64(n-first.n) / over.Seconds(), over
 }

@@ -125,3 +125,29 @@ func TestMeasureResetsOnCapChangesOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterRateOverTheTimeMeasured: a job's calls/s across hosts was the growth between two
+// looks over the moment between them; looked at from the screen (4 times a second) and the
+// progress lines, that moment was a few milliseconds. It is the growth over the last
+// RateWindow now, and nothing before a second was measured.
+func TestCounterRateOverTheTimeMeasured(t *testing.T) {
+	var c CounterRate
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	if r, over := c.Look(t0, 0); r != 0 || over != 0 {
+		t.Errorf("one look: %v over %v, want nothing measured", r, over)
+	}
+	if r, over := c.Look(t0.Add(2*time.Millisecond), 15); r != 0 || over != 0 {
+		t.Errorf("a look 2 ms later: %v over %v, want nothing measured (it was 7,500/s)", r, over)
+	}
+	// 10 calls a second for 8 seconds, looked at every 250 ms and at odd moments in between.
+	var r float64
+	var over time.Duration
+	for ms := 250; ms <= 8000; ms += 250 {
+		at := t0.Add(time.Duration(ms) * time.Millisecond)
+		r, over = c.Look(at, int64(ms/100))
+		c.Look(at.Add(3*time.Millisecond), int64(ms/100)) // the progress line, right after
+	}
+	if over < RateWindow || over > RateWindow+time.Second || r < 9.9 || r > 10.1 {
+		t.Errorf("after 8 s at 10/s: %.2f/s over %v, want 10/s over about %v", r, over, RateWindow)
+	}
+}
