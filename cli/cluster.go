@@ -14,6 +14,7 @@ import (
 	"github.com/throttle-dev/throttle/cluster"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/tui"
 )
 
@@ -228,8 +229,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
 // in flight across hosts against the global cap, and calls/s against the rate.
 func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) tui.Hosts {
-	var lastCalls int64
-	var lastAt time.Time
+	// One rate for the screen and the progress lines, which both look: over the last seconds
+	// measured, never over the moment between two looks.
+	rate := &probes.CounterRate{}
 	return func(n int) tui.Hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
@@ -248,11 +250,7 @@ func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) fun
 				rows = append(rows, tui.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
 			}
 		}
-		now := time.Now()
-		if !lastAt.IsZero() && now.After(lastAt) {
-			job.PerSecond = float64(calls-lastCalls) / now.Sub(lastAt).Seconds()
-		}
-		lastCalls, lastAt = calls, now
+		job.PerSecond, job.Over = rate.Look(time.Now(), calls)
 		return tui.Hosts{Job: job, Rows: rows}
 	}
 }

@@ -59,8 +59,13 @@ d drains it. Several screens may attach at once.`,
 			if _, err := p.Run(); err != nil && !errors.Is(err, tea.ErrProgramKilled) {
 				return &exitError{code: ExitFailures, err: err}
 			}
-			if s := r.View().Snapshot; s.Ended.IsZero() {
+			switch s := r.View().Snapshot; {
+			case s.Ended.IsZero():
 				fmt.Fprintf(env.Stdout, "detached; the job goes on: throttle attach --control %s\n", sock)
+			case r.Lost():
+				fmt.Fprintln(env.Stdout, "the job went away before its end could be seen (its rows and log have its last numbers)")
+			default: // the job's own summary numbers: its final snapshot's
+				printSummary(env.Stdout, s.Summary(), probes.Stats{}, "")
 			}
 			return nil
 		},
@@ -243,6 +248,9 @@ func printStatus(env *Env, s *control.Status) {
 	fmt.Fprintf(w, "done %s of %s: ok %s, failed %s · calls %s, retries %s, 429s %s, errors %s\n",
 		human.Count(s.OK+s.Failed), total, human.Count(s.OK), human.Count(s.Failed), human.Count(s.Calls),
 		human.Count(s.Retries), human.Count(s.TooMany), human.Count(s.Errors))
+	if s.RateWindow != "" { // the screen's figures, with their window
+		fmt.Fprintf(w, "%s: %.1f calls/s, 429s %.1f%%\n", s.RateWindow, s.CallsPerSecond, 100*s.TooManyShare)
+	}
 	for _, c := range s.Changes {
 		fmt.Fprintln(w, "  "+c)
 	}

@@ -23,12 +23,10 @@ type headless struct {
 	mon   *probes.Monitor
 	said  string // the last advice printed
 
-	mu        sync.Mutex // serialises writes to w
-	lastCalls int64
-	last429   int64
-	lastAt    time.Time
-	quit      chan struct{}
-	done      sync.WaitGroup
+	mu      sync.Mutex // serialises writes to w
+	last429 int64      // the 429s at the previous line
+	quit    chan struct{}
+	done    sync.WaitGroup
 }
 
 func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration) *headless {
@@ -40,7 +38,6 @@ func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title str
 		total = human.Count(s.Total) + " items"
 	}
 	h.say(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
-	h.lastAt = time.Now()
 	h.done.Add(2)
 	go func() {
 		defer h.done.Done()
@@ -90,11 +87,12 @@ func (h *headless) say(line string) {
 func (h *headless) progress() {
 	s := h.e.Snapshot()
 	now := time.Now()
-	dt := now.Sub(h.lastAt).Seconds()
-	callsPerSec := float64(s.Calls-h.lastCalls) / max(dt, 1e-9)
+	// The rate is the screen's (probes.Measure): over the last complete seconds since the
+	// last change, never all calls so far over the interval since the previous line.
+	fig := probes.Measure(s, h.mon.Points(now, probes.RateWindow+2*time.Second))
 	new429 := s.TooMany - h.last429
-	h.lastCalls, h.last429, h.lastAt = s.Calls, s.TooMany, now
-	h.say(progressLine(s, h.mon.Latency(now), callsPerSec, new429))
+	h.last429 = s.TooMany
+	h.say(progressLine(s, h.mon.Latency(now), fig, new429))
 	// Each new suggestion once, as its own line (the tuner's changes come as change events).
 	if a := h.mon.Advice(now, s.Settings, s.Effective); a.Action != probes.Hold && a.Reason != h.said {
 		h.said = a.Reason
@@ -103,8 +101,9 @@ func (h *headless) progress() {
 }
 
 // progressLine renders one headless progress line from a snapshot, the latency of the last
-// few seconds, the calls per second and the 429s since the previous line.
-func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new429 int64) string {
+// few seconds, the run's current rates (labelled with their window) and the 429s since the
+// previous line.
+func progressLine(s engine.Snapshot, lat probes.Stats, fig probes.Figures, new429 int64) string {
 	var b strings.Builder
 	elapsed := s.At.Sub(s.Started)
 	fmt.Fprintf(&b, "%s  %s", human.Clock(elapsed), s.State)
@@ -119,7 +118,11 @@ func progressLine(s engine.Snapshot, lat probes.Stats, callsPerSec float64, new4
 		fmt.Fprintf(&b, "  %s done", human.Count(done))
 	}
 	// The caps in force: an effective value while it binds under its ceiling, named so.
-	fmt.Fprintf(&b, "  %.1f calls/s", callsPerSec)
+	if fig.Measured() {
+		fmt.Fprintf(&b, "  %s %.1f calls/s", fig.Window(), fig.CallsPerSecond())
+	} else {
+		fmt.Fprintf(&b, "  %s calls/s", fig.Window()) // "measuring calls/s" right after a change
+	}
 	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
 	case eff:
 		fmt.Fprintf(&b, " (cap %s effective · ceiling %s)", engine.FormatComputedRate(r), probes.CeilingRate(s.Settings.Rate))

@@ -37,7 +37,11 @@ func TestProgressLineNamesTheCapInForce(t *testing.T) {
 		{"the effective parallelism binds", snap(engine.Settings{Parallelism: 8, Burst: 1}, engine.Effective{Parallelism: 6, Signals: 1, QuotaLeft: -1}),
 			[]string{"in flight 6/6 (effective · ceiling 8)"}, []string{"cap"}},
 	} {
-		line := progressLine(tc.s, probes.Stats{}, 25, 0)
+		fig := probes.Figures{From: start.Add(10 * time.Second), To: start.Add(12 * time.Second), Calls: 50}
+		line := progressLine(tc.s, probes.Stats{}, fig, 0)
+		if !strings.Contains(line, "last 2s 25.0 calls/s") {
+			t.Errorf("%s: progress line %q does not say the rate's window", tc.name, line)
+		}
 		for _, w := range tc.want {
 			if !strings.Contains(line, w) {
 				t.Errorf("%s: progress line %q lacks %q", tc.name, line, w)

@@ -45,7 +45,7 @@ func TestClusterLinesSayTheJobThenItsHosts(t *testing.T) {
 		if n != 8 {
 			t.Errorf("asked for %d hosts, want 8", n)
 		}
-		return tui.Hosts{Job: &tui.JobLoad{Hosts: 2, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100},
+		return tui.Hosts{Job: &tui.JobLoad{Hosts: 2, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100, Over: 5 * time.Second},
 			Rows: []tui.HostLoad{{Host: "box-a", InFlight: 3}, {Host: "box-b", InFlight: 2}}}
 	}, 5*time.Millisecond)
 	if !until(2*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(said) > 0 }) {
@@ -54,7 +54,7 @@ func TestClusterLinesSayTheJobThenItsHosts(t *testing.T) {
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
-	if want := "cluster: all 2 hosts (cap 64, 50 calls/s of 100/s): 5 in flight · box-a 3 · box-b 2"; said[0] != want {
+	if want := "cluster: all 2 hosts (cap 64, 50 calls/s of 100/s · last 5s): 5 in flight · box-a 3 · box-b 2"; said[0] != want {
 		t.Fatalf("said %q, want %q", said[0], want)
 	}
 }
@@ -145,7 +145,8 @@ func TestClusterHostsFillTheJobAndItsHosts(t *testing.T) {
 		t.Errorf("asked for 2 places, the job takes one: rows %+v, want box-a alone", two.Rows)
 	}
 
-	// Calls/s across hosts: the growth of the calls between two looks, over the time between.
+	// Calls/s across hosts: the growth of the calls since the look that opens the window, over
+	// the time between (at least a second).
 	callsA.Add(500)
 	if !until(5*time.Second, func() bool {
 		got = hosts(6)

@@ -451,7 +451,7 @@ func TestRunHeadlessProgress(t *testing.T) {
 	}
 	// The 429s (Retry-After: 0) may make the congestion response hold an effective
 	// parallelism under the 2: the line then names it and the ceiling.
-	progress := regexp.MustCompile(`^\d+:\d\d  \w+  (\d+)/30 [\d.]+%  [\d.]+ calls/s  in flight \d+/(?:2|1 \(effective · ceiling 2\))  p50 [\d.]+m?s p95 [\d.]+m?s  429s (\d+)`)
+	progress := regexp.MustCompile(`^\d+:\d\d  \w+  (\d+)/30 [\d.]+%  (?:last \d+s [\d.]+|measuring) calls/s  in flight \d+/(?:2|1 \(effective · ceiling 2\))  p50 [\d.]+m?s p95 [\d.]+m?s  429s (\d+)`)
 	var matched int
 	var saw429 bool
 	for _, l := range lines {

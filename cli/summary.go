@@ -265,18 +265,6 @@ type endReport struct {
 	changes  []engine.Change
 }
 
-// notRun is how many items of an interrupted run have no row.
-func notRun(s engine.Summary) int64 {
-	rows := s.OK + s.Failed
-	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows+s.Lost) {
-		if s.Total >= 0 {
-			return s.Total - rows - s.Lost
-		}
-		return s.NotStarted
-	}
-	return 0
-}
-
 // printSummary writes the run's summary lines without a breakdown of the rows (a replay, a
 // host of a shared job).
 func printSummary(w io.Writer, s engine.Summary, lat probes.Stats, out string) {
@@ -303,7 +291,7 @@ func printEnd(w io.Writer, r endReport) {
 		fmt.Fprintf(w, "latency p50 %s · p95 %s · p99 %s · max %s over %s calls\n", human.Latency(r.lat.P50),
 			human.Latency(r.lat.P95), human.Latency(r.lat.P99), human.Latency(r.lat.Max), human.Count(r.lat.Calls))
 	}
-	if left := notRun(s); left > 0 {
+	if left := s.NotRun(); left > 0 {
 		fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
 	}
 	if len(r.rows.failures) > 0 {
@@ -525,7 +513,7 @@ func (r endReport) toJSON() summaryJSON {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	j := summaryJSON{
 		State: state, WallSeconds: s.Elapsed.Seconds(),
-		Items: itemsJSON{Total: s.Total, OK: s.OK, Failed: s.Failed, NotRun: notRun(s), Lost: s.Lost},
+		Items: itemsJSON{Total: s.Total, OK: s.OK, Failed: s.Failed, NotRun: s.NotRun(), Lost: s.Lost},
 		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany,
 		ByStatus: map[string]int64{}, ByClass: map[string]int64{}, Failures: r.rows.failures,
 		Latency: latencyJSON{Calls: r.lat.Calls, P50: ms(r.lat.P50), P95: ms(r.lat.P95), P99: ms(r.lat.P99), Max: ms(r.lat.Max)},

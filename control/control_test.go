@@ -190,7 +190,7 @@ func TestClientHelper(t *testing.T) {
 func TestStatusShowsEffective(t *testing.T) {
 	s := engine.Snapshot{Settings: engine.Settings{Parallelism: 16, Rate: 250, Burst: 1},
 		Effective: engine.Effective{Rate: 187.6, Parallelism: 6, Limit: 197.4, Signals: 3, QuotaLeft: -1}}
-	st := statusOf("t", 1, s)
+	st := statusOf("t", 1, s, nil, false)
 	if st.Parallelism != 16 || st.Rate != "250/s" || st.EffectiveParallelism != 6 || st.EffectiveRate != "188/s" ||
 		st.TargetLimit != "197/s" || st.Signals != 3 {
 		t.Errorf("status with effective values = %+v, want ceilings 16 and 250/s, effective 6 and 188/s, limit 197/s, 3 signals", st)
@@ -206,7 +206,7 @@ func TestStatusShowsEffective(t *testing.T) {
 	}
 	// An effective value at or over its ceiling does not bind.
 	s.Effective = engine.Effective{Rate: 300, Parallelism: 16, QuotaLeft: -1}
-	if st := statusOf("t", 1, s); st.EffectiveParallelism != 0 || st.EffectiveRate != "" || st.TargetLimit != "" {
+	if st := statusOf("t", 1, s, nil, false); st.EffectiveParallelism != 0 || st.EffectiveRate != "" || st.TargetLimit != "" {
 		t.Errorf("status with the ceilings in force = %+v, want no effective values", st)
 	}
 }

@@ -22,6 +22,9 @@ type Request struct {
 	Value  string            `json:"value,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
 	Origin string            `json:"origin,omitempty"`
+	// Viewer names an attached screen in its view requests, so that a job that ends waits
+	// (briefly) until each screen that watches it has fetched its final view.
+	Viewer string `json:"viewer,omitempty"`
 }
 
 // Response answers one Request: the state after it, or why it failed (nothing changed then).
@@ -42,6 +45,7 @@ type View struct {
 	Snapshot engine.Snapshot     `json:"snapshot"`
 	Points   []probes.Point      `json:"points"`
 	Latency  probes.Stats        `json:"latency"`
+	Overall  probes.Stats        `json:"overall"` // the latency over the whole run, which the summary says
 	Errors   []probes.ErrorGroup `json:"errors"`
 	Advice   probes.Advice       `json:"advice"`
 }
@@ -50,6 +54,7 @@ type View struct {
 type Viewer interface {
 	Points(now time.Time, span time.Duration) []probes.Point
 	Latency(now time.Time) probes.Stats
+	Overall() probes.Stats
 	Errors(n int) []probes.ErrorGroup
 	Advice(now time.Time, set engine.Settings, eff engine.Effective) probes.Advice
 }
@@ -77,6 +82,14 @@ type Status struct {
 	BackingOff  int       `json:"backing_off"`
 	Changes     []string  `json:"changes"`
 
+	// CallsPerSecond and TooManyShare (0 to 1) are the run's current rates as its screen
+	// shows them (probes.Measure), over RateWindow: "last 5s", "last 2s" after a change,
+	// "measuring" right after one, "whole run" once it ended; "" when the job keeps no
+	// statistics.
+	CallsPerSecond float64 `json:"calls_per_second"`
+	TooManyShare   float64 `json:"too_many_share"`
+	RateWindow     string  `json:"rate_window"`
+
 	// With the congestion response on, parallelism and rate above are the ceilings; these are
 	// the values the run holds itself to under them while they bind: 0 and "" when the
 	// ceiling applies. TargetLimit is the rate the target accepted when it last pushed back
@@ -87,7 +100,9 @@ type Status struct {
 	Signals              int    `json:"signals"`
 }
 
-func statusOf(title string, pid int, s engine.Snapshot) *Status {
+// statusOf is the status of a run from its snapshot and, when the job has statistics, their
+// per-second points (nil when it has none).
+func statusOf(title string, pid int, s engine.Snapshot, points []probes.Point, measured bool) *Status {
 	st := &Status{Title: title, PID: pid, State: s.State.String(), Started: s.Started,
 		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
 		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
@@ -102,6 +117,10 @@ func statusOf(title string, pid int, s engine.Snapshot) *Status {
 		st.TargetLimit = engine.FormatComputedRate(s.Effective.Limit)
 	}
 	st.Signals = s.Effective.Signals
+	if measured {
+		f := probes.Measure(s, points)
+		st.CallsPerSecond, st.TooManyShare, st.RateWindow = f.CallsPerSecond(), f.TooManyShare(), f.Window()
+	}
 	if !s.Ended.IsZero() {
 		st.State = "ended"
 	}

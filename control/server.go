@@ -30,6 +30,9 @@ type Server struct {
 	eng   Engine
 	title string
 	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	viewers map[string]viewer // attached screens by their Request.Viewer
 	// Viewer, Retries and Auto, when set before Serve, let screens attach (the view command).
 	Viewer  Viewer
 	Retries int
@@ -87,11 +90,43 @@ func (s *Server) Serve() {
 	}
 }
 
-// Close stops serving and removes the socket.
+// viewer is what the server knows of an attached screen: when it last fetched a view, and
+// whether that view showed the run's end.
+type viewer struct {
+	last  time.Time
+	final bool
+}
+
+// Linger bounds how long Close waits for attached screens to fetch the final view; a screen
+// that asked for no view in the last Linger is gone (it asks several times a second).
+const Linger = 2 * time.Second
+
+// Close stops serving and removes the socket. Once the run has ended it first waits, at most
+// Linger, until every screen attached of late has fetched a view of the end: a screen that
+// only saw the socket go would be left with the numbers of its last view, not the job's final
+// ones.
 func (s *Server) Close() error {
+	if !s.eng.Snapshot().Ended.IsZero() {
+		deadline := time.Now().Add(Linger)
+		for !s.viewersSawTheEnd() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	err := s.ln.Close()
 	s.wg.Wait()
 	return err
+}
+
+// viewersSawTheEnd reports whether every screen attached of late has fetched a final view.
+func (s *Server) viewersSawTheEnd() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.viewers {
+		if !v.final && time.Since(v.last) < Linger {
+			return false
+		}
+	}
+	return true
 }
 
 // checkPeer refuses a peer that is not this user (SO_PEERCRED).
@@ -129,15 +164,34 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			resp.Error = err.Error()
 		} else if req.Cmd == "view" {
 			resp.OK, resp.View = true, s.view()
+			s.saw(req.Viewer, resp.View)
 		} else {
 			resp.OK = true
-			resp.Status = statusOf(s.title, os.Getpid(), s.eng.Snapshot())
+			snap := s.eng.Snapshot()
+			var points []probes.Point
+			if s.Viewer != nil {
+				points = s.Viewer.Points(time.Now(), probes.RateWindow+2*time.Second)
+			}
+			resp.Status = statusOf(s.title, os.Getpid(), snap, points, s.Viewer != nil)
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if enc.Encode(resp) != nil {
 			return
 		}
 	}
+}
+
+// saw notes that the screen id was given the view v.
+func (s *Server) saw(id string, v *View) {
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.viewers == nil {
+		s.viewers = map[string]viewer{}
+	}
+	s.viewers[id] = viewer{last: time.Now(), final: !v.Snapshot.Ended.IsZero()}
 }
 
 // view is what an attached screen draws now.
@@ -148,6 +202,7 @@ func (s *Server) view() *View {
 		now := time.Now()
 		v.Points = s.Viewer.Points(now, probes.SeriesSpan)
 		v.Latency = s.Viewer.Latency(now)
+		v.Overall = s.Viewer.Overall()
 		v.Errors = s.Viewer.Errors(8)
 		v.Advice = s.Viewer.Advice(now, snap.Settings, snap.Effective)
 	}

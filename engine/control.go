@@ -152,6 +152,12 @@ func (e *Engine) Stop(origin string) {
 func (e *Engine) setStateLocked(s State, origin string) {
 	old := e.state
 	e.state = s
+	// The time paused is kept apart, so that the ETA stands still while nothing may start.
+	if now := e.clock.Now(); s == Paused && old != Paused {
+		e.pausedAt = now
+	} else if old == Paused && s != Paused {
+		e.pausedFor += now.Sub(e.pausedAt)
+	}
 	if s >= Draining && old < Draining {
 		close(e.drained)
 	}

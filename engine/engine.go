@@ -103,7 +103,9 @@ type Engine struct {
 	holdUntil   time.Time
 	holdSeq     int
 	holdSpread  time.Duration
-	holdStart   time.Time // when the current (or last) hold began
+	holdStart   time.Time     // when the current (or last) hold began
+	pausedAt    time.Time     // when the current pause began
+	pausedFor   time.Duration // the run's time paused, the current pause aside
 	adapt       adaptState
 	changes     []Change
 	warnings    []string
@@ -284,19 +286,15 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	e.cancelCall()
 
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := Summary{State: Done, Total: e.cfg.Total, Warnings: e.warnings}
-	if e.state == Draining || e.state == Stopping {
-		s.State = e.state
-	} else {
+	if e.state != Draining && e.state != Stopping {
 		e.setStateLocked(Done, "engine")
 	}
 	e.ended = e.clock.Now()
-	s.OK, s.Failed, s.Lost = e.okRows.Load(), e.failRows.Load(), e.lost.Load()
-	s.NotStarted = e.read.Load() - s.OK - s.Failed - s.Lost
-	s.Calls, s.Retries, s.TooMany = e.calls.Load(), e.retried.Load(), e.tooMany.Load()
-	s.Elapsed = e.ended.Sub(e.started)
-	return s, e.err
+	err := e.err
+	e.mu.Unlock()
+	// The summary is the final snapshot's: whatever shows the run's end from a snapshot (the
+	// screen, an attached screen) shows these numbers.
+	return e.Snapshot().Summary(), err
 }
 
 // readInput feeds the input channel; it is the only reader of the Source. It holds less than

@@ -17,8 +17,9 @@ type Snapshot struct {
 	Total int64
 	// Read counts items taken from the input so far.
 	Read int64
-	// OK and Failed count rows written; Done = OK + Failed.
-	OK, Failed int64
+	// OK and Failed count rows written; Done = OK + Failed. Lost counts finished items whose
+	// row could not be written.
+	OK, Failed, Lost int64
 	// Calls counts calls made (a batch is one call); Retries counts retries scheduled.
 	Calls, Retries int64
 	// TooMany counts 429 answers; Errors counts other failed calls (errors and non-OK answers).
@@ -33,6 +34,8 @@ type Snapshot struct {
 	BackingOff int
 	// HoldUntil is when a server's Retry-After hold ends; zero or past when none.
 	HoldUntil time.Time
+	// Paused is how long the run has been paused so far, the current pause included.
+	Paused time.Duration
 	// Changes is the newest part of the change log, newest last.
 	Changes []Change
 	// Warnings are the run's warnings so far.
@@ -52,14 +55,47 @@ type QuotaState struct {
 // Done returns the number of rows written.
 func (s Snapshot) Done() int64 { return s.OK + s.Failed }
 
-// ETA extrapolates the run's average time per row to the rows still to come; ok is false
-// when there is nothing to extrapolate (no total, no row yet, or the run is over).
+// ETA extrapolates the run's average time per row, over the time it was not paused, to the
+// rows still to come; ok is false when there is nothing to extrapolate (no total, no row yet,
+// or the run is over). It stands still while the run is paused: no time passes for it then.
 func (s Snapshot) ETA() (time.Duration, bool) {
-	done, elapsed := s.Done(), s.At.Sub(s.Started)
-	if s.Total <= 0 || done == 0 || done >= s.Total || elapsed <= 0 || !s.Ended.IsZero() {
+	done, active := s.Done(), s.At.Sub(s.Started)-s.Paused
+	if s.Total <= 0 || done == 0 || done >= s.Total || active <= 0 || !s.Ended.IsZero() {
 		return 0, false
 	}
-	return elapsed / time.Duration(done) * time.Duration(s.Total-done), true
+	return active / time.Duration(done) * time.Duration(s.Total-done), true
+}
+
+// Summary is the run's outcome as this snapshot tells it; once Ended is set it is the
+// [Summary] Run returned, number for number (Run builds its summary with it).
+func (s Snapshot) Summary() Summary {
+	sum := Summary{State: Done, Total: s.Total, OK: s.OK, Failed: s.Failed, Lost: s.Lost,
+		NotStarted: s.Read - s.OK - s.Failed - s.Lost, Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany,
+		Warnings: s.Warnings}
+	if s.State == Draining || s.State == Stopping {
+		sum.State = s.State
+	}
+	end := s.Ended
+	if end.IsZero() {
+		end = s.At
+	}
+	if !s.Started.IsZero() {
+		sum.Elapsed = end.Sub(s.Started)
+	}
+	return sum
+}
+
+// NotRun counts the items that have no row because the run was interrupted before their turn:
+// those never read as well as those read and not started, when the total is known.
+func (s Summary) NotRun() int64 {
+	rows := s.OK + s.Failed
+	if s.NotStarted > 0 || (s.Interrupted() && s.Total > rows+s.Lost) {
+		if s.Total >= 0 {
+			return s.Total - rows - s.Lost
+		}
+		return s.NotStarted
+	}
+	return 0
 }
 
 // Snapshot returns the run's state now.
@@ -69,6 +105,10 @@ func (e *Engine) Snapshot() Snapshot {
 		At: e.clock.Now(), Started: e.started, Ended: e.ended, State: e.state, Settings: e.settings,
 		Total: e.cfg.Total, InFlight: e.inflight, BackingOff: e.retries.items(), HoldUntil: e.holdUntil,
 		Warnings: append([]string(nil), e.warnings...), Quota: e.quota, Effective: e.effectiveLocked(),
+		Paused: e.pausedFor,
+	}
+	if e.state == Paused {
+		s.Paused += s.At.Sub(e.pausedAt)
 	}
 	from := max(0, len(e.changes)-20)
 	s.Changes = append([]Change(nil), e.changes[from:]...)
@@ -91,7 +131,7 @@ func (e *Engine) Snapshot() Snapshot {
 		s.ByState[st]++
 	}
 	s.Read = e.read.Load()
-	s.OK, s.Failed = e.okRows.Load(), e.failRows.Load()
+	s.OK, s.Failed, s.Lost = e.okRows.Load(), e.failRows.Load(), e.lost.Load()
 	s.Calls, s.Retries = e.calls.Load(), e.retried.Load()
 	s.TooMany, s.Errors = e.tooMany.Load(), e.errored.Load()
 	return s

@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
@@ -37,14 +38,22 @@ type JobLoad struct {
 	Hosts int
 	// InFlight is the calls in flight across hosts; Cap the job's parallelism across hosts.
 	InFlight, Cap int
-	// PerSecond is the calls per second across hosts lately; Rate the job's rate cap (0: none).
+	// PerSecond is the calls per second across hosts over the last Over (a
+	// probes.CounterRate's; Over is 0 while less than a second was measured); Rate the job's
+	// rate cap (0: none).
 	PerSecond, Rate float64
+	Over            time.Duration
 }
 
-// Caption names the whole job: "all 3 hosts (cap 64, 50 calls/s of 100/s)". The headless
-// progress lines say it the same way.
+// Caption names the whole job: "all 3 hosts (cap 64, 50 calls/s of 100/s · last 5s)", or
+// "– calls/s … · measuring" before a second was measured. The headless progress lines say it
+// the same way.
 func (j JobLoad) Caption() string {
-	return fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s)", j.Hosts, j.Cap, j.PerSecond, engine.FormatRate(j.Rate))
+	rate, window := "–", "measuring"
+	if j.Over > 0 {
+		rate, window = fmt.Sprintf("%.0f", j.PerSecond), "last "+human.Span(j.Over)
+	}
+	return fmt.Sprintf("all %d hosts (cap %d, %s calls/s of %s · %s)", j.Hosts, j.Cap, rate, engine.FormatRate(j.Rate), window)
 }
 
 // hostLoads renders the panel on one line: the job first ("all 3 hosts (…): 5"), then the

@@ -37,7 +37,7 @@ func TestHostsPanelListsTheBusiestHosts(t *testing.T) {
 // A job across hosts leads its panel with the whole job: its hosts, calls in flight against its
 // cap, and calls/s against its rate; then its busiest hosts.
 func TestHostsPanelLeadsWithTheWholeJob(t *testing.T) {
-	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100},
+	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100, Over: 5 * time.Second},
 		Rows: []HostLoad{{Host: "box-a", InFlight: 3, Calls: 900}, {Host: "box-b", InFlight: 2, Calls: 700}}}
 	for _, size := range [][2]int{{80, 24}, {160, 48}} {
 		fe := &fakeEngine{snap: busySnapshot()}
@@ -46,13 +46,13 @@ func TestHostsPanelLeadsWithTheWholeJob(t *testing.T) {
 		m.width, m.height = size[0], size[1]
 		frame := m.Render()
 		checkFrame(t, frame, size[0], size[1])
-		want := "all 3 hosts (cap 64, 50 calls/s of 100/s): 5   box-a 3   box-b 2"
+		want := "all 3 hosts (cap 64, 50 calls/s of 100/s · last 5s): 5   box-a 3   box-b 2"
 		if !strings.Contains(frame, "hosts · errors") || !strings.Contains(frame, want) {
 			t.Fatalf("%dx%d: no %q:\n%s", size[0], size[1], want, frame)
 		}
 	}
 	// A job whose hosts have not reported yet still shows the job.
-	if got := hostLoads(Hosts{Job: &JobLoad{Hosts: 0, Cap: 8}}); got != "all 0 hosts (cap 8, 0 calls/s of unlimited): 0" {
+	if got := hostLoads(Hosts{Job: &JobLoad{Hosts: 0, Cap: 8}}); got != "all 0 hosts (cap 8, – calls/s of unlimited · measuring): 0" {
 		t.Errorf("job alone: %q", got)
 	}
 }
@@ -95,7 +95,7 @@ func TestQuotaAndSharedLimitShown(t *testing.T) {
 // TestHostsPanelWrapsHosts: hosts that do not fit one line go on the next, each whole, rather
 // than the line be cut.
 func TestHostsPanelWrapsHosts(t *testing.T) {
-	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100}, Rows: []HostLoad{
+	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100, Over: 5 * time.Second}, Rows: []HostLoad{
 		{Host: "shop.example:443", InFlight: 2, Waiting: 5, Calls: 120, TooMany: 3},
 		{Host: "blog.example:443", InFlight: 1, Calls: 80},
 		{Host: "api.payments.example:443", InFlight: 4, Waiting: 12, Calls: 800, TooMany: 1_203},
@@ -110,7 +110,7 @@ func TestHostsPanelWrapsHosts(t *testing.T) {
 		if strings.Contains(frame, "…") {
 			t.Errorf("%dx%d: a line is cut:\n%s", size[0], size[1], frame)
 		}
-		for _, want := range []string{"all 3 hosts (cap 64, 50 calls/s of 100/s): 5", "shop.example:443 2+5 waiting · 3×429",
+		for _, want := range []string{"all 3 hosts (cap 64, 50 calls/s of 100/s · last 5s): 5", "shop.example:443 2+5 waiting · 3×429",
 			"blog.example:443 1", "api.payments.example:443 4+12 waiting · 1,203×429"} {
 			if !strings.Contains(frame, want) {
 				t.Errorf("%dx%d: no %q:\n%s", size[0], size[1], want, frame)

@@ -82,7 +82,9 @@ type Model struct {
 	width, height int
 	snap          engine.Snapshot
 	points        []probes.Point
+	fig           probes.Figures // the current rates, each with its window: probes.Measure's
 	latency       probes.Stats
+	latWhole      bool // latency is the whole run's (the final screen), not the last window's
 	errs          []probes.ErrorGroup
 	hosts         Hosts
 	conns         int    // open connections; -1 without Options.Connections
@@ -130,7 +132,15 @@ func (m *Model) refresh() {
 	now := m.opt.Now()
 	m.snap = m.eng.Snapshot()
 	m.points = m.stats.Points(now, chartWindows[len(chartWindows)-1])
-	m.latency = m.stats.Latency(now)
+	m.fig = probes.Measure(m.snap, m.points)
+	m.latency, m.latWhole = m.stats.Latency(now), false
+	if o, ok := m.stats.(interface{ Overall() probes.Stats }); ok && !m.snap.Ended.IsZero() {
+		// The final screen's latency is the summary's: over the whole run (a probes.Monitor's,
+		// or an attached job's final view's).
+		if all := o.Overall(); all.Calls > 0 {
+			m.latency, m.latWhole = all, true
+		}
+	}
 	m.errs = m.stats.Errors(8)
 	if m.opt.Hosts != nil {
 		m.hosts = m.opt.Hosts(6)
@@ -448,15 +458,10 @@ func roundRate(r float64) float64 {
 	return v
 }
 
-// callsPerSecond averages the last n complete seconds.
-func (m Model) callsPerSecond(n int) float64 {
-	if len(m.points) == 0 {
-		return 0
-	}
-	n = min(n, len(m.points))
-	var sum int64
-	for _, p := range m.points[len(m.points)-n:] {
-		sum += p.Calls
-	}
-	return float64(sum) / float64(n)
+// lost reports whether the engine is a job seen through its socket that went away before
+// its end could be seen (control.Remote's Lost): the numbers on the screen are then the last
+// ones seen, not the job's final ones, and the screen must not pass them off as such.
+func (m Model) lost() bool {
+	l, ok := m.eng.(interface{ Lost() bool })
+	return ok && l.Lost()
 }

@@ -245,7 +245,7 @@ func TestReplayQuitsAtOnce(t *testing.T) {
 	fe.snap.Ended, fe.snap.State = fixedNow, engine.Done
 	m.refresh()
 	frame := ansi.Strip(m.Render())
-	if strings.Contains(frame, "press any key") || !strings.Contains(frame, "done in 1:12:31") {
+	if strings.Contains(frame, "press any key") || !strings.Contains(frame, "summary · done in 1h12m31s") {
 		t.Errorf("the end of a replay reads as a final screen:\n%s", frame)
 	}
 	next, cmd := m.Update(tea.KeyPressMsg{Code: tea.KeyLeft})

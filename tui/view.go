@@ -115,7 +115,10 @@ func (m Model) body(w, n int) []string {
 	}
 	if l.advisor > 0 {
 		title := "advisor"
-		if m.opt.Auto {
+		switch sum := m.snap.Summary(); {
+		case !m.snap.Ended.IsZero() && !m.lost(): // the final screen: the summary, in its words
+			title = fmt.Sprintf("summary · %s in %s", sum.Ended(), sum.Elapsed.Round(time.Millisecond))
+		case m.opt.Auto:
 			title = "advisor · auto on"
 		}
 		out = append(out, m.rule(title, "", w))
@@ -166,23 +169,57 @@ func (m Model) header(w int) []string {
 	barW := max(w-ansi.StringWidth(tail)-1, 4)
 	line2 := " " + st.Bar.Render(bar(frac, barW-1)) + tail
 
-	// The cap in force: the effective rate while it binds under the ceiling, said so when
-	// the line has room (the knobs below say it in any case).
-	cps := m.callsPerSecond(5)
-	rate, short := fmt.Sprintf("%.0f calls/s", cps), ""
-	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
-	case eff:
-		rate, short = rate+" of "+engine.FormatComputedRate(r)+" effective cap", rate+" of "+engine.FormatComputedRate(r)+" cap"
-	case r > 0:
-		rate += " of " + engine.FormatRate(r) + " cap"
-	}
-	counts := fmt.Sprintf("   ok %s   failed %s   retries %s   429s %s",
-		human.Count(s.OK), m.health(s.Failed > 0, human.Count(s.Failed)), human.Count(s.Retries), m.tooManyShare())
-	if q := quotaText(s); q != "" {
-		counts += "   " + m.health(s.Quota.Remaining == 0, q)
-	}
 	lines = append(lines, fit(line2, w))
-	return append(lines, rateLines(rate, short, counts, w)...)
+	return append(lines, m.ratesLines(w)...)
+}
+
+// ratesLines is the header's line of how fast and how healthy, each rate with its window
+// (probes.Measure's): the last seconds while the run goes, the whole run once it ended; where
+// it does not fit one line, rateLines splits it, never cuts.
+func (m Model) ratesLines(w int) []string {
+	s, f := m.snap, m.fig
+	failed := "   failed " + m.health(s.Failed > 0, human.Count(s.Failed))
+	retries := "   retries " + human.Count(s.Retries)
+	if q := quotaText(s); q != "" {
+		retries += "   " + m.health(s.Quota.Remaining == 0, q)
+	}
+	share := m.health(f.TooMany > 0, fmt.Sprintf("%.1f%%", 100*f.TooManyShare()))
+	var rate, short string
+	if f.Whole { // the run is over: its own numbers, not those of a last window
+		rate = fmt.Sprintf("whole run: %.1f calls/s · %s × 429 (%s)", f.CallsPerSecond(), human.Count(f.TooMany), share)
+	} else {
+		cps := "– calls/s"
+		if f.Measured() {
+			cps = fmt.Sprintf("%.0f calls/s", f.CallsPerSecond())
+		}
+		capLong, capShort := "", ""
+		switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
+		case eff:
+			capLong, capShort = " of "+engine.FormatComputedRate(r)+" effective cap", " of "+engine.FormatComputedRate(r)+" cap"
+		case r > 0:
+			capLong = " of " + engine.FormatRate(r) + " cap"
+			capShort = capLong
+		}
+		window := f.Window()
+		if f.SinceChange && f.Measured() {
+			window += " since the change"
+		}
+		tm := " · 429s " + share
+		rate, short = window+": "+cps+capLong+tm, f.Window()+": "+cps+capShort+tm
+		// At the design width "calls/s" gives way to "/s" (the chart below says calls/s)
+		// if that keeps the counts on the line; otherwise they take a line of their own.
+		narrow := strings.ReplaceAll(counts(s.OK, failed, retries), "   ", "  ")
+		compact := window + ": " + strings.Replace(cps, " calls/s", "/s", 1) + capShort + tm
+		if f.Measured() && ansi.StringWidth(" "+short+narrow) > w && ansi.StringWidth(" "+compact+narrow) <= w {
+			short = compact
+		}
+	}
+	return rateLines(rate, short, counts(s.OK, failed, retries), w)
+}
+
+// counts is the header's run of counts, each led by three spaces.
+func counts(ok int64, failed, retries string) string {
+	return "   ok " + human.Count(ok) + failed + retries
 }
 
 // titleLines is the header's first line: the job on the left, its state and times on the
@@ -246,8 +283,10 @@ func (m Model) stateWord() string {
 	switch {
 	case !s.Ended.IsZero() && s.State == engine.Done:
 		return st.Good.Render("✓ done")
+	case !s.Ended.IsZero() && m.lost():
+		return st.Warn.Render("■ job gone, last seen")
 	case !s.Ended.IsZero():
-		return st.Warn.Render("■ " + s.State.String() + ", ended")
+		return st.Warn.Render("■ " + s.Summary().Ended())
 	case s.State == engine.Running && s.HoldUntil.After(s.At):
 		return st.Warn.Render("◇ held")
 	case s.State == engine.Running:
@@ -257,21 +296,6 @@ func (m Model) stateWord() string {
 	default:
 		return st.Warn.Render("◐ " + s.State.String())
 	}
-}
-
-// tooManyShare is the share of 429 answers among the calls of the last 10 seconds.
-func (m Model) tooManyShare() string {
-	var calls, tm int64
-	n := min(10, len(m.points))
-	for _, p := range m.points[len(m.points)-n:] {
-		calls += p.Calls
-		tm += p.TooMany
-	}
-	if calls == 0 {
-		return "0%"
-	}
-	share := 100 * float64(tm) / float64(calls)
-	return m.health(tm > 0, fmt.Sprintf("%.1f%%", share))
 }
 
 func (m Model) health(bad bool, s string) string {
@@ -494,15 +518,38 @@ func (m Model) charts(w, rows int) []string {
 	rightW := w - leftW - 1
 	lat := m.latency
 	win := human.Span(span)
-	capTitle := ""
+	// Each title says its figure's window, which is not the chart's: the figure is now, the
+	// chart the trend.
+	f := m.fig
+	now, short := f.Window(), strings.TrimPrefix(f.Window(), "last ")
+	cps := "–"
+	if f.Measured() {
+		cps = fmt.Sprintf("%.0f", f.CallsPerSecond())
+	}
+	capLong, capShort := "", ""
 	switch {
 	case capEff:
-		capTitle = " · cap " + engine.FormatComputedRate(capRate)
-		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) < leftW {
-			capTitle = long
-		}
+		capLong, capShort = " · effective cap "+engine.FormatComputedRate(capRate), " · cap "+engine.FormatComputedRate(capRate)
 	case capRate > 0:
-		capTitle = " · cap " + engine.FormatRate(capRate)
+		capLong = " · cap " + engine.FormatRate(capRate)
+		capShort = capLong
+	}
+	callsTitle := firstFit(leftW-1, "calls/s "+cps+" ("+now+")"+capLong+" · "+win+" chart",
+		"calls/s "+cps+" ("+now+")"+capShort+" · "+win+" chart", "calls/s "+cps+" ("+now+")"+capShort+" · "+win,
+		"calls/s "+cps+" ("+short+")"+capShort+" · "+win, "calls/s "+cps+" ("+now+") · "+win)
+	latWin, latShort := "last "+human.Span(probes.DefaultWindow), human.Span(probes.DefaultWindow)
+	if m.latWhole { // the final screen: the summary's latency
+		latWin, latShort = "whole run", "whole run"
+	}
+	latTitle := firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · %s · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
+		fmt.Sprintf("p95 %s p50 %s p99 %s · %s", ms(lat.P95), ms(lat.P50), ms(lat.P99), latWin),
+		fmt.Sprintf("p95 %s p50 %s p99 %s (%s)", ms(lat.P95), ms(lat.P50), ms(lat.P99), latShort),
+		fmt.Sprintf("p95 %s p50 %s (%s)", ms(lat.P95), ms(lat.P50), latShort),
+		fmt.Sprintf("p95 %s p50 %s", ms(lat.P95), ms(lat.P50)),
+		fmt.Sprintf("p95 %s (%s)", ms(lat.P95), latShort))
+	perSecond := func(name string, v float64, w int) string {
+		return firstFit(w-1, fmt.Sprintf("%s %.1f (%s) · %s chart", name, v, now, win), fmt.Sprintf("%s %.1f (%s) · %s", name, v, now, win),
+			fmt.Sprintf("%s %.1f (%s) · %s", name, v, short, win))
 	}
 	var out []string
 	gridRows := 2
@@ -513,17 +560,14 @@ func (m Model) charts(w, rows int) []string {
 	st := m.styles
 	// A title too wide for its chart takes its shorter form, never a cut one.
 	top := sideBySide(
-		chart(firstFit(leftW-1, fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win),
-			fmt.Sprintf("calls/s %.0f%s · %s", m.callsPerSecond(5), capTitle, win)), calls, capLine, leftW, h, false, st.ChartLine, st),
-		chart(firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
-			fmt.Sprintf("p95 %s · p50 %s · p99 %s", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
-			fmt.Sprintf("p95 %s · p50 %s", ms(lat.P95), ms(lat.P50))), p95, nil, rightW, h, false, st.ChartLine, st),
+		chart(callsTitle, calls, capLine, leftW, h, false, st.ChartLine, st),
+		chart(latTitle, p95, nil, rightW, h, false, st.ChartLine, st),
 		leftW, rightW)
 	out = append(out, top...)
 	if gridRows == 2 {
 		bottom := sideBySide(
-			chart(fmt.Sprintf("429/s %.1f · %s", lastRate(tm, 5), win), tm, nil, leftW, h, true, st.ChartBad, st),
-			chart(fmt.Sprintf("errors/s %.1f · %s", lastRate(errs, 5), win), errs, nil, rightW, h, true, st.ChartBad, st),
+			chart(perSecond("429/s", f.TooManyPerSecond(), leftW), tm, nil, leftW, h, true, st.ChartBad, st),
+			chart(perSecond("errors/s", f.ErrorsPerSecond(), rightW), errs, nil, rightW, h, true, st.ChartBad, st),
 			leftW, rightW)
 		out = append(out, bottom...)
 	}
@@ -531,18 +575,6 @@ func (m Model) charts(w, rows int) []string {
 		out = append(out, strings.Repeat(" ", w))
 	}
 	return out
-}
-
-func lastRate(v []float64, n int) float64 {
-	n = min(n, len(v))
-	if n == 0 {
-		return 0
-	}
-	sum := 0.0
-	for _, x := range v[len(v)-n:] {
-		sum += x
-	}
-	return sum / float64(n)
 }
 
 func tail(p []probes.Point, n int) []probes.Point {
@@ -558,7 +590,10 @@ func (m Model) errorPanel(w, rows int) []string {
 	if !m.hosts.empty() {
 		title = "hosts · errors"
 	}
-	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
+	// The title's counts are the whole run's, said so; the lines below group the failures
+	// other than 429s, so that an empty list under a count of 429s says why it is empty.
+	counts := fmt.Sprintf("whole run %s × 429 · %s errors", human.Count(m.snap.TooMany), human.Count(m.snap.Errors))
+	out := []string{m.rule(title, counts, w)}
 	out = append(out, m.hostLines(w)...) // first: with per-host limits, which site holds the run back
 	out = append(out, m.errorLines(w)...)
 	for len(out) < rows {
@@ -575,7 +610,11 @@ func (m Model) errorLines(w int) []string {
 		out = append(out, wrapText("warning: "+warning, w, m.styles.Warn.Render)...)
 	}
 	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
-		out = append(out, fit(m.styles.Dim.Render(" none"), w))
+		none := " none"
+		if m.snap.TooMany > 0 {
+			none = " no errors besides the 429s (see 429/s)"
+		}
+		out = append(out, fit(m.styles.Dim.Render(none), w))
 	}
 	var items []string
 	for _, g := range m.errs {
@@ -624,6 +663,9 @@ func quotaText(s engine.Snapshot) string {
 // second and third line rather than be cut.
 func (m Model) advisorLines(w int) []string {
 	s := m.snap
+	if !s.Ended.IsZero() && m.lost() {
+		return wrapText("the job went away before its end could be seen: numbers as last seen", w, m.styles.Warn.Render)
+	}
 	if !s.Ended.IsZero() {
 		return wrapText(m.summary(), w, nil)
 	}
@@ -705,21 +747,16 @@ func firstFit(w int, variants ...string) string {
 }
 
 func (m Model) summary() string {
-	s := m.snap
-	verb := "done"
-	if s.State != engine.Done {
-		verb = s.State.String() + ", ended"
-	}
+	// The summary Run returned is the final snapshot's (engine.Snapshot.Summary): the same
+	// numbers as the summary printed after the screen, in the same words; how and when the
+	// run ended is the panel's title.
+	sum := m.snap.Summary()
 	left := ""
-	if s.Total > s.Done() {
-		left = fmt.Sprintf(" · %s not run", human.Count(s.Total-s.Done()))
+	if n := sum.NotRun(); n > 0 {
+		left = fmt.Sprintf(" · %s not run", human.Count(n))
 	}
-	line := fmt.Sprintf("%s in %s: %s ok, %s failed%s · %s calls, %s × 429",
-		verb, human.Clock(s.Ended.Sub(s.Started)), human.Count(s.OK), human.Count(s.Failed), left, human.Count(s.Calls), human.Count(s.TooMany))
-	if m.replaying() { // a replay's end is a place to seek back from
-		return line
-	}
-	return line + " — press any key to exit"
+	return fmt.Sprintf("%s ok, %s failed%s · %s calls, %s × 429", human.Count(sum.OK), human.Count(sum.Failed), left,
+		human.Count(sum.Calls), human.Count(sum.TooMany))
 }
 
 // changePanel is the change log, newest first, with the time into the run.

@@ -80,7 +80,8 @@ func TestGoldenFramesEffective(t *testing.T) {
 				frame := m.Render()
 				checkFrame(t, frame, tc.w, tc.h)
 				plain := ansi.Strip(frame)
-				want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
+				want := []string{"of 196/s", // "191 calls/s of 196/s effective cap", or at 80 columns "191/s of 196/s cap"
+					"rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
 					"binding: server", "↑↓ + - ceilings", "? help", "q quit"}
 				if tc.w >= 80 { // the advisor's words on one line, and room for the change log
 					want = append(want, "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling", "─ errors", "─ changes")
@@ -225,10 +226,10 @@ func TestSmallTerminalDropsPanelsInOrder(t *testing.T) {
 		h             int
 		want, without []string
 	}{
-		{24, []string{"─ changes", "─ errors", "(p50", "─ advisor"}, nil},
-		{20, []string{"─ errors", "(p50", "─ advisor"}, []string{"─ changes"}},
-		{14, []string{"(p50", "─ advisor"}, []string{"─ changes", "─ errors"}},
-		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "(p50"}},
+		{24, []string{"─ changes", "─ errors", "p50 ", "─ advisor"}, nil},
+		{20, []string{"─ errors", "p50 ", "─ advisor"}, []string{"─ changes"}},
+		{14, []string{"p50 ", "─ advisor"}, []string{"─ changes", "─ errors"}},
+		{10, []string{"─ advisor"}, []string{"─ changes", "─ errors", "p50 "}},
 	} {
 		m, _ := newFixtureModel(80, tc.h, true)
 		frame := ansi.Strip(m.Render())
@@ -393,7 +394,7 @@ func TestLowerRateOnAnUnlimitedRun(t *testing.T) {
 		fe := &fakeEngine{snap: busySnapshot()}
 		fe.snap.Settings.Rate, fe.snap.Effective = 0, tc.eff
 		m := New(fe, tc.mon, Options{Title: "t", Plain: true, Now: func() time.Time { return fixedNow }})
-		if got := m.callsPerSecond(5); tc.want != "" && got > 25 {
+		if got := m.fig.CallsPerSecond(); tc.want != "" && got > 25 {
 			t.Fatalf("%s: the fixture's last seconds do %.0f calls/s, want the starved 20", tc.name, got)
 		}
 		m = press(t, m, "-")
@@ -513,7 +514,7 @@ func TestFinalScreenWaitsForAKey(t *testing.T) {
 
 func TestWindowKeyCyclesChartSpan(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true)
-	for _, want := range []string{"last 15m", "last 1m", "last 5m"} {
+	for _, want := range []string{"· 15m chart", "· 1m chart", "· 5m chart"} {
 		m = press(t, m, "w")
 		if frame := ansi.Strip(m.Render()); !strings.Contains(frame, want) {
 			t.Errorf("after w the charts do not say %q", want)
