@@ -32,6 +32,11 @@ type Figures struct {
 	// SinceChange says the window is shorter than RateWindow because of a change of the rate
 	// cap or of the state.
 	SinceChange bool
+	// TooMany and Errors are counted from HealthFrom, over HealthCalls calls: a window that a
+	// cut of the effective rate does not start over. The cut follows the 429s that caused it;
+	// a window that started at it would never hold them and say "429s 0.0%" while they go on.
+	HealthFrom  time.Time
+	HealthCalls int64
 }
 
 // Measure computes the figures of a run from its snapshot and its per-second points (a
@@ -46,32 +51,63 @@ func Measure(s engine.Snapshot, pts []Point) Figures {
 	if start := ceilSecond(s.Started); !s.Started.IsZero() && start.After(from) {
 		from = start
 	}
+	healthFrom := from
+	// The calls counted are those that ended in the window; those that ended soon after a
+	// change started before it, under the old settings. A window starts once the slowest of
+	// them (the p99 of the seconds since) would have ended.
+	after := func(c engine.Change) time.Time { return ceilSecond(c.At.Add(slowest(pts, c.At))) }
 	for i := len(s.Changes) - 1; i >= 0; i-- {
-		c := s.Changes[i]
-		if !resets(c) {
-			continue
+		if c := s.Changes[i]; resets(c) {
+			if at := after(c); at.After(from) {
+				from, f.SinceChange = at, true
+			}
+			break
 		}
-		// The calls counted are those that ended in the window; those that ended soon after
-		// the change started before it, under the old settings. The window starts once the
-		// slowest of them (the p99 of the seconds since) would have ended.
-		if at := ceilSecond(c.At.Add(slowest(pts, c.At))); at.After(from) {
-			from, f.SinceChange = at, true
+	}
+	for i := len(s.Changes) - 1; i >= 0; i-- {
+		if c := s.Changes[i]; resetsHealth(c) {
+			if at := after(c); at.After(healthFrom) {
+				healthFrom = at
+			}
+			break
 		}
-		break
 	}
-	if !to.After(from) {
-		return Figures{From: to, To: to, SinceChange: f.SinceChange}
+	f.HealthFrom = healthFrom
+	if healthFrom.After(to) {
+		f.HealthFrom = to
 	}
-	f.From, f.To = from, to
 	for _, p := range pts {
-		if p.At.Before(from) || !p.At.Before(to) {
+		if p.At.Before(f.HealthFrom) || !p.At.Before(to) {
 			continue
 		}
-		f.Calls += p.Calls
+		f.HealthCalls += p.Calls
 		f.TooMany += p.TooMany
 		f.Errors += p.Errors
 	}
+	if !to.After(from) {
+		f.From, f.To = to, to
+		return f
+	}
+	f.From, f.To = from, to
+	for _, p := range pts {
+		if !p.At.Before(from) && p.At.Before(to) {
+			f.Calls += p.Calls
+		}
+	}
 	return f
+}
+
+// resetsHealth reports whether a change starts the window of the 429s and errors over: one of
+// the operator's rate cap or burst, or of state. The effective rate's cuts do not: they are
+// the 429s' consequence.
+func resetsHealth(c engine.Change) bool {
+	for _, p := range c.Parts() {
+		switch p.Knob {
+		case "rate", "burst", "state":
+			return true
+		}
+	}
+	return false
 }
 
 // resets reports whether a change makes the rates before it incomparable with those after:
@@ -135,14 +171,42 @@ func (f Figures) Measured() bool { return f.Over() > 0 }
 // CallsPerSecond is the calls that ended in the window per second of it.
 func (f Figures) CallsPerSecond() float64 { return f.perSecond(f.Calls) }
 
-// TooManyPerSecond is the 429 answers per second of the window.
-func (f Figures) TooManyPerSecond() float64 { return f.perSecond(f.TooMany) }
+// TooManyPerSecond is the 429 answers per second of their window ([Figures.HealthWindow]).
+func (f Figures) TooManyPerSecond() float64 { return f.healthPerSecond(f.TooMany) }
 
-// ErrorsPerSecond is the other failures per second of the window.
-func (f Figures) ErrorsPerSecond() float64 { return f.perSecond(f.Errors) }
+// ErrorsPerSecond is the other failures per second of their window.
+func (f Figures) ErrorsPerSecond() float64 { return f.healthPerSecond(f.Errors) }
 
-// TooManyShare is the share of the window's calls answered 429, from 0 to 1.
-func (f Figures) TooManyShare() float64 { return share(f.TooMany, f.Calls) }
+// TooManyShare is the share of the calls of their window answered 429, from 0 to 1.
+func (f Figures) TooManyShare() float64 {
+	if f.Whole {
+		return share(f.TooMany, f.Calls)
+	}
+	return share(f.TooMany, f.HealthCalls)
+}
+
+func (f Figures) healthPerSecond(n int64) float64 {
+	if f.Whole {
+		return f.perSecond(n)
+	}
+	if over := f.To.Sub(f.HealthFrom); over > 0 {
+		return float64(n) / over.Seconds()
+	}
+	return 0
+}
+
+// HealthWindow names the window of the 429s and errors as [Figures.Window] does; it is
+// longer than the rates' after a cut of the effective rate.
+func (f Figures) HealthWindow() string {
+	over := f.To.Sub(f.HealthFrom)
+	switch {
+	case f.Whole:
+		return "whole run"
+	case over <= 0:
+		return "measuring"
+	}
+	return "last " + human.Span(over)
+}
 
 func (f Figures) perSecond(n int64) float64 {
 	if !f.Measured() {

@@ -205,6 +205,9 @@ func (m Model) ratesLines(w int) []string {
 			window += " since the change"
 		}
 		tm := " · 429s " + share
+		if hw := f.HealthWindow(); hw != f.Window() {
+			tm += " (" + hw + ")" // their window outlasts a cut of the effective rate
+		}
 		rate, short = window+": "+cps+capLong+tm, f.Window()+": "+cps+capShort+tm
 		// At the design width "calls/s" gives way to "/s" (the chart below says calls/s)
 		// if that keeps the counts on the line; otherwise they take a line of their own.
@@ -548,6 +551,7 @@ func (m Model) charts(w, rows int) []string {
 		fmt.Sprintf("p95 %s p50 %s", ms(lat.P95), ms(lat.P50)),
 		fmt.Sprintf("p95 %s (%s)", ms(lat.P95), latShort))
 	perSecond := func(name string, v float64, w int) string {
+		now, short := f.HealthWindow(), strings.TrimPrefix(f.HealthWindow(), "last ")
 		return firstFit(w-1, fmt.Sprintf("%s %.1f (%s) · %s chart", name, v, now, win), fmt.Sprintf("%s %.1f (%s) · %s", name, v, now, win),
 			fmt.Sprintf("%s %.1f (%s) · %s", name, v, short, win))
 	}
