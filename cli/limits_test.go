@@ -382,7 +382,7 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatalf("set tpm: %d %q %s", r.code, r.stdout, r.stderr)
 	}
 	r = lim("get", name)
-	for _, want := range []string{"rate          50/s (burst 5)", "parallelism   128", "tpm           60000", "lease         10s", "0 in flight, 0 calls/s", "jobs          0 using it now"} {
+	for _, want := range []string{"rate          50/s (burst 5)", "parallelism   128", "tpm           60000", "lease         10s", "0 in flight, 0 waiting for it, 0 calls/s (last whole second)", "jobs          0 using it now"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Fatalf("get: %d, no %q in\n%s%s", r.code, want, r.stdout, r.stderr)
 		}
@@ -391,8 +391,8 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatalf("get --json: %d\n%s", r.code, r.stdout)
 	}
 	r = lim("ls")
-	if r.code != 0 || !regexp.MustCompile(`(?m)^NAME +RATE +BURST +PARALLELISM +TPM +IN FLIGHT +CALLS/S +JOBS$`).MatchString(r.stdout) ||
-		!regexp.MustCompile(`(?m)^`+name+` +50/s +5 +128 +60000 +0 +0 +0$`).MatchString(r.stdout) {
+	if r.code != 0 || !regexp.MustCompile(`(?m)^NAME +RATE +BURST +PARALLELISM +TPM +IN FLIGHT +WAITING +CALLS/S +JOBS$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^`+name+` +50/s +5 +128 +60000 +0 +0 +0 +0$`).MatchString(r.stdout) {
 		t.Fatalf("ls: %d\n%s", r.code, r.stdout)
 	}
 
@@ -454,7 +454,7 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatal("the job did not start")
 	}
 	r = lim("get", name)
-	if !regexp.MustCompile(`items\.txt +2 +\d +\d+ +running`).MatchString(r.stdout) || !strings.Contains(r.stdout, "jobs          1 using it now") {
+	if !regexp.MustCompile(`items\.txt +2 +\d +\d +\d+ +running`).MatchString(r.stdout) || !strings.Contains(r.stdout, "jobs          1 using it now") {
 		t.Fatalf("get while a job of weight 2 runs:\n%s", r.stdout)
 	}
 	if r := lim("rm", name); r.code != 1 || !strings.Contains(r.stderr, "in use") {
