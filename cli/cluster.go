@@ -185,7 +185,7 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 	} else {
-		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
 		setSayer(rep.say)
 		role := "joined as " + cj.Host()
 		if coordinator {

@@ -245,7 +245,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
 	} else {
-		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
 		if sock != "" {
 			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}

@@ -246,7 +246,7 @@ func TestSharedLimitAcrossJobs(t *testing.T) {
 	}
 
 	// The job's own lines say which limit binds it, and nothing failed.
-	if !regexp.MustCompile(`limit ` + name + `: \d+ of 6 in flight \(\d+ of this job\), \d+ calls/s of 100/s, 2 jobs; binds this job: (share of )?rate`).MatchString(a.stderr()) {
+	if !regexp.MustCompile(`(?m)^limit ` + name + ` binds this job: (share of )?rate\n  now \d+ of 6 in flight \(\d+ of this job\), \d+ waiting · last whole`).MatchString(a.stderr()) {
 		t.Errorf("no status line saying the shared rate binds:\n%s", a.stderr())
 	}
 	rows := readRows(t, outA)
