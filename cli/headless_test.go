@@ -68,7 +68,7 @@ func TestProgressLinesFit80(t *testing.T) {
 		Settings: engine.Settings{Parallelism: 4096, Rate: 250000, Burst: 1}, Effective: engine.Effective{Rate: 187654.3, Parallelism: 4000, Signals: 3, QuotaLeft: -1},
 		Total: 123456789012, OK: 12345678901, Failed: 1234567890, Calls: 98765432109, TooMany: 9876543210, Errors: 8765432109,
 		InFlight: 3999, BackingOff: 123456, HoldUntil: start.Add(100*time.Hour + 14*time.Second),
-		Quota: engine.QuotaState{Quota: engine.Quota{Limit: 1e9, Remaining: 123456789, Reset: time.Hour}, At: start.Add(100 * time.Hour), ResetAt: start.Add(101 * time.Hour)},
+		Quota:      engine.QuotaState{Quota: engine.Quota{Limit: 1e9, Remaining: 123456789, Reset: time.Hour}, At: start.Add(100 * time.Hour), ResetAt: start.Add(101 * time.Hour)},
 		WaitingFor: map[string]int{"limit " + long: 70, "host api.example.com": 3}}
 	s.ByState[engine.WorkerWaiting] = 73
 	prev := engine.Snapshot{At: s.At.Add(-2 * time.Second), Calls: s.Calls - 300000, TooMany: s.TooMany - 1234}

@@ -291,7 +291,7 @@ func newLimitLsCmd(env *Env, connect limitConnect) *cobra.Command {
 target. WAITING counts the jobs' calls waiting for the limit (refused by it, not
 started), as of their last heartbeats (every second). CALLS/S counts the calls the
 limit admitted in the last whole second.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := connect(cmd)
 			if err != nil {
