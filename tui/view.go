@@ -255,8 +255,11 @@ func (m Model) knobs(w int) []string {
 	left := append(append(par, pc...), rate...)
 	by := s.ByState
 	right := m.workerGrid(w-leftW-1, m.gridRows(w))
-	right = append(right,
-		fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle]),
+	counts := fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle])
+	if what, n := s.Waiting(); n > 0 { // admitted, but waiting for a shared limit or a host: not calling
+		counts = fmt.Sprintf("calling %d waiting for %s %d", by[engine.WorkerCalling], what, by[engine.WorkerWaiting])
+	}
+	right = append(right, counts,
 		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, m.binding()))
 	if m.conns >= 0 {
 		right = append(right, fmt.Sprintf("connections %d open · one per worker", m.conns))
@@ -314,7 +317,7 @@ func (m Model) knobRows(w int) int {
 func (m Model) workerGrid(w, rows int) []string {
 	s := m.snap
 	w = max(w, 1)
-	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
+	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerWaiting, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
 	per := max(1, (len(s.Workers)+w*rows-1)/(w*rows))
 	var cells []string
 	for _, st := range order {
@@ -354,6 +357,9 @@ func instantBinding(s engine.Snapshot) string {
 		return "paused"
 	case s.HoldUntil.After(s.At):
 		return "Retry-After"
+	case by[engine.WorkerWaiting] > 0 && by[engine.WorkerWaiting] >= by[engine.WorkerIdle]:
+		what, _ := s.Waiting() // a shared limit or a host's turn
+		return what
 	case by[engine.WorkerRateWait] > 0 && rateEff:
 		return "server"
 	case by[engine.WorkerRateWait] > 0:
