@@ -96,9 +96,17 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	}
 	for i, u := range uses {
 		c := g.Config(i)
-		say(fmt.Sprintf("shared limit %s: %s; weight %s (throttle limit get %s --redis … shows who else uses it)", u.Name, c, formatWeight(u.Weight), u.Name))
+		// In lines of 80 columns, as the progress lines under them.
+		for _, l := range wrapLine(fmt.Sprintf("shared limit %s: %s", u.Name, c), progressWidth) {
+			say(l)
+		}
+		for _, l := range wrapLine(fmt.Sprintf("  weight %s (throttle limit get %s --redis … shows who else uses it)", formatWeight(u.Weight), u.Name), progressWidth) {
+			say(l)
+		}
 		if c.TPM > 0 && !g.CountsTokens() {
-			say(fmt.Sprintf("warning: limit %s counts tokens per minute, but this adapter does not estimate a call's tokens: its tpm does not hold this job's calls (its rate and parallelism do)", u.Name))
+			for _, l := range wrapLine(fmt.Sprintf("warning: limit %s counts tokens per minute, but this adapter does not estimate a call's tokens: its tpm does not hold this job's calls (its rate and parallelism do)", u.Name), progressWidth) {
+				say(l)
+			}
 		}
 	}
 	stop := func() {}

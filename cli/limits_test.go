@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/internal/cuttest"
 
@@ -460,8 +462,8 @@ func TestLimitCommand(t *testing.T) {
 	if r := lim("rm", name); r.code != 1 || !strings.Contains(r.stderr, "in use") {
 		t.Fatalf("rm while in use: %d %s", r.code, r.stderr)
 	}
-	if r := <-done; r.code != 0 || !strings.Contains(r.stderr, "shared limit "+name+": rate 50/s, burst 5, parallelism 128, tpm 60000, lease 10s; weight 2") ||
-		!strings.Contains(r.stderr, "counts tokens per minute, but this adapter does not estimate") {
+	if r := <-done; r.code != 0 || !strings.Contains(r.stderr, "shared limit "+name+": rate 50/s, burst 5, parallelism 128, tpm 60000, lease 10s\n  weight 2") ||
+		!strings.Contains(strings.Join(strings.Fields(r.stderr), " "), "counts tokens per minute, but this adapter does not estimate") {
 		t.Fatalf("the job: %d\n%s", r.code, r.stderr)
 	}
 	if r := lim("rm", name); r.code != 0 || r.stdout != "limit "+name+" removed\n" {
@@ -469,5 +471,73 @@ func TestLimitCommand(t *testing.T) {
 	}
 	if r := lim("get", name); r.code != 1 || !strings.Contains(r.stderr, "no such shared limit") {
 		t.Fatalf("get after rm: %d %s", r.code, r.stderr)
+	}
+}
+
+// TestSharedLimitWaitIsNotLatency: a job of 8 workers under a shared rate of 5/s against a
+// server that answers at once (the issue's 200–250 ms rows against a 1–4 ms server). The rows'
+// latency_ms and the summary's p50 are the server's; the wait for the limit is the rows'
+// wait_ms; the progress lines say the workers wait for the limit and that it binds; and
+// `limit ls` agrees with the job: none (or one) in flight, the rest waiting.
+func TestSharedLimitWaitIsNotLatency(t *testing.T) {
+	t.Parallel()
+	rurl := redisURL(t)
+	name := limitName(t, rurl)
+	if r := run(t, invocation{args: []string{"limit", "set", name, "--rate", "5/s", "--redis", rurl}}); r.code != 0 {
+		t.Fatalf("limit set: %d %s", r.code, r.stderr)
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) { okJSON(w, r) })
+	out := outPath(t)
+	done := make(chan result, 1)
+	go func() {
+		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 14), "--out", out, "--url", srv.URL + "/{item}",
+			"--headless", "--parallelism", "8", "--progress-every", "400ms", "--limit", name, "--redis", rurl}})
+	}()
+	if !waitFor(5*time.Second, func() bool { return srv.count() >= 6 }) { // past a heartbeat with calls waiting
+		t.Fatal("the job did not get going")
+	}
+	ls := run(t, invocation{args: []string{"limit", "ls", "--redis", rurl}})
+	m := regexp.MustCompile(`(?m)^` + name + ` +5/s +1 +none +none +(\d+) +(\d+) +\d+ +1$`).FindStringSubmatch(ls.stdout)
+	if m == nil {
+		t.Fatalf("limit ls:\n%s", ls.stdout)
+	}
+	if inFlight, _ := strconv.Atoi(m[1]); inFlight > 1 {
+		t.Errorf("limit ls says %s in flight at 5/s against a server that answers at once:\n%s", m[1], ls.stdout)
+	}
+	if waiting, _ := strconv.Atoi(m[2]); waiting < 4 {
+		t.Errorf("limit ls says %s waiting of the job's 8 workers at 5/s: want most of them:\n%s", m[2], ls.stdout)
+	}
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("the job: %d\n%s", r.code, r.stderr)
+	}
+	waited := 0
+	for _, row := range readRows(t, out) {
+		if *row.LatencyMS > 100 {
+			t.Errorf("row %s: latency_ms %v; want the server's (a few ms), not the wait for the limit", row.item(), *row.LatencyMS)
+		}
+		if row.WaitMS >= 100 {
+			waited++
+		}
+	}
+	if waited < 8 {
+		t.Errorf("%d of 14 rows waited 100 ms or more at 5/s over 8 workers; want most", waited)
+	}
+	if p50 := regexp.MustCompile(`latency p50 ([\d.]+)(ms|s) `).FindStringSubmatch(r.stdout); p50 == nil || p50[2] != "ms" {
+		t.Errorf("the summary's latency is not the server's few ms:\n%s", r.stdout)
+	} else if v, _ := strconv.ParseFloat(p50[1], 64); v > 100 {
+		t.Errorf("the summary's p50 is %sms: the wait for the limit counted as latency:\n%s", p50[1], r.stdout)
+	}
+	for _, want := range []string{"waiting for limit " + name, "binding: shared limit " + name + ": rate 5/s"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the progress lines lack %q:\n%s", want, r.stderr)
+		}
+	}
+	// The progress reports (a clock, then lines indented) and the limit's status lines.
+	report := regexp.MustCompile(`^(\d+:\d\d  |  |limit ` + name + ` |shared limit )`)
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if n := utf8.RuneCountInString(l); n > 80 && report.MatchString(l) {
+			t.Errorf("a progress line of %d columns: %q", n, l)
+		}
 	}
 }
