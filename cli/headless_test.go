@@ -197,6 +197,17 @@ func TestCtlGetShowsEffective(t *testing.T) {
 	}
 }
 
+// TestCtlGetShowsWaiting: ctl get's text says how many calls wait for their turn, and for
+// what, beside the calls in flight.
+func TestCtlGetShowsWaiting(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&Env{Stdout: &out}, &control.Status{Title: "t", PID: 7, State: "running", Parallelism: 16, Pace: "0s", Rate: "unlimited", Burst: 1,
+		InFlight: 1, Waiting: 15, WaitingFor: "limit tmdb", Total: -1})
+	if want := "parallelism 16 (in flight 1, 15 waiting for limit tmdb), pace 0s"; !strings.Contains(out.String(), want) {
+		t.Errorf("ctl get lacks %q:\n%s", want, out.String())
+	}
+}
+
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
 type lockedBuffer struct {
 	mu sync.Mutex

@@ -74,8 +74,12 @@ type Status struct {
 	TooMany     int64     `json:"too_many"`
 	Errors      int64     `json:"errors"`
 	InFlight    int       `json:"in_flight"`
-	BackingOff  int       `json:"backing_off"`
-	Changes     []string  `json:"changes"`
+	// Waiting counts the calls admitted that wait for their turn (a shared limit, a host):
+	// not in flight; WaitingFor says for what most of them wait ("limit tmdb").
+	Waiting    int      `json:"waiting"`
+	WaitingFor string   `json:"waiting_for,omitempty"`
+	BackingOff int      `json:"backing_off"`
+	Changes    []string `json:"changes"`
 
 	// With the congestion response on, parallelism and rate above are the ceilings; these are
 	// the values the run holds itself to under them while they bind: 0 and "" when the
@@ -91,7 +95,9 @@ func statusOf(title string, pid int, s engine.Snapshot) *Status {
 	st := &Status{Title: title, PID: pid, State: s.State.String(), Started: s.Started,
 		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
 		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
-		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff}
+		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff,
+		Waiting: s.ByState[engine.WorkerWaiting]}
+	st.WaitingFor, _ = s.Waiting()
 	if p, eff := probes.EffectiveParallelism(s.Settings, s.Effective); eff {
 		st.EffectiveParallelism = p
 	}
