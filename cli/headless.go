@@ -47,7 +47,7 @@ func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title str
 	if s.Total >= 0 {
 		total = human.Count(s.Total) + " items"
 	}
-	h.say(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
+	h.report(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
 	h.last = s
 	h.done.Add(2)
 	go func() {
@@ -89,8 +89,15 @@ func (h *headless) redirect(w io.Writer) {
 	h.w = w
 }
 
-// say prints line, wrapped to progressWidth.
+// say prints line as it is: a warning, a change, a message a script may look for whole.
 func (h *headless) say(line string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintln(h.w, line)
+}
+
+// report prints line wrapped to progressWidth: the progress lines and what goes with them.
+func (h *headless) report(line string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, l := range wrapLine(line, progressWidth) {
@@ -105,13 +112,13 @@ func (h *headless) progress() {
 		binding = h.binding()
 	}
 	for _, l := range progressLines(h.last, s, h.mon.Latency(s.At), binding) {
-		h.say(l)
+		h.report(l)
 	}
 	h.last = s
 	// Each new suggestion once, as its own line (the tuner's changes come as change events).
 	if a := h.mon.Advice(s.At, s.Settings, s.Effective); a.Action != probes.Hold && a.Reason != h.said {
 		h.said = a.Reason
-		h.say("advice: " + a.Reason)
+		h.report("advice: " + a.Reason)
 	}
 }
 

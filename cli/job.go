@@ -247,7 +247,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	} else {
 		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
 		if sock != "" {
-			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
+			rep.report("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}
 		var hungUp atomic.Bool
 		sig := handleSignals(env, e, rep.say, func() {
