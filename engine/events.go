@@ -10,7 +10,8 @@ import (
 type EventKind uint8
 
 const (
-	// CallStart reports that a call began (Worker, Index, Attempt, InFlight at start).
+	// CallStart reports that the engine admitted a call (Worker, Index, Attempt, InFlight at
+	// admission); the call may still wait for its turn in the adapter (CallEnd's Wait).
 	CallStart EventKind = iota + 1
 	// CallEnd reports that a call ended (adds Latency, Wait, Status, Verdict, Message).
 	CallEnd
