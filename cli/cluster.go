@@ -17,70 +17,78 @@ import (
 	"github.com/throttle-dev/throttle/tui"
 )
 
-// runClusterJob runs this host's share of a job across hosts (--redis, --job). The host started
+// clusterPlan plans this host's share of a job across hosts (--redis, --job). The host started
 // with --input is the coordinator: it defines the job, feeds the shared work list from its
 // input and writes the one results file from the shared results stream. Every host, the
 // coordinator included, runs its own engine on items from the list, under the job's global
-// cap, rate and Retry-After gate, and follows the job's live settings.
-func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings engine.Settings) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
+// cap, rate and Retry-After gate, and follows the job's live settings; the tuner (--auto)
+// runs on the coordinator only, and its changes reach every host.
+func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings engine.Settings) (p *runPlan, err error) {
 	coordinator := !rf.joined
 	switch {
 	case coordinator && rf.input == "":
-		return usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
+		return nil, usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
 	case rf.config != "":
-		return usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
-	case rf.resume || rf.onlyFailed || rf.dedupe || rf.detach || rf.record != "" || rf.follow || rf.summaryJSON != "":
-		return usageError("--resume, --only-failed, --dedupe, --detach, --record, --follow and --summary-json are for a run on one host, not yet for a shared job")
+		return nil, usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
+	case rf.resume || rf.onlyFailed || rf.dedupe:
+		return nil, usageError("--resume, --only-failed and --dedupe read the results file of a run on one host; a shared job's rows are collected by its coordinator: run them on one host, or start the job again with --job")
+	case rf.detach || rf.follow:
+		return nil, usageError("--detach and --follow are for a run on one host: a shared job's hosts are started with throttle join, and its input is read once")
+	case rf.hostPar < 0:
+		return nil, usageError("--host-parallelism %d: must be 0 (none) or more", rf.hostPar)
 	}
 	cj, err := cluster.Connect(ctx, rf.redis, rf.job, "")
 	if err != nil {
-		return usageError("%v", err)
+		return nil, usageError("%v", err)
 	}
-	defer func() { _ = cj.Close() }() // the job's rows and state were written before; this drops the connection
-
 	var (
-		in      *input
-		out     *os.File
-		total   int64  = -1
-		stopAll func() // set once the workers start, before anything can end the run
+		in  *input
+		out *os.File
 	)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	closeAll := func() {
+		_ = cj.Close() // the job's rows and state were written before; this drops the connection
+		if in != nil {
+			_ = in.close() // the input is read-only
+		}
+		if out != nil {
+			_ = out.Close() // the rows were synced (out.Sync, checked) before
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	total := int64(-1)
 	if coordinator {
 		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
-			return err
+			return nil, err
 		}
-		defer func() { _ = in.close() }() // the input is read-only
 		if out, err = openResults(env, rf.out); err != nil {
-			return err
+			return nil, err
 		}
-		defer func() { _ = out.Close() }() // the rows were synced (out.Sync, checked) before
 		total = in.total
 		if err := cj.Reset(ctx); err != nil {
-			return usageError("--redis: %v", err)
+			return nil, usageError("--redis: %v", err)
 		}
 		if err := cj.Define(ctx, joinArgs(env.Args)); err != nil {
-			return usageError("--redis: %v", err)
+			return nil, usageError("--redis: %v", err)
 		}
 		if err := cj.InitSettings(ctx, settings, "cli"); err != nil {
-			return usageError("--redis: %v", err)
+			return nil, usageError("--redis: %v", err)
 		}
-	} else {
-		if settings, err = cj.Settings(ctx); err != nil {
-			return usageError("--redis: %v", err)
-		}
+	} else if settings, err = cj.Settings(ctx); err != nil {
+		return nil, usageError("--redis: %v", err)
 	}
 
+	// Reports of Redis going away and coming back go where the run's lines go, once the
+	// plan starts; they may come before (from the source's first read).
 	var (
-		mu       sync.Mutex
-		say      = func(line string) { fmt.Fprintln(env.Stderr, line) }
-		outage   bool
-		setSayer = func(f func(string)) { mu.Lock(); say = f; mu.Unlock() }
+		mu     sync.Mutex
+		say    = func(line string) { fmt.Fprintln(env.Stderr, line) }
+		outage bool
 	)
-	report := func(err error) { // Redis went away, or came back
+	report := func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -97,10 +105,12 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	if lease <= 0 {
 		lease = max(10*time.Second, 2*rf.timeout)
 	}
+	runCtx, cancel := context.WithCancel(ctx)
 	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report})
 	gate := cj.Gate(j.adapter, cluster.GateOptions{LeaseTTL: rf.timeout + 10*time.Second, OnRedisError: report})
-	if rf.hostPar < 0 {
-		return usageError("--host-parallelism %d: must be 0 (none) or more", rf.hostPar)
+	j.adapter = gate.Adapter()
+	if j.title == "" {
+		j.title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
 	}
 	// This host's workers: the job's cap (leases in redis hold the total to it), or fewer, and
 	// never more than one host's default ceiling: the job's cap is a sum over hosts, so a large
@@ -116,132 +126,103 @@ func runClusterJob(ctx context.Context, env *Env, rf *runFlags, j job, settings 
 	local := settings
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
 	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
-	e, err := engine.New(engine.Config{
-		Settings: local, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
-		Chunk: rf.chunk, Adapter: gate.Adapter(), Source: src, Total: -1, Results: src.Sink(), Origin: "cluster",
-		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
-	})
-	if err != nil {
-		return usageError("%v", err)
-	}
-	ctrl := cj.Controls(e)
-	j.controls = ctrl
-	j.hosts = clusterHosts(cj, gate, ctrl)
 
-	var wg sync.WaitGroup
-	var produced, collectErr error
-	var stats cluster.CollectStats
+	var (
+		ctrl              *cluster.Controls
+		wg                sync.WaitGroup
+		produced, collect error
+		stats             cluster.CollectStats
+	)
 	collectCtx, stopCollect := context.WithCancel(ctx)
-	defer stopCollect()
-	if coordinator {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			// Entries of a few items save round trips; a host that dies takes only those with it.
-			_, produced = cj.Produce(runCtx, in.source, max(rf.chunk, 20))
-		}()
-		go func() {
-			defer wg.Done()
-			stats, collectErr = cj.Collect(collectCtx, out, total, cluster.CollectOptions{})
-		}()
-	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
-			ctrl.Update(s)
-			// This host's engine follows the job's cap (within its own) and pace, as one change.
-			cur := e.Snapshot().Settings
-			next := cur
-			next.Parallelism, next.Pace = localCap(s.Parallelism), s.Pace
-			_ = e.Set(engine.Diff(cur, next), c.Origin)
-		})
-	}()
-	go func() {
-		defer wg.Done()
-		cj.Heartbeat(runCtx, time.Second, func() engine.Snapshot {
-			s := e.Snapshot()
-			s.InFlight = gate.LocalInFlight() // the engine's count includes workers waiting at the gate
-			return s
-		})
-	}()
-	stopAll = func() { cancel(); wg.Wait() }
-
-	title := j.title
-	if title == "" {
-		title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
-	}
-	obs, err := startObservers(ctx, env, rf, e, j, title)
-	if err != nil {
-		return err
-	}
-	mon, stopMonitor := startMonitor(ctx, e, false)
-	defer stopMonitor()
-	stopControl, sock := serveControl(env, ctrl, mon, rf, title)
-	defer stopControl()
-
-	var sum engine.Summary
-	var runErr error
-	if wantScreen(env, rf) {
-		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
-	} else {
-		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
-		setSayer(rep.say)
-		role := "joined as " + cj.Host()
-		if coordinator {
-			role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
+	stopped := false
+	stopWork := func() { // the feed, the settings and the heartbeat; the collection goes on
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
 		}
-		rep.say(role)
-		if sock != "" {
-			rep.say("control: throttle ctl --control " + sock + " get")
-		}
-		sig := handleSignals(env, e, rep.say, nil)
-		stopLines := clusterLines(rep.say, j.hosts, 5*rf.progressEvery)
-		sum, runErr = e.Run(runCtx)
-		stopLines()
-		sig.stop()
-		rep.stop()
 	}
-	printSummary(env.Stdout, sum, mon.Overall(), "") // the run's output: stdout (CONTRACT.md, Streams)
-	obs.finish(env, rf, sum)
-	if coordinator {
+	items := &input{source: src, total: -1, name: "job " + rf.job, size: -1, close: func() error { return nil }}
+	p = &runPlan{
+		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
+		controls: func(e *engine.Engine) controlsWithNote {
+			ctrl = cj.Controls(e)
+			return ctrl
+		},
+		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, gate, ctrl) },
+		start: func(e *engine.Engine, sayer func(string)) func() {
+			mu.Lock()
+			say = sayer
+			mu.Unlock()
+			if coordinator {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					// Entries of a few items save round trips; a host that dies takes only those with it.
+					_, produced = cj.Produce(runCtx, in.source, max(rf.chunk, 20))
+				}()
+				go func() {
+					defer wg.Done()
+					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{})
+				}()
+			}
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
+					ctrl.Update(s)
+					// This host's engine follows the job's cap (within its own) and pace, as one change.
+					cur := e.Snapshot().Settings
+					next := cur
+					next.Parallelism, next.Pace = localCap(s.Parallelism), s.Pace
+					_ = e.Set(engine.Diff(cur, next), c.Origin)
+				})
+			}()
+			go func() {
+				defer wg.Done()
+				cj.Heartbeat(runCtx, time.Second, func() engine.Snapshot {
+					s := e.Snapshot()
+					s.InFlight = gate.LocalInFlight() // the engine's count includes workers waiting at the gate
+					return s
+				})
+			}()
+			return func() { stopCollect(); stopWork() }
+		},
+		headless: func(say func(string)) func() {
+			role := "joined as " + cj.Host()
+			if coordinator {
+				role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
+			}
+			say(role)
+			return clusterLines(say, clusterHosts(cj, gate, ctrl), 5*rf.progressEvery)
+		},
+		close: func() { stopCollect(); stopWork(); closeAll() },
+	}
+	p.finish = func(sum engine.Summary) (bool, error) {
+		if !coordinator {
+			stopWork()
+			return false, nil
+		}
 		if sum.Interrupted() {
 			stopCollect() // the other hosts go on; the rows so far are in the file
 		}
-		wgDone := make(chan struct{})
-		go func() { cancel(); wg.Wait(); close(wgDone) }()
-		<-wgDone
+		stopWork() // the collection ends by itself once every row is in
 		switch {
-		case collectErr != nil && !errors.Is(collectErr, context.Canceled):
-			return &exitError{code: ExitFailures, err: fmt.Errorf("results: %w", collectErr)}
+		case collect != nil && !errors.Is(collect, context.Canceled):
+			return true, fmt.Errorf("results: %w", collect)
 		case produced != nil && !errors.Is(produced, context.Canceled):
-			return &exitError{code: ExitFailures, err: fmt.Errorf("input: %w", produced)}
+			return true, fmt.Errorf("input: %w", produced)
 		}
 		if st, err := out.Stat(); err == nil && st.Mode().IsRegular() { // /dev/null cannot sync
 			if err := out.Sync(); err != nil {
-				return &exitError{code: ExitFailures, err: fmt.Errorf("results: %w", err)}
+				return true, fmt.Errorf("results: %w", err)
 			}
 		}
 		fmt.Fprintf(env.Stderr, "job %s: %s rows in %s (%s ok, %s failed; %s duplicate rows from re-run items dropped)\n",
 			rf.job, human.Count(stats.Rows), rf.out, human.Count(stats.OK), human.Count(stats.Failed), human.Count(stats.Duplicates))
-		switch {
-		case runErr != nil:
-			return &exitError{code: ExitFailures, err: runErr}
-		case sum.Interrupted():
-			return exitCode(ExitInterrupted)
-		case stats.Failed > 0 || (total >= 0 && stats.Rows < total):
-			return exitCode(ExitFailures)
-		}
-		return nil
+		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}
-	stopAll()
-	switch {
-	case runErr != nil:
-		return &exitError{code: ExitFailures, err: runErr}
-	case sum.Interrupted():
-		return exitCode(ExitInterrupted)
-	}
-	return nil
+	return p, nil
 }
 
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // redisURL returns THROTTLE_TEST_REDIS, or skips the test (fails it under CI=true).
@@ -78,10 +80,7 @@ func (h *host) waitFor(t *testing.T, what string, d time.Duration) {
 // within 200 ms; a host killed with SIGKILL mid-run loses nothing: one row per item.
 func TestClusterThreeHosts(t *testing.T) {
 	url := redisURL(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	var mu sync.Mutex
 	var over time.Time // when the server first saw more than the first cap in flight
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {

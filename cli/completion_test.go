@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // shellOrSkip returns the path of shell, or skips the test when it is not installed; under
@@ -109,12 +111,9 @@ func TestCompletionInFish(t *testing.T) {
 	t.Parallel()
 	fish := shellOrSkip(t, "fish", false)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t) // named throttle: the script calls it by that name, found on PATH
 	cmd := exec.Command(fish, "--no-config", "-c", `throttle completion fish | source; complete -C "throttle run ht"; complete -C "throttle run http --notif"`)
-	cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+dir)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("fish: %v\n%s", err, out)

@@ -4,21 +4,19 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // TestDetach: run --detach returns at once with how to attach, the job runs in the background
 // in a session of its own, answers ctl, and writes every row and its log.
 func TestDetach(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		time.Sleep(5 * time.Millisecond)
 		okJSON(w, r)

@@ -6,11 +6,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // TestRunHonoursASpentQuota: an answer with X-RateLimit-Remaining: 0 holds the next call until
@@ -49,10 +50,7 @@ func TestRunHonoursASpentQuota(t *testing.T) {
 // TestRunThroughAProxy: HTTP_PROXY sends the calls through a proxy (a loopback one, standing in
 // for the target too), and NO_PROXY exempts a host from it.
 func TestRunThroughAProxy(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	var mu sync.Mutex
 	var asked []string
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/probes"
@@ -161,7 +162,9 @@ func watchStart(ctx context.Context, env *Env) (context.Context, func() bool) {
 	}
 }
 
-// runJob runs one job to its end and maps its outcome to the contract's exit status.
+// runJob runs one job to its end and maps its outcome to the contract's exit status. A run on
+// one host and a host's share of a job across hosts (--redis, --job) take the same path: only
+// the plan differs (where items come from, where rows go, who turns the knobs).
 func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	settings, err := rf.settings()
 	if err != nil {
@@ -169,6 +172,9 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 	}
 	if n, why := engine.DefaultMaxParallelism(); settings.MaxParallelism > n {
 		fmt.Fprintf(env.Stderr, "warning: --max-parallelism %d is above the default ceiling %d (%s): so many calls in flight may run out of memory or open files\n", settings.MaxParallelism, n, why)
+	}
+	if ctx == nil {
+		ctx = context.Background()
 	}
 	if len(rf.limits) > 0 { // the named shared limits come first: every call takes from them
 		limited, release, err := wrapLimits(ctx, env, rf, j.adapter)
@@ -181,53 +187,113 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 			j.binding = b.Binding
 		}
 	}
+	var p *runPlan
 	if rf.job != "" {
-		return runClusterJob(ctx, env, rf, j, settings)
-	}
-	if rf.detach {
-		if rf.input == "-" {
-			return usageError("--detach cannot read items from stdin")
+		p, err = clusterPlan(ctx, env, rf, &j, settings)
+	} else {
+		if rf.detach {
+			if rf.input == "-" {
+				return usageError("--detach cannot read items from stdin")
+			}
+			return detach(env, rf)
 		}
-		return detach(env, rf)
+		p, err = localPlan(ctx, env, rf, settings)
 	}
-	if rf.resume && rf.onlyFailed {
-		return usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
-	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	in, out, err := prepare(ctx, env, rf)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = in.close() }()  // the input is read-only
-	defer func() { _ = out.Close() }() // the engine synced the rows (checked) before the run ended
+	defer p.close()
+	return runPlanned(ctx, env, rf, j, p)
+}
 
+// runPlan is what differs between a run on one host and a host's share of a job across hosts;
+// everything else (the screen, the headless lines, the tuner, metrics, the log, the recording,
+// the control socket, the summary and its JSON) is one path, runPlanned.
+type runPlan struct {
+	in        *input          // the items: an opened --input, or the job's shared work list
+	results   io.Writer       // where this host's rows go
+	settings  engine.Settings // this host's engine's
+	syncEvery time.Duration   // how often the engine syncs results (a file); 0: never
+	origin    string          // the engine's name for the changes it makes itself
+	// controls, when set, wraps the engine with what the screen, ctl and the tuner turn (a
+	// shared job's settings, which every host follows).
+	controls func(e *engine.Engine) controlsWithNote
+	hosts    func() func(n int) tui.Hosts // after controls: the hosts panel of a shared job
+	tune     bool                         // whether the tuner runs on this host (--auto; one host of a shared job)
+	// start starts the plan's own work once the engine exists (a shared job's feed, collection,
+	// settings and heartbeat) and returns what stops it; say is where its reports go.
+	start func(e *engine.Engine, say func(string)) (stop func())
+	// headless adds the plan's lines to the headless progress (a shared job's role, hosts);
+	// the returned function stops them.
+	headless func(say func(string)) (stop func())
+	// finish is called after the summary: it waits for the plan's own work and says whether the
+	// job failed (rows that failed or never came) beside the run's own error.
+	finish func(sum engine.Summary) (failed bool, err error)
+	close  func()
+}
+
+// controlsWithNote is what a tuner turns and a screen steers: an engine's controls and its
+// change log's notes.
+type controlsWithNote interface {
+	engine.Controls
+	Note(origin, text string)
+}
+
+// localPlan opens the input and the results of a run on one host.
+func localPlan(ctx context.Context, env *Env, rf *runFlags, settings engine.Settings) (*runPlan, error) {
+	if rf.resume && rf.onlyFailed {
+		return nil, usageError("--resume and --only-failed do not go together: --only-failed already runs only what is not ok")
+	}
+	in, out, err := prepare(ctx, env, rf)
+	if err != nil {
+		return nil, err
+	}
+	return &runPlan{
+		in: in, results: out, settings: settings, syncEvery: rf.fsyncEvery, tune: rf.auto,
+		finish: func(sum engine.Summary) (bool, error) { return sum.Failed > 0 || sum.Lost > 0, nil },
+		close: func() {
+			_ = out.Close() // the engine synced the rows (checked) before the run ended
+			_ = in.close()  // the input is read-only
+		},
+	}, nil
+}
+
+// runPlanned runs the engine of a plan to its end: the one run path.
+func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) error {
 	var sumFile *os.File // --summary-json: opened now, so that a path that cannot be written fails before any call
+	var err error
 	if rf.summaryJSON != "" {
 		if sumFile, err = openPrivate(env, "--summary-json", rf.summaryJSON, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); err != nil {
 			return usageError("--summary-json: %v", err)
 		}
 		defer func() { _ = sumFile.Close() }() // closed (checked) by writeSummaryJSON; this is for an early return
 	}
-	tally := newRowTally(out) // the rows by status and cause, for the summary
+	tally := newRowTally(p.results) // the rows by status and cause, for the summary
 	e, err := engine.New(engine.Config{
-		Settings: settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
-		Chunk: rf.chunk, Adapter: j.adapter, Source: in.source, Total: in.total, Results: tally, SyncEvery: rf.fsyncEvery,
-		Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
+		Settings: p.settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
+		Chunk: rf.chunk, Adapter: j.adapter, Source: p.in.source, Total: p.in.total, Results: tally, SyncEvery: p.syncEvery,
+		Origin: p.origin, Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
 	})
 	if err != nil {
 		return usageError("%v", err)
 	}
+	var ctrl controlsWithNote = e
+	if p.controls != nil {
+		ctrl = p.controls(e)
+		j.controls = ctrl
+	}
+	if p.hosts != nil {
+		j.hosts = p.hosts()
+	}
 	title := j.title
 	if title == "" {
-		title = fmt.Sprintf("%s · %s", j.name, in.name)
+		title = fmt.Sprintf("%s · %s", j.name, p.in.name)
 	}
 	var (
 		sum    engine.Summary
 		runErr error
 	)
-	rec, err := startRecording(env, rf, j, in, settings, e)
+	rec, err := startRecording(env, rf, j, p.in, p.settings, e)
 	if err != nil {
 		return err
 	}
@@ -236,16 +302,36 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		stopRecording(env, rec, engine.Summary{}, rf.record)
 		return err
 	}
-	mon, stopMonitor := startMonitor(ctx, e, rf.auto, obs.feeds...)
+	var tuner probes.Knobs
+	if p.tune {
+		tuner = ctrl
+	}
+	mon, stopMonitor := startMonitor(ctx, e, tuner, obs.feeds...)
 	defer stopMonitor()
-	stopControl, sock := serveControl(env, e, mon, rf, title)
+	stopControl, sock := serveControl(env, ctrl, mon, rf, title)
 	defer stopControl()
+
+	var sayMu sync.Mutex
+	say := func(line string) { fmt.Fprintln(env.Stderr, line) }
+	sayer := func(line string) { sayMu.Lock(); f := say; sayMu.Unlock(); f(line) }
+	stopPlan := func() {}
+	if p.start != nil {
+		stopPlan = p.start(e, sayer)
+	}
+	defer stopPlan()
 
 	if wantScreen(env, rf) {
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
 	} else {
 		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
+		sayMu.Lock()
+		say = rep.say
+		sayMu.Unlock()
+		stopLines := func() {}
+		if p.headless != nil {
+			stopLines = p.headless(rep.say)
+		}
 		if sock != "" {
 			rep.report("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}
@@ -259,6 +345,7 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 			}
 		})
 		sum, runErr = e.Run(ctx)
+		stopLines()
 		sig.stop()
 		rep.stop()
 		stopRecording(env, rec, sum, rf.record)
@@ -276,13 +363,16 @@ func runJob(ctx context.Context, env *Env, rf *runFlags, j job) error {
 		}
 	}
 	obs.finish(env, rf, sum)
+	failed, planErr := p.finish(sum)
 
 	switch {
+	case planErr != nil:
+		return &exitError{code: ExitFailures, err: planErr}
 	case runErr != nil:
 		return &exitError{code: ExitFailures, err: runErr}
 	case sum.Interrupted():
 		return exitCode(ExitInterrupted)
-	case sum.Failed > 0 || sum.Lost > 0:
+	case failed:
 		return exitCode(ExitFailures)
 	}
 	return nil
@@ -333,9 +423,10 @@ func prepare(ctx context.Context, env *Env, rf *runFlags) (in *input, out *os.Fi
 }
 
 // startMonitor feeds a probes.Monitor from the run's events (for the screen, the advice and
-// the auto-tuner) and, with auto, starts the tuner. The returned function stops both.
+// the auto-tuner) and, with a tuner's knobs, starts the tuner on them. The returned function stops both.
 // Other observers (feeds) share its subscription: the engine publishes each event once.
-func startMonitor(ctx context.Context, e *engine.Engine, auto bool, feeds ...func(engine.Event)) (*probes.Monitor, func()) {
+func startMonitor(ctx context.Context, e *engine.Engine, tuner probes.Knobs, feeds ...func(engine.Event)) (*probes.Monitor, func()) {
+	auto := tuner != nil
 	mon := probes.NewMonitor(probes.AdvisorConfig{}, auto)
 	kinds := []engine.EventKind{engine.CallEnd}
 	if len(feeds) > 0 {
@@ -354,7 +445,7 @@ func startMonitor(ctx context.Context, e *engine.Engine, auto bool, feeds ...fun
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mon.Tuner(e).Run(tctx)
+			mon.Tuner(tuner).Run(tctx)
 		}()
 	}
 	return mon, sync.OnceFunc(func() {

@@ -7,12 +7,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 func isOK(r row) bool { return r.OK != nil && *r.OK }
@@ -188,10 +189,7 @@ func TestCrashResume(t *testing.T) {
 		t.Skip("starts the binary 20+ times")
 	}
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		time.Sleep(time.Duration(2+rand.IntN(6)) * time.Millisecond)
 		okJSON(w, r)

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // bodyOf is the body the test servers send for path: up to 40 kB that depend on the path.
@@ -217,10 +219,7 @@ func TestSaveKillAndResume(t *testing.T) {
 		t.Skip("builds and starts the binary")
 	}
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, serveBody(2*time.Millisecond))
 	const items = 300
 	dir := filepath.Join(t.TempDir(), "files")

@@ -78,7 +78,16 @@ func (t *rowTally) Sync() error {
 }
 
 // WriteRows writes a batch of rows in one write and counts the rows that were written whole.
+// A sink that takes rows itself (a shared job's results stream, which acknowledges each
+// row's item) gets the batch as it is.
 func (t *rowTally) WriteRows(rows []engine.EncodedRow) (int, error) {
+	if rw, ok := t.w.(engine.RowWriter); ok {
+		n, err := rw.WriteRows(rows)
+		for _, r := range rows[:n] {
+			t.count(r.Line)
+		}
+		return n, err
+	}
 	t.buf = t.buf[:0]
 	for _, r := range rows {
 		t.buf = append(t.buf, r.Line...)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // summaryDoc is what a test reads of --summary-json.
@@ -325,10 +327,7 @@ func TestSummaryOnTerminal(t *testing.T) {
 		t.Skip("no script(1) to give the binary a terminal")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	in := writeItems(t, 20)
 	errPath := filepath.Join(dir, "stderr.txt")
 	line := bin + " run sim --headless --input " + in + " --out " + filepath.Join(dir, "r.jsonl") +

@@ -451,3 +451,11 @@ func (c *Controls) Drain(origin string) { c.local.Drain(origin) }
 
 // Stop stops this host's engine, cancelling its calls in flight; the other hosts go on.
 func (c *Controls) Stop(origin string) { c.local.Stop(origin) }
+
+// Note puts a line in this host's change log (the tuner's reasons), if the local controls
+// keep one, as an [*engine.Engine] does: a note changes no setting, so no other host needs it.
+func (c *Controls) Note(origin, text string) {
+	if n, ok := c.local.(interface{ Note(origin, text string) }); ok {
+		n.Note(origin, text)
+	}
+}

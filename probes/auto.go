@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
@@ -132,9 +133,12 @@ func (t *Tuner) operatorChanged(s engine.Snapshot, now time.Time) bool {
 			continue
 		}
 		t.seen = c.At
+		// A shared job's changes come back from Redis as HOST/ORIGIN: the tuner's own, the
+		// job's start and a resync after an outage are nobody's hand on a knob.
+		who := c.Origin[strings.LastIndexByte(c.Origin, '/')+1:]
 		switch {
-		case c.Origin == "auto", c.Origin == "cli", c.Origin == "engine", c.Origin == "adapt":
-		case c.Knob == "state", c.Knob == "note":
+		case who == "auto", who == "cli", who == "engine", who == "adapt", who == "cluster", who == "redis":
+		case c.Knob == "state", c.Knob == "note", c.Knob == "start", c.Knob == "sync":
 		default:
 			changed = true
 		}

@@ -91,3 +91,30 @@ func TestQuotaAndSharedLimitShown(t *testing.T) {
 		}
 	}
 }
+
+// TestHostsPanelWrapsHosts: hosts that do not fit one line go on the next, each whole, rather
+// than the line be cut.
+func TestHostsPanelWrapsHosts(t *testing.T) {
+	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 64, PerSecond: 49.6, Rate: 100}, Rows: []HostLoad{
+		{Host: "shop.example:443", InFlight: 2, Waiting: 5, Calls: 120, TooMany: 3},
+		{Host: "blog.example:443", InFlight: 1, Calls: 80},
+		{Host: "api.payments.example:443", InFlight: 4, Waiting: 12, Calls: 800, TooMany: 1_203},
+	}}
+	for _, size := range [][2]int{{80, 24}, {100, 30}} {
+		fe := &fakeEngine{snap: busySnapshot()}
+		m := New(fe, busySeries(), Options{Title: "http · urls.txt", Plain: true, Now: func() time.Time { return fixedNow },
+			Hosts: func(int) Hosts { return loads }})
+		m.width, m.height = size[0], size[1]
+		frame := m.Render()
+		checkFrame(t, frame, size[0], size[1])
+		if strings.Contains(frame, "…") {
+			t.Errorf("%dx%d: a line is cut:\n%s", size[0], size[1], frame)
+		}
+		for _, want := range []string{"all 3 hosts (cap 64, 50 calls/s of 100/s): 5", "shop.example:443 2+5 waiting · 3×429",
+			"blog.example:443 1", "api.payments.example:443 4+12 waiting · 1,203×429"} {
+			if !strings.Contains(frame, want) {
+				t.Errorf("%dx%d: no %q:\n%s", size[0], size[1], want, frame)
+			}
+		}
+	}
+}

@@ -46,3 +46,18 @@ func (k KeyMap) helpRows() [][2]string {
 	}
 	return rows
 }
+
+// compactRows are the help's lines on a screen too short for one key a line: a key and its
+// opposite share a line.
+func (k KeyMap) compactRows() [][2]string {
+	return [][2]string{
+		{"↑↓ k j", "parallelism ceiling ±1; ↓ from the effective"},
+		{"PgUp PgDn", "parallelism ceiling ×2 ÷2 (also K J)"},
+		{"] [", "pace longer / shorter"},
+		{"+ -", "rate ceiling ±10%; - from the rate held to"},
+		{"a", "accept the advisor's suggestion"},
+		{"p d", "pause/resume · drain"},
+		{": w", "set a value · chart window 1m/5m/15m"},
+		{"q ctrl+c", "quit · drain and quit, twice: cancel calls"},
+	}
+}

@@ -85,6 +85,19 @@ func (k ReplayKeyMap) helpRows() [][2]string {
 	return rows
 }
 
+// compactRows are the replay help's lines on a screen too short for one key a line.
+func (k ReplayKeyMap) compactRows() [][2]string {
+	return [][2]string{
+		{"space/p", "pause / play"},
+		{"1 2 3 4", "speed 1x · 10x · 100x · max"},
+		{"←→ h l", "back / forward 10s"},
+		{"PgUp PgDn", "back / forward 1m (also ⇧← ⇧→)"},
+		{"n b", "next change · next burst of 429s"},
+		{"w", "chart window 1m/5m/15m"},
+		{"q ctrl+c", "quit"},
+	}
+}
+
 // replaying says whether the screen plays a recording.
 func (m Model) replaying() bool { return m.opt.Replay != nil }
 
@@ -169,19 +182,16 @@ func speedWord(x float64) string {
 // replayKeyLine is the key line of a replay.
 func (m Model) replayKeyLine(w int) string {
 	k := m.styles.Key.Render
-	line := fmt.Sprintf(" %s pause  %s speed  %s 10s  %s 1m  %s change  %s 429s  %s help  %s quit",
-		k("space"), k("1-4"), k("←→"), k("⇞⇟"), k("n"), k("b"), k("?"), k("q"))
-	if w >= 100 {
-		line += fmt.Sprintf("  %s chart window", k("w"))
-	}
-	return fit(line, w)
+	return keyHints(w, []keyHint{
+		{k("space") + " pause", 0}, {k("1-4") + " speed", 0}, {k("←→") + " 10s", 0}, {k("⇞⇟") + " 1m", 3},
+		{k("n") + " change", 2}, {k("b") + " 429s", 4}, {k("?") + " help", 0}, {k("q") + " quit", 0}, {k("w") + " chart window", 5},
+	})
 }
 
 // replayHelp is the help screen of a replay.
 func (m Model) replayHelp(w, rows int) []string {
-	return m.helpPanel("help · replay", m.replayKeys.helpRows(), []string{
-		"",
-		"  other knobs: throttle replay FILE --what-if parallelism=N,rate=R predicts them",
-		"  workers: ■ calling  ▪ pacing  ◇ held  ○ idle  × above the limit",
+	return m.helpPanel("help · replay", m.replayKeys.helpRows(), m.replayKeys.compactRows(), [][2]string{
+		{"knobs:", "throttle replay FILE --what-if parallelism=N,rate=R predicts other knobs"},
+		{"workers:", "■ calling  ▪ pacing  ◇ held  ○ idle  × above the limit"},
 	}, w, rows)
 }

@@ -79,18 +79,34 @@ func newReplayModel(width, height int, plain bool) (Model, *fakeEngine, *fakeRep
 	return m, fe, fr
 }
 
-// TestReplayGoldenFrames keeps the replay screen at 80x24 and 160x48.
+// TestReplayGoldenFrames keeps the replay screen and its help at every golden size; nothing
+// on them is cut.
 func TestReplayGoldenFrames(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		w, h int
-	}{{"80x24", 80, 24}, {"160x48", 160, 48}} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, _, _ := newReplayModel(tc.w, tc.h, true)
-			frame := m.Render()
-			checkFrame(t, frame, tc.w, tc.h)
-			golden.RequireEqual(t, ansi.Strip(frame)+"\n")
-		})
+	for _, tc := range goldenSizes {
+		for _, help := range []bool{false, true} {
+			name := tc.name
+			want := []string{"1,200,000 items", "REPLAY 1:12:31 / 2:00:00 · 10x", "space pause", "? help", "q quit"}
+			if help {
+				name = "help-" + tc.name
+				want = append(want, "--what-if", "parallelism=N,rate=R", "× above the limit", "next burst of 429s")
+			}
+			t.Run(name, func(t *testing.T) {
+				m, _, _ := newReplayModel(tc.w, tc.h, true)
+				m.help = help
+				frame := m.Render()
+				checkFrame(t, frame, tc.w, tc.h)
+				plain := ansi.Strip(frame)
+				if strings.Contains(plain, "…") {
+					t.Errorf("a line is cut:\n%s", plain)
+				}
+				for _, s := range want {
+					if !strings.Contains(plain, s) {
+						t.Errorf("frame lacks %q:\n%s", s, plain)
+					}
+				}
+				golden.RequireEqual(t, plain+"\n")
+			})
+		}
 	}
 }
 

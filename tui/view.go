@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -46,7 +47,7 @@ func (m Model) Render() string {
 // order of least use — changes, then errors, then charts — rather than wrap.
 type layout struct{ knobs, charts, errors, advisor, changes int }
 
-func planLayout(n, width, knobRows int) layout {
+func planLayout(n, width, knobRows, advisorRows, errorRows int) layout {
 	var l layout
 	take := func(rows int) bool {
 		if n >= rows {
@@ -58,7 +59,10 @@ func planLayout(n, width, knobRows int) layout {
 	if take(knobRows) {
 		l.knobs = knobRows
 	}
-	if take(2) {
+	switch { // the advisor's words wrap rather than cut; on a short screen its first line stays
+	case take(advisorRows):
+		l.advisor = advisorRows
+	case take(2):
 		l.advisor = 2
 	}
 	switch {
@@ -67,8 +71,8 @@ func planLayout(n, width, knobRows int) layout {
 	case take(4):
 		l.charts = 4
 	}
-	if take(2) {
-		l.errors = 2
+	if take(errorRows) {
+		l.errors = errorRows
 	}
 	if take(2) {
 		l.changes = 2
@@ -95,7 +99,10 @@ func planLayout(n, width, knobRows int) layout {
 }
 
 func (m Model) body(w, n int) []string {
-	l := planLayout(n, w, m.knobRows(w))
+	advice := m.advisorLines(w)
+	// The errors panel at its least: its hosts, and its first two lines of errors.
+	errorRows := 1 + len(m.hostLines(w)) + min(len(m.errorLines(w)), 2)
+	l := planLayout(n, w, m.knobRows(w), 1+len(advice), errorRows)
 	var out []string
 	if l.knobs > 0 {
 		out = append(out, m.knobs(w)...)
@@ -111,7 +118,8 @@ func (m Model) body(w, n int) []string {
 		if m.opt.Auto {
 			title = "advisor · auto on"
 		}
-		out = append(out, m.rule(title, "", w), m.advisorLine(w))
+		out = append(out, m.rule(title, "", w))
+		out = append(out, advice[:l.advisor-1]...)
 	}
 	if l.changes > 0 {
 		out = append(out, m.changePanel(w, l.changes)...)
@@ -133,7 +141,6 @@ func (m Model) header(w int) []string {
 	if s.Total >= 0 {
 		total = human.Count(s.Total) + " items"
 	}
-	left := st.Title.Render(" throttle ") + " " + m.opt.Title + " · " + total
 	right := m.stateWord() + "  " + human.Clock(elapsed)
 	if eta, ok := s.ETA(); ok {
 		right += "  ETA " + human.Clock(eta)
@@ -141,11 +148,7 @@ func (m Model) header(w int) []string {
 	if m.replaying() { // the position is the elapsed time, and an ETA of the past is noise
 		right = m.stateWord() + "  " + m.replayLabel()
 	}
-	// The state, elapsed time and ETA matter more than the title: shorten the title first.
-	if room := w - ansi.StringWidth(right) - 2; ansi.StringWidth(left) > room {
-		left = ansi.Truncate(left, max(room, 10), "…")
-	}
-	line1 := spread(left, right, w)
+	lines, moved := titleLines(st.Title.Render(" throttle ")+" ", m.opt.Title, " · "+total, right, w, s.Total >= 0)
 
 	done := s.Done()
 	frac := 0.0
@@ -153,6 +156,9 @@ func (m Model) header(w int) []string {
 		frac = float64(done) / float64(s.Total)
 	}
 	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, human.Count(done), human.Count(s.Total))
+	if moved { // the first line had no room for the count of items: it ends this one
+		tail += " items"
+	}
 	if s.Total < 0 {
 		tail = fmt.Sprintf("  %s done", human.Count(done))
 		frac = 0
@@ -175,11 +181,64 @@ func (m Model) header(w int) []string {
 	if q := quotaText(s); q != "" {
 		counts += "   " + m.health(s.Quota.Remaining == 0, q)
 	}
-	line3 := " " + rate + counts
-	if short != "" && ansi.StringWidth(line3) > w {
-		line3 = " " + short + counts
+	lines = append(lines, fit(line2, w))
+	return append(lines, rateLines(rate, short, counts, w)...)
+}
+
+// titleLines is the header's first line: the job on the left, its state and times on the
+// right. The state and times matter most; the count of items can end the progress line
+// instead (moved: it must); then a path in the title gives way to its base name (the window's
+// title keeps it whole), then the badge. A title that still leaves no room is cut rather than
+// push the state off the first line; on a screen too narrow even for that, the right part
+// takes a line of its own.
+func titleLines(badge, title, total, right string, w int, movable bool) (lines []string, moved bool) {
+	room := w - ansi.StringWidth(right) - 2
+	short := baseNames(title)
+	variants := []string{badge + title + total, badge + title, badge + short + total, badge + short,
+		" " + title + total, " " + title, " " + short + total, " " + short}
+	for i, left := range variants {
+		if moves := i%2 == 1; (!moves || movable) && ansi.StringWidth(left) <= room {
+			return []string{spread(left, right, w)}, moves
+		}
 	}
-	return []string{fit(line1, w), fit(line2, w), fit(line3, w)}
+	if room >= 16 {
+		return []string{spread(ansi.Truncate(" "+short, room, "…"), right, w)}, movable
+	}
+	return []string{fit(" "+title+total, w), spread("", right, w)}, false
+}
+
+// baseNames shortens each path in a job's title ("sim · /srv/in/ids.txt") to its base name.
+func baseNames(title string) string {
+	f := strings.Split(title, " ")
+	for i, word := range f {
+		for _, p := range []string{"/", "./", "../", "~/"} {
+			if strings.HasPrefix(word, p) && len(word) > len(p) {
+				f[i] = path.Base(word)
+				break
+			}
+		}
+	}
+	return strings.Join(f, " ")
+}
+
+// rateLines is the header's line of how fast and how healthy: counts is a run of figures
+// each led by three spaces. It takes the shorter word for the cap, then narrower gaps, then
+// two lines (the rate, then the counts packed on as many lines as they need); it never cuts.
+func rateLines(rate, short, counts string, w int) []string {
+	narrow := strings.ReplaceAll(counts, "   ", "  ")
+	for _, l := range []string{" " + rate + counts, " " + short + counts, " " + rate + narrow, " " + short + narrow} {
+		if !strings.HasPrefix(l, "  ") && ansi.StringWidth(l) <= w {
+			return []string{fit(l, w)}
+		}
+	}
+	if short != "" && ansi.StringWidth(" "+rate) > w {
+		rate = short
+	}
+	out := []string{fit(" "+rate, w)}
+	for _, l := range pack(strings.Split(strings.TrimPrefix(narrow, "  "), "  "), "  ", w-1) {
+		out = append(out, fit(" "+l, w))
+	}
+	return out
 }
 
 func (m Model) stateWord() string {
@@ -254,15 +313,29 @@ func (m Model) knobs(w int) []string {
 	}
 	left := append(append(par, pc...), rate...)
 	by := s.ByState
-	right := m.workerGrid(w-leftW-1, m.gridRows(w))
-	counts := fmt.Sprintf("calling %d pacing %d rate-wait %d idle %d", by[engine.WorkerCalling], by[engine.WorkerPacing], by[engine.WorkerRateWait], by[engine.WorkerIdle])
-	if what, n := s.Waiting(); n > 0 { // admitted, but waiting for a shared limit or a host: not calling
-		counts = fmt.Sprintf("calling %d waiting for %s %d", by[engine.WorkerCalling], what, by[engine.WorkerWaiting])
+	// The workers beside the knobs; under them, at full width, on a screen too narrow for both.
+	stacked := w-leftW-1 < minWorkersW
+	rightW := w - leftW - 1
+	if stacked {
+		rightW = w - 1
 	}
-	right = append(right, counts,
-		fmt.Sprintf("held %d backoff %d binding: %s", by[engine.WorkerHeld], s.BackingOff, m.binding()))
+	right := m.workerStrip(rightW)
+	counts := []string{fmt.Sprintf("calling %d", by[engine.WorkerCalling])}
+	if what, n := s.Waiting(); n > 0 { // admitted, but waiting for a shared limit or a host: not calling
+		counts = append(counts, fmt.Sprintf("waiting for %s %d", what, by[engine.WorkerWaiting]))
+	}
+	counts = append(counts, fmt.Sprintf("pacing %d", by[engine.WorkerPacing]),
+		fmt.Sprintf("rate-wait %d", by[engine.WorkerRateWait]), fmt.Sprintf("idle %d", by[engine.WorkerIdle]),
+		fmt.Sprintf("held %d", by[engine.WorkerHeld]), fmt.Sprintf("backoff %d", s.BackingOff), "binding: "+m.binding())
+	right = append(right, pack(counts, " ", rightW)...)
 	if m.conns >= 0 {
-		right = append(right, fmt.Sprintf("connections %d open · one per worker", m.conns))
+		right = append(right, pack(strings.Fields(fmt.Sprintf("connections %d open · one per worker", m.conns)), " ", rightW)...)
+	}
+	if stacked {
+		for _, r := range right {
+			left = append(left, " "+r)
+		}
+		right = nil
 	}
 	for len(left) < len(right) {
 		left = append(left, "")
@@ -278,61 +351,86 @@ func (m Model) knobs(w int) []string {
 	if m.replaying() {
 		rule = fmt.Sprintf("knobs as recorded · retries %d", m.opt.Retries)
 	}
+	if ansi.StringWidth("─ "+rule+"  "+title+" ─")+1 > w {
+		rule = fmt.Sprintf("knobs · retries %d", m.opt.Retries) // "as recorded" goes before a figure is cut
+	}
 	out := []string{m.rule(rule, title, w)}
 	for i := range left {
+		if stacked {
+			out = append(out, fit(left[i], w))
+			continue
+		}
 		out = append(out, fit(fit(left[i], leftW)+" "+right[i], w))
 	}
 	return out
 }
 
-// gridRows is how many rows the worker grid may take: one on a small screen, up to three on a
-// wide one, so that 256 workers still show one cell each at 160 columns.
-func (m Model) gridRows(w int) int {
-	if w < 120 || m.height < 40 {
-		return 1
-	}
-	cells := w - 41
-	return min(3, max(1, (len(m.snap.Workers)+cells-1)/cells))
-}
+// minWorkersW is the narrowest the worker column beside the knobs may be: its counts by state
+// ("calling 16 pacing 3 rate-wait 2 idle 3") on one line.
+const minWorkersW = 39
 
-// knobRows is the knob panel's height for a width.
-func (m Model) knobRows(w int) int {
-	lines := m.gridRows(w) + 2 // the grid, then the counts by state
-	if m.conns >= 0 {
-		lines++ // the open connections
-	}
-	knobs := 3
-	if _, eff := probes.EffectiveParallelism(m.snap.Settings, m.snap.Effective); eff {
-		knobs++ // the ceiling beside the effective value, the rest of the knob below
-	}
-	if _, eff := probes.EffectiveRate(m.snap.Settings, m.snap.Effective); eff {
-		knobs++
-	}
-	return 1 + max(knobs, lines)
-}
+// knobRows is the knob panel's height for a width: as many lines as it draws.
+func (m Model) knobRows(w int) int { return len(m.knobs(w)) }
 
-// workerGrid draws one symbol per worker slot, grouped by state so the proportions read at a
-// glance, over at most rows lines of w cells; when the slots do not fit, one cell stands for
-// several workers.
-func (m Model) workerGrid(w, rows int) []string {
+// workerStrip draws one symbol per worker, grouped by state so the proportions read at a
+// glance, in lines of at most w cells. On a screen of 160x48 or more it is a grid of rows of 32
+// (wider rows when 4 rows would not hold them all); elsewhere one line. Workers that do not fit
+// are drawn in proportion of their states as far as the cells go and counted at the end
+// ("+32"), so that the strip never hides that some are missing.
+func (m Model) workerStrip(w int) []string {
 	s := m.snap
-	w = max(w, 1)
+	w = max(w, 8)
 	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerWaiting, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
-	per := max(1, (len(s.Workers)+w*rows-1)/(w*rows))
-	var cells []string
+	n := 0
 	for _, st := range order {
-		n := (s.ByState[st] + per - 1) / per
-		for range n {
-			cells = append(cells, m.styles.Workers[st].Render(workerSymbols[st]))
+		n += s.ByState[st]
+	}
+	rows, cw := 1, w
+	if m.width >= 160 && m.height >= 48 {
+		rows = 4
+		cw = min(w, max(gridRow, (n+rows-1)/rows))
+	}
+	shown, more := n, ""
+	if n > rows*cw {
+		more = fmt.Sprintf(" +%d", n) // as wide as any count of the hidden can be
+		shown = max(rows*cw-ansi.StringWidth(more), 0)
+		more = fmt.Sprintf(" +%d", n-shown)
+	}
+	// Largest remainder: each state gets its share of the cells shown, rounded so they add up.
+	cells := make([]int, len(order))
+	rem := make([]int, len(order))
+	given := 0
+	for i, st := range order {
+		cells[i] = s.ByState[st] * shown / max(n, 1)
+		rem[i] = s.ByState[st] * shown % max(n, 1)
+		given += cells[i]
+	}
+	for ; given < shown; given++ {
+		best := 0
+		for i := range order {
+			if rem[i] > rem[best] {
+				best = i
+			}
+		}
+		cells[best]++
+		rem[best] = -1
+	}
+	var all []string
+	for i, st := range order {
+		for range cells[i] {
+			all = append(all, m.styles.Workers[st].Render(workerSymbols[st]))
 		}
 	}
-	out := make([]string, rows)
-	for r := range rows {
-		from, to := min(r*w, len(cells)), min((r+1)*w, len(cells))
-		out[r] = strings.Join(cells[from:to], "")
+	var out []string
+	for from := 0; from < len(all) || len(out) == 0; from += cw {
+		out = append(out, strings.Join(all[from:min(from+cw, len(all))], ""))
 	}
+	out[len(out)-1] += more
 	return out
 }
+
+// gridRow is the width of a row of the worker grid: rows of 32 are easy to count.
+const gridRow = 32
 
 // binding names the limit that holds throughput: by Little's law over the advisor's last
 // window when it has one, else from what the workers are doing this instant.
@@ -408,7 +506,7 @@ func (m Model) charts(w, rows int) []string {
 	switch {
 	case capEff:
 		capTitle = " · cap " + engine.FormatComputedRate(capRate)
-		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) <= leftW {
+		if long := " · effective cap " + engine.FormatComputedRate(capRate); ansi.StringWidth(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), long, win)) < leftW {
 			capTitle = long
 		}
 	case capRate > 0:
@@ -421,9 +519,13 @@ func (m Model) charts(w, rows int) []string {
 	}
 	h := rows/gridRows - 1
 	st := m.styles
+	// A title too wide for its chart takes its shorter form, never a cut one.
 	top := sideBySide(
-		chart(fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win), calls, capLine, leftW, h, false, st.ChartLine, st),
-		chart(fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)), p95, nil, rightW, h, false, st.ChartLine, st),
+		chart(firstFit(leftW-1, fmt.Sprintf("calls/s %.0f%s · last %s", m.callsPerSecond(5), capTitle, win),
+			fmt.Sprintf("calls/s %.0f%s · %s", m.callsPerSecond(5), capTitle, win)), calls, capLine, leftW, h, false, st.ChartLine, st),
+		chart(firstFit(rightW-1, fmt.Sprintf("p95 %s (p50 %s · p99 %s) · ms", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
+			fmt.Sprintf("p95 %s · p50 %s · p99 %s", ms(lat.P95), ms(lat.P50), ms(lat.P99)),
+			fmt.Sprintf("p95 %s · p50 %s", ms(lat.P95), ms(lat.P50))), p95, nil, rightW, h, false, st.ChartLine, st),
 		leftW, rightW)
 	out = append(out, top...)
 	if gridRows == 2 {
@@ -465,34 +567,47 @@ func (m Model) errorPanel(w, rows int) []string {
 		title = "hosts · errors"
 	}
 	out := []string{m.rule(title, fmt.Sprintf("%s × 429", human.Count(m.snap.TooMany)), w)}
-	if !m.hosts.empty() { // first: with per-host limits, which site holds the run back
-		out = append(out, fit(" "+hostLoads(m.hosts), w))
-	}
-	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
-		out = append(out, fit(m.styles.Warn.Render(" warning: "+warning), w))
-	}
-	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
-		out = append(out, fit(m.styles.Dim.Render(" none"), w))
-	}
-	var line string
-	for _, g := range m.errs {
-		item := fmt.Sprintf("%s × %s", human.Count(g.Count), g.Message)
-		if line != "" && ansi.StringWidth(line)+3+ansi.StringWidth(item) > w-1 {
-			out = append(out, fit(" "+line, w))
-			line = ""
-		}
-		if line != "" {
-			line += "   "
-		}
-		line += item
-	}
-	if line != "" {
-		out = append(out, fit(" "+line, w))
-	}
+	out = append(out, m.hostLines(w)...) // first: with per-host limits, which site holds the run back
+	out = append(out, m.errorLines(w)...)
 	for len(out) < rows {
 		out = append(out, strings.Repeat(" ", w))
 	}
 	return out[:rows]
+}
+
+// errorLines are the errors panel's lines under its hosts: the engine's warnings, then the
+// failures grouped by message; a message too long for a line goes on at a space, not cut.
+func (m Model) errorLines(w int) []string {
+	var out []string
+	for _, warning := range m.snap.Warnings { // e.g. too few open files for the parallelism
+		out = append(out, wrapText("warning: "+warning, w, m.styles.Warn.Render)...)
+	}
+	if len(m.errs) == 0 && len(m.snap.Warnings) == 0 {
+		out = append(out, fit(m.styles.Dim.Render(" none"), w))
+	}
+	var items []string
+	for _, g := range m.errs {
+		items = append(items, fmt.Sprintf("%s × %s", human.Count(g.Count), g.Message))
+	}
+	if len(items) > 0 {
+		for _, l := range pack(items, "   ", w-1) {
+			out = append(out, fit(" "+l, w))
+		}
+	}
+	return out
+}
+
+// hostLines are the hosts panel's lines: the job, then a host at a time, each whole, on as
+// many lines as they need; none without per-host limits.
+func (m Model) hostLines(w int) []string {
+	if m.hosts.empty() {
+		return nil
+	}
+	var out []string
+	for _, l := range pack(strings.Split(hostLoads(m.hosts), "   "), "   ", w-1) {
+		out = append(out, fit(" "+l, w))
+	}
+	return out
 }
 
 // quotaText is the target's latest word on the caller's quota: "quota 12/100 · resets in 30s",
@@ -512,30 +627,89 @@ func quotaText(s engine.Snapshot) string {
 	return t
 }
 
-// advisorLine is the advisor's suggestion with its reason and the key to accept it, or, under
-// --auto, the tuner's last change; on the final screen, the summary.
-func (m Model) advisorLine(w int) string {
+// advisorLines is the advisor's suggestion with its reason and the key to accept it, or, under
+// --auto, the tuner's last change; on the final screen, the summary. The words wrap onto a
+// second and third line rather than be cut.
+func (m Model) advisorLines(w int) []string {
 	s := m.snap
 	if !s.Ended.IsZero() {
-		return fit(" "+m.summary(), w)
+		return wrapText(m.summary(), w, nil)
 	}
 	if m.opt.Auto {
 		for i := len(s.Changes) - 1; i >= 0; i-- {
 			if c := s.Changes[i]; c.Origin == "auto" && s.At.Sub(c.At) < 30*time.Second {
-				return fit(" auto: "+c.What()+" ("+human.Clock(c.At.Sub(s.Started))+")", w)
+				return wrapText("auto: "+c.What()+" ("+human.Clock(c.At.Sub(s.Started))+")", w, nil)
 			}
 		}
 	}
 	if q := s.Quota; !q.At.IsZero() && q.Remaining == 0 && q.ResetAt.After(s.At) {
 		// Nothing to tune while the target's quota is spent: say why calls wait.
-		return fit(m.styles.Warn.Render(fmt.Sprintf(" the target's quota is spent: calls wait %s for its reset; a lower rate spreads the quota",
-			human.Span(q.ResetAt.Sub(s.At)))), w)
+		return wrapText(fmt.Sprintf("the target's quota is spent: calls wait %s for its reset; a lower rate spreads the quota",
+			human.Span(q.ResetAt.Sub(s.At))), w, m.styles.Warn.Render)
 	}
-	line := " " + m.advice.Reason
+	lines := wrapText(m.advice.Reason, w, nil)
 	if m.advice.Action != probes.Hold && !m.opt.Auto && !m.replaying() {
-		line += "  " + m.styles.Key.Render("a") + " accept"
+		accept := "  " + m.styles.Key.Render("a") + " accept"
+		last := strings.TrimRight(lines[len(lines)-1], " ")
+		if ansi.StringWidth(last+accept) <= w {
+			lines[len(lines)-1] = fit(last+accept, w)
+		} else {
+			lines = append(lines, fit(accept, w))
+		}
 	}
-	return fit(line, w)
+	return lines[:min(len(lines), 3)]
+}
+
+// wrapText breaks text at spaces into lines of w cells, each led by a space; style, when set,
+// is applied line by line.
+func wrapText(text string, w int, style func(...string) string) []string {
+	var out []string
+	for _, l := range pack(strings.Fields(text), " ", w-1) {
+		if style != nil {
+			l = style(l)
+		}
+		out = append(out, fit(" "+l, w))
+	}
+	return out
+}
+
+// pack lays items out on lines of at most w cells, sep between two items of a line: a line
+// breaks between items, never inside one, except an item wider than any line, which breaks
+// between its words.
+func pack(items []string, sep string, w int) []string {
+	var out []string
+	line := ""
+	for _, it := range items {
+		if ansi.StringWidth(it) > w && strings.Contains(it, " ") { // too wide for any line: its words go on
+			words := pack(strings.Split(it, " "), " ", w)
+			if line != "" {
+				out = append(out, line)
+			}
+			out = append(out, words[:len(words)-1]...)
+			line = words[len(words)-1]
+			continue
+		}
+		switch {
+		case line == "":
+			line = it
+		case ansi.StringWidth(line)+ansi.StringWidth(sep)+ansi.StringWidth(it) <= w:
+			line += sep + it
+		default:
+			out = append(out, line)
+			line = it
+		}
+	}
+	return append(out, line)
+}
+
+// firstFit is the first of the variants, longest first, that fits w cells, else the last.
+func firstFit(w int, variants ...string) string {
+	for _, v := range variants {
+		if ansi.StringWidth(v) <= w {
+			return v
+		}
+	}
+	return variants[len(variants)-1]
 }
 
 func (m Model) summary() string {
@@ -567,7 +741,15 @@ func (m Model) changePanel(w, rows int) []string {
 		if c.From == "" {
 			what = c.Knob + " " + c.To
 		}
-		out = append(out, fit(fmt.Sprintf(" %7s  %-6s %s", at, c.Origin, what), w))
+		head := fmt.Sprintf(" %7s  %-6s ", at, c.Origin)
+		for i, l := range pack(strings.Fields(what), " ", w-ansi.StringWidth(head)) {
+			if i > 0 {
+				head = strings.Repeat(" ", ansi.StringWidth(head))
+			}
+			if len(out) < rows {
+				out = append(out, fit(head+l, w))
+			}
+		}
 	}
 	for len(out) < rows {
 		out = append(out, strings.Repeat(" ", w))
@@ -580,13 +762,25 @@ func (m Model) keyLine(w int) string {
 	st := m.styles
 	switch {
 	case m.commanding:
-		return fit(m.input.View(), w)
+		in := m.input
+		room := max(w-ansi.StringWidth(in.Prompt)-1, 1)
+		if ansi.StringWidth(in.Placeholder) > room { // fewer examples rather than cut ones
+			in.Placeholder = firstFit(room, "parallelism 64 · rate 200/s · window 5m", "parallelism 64 · rate 200/s", "parallelism 64")
+		}
+		in.SetWidth(room) // the input scrolls within the line; its placeholder shows whole
+		return fit(in.View(), w)
 	case m.confirm == "quit":
-		return fit(st.Warn.Render(fmt.Sprintf(" %d calls in flight: q or y drains and quits · any other key cancels", m.snap.InFlight)), w)
+		return fit(st.Warn.Render(firstFit(w,
+			fmt.Sprintf(" %d calls in flight: q or y drains and quits · any other key cancels", m.snap.InFlight),
+			fmt.Sprintf(" %d in flight: q or y drains and quits · other keys cancel", m.snap.InFlight),
+			fmt.Sprintf(" %d in flight: q/y drains, quits · other: cancel", m.snap.InFlight))), w)
 	case m.confirm == "drain":
-		return fit(st.Warn.Render(" drain: no new calls, the run ends after those in flight · d or y confirms"), w)
+		return fit(st.Warn.Render(firstFit(w,
+			" drain: no new calls, the run ends after those in flight · d or y confirms",
+			" drain: no new calls, then the run ends · d or y confirms",
+			" drain: no new calls, then end · d/y confirms")), w)
 	case m.flash != "" && m.opt.Now().Before(m.flashUntil):
-		return fit(" "+st.Accent.Render(m.flash), w)
+		return fit(" "+st.Accent.Render(shorten(m.flash, w-1)), w)
 	case m.replaying():
 		return m.replayKeyLine(w)
 	case !m.snap.Ended.IsZero():
@@ -599,31 +793,86 @@ func (m Model) keyLine(w int) string {
 	}
 	// ↑↓ and + - turn the parallelism's and the rate's ceilings (the knob lines show which
 	// is which); under them the engine keeps its effective values.
-	line := fmt.Sprintf(" %s %s ceilings  %s pace  %s pause  %s drain  %s set  %s help  %s %s",
-		k("↑↓"), k("+ -"), k("[ ]"), k("p"), k("d"), k(":"), k("?"), k("q"), quit)
-	if w >= 100 {
-		line += fmt.Sprintf("  %s chart window", k("w"))
+	return keyHints(w, []keyHint{
+		{k("↑↓") + " " + k("+ -") + " ceilings", 0}, {k("[ ]") + " pace", 2}, {k("p") + " pause", 0}, {k("d") + " drain", 3},
+		{k(":") + " set", 4}, {k("?") + " help", 0}, {k("q") + " " + quit, 0}, {k("w") + " chart window", 5},
+	})
+}
+
+// shorten fits a message to w cells by dropping its least part first: a closing
+// parenthesis, then what follows a semicolon, then what follows a comma; only then is it cut.
+func shorten(msg string, w int) string {
+	for ansi.StringWidth(msg) > w {
+		i := strings.LastIndex(msg, " (")
+		if i < 0 || !strings.HasSuffix(msg, ")") {
+			i = strings.LastIndexAny(msg, ";,")
+		}
+		if i <= 0 {
+			break
+		}
+		msg = msg[:i]
 	}
-	return fit(line, w)
+	return msg
+}
+
+// keyHint is a key and its word in the key line; drop is its turn to give way when the line is
+// too narrow (0: never: the help, quit and the knobs' keys always show).
+type keyHint struct {
+	text string
+	drop int
+}
+
+// keyHints is the key line: the hints that fit, the least needed dropped first (all are in
+// the help) rather than a hint cut.
+func keyHints(w int, hints []keyHint) string {
+	for drop := 99; ; drop-- {
+		var kept []string
+		for _, h := range hints {
+			if h.drop == 0 || h.drop < drop {
+				kept = append(kept, h.text)
+			}
+		}
+		line := " " + strings.Join(kept, "  ")
+		if ansi.StringWidth(line) <= w || drop <= 1 {
+			return fit(line, w)
+		}
+	}
 }
 
 func (m Model) helpScreen(w, rows int) []string {
-	return m.helpPanel("help", m.keys.helpRows(), []string{
-		"  :          e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m",
-		"  ceilings:  under them throttle keeps an effective rate and parallelism",
-		"  workers: ■ calling  ▪ pacing  · rate-wait  ◇ held  ○ idle  × above the limit",
+	return m.helpPanel("help", m.keys.helpRows(), m.keys.compactRows(), [][2]string{
+		{":", "e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m"},
+		{"ceilings:", "under them throttle keeps an effective rate and parallelism"},
+		{"workers:", "■ calling  ▪ pacing  · rate-wait  ◇ held  ○ idle  × above the limit"},
 	}, w, rows)
 }
 
-// helpPanel is a help screen: a key a row, then lines of notes, cut or padded to rows.
-func (m Model) helpPanel(title string, keys [][2]string, notes []string, w, rows int) []string {
-	out := []string{m.rule(title, "any key closes", w)}
-	for _, r := range keys {
-		out = append(out, fit(fmt.Sprintf("  %-10s %s", r[0], r[1]), w))
+// helpPanel is a help screen: a key a row, then the notes, each description wrapped under
+// itself rather than cut. When one key a row leaves no room for the notes, the compact rows
+// (a key and its opposite on one line) stand in; only what still does not fit is cut.
+func (m Model) helpPanel(title string, keys, compact, notes [][2]string, w, rows int) []string {
+	lines := func(rs [][2]string) []string {
+		var out []string
+		for _, r := range rs {
+			sep := " " // the legend's items ("■ calling") stay whole; other text breaks at words
+			if strings.Contains(r[1], "  ") {
+				sep = "  "
+			}
+			for i, l := range pack(strings.Split(r[1], sep), sep, w-13) {
+				k := r[0]
+				if i > 0 {
+					k = ""
+				}
+				out = append(out, fit(fmt.Sprintf("  %-10s %s", k, l), w))
+			}
+		}
+		return out
 	}
-	for _, n := range notes {
-		out = append(out, fit(n, w))
+	body := append(lines(keys), lines(notes)...)
+	if 1+len(body) > rows {
+		body = append(lines(compact), lines(notes)...)
 	}
+	out := append([]string{m.rule(title, "any key closes", w)}, body...)
 	for len(out) < rows {
 		out = append(out, strings.Repeat(" ", w))
 	}

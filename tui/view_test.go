@@ -2,7 +2,9 @@ package tui
 
 import (
 	"context"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,58 +34,81 @@ func checkFrame(t *testing.T, frame string, w, h int) {
 	}
 }
 
-// TestGoldenFrames keeps the screen at 80x24 and 160x48 (plain text, as NO_COLOR shows it).
+// goldenSizes are the sizes the golden frames keep: 80x24 is the design width; 60x20 the
+// smallest screen that must lose nothing that carries meaning; 160x48 and over use the room.
+var goldenSizes = []struct {
+	name string
+	w, h int
+}{{"60x20", 60, 20}, {"80x24", 80, 24}, {"100x30", 100, 30}, {"160x48", 160, 48}, {"200x60", 200, 60}}
+
+// TestGoldenFrames keeps the screen and its help at every golden size (plain text, as
+// NO_COLOR shows it).
 func TestGoldenFrames(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		w, h int
-	}{{"80x24", 80, 24}, {"160x48", 160, 48}} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newFixtureModel(tc.w, tc.h, true)
-			frame := m.Render()
-			checkFrame(t, frame, tc.w, tc.h)
-			golden.RequireEqual(t, ansi.Strip(frame)+"\n")
-		})
+	for _, tc := range goldenSizes {
+		for _, help := range []bool{false, true} {
+			name := tc.name
+			if help {
+				name = "help-" + tc.name
+			}
+			t.Run(name, func(t *testing.T) {
+				m, _ := newFixtureModel(tc.w, tc.h, true)
+				m.help = help
+				frame := m.Render()
+				checkFrame(t, frame, tc.w, tc.h)
+				golden.RequireEqual(t, ansi.Strip(frame)+"\n")
+			})
+		}
 	}
 }
 
 // TestGoldenFramesEffective keeps the screen of a run whose congestion response holds an
 // effective rate (and, "both", an effective parallelism too) under the ceilings: each knob
-// line says both, and nothing that carries meaning is cut at 80x24.
+// line says both, and nothing that carries meaning is cut at any golden size.
 func TestGoldenFramesEffective(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		w, h int
-		par  bool
-	}{{"80x24", 80, 24, false}, {"160x48", 160, 48, false}, {"both-80x24", 80, 24, true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newEffectiveModel(tc.w, tc.h, tc.par)
-			frame := m.Render()
-			checkFrame(t, frame, tc.w, tc.h)
-			plain := ansi.Strip(frame)
-			want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
-				"binding: server", "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling",
-				"↑↓ + - ceilings", "q quit", "─ errors", "─ changes"}
-			if tc.par { // the change panel has room for the newest change only
-				want = append(want, "parallelism 16 effective · ceiling 24", "max 64", "↑↓ ±1 ⇞⇟ ×2", "16 in flight / 16 effective",
-					"adapt  effective parallelism 24 → 16 (429 at 18 in flight)")
-			} else {
-				want = append(want, "adapt  effective rate 250/s → 196/s (target accepted 206/s)")
+	for _, size := range goldenSizes {
+		for _, par := range []bool{false, true} {
+			tc := struct {
+				name string
+				w, h int
+				par  bool
+			}{size.name, size.w, size.h, par}
+			if par {
+				tc.name = "both-" + tc.name
 			}
-			for _, s := range want {
-				if !strings.Contains(plain, s) {
-					t.Errorf("frame lacks %q:\n%s", s, plain)
+			t.Run(tc.name, func(t *testing.T) {
+				m, _ := newEffectiveModel(tc.w, tc.h, tc.par)
+				frame := m.Render()
+				checkFrame(t, frame, tc.w, tc.h)
+				plain := ansi.Strip(frame)
+				want := []string{"191 calls/s of 196/s", "rate 196/s effective · ceiling 250/s", "burst 1", "+ - ±10%",
+					"binding: server", "↑↓ + - ceilings", "? help", "q quit"}
+				if tc.w >= 80 { // the advisor's words on one line, and room for the change log
+					want = append(want, "rate 196/s effective · ceiling 250/s: the target limits it, not the ceiling", "─ errors", "─ changes")
 				}
-			}
-			if strings.Contains(plain, "…") {
-				t.Errorf("frame cuts a line:\n%s", plain)
-			}
-			golden.RequireEqual(t, plain+"\n")
-		})
+				if tc.par {
+					want = append(want, "parallelism 16 effective · ceiling 24", "max 64", "↑↓ ±1 ⇞⇟ ×2", "16 in flight / 16 effective")
+					if tc.w >= 80 { // the change panel has room for the newest change only
+						want = append(want, "adapt  effective parallelism 24 → 16 (429 at 18 in flight)")
+					}
+				} else if tc.w >= 80 {
+					want = append(want, "adapt  effective rate 250/s → 196/s (target accepted 206/s)")
+				}
+				for _, s := range want {
+					if !strings.Contains(plain, s) {
+						t.Errorf("frame lacks %q:\n%s", s, plain)
+					}
+				}
+				if strings.Contains(plain, "…") {
+					t.Errorf("frame cuts a line:\n%s", plain)
+				}
+				golden.RequireEqual(t, plain+"\n")
+			})
+		}
 	}
 }
 
-// TestHelpFitsAt80: the help screen at the design width cuts no line.
+// TestHelpFitsAt80: the help screen at the design width cuts no line and keeps each key on
+// a line of its own.
 func TestHelpFitsAt80(t *testing.T) {
 	m, _ := newFixtureModel(80, 24, true)
 	m.help = true
@@ -91,9 +116,80 @@ func TestHelpFitsAt80(t *testing.T) {
 	if strings.Contains(frame, "…") {
 		t.Errorf("the help at 80x24 cuts a line:\n%s", frame)
 	}
-	for _, s := range []string{"parallelism ceiling +1", "rate ceiling +10%", "ceilings:  under them throttle keeps an effective rate", "workers: ■ calling"} {
+	for _, s := range []string{"parallelism ceiling +1", "rate ceiling +10%", "ceilings:  under them throttle keeps an effective rate",
+		"workers:   ■ calling", "× above the limit", "e.g. parallelism 64 · pace 250ms · rate 200/s · burst 5 · window 5m"} {
 		if !strings.Contains(frame, s) {
 			t.Errorf("the help lacks %q:\n%s", s, frame)
+		}
+	}
+}
+
+// TestNothingCut: at every golden size, in every mode and variant of the screen, every line
+// is exactly the width and the frame exactly the height, no line is cut (…), and the words
+// that carry meaning are there: the header's count of items, the key line's help and quit,
+// the legend and examples of the help, the binding limit's name.
+func TestNothingCut(t *testing.T) {
+	type variant struct {
+		name  string
+		setup func(m *Model, fe *fakeEngine)
+		want  []string
+		after func(m *Model) // after the refresh: what it would overwrite
+	}
+	workers := func(fe *fakeEngine, n int, st engine.WorkerState) {
+		fe.snap.Workers = make([]engine.WorkerState, n)
+		fe.snap.ByState = [len(fe.snap.ByState)]int{}
+		for i := range fe.snap.Workers {
+			fe.snap.Workers[i] = st
+			fe.snap.ByState[st]++
+		}
+		fe.snap.Settings.Parallelism = n
+	}
+	keys := []string{"? help", "q quit"}
+	variants := []variant{
+		{"main", func(*Model, *fakeEngine) {}, append([]string{"1,200,000 items", "binding: rate", "ok 276,906", "failed 298", "retries 1,041", "429s"}, keys...), nil},
+		{"help", func(m *Model, _ *fakeEngine) { m.help = true },
+			append([]string{"1,200,000 items", "e.g. parallelism 64", "rate 200/s", "window 5m", "ceilings:",
+				"■ calling", "▪ pacing", "· rate-wait", "◇ held", "○ idle", "× above the limit", "parallelism ceiling", "accept"}, keys...), nil},
+		{"effective", func(_ *Model, fe *fakeEngine) { fe.snap = effectiveSnapshot(true) },
+			append([]string{"1,200,000 items", "binding: server", "parallelism 16 effective · ceiling 24", "rate 196/s effective · ceiling 250/s"}, keys...), nil},
+		{"binding-shared", func(m *Model, _ *fakeEngine) {
+			m.opt.Binding = func() string { return "limit shared-api-eu-west-1" }
+		}, append([]string{"binding: limit shared-api-eu-west-1"}, keys...), nil},
+		{"binding-long", func(m *Model, _ *fakeEngine) {
+			m.opt.Binding = func() string { return "limit backfill-shared-production-eu (4 jobs)" }
+		}, append([]string{"binding: limit", "backfill-shared-production-eu (4 jobs)"}, keys...), nil},
+		{"64 workers", func(_ *Model, fe *fakeEngine) { workers(fe, 64, engine.WorkerCalling) }, append([]string{"calling 64", "/ 64"}, keys...), nil},
+		{"ended", func(_ *Model, fe *fakeEngine) { fe.snap.Ended, fe.snap.State = fixedNow, engine.Done },
+			[]string{"✓ done", "1,200,000 items", "922,796 not run", "1,203 × 429", "press any key to exit"}, nil},
+		{"confirm-quit", func(m *Model, _ *fakeEngine) { m.confirm = "quit" }, []string{"16", "drains", "quits", "cancel"}, nil},
+		{"confirm-drain", func(m *Model, _ *fakeEngine) { m.confirm = "drain" }, []string{"drain: no new calls", "confirms"}, nil},
+		{"command", func(m *Model, _ *fakeEngine) { m.commanding = true; m.input.Focus() }, []string{": p", "arallelism 64 · ", "rate 200/s"}, nil},
+		// The demo's latencies: "p95 54ms · p50 51ms · p99 57ms" is as wide as the chart at 60.
+		{"short latencies", func(*Model, *fakeEngine) {}, []string{"p95 54ms", "p50 51ms"}, func(m *Model) {
+			m.latency = probes.Stats{P50: 51 * time.Millisecond, P95: 54 * time.Millisecond, P99: 57 * time.Millisecond}
+		}},
+	}
+	for _, size := range goldenSizes {
+		for _, v := range variants {
+			t.Run(size.name+"/"+v.name, func(t *testing.T) {
+				m, fe := newFixtureModel(size.w, size.h, true)
+				v.setup(&m, fe)
+				m.refresh()
+				if v.after != nil {
+					v.after(&m)
+				}
+				frame := m.Render()
+				checkFrame(t, frame, size.w, size.h)
+				plain := ansi.Strip(frame)
+				if strings.Contains(plain, "…") {
+					t.Errorf("a line is cut:\n%s", plain)
+				}
+				for _, s := range v.want {
+					if !strings.Contains(plain, s) {
+						t.Errorf("frame lacks %q:\n%s", s, plain)
+					}
+				}
+			})
 		}
 	}
 }
@@ -455,14 +551,22 @@ func TestWarningsShow(t *testing.T) {
 	}
 }
 
-// TestWorkerGridAt160: 256 workers at 160x48 get a cell each over several rows; at 80x24 one
-// row of cells that each stand for several workers.
-func TestWorkerGridAt160(t *testing.T) {
+// TestWorkerStrip: every worker has a cell when the strip has room (a grid of rows of 32 at
+// 160x48); when it has not, the cells drawn and the "+N" after them add up to the workers,
+// the cells in proportion of the states.
+func TestWorkerStrip(t *testing.T) {
+	more := regexp.MustCompile(`[■·] \+(\d+)`)
+	strip := regexp.MustCompile(`^[■▪·◇○×]+( \+\d+)? *$`)
 	for _, tc := range []struct {
-		w, h, cells int
-	}{{160, 48, 192}, {80, 24, 28}} { // calling cells: 192 of 256 one by one; 192/7 at 80 wide
+		w, h, workers int
+		rows          int // rows of cells in the strip
+		hidden        bool
+	}{
+		{160, 48, 64, 2, false}, {160, 48, 256, 4, false}, {200, 60, 24, 1, false},
+		{80, 24, 64, 1, true}, {60, 20, 64, 1, true}, {80, 24, 256, 1, true}, {100, 30, 24, 1, false},
+	} {
 		m, fe := newFixtureModel(tc.w, tc.h, true)
-		fe.snap.Workers = make([]engine.WorkerState, 256)
+		fe.snap.Workers = make([]engine.WorkerState, tc.workers)
 		fe.snap.ByState = [len(fe.snap.ByState)]int{}
 		for i := range fe.snap.Workers {
 			st := engine.WorkerCalling
@@ -472,12 +576,42 @@ func TestWorkerGridAt160(t *testing.T) {
 			fe.snap.Workers[i] = st
 			fe.snap.ByState[st]++
 		}
-		fe.snap.Settings.Parallelism = 256
+		fe.snap.Settings.Parallelism = tc.workers
 		m.refresh()
 		frame := m.Render()
 		checkFrame(t, frame, tc.w, tc.h)
-		if got := strings.Count(frame, "■"); got != tc.cells {
-			t.Errorf("%dx%d: %d calling cells, want %d", tc.w, tc.h, got, tc.cells)
+		plain := ansi.Strip(frame)
+		calling, waiting, rows := 0, 0, 0
+		for _, l := range strings.Split(plain, "\n") {
+			col := []rune(l)[1:] // the strip is under the knobs on a narrow screen, beside them from 80 columns
+			if tc.w >= 80 {
+				col = col[40:]
+			}
+			if strip.MatchString(string(col)) {
+				rows++
+				calling += strings.Count(string(col), "■")
+				waiting += strings.Count(string(col), "·")
+			}
+		}
+		drawn, hidden := calling+waiting, 0
+		if mm := more.FindStringSubmatch(plain); mm != nil {
+			hidden, _ = strconv.Atoi(mm[1])
+		}
+		name := fmt.Sprintf("%dx%d, %d workers", tc.w, tc.h, tc.workers)
+		if drawn+hidden != tc.workers {
+			t.Errorf("%s: %d cells + %d counted = %d, want every worker", name, drawn, hidden, drawn+hidden)
+		}
+		if (hidden > 0) != tc.hidden {
+			t.Errorf("%s: %d workers not drawn, want some: %v", name, hidden, tc.hidden)
+		}
+		if rows != tc.rows {
+			t.Errorf("%s: the strip takes %d rows, want %d", name, rows, tc.rows)
+		}
+		if share := float64(calling) / float64(drawn); share < 0.70 || share > 0.80 {
+			t.Errorf("%s: %d of %d cells calling, want about 3 in 4 as the workers", name, calling, drawn)
+		}
+		if tc.rows > 1 && !strings.Contains(plain, strings.Repeat("■", gridRow)+" ") {
+			t.Errorf("%s: the grid has no full row of %d", name, gridRow)
 		}
 	}
 }
@@ -537,5 +671,79 @@ func TestWorkersWaitingForALimit(t *testing.T) {
 	}
 	if got := instantBinding(fe.snap); got != "limit tmdb" {
 		t.Errorf("instantBinding = %q, want limit tmdb", got)
+	}
+}
+
+// TestShortMessages: a message in the key line too wide for it loses its least part first
+// (a closing parenthesis, then a clause after ; or ,), not its end.
+func TestShortMessages(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		w    int
+		want string
+	}{
+		{"draining: no new calls; the run ends when the calls in flight finish", 59, "draining: no new calls"},
+		{"paused: calls in flight finish, no new call starts (p to resume)", 59, "paused: calls in flight finish, no new call starts"},
+		{"paused: calls in flight finish, no new call starts (p to resume)", 40, "paused: calls in flight finish"},
+		{"parallelism ceiling 4 → 8", 59, "parallelism ceiling 4 → 8"},
+	} {
+		if got := shorten(tc.msg, tc.w); got != tc.want {
+			t.Errorf("shorten(%q, %d) = %q, want %q", tc.msg, tc.w, got, tc.want)
+		}
+	}
+	m, _ := newFixtureModel(60, 20, true)
+	m = press(t, m, "p")
+	if l := lastRow(m); strings.Contains(l, "…") || !strings.Contains(l, "paused: calls in flight finish") {
+		t.Errorf("the key line at 60 columns after p: %q", l)
+	}
+}
+
+// TestTitleGivesWay: a long title gives way in order — the count of items moves to the
+// progress line, a path to its base name, the badge goes — before it is cut, and the state
+// stays on the first line.
+func TestTitleGivesWay(t *testing.T) {
+	for _, tc := range []struct {
+		title   string
+		w       int
+		line1   []string // on the first line
+		notCut  bool
+		line2in string // ends the progress line
+	}{
+		{"http · users.txt", 80, []string{"throttle", "http · users.txt · 1,200,000 items", "● running"}, true, ""},
+		{"sim · /tmp/TestTmuxAttachssh_drop2299704109/001/ids.txt", 80, []string{"throttle", "sim · ids.txt · 1,200,000 items", "● running", "ETA"}, true, ""},
+		{"demo · sim API 127.0.0.1:38289", 66, []string{"demo · sim API 127.0.0.1:38289", "● running"}, true, "1,200,000 items"},
+		{"http · a title far too long for any screen of sixty columns", 60, []string{"http · a title", "● running"}, false, "1,200,000 items"},
+	} {
+		m, _ := newFixtureModel(tc.w, 24, true)
+		m.opt.Title = tc.title
+		lines := strings.Split(ansi.Strip(m.Render()), "\n")
+		for _, s := range tc.line1 {
+			if !strings.Contains(lines[0], s) {
+				t.Errorf("%q at %d columns: the first line lacks %q: %q", tc.title, tc.w, s, lines[0])
+			}
+		}
+		if cut := strings.Contains(lines[0], "…"); cut == tc.notCut {
+			t.Errorf("%q at %d columns: cut %v, want %v: %q", tc.title, tc.w, cut, !tc.notCut, lines[0])
+		}
+		if tc.line2in != "" && !strings.Contains(lines[1], tc.line2in) {
+			t.Errorf("%q at %d columns: the progress line lacks %q: %q", tc.title, tc.w, tc.line2in, lines[1])
+		}
+	}
+}
+
+// TestLongErrorWraps: an error message too long for the line goes on at a space, not cut.
+func TestLongErrorWraps(t *testing.T) {
+	m, _ := newFixtureModel(80, 24, true)
+	msg := `Get "http://127.0.0.1:41233/items/1": dial tcp 127.0.0.1:41233: connect: connection refused`
+	m.errs = []probes.ErrorGroup{{Message: msg, Count: 7}}
+	frame := ansi.Strip(m.Render())
+	checkFrame(t, m.Render(), 80, 24)
+	if strings.Contains(frame, "…") {
+		t.Errorf("a line is cut:\n%s", frame)
+	}
+	for _, want := range []string{`7 × Get "http://127.0.0.1:41233/items/1": dial tcp`, "connection refused"} {
+		if !strings.Contains(frame, want) {
+			t.Errorf("no %q:\n%s", want, frame)
+		}
 	}
 }

@@ -1,0 +1,11 @@
+package tui_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
+)
+
+// TestMain removes the binary the tmux tests share (bintest.Build).
+func TestMain(m *testing.M) { os.Exit(bintest.Main(m)) }
