@@ -34,8 +34,8 @@ type HostLoad struct {
 }
 
 // hostGate makes calls take their turn per host. A call waiting for its host's turn holds its
-// worker (it counts as in flight for the run) for up to maxHostWait; the screen shows those
-// waits.
+// worker for up to maxHostWait, shown as waiting for the host (engine.WaitingFor), not in
+// flight; the wait is the row's wait_ms, not latency.
 type hostGate struct {
 	lim HostLimits
 	now func() time.Time
@@ -86,23 +86,38 @@ func (g *hostGate) enter(ctx context.Context, host string) (func(status int, ret
 			g.mu.Unlock()
 		}
 	}()
+	// A call that waits for its host's turn says so: the engine shows its worker waiting for
+	// the host and counts the wait as the row's wait_ms, not as latency.
+	waiting := false
+	waitFor := func() {
+		if !waiting {
+			waiting = true
+			engine.WaitingFor(ctx, "host "+host)
+		}
+	}
 	if wait > maxHostWait {
 		return nil, engine.Later(wait)
 	}
 	deadline := g.now().Add(maxHostWait)
 	if h.slots != nil {
-		t := time.NewTimer(maxHostWait)
 		select {
 		case h.slots <- struct{}{}:
-			t.Stop()
-		case <-t.C:
-			return nil, engine.Later(maxHostWait)
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
+		default:
+			waitFor()
+			t := time.NewTimer(maxHostWait)
+			select {
+			case h.slots <- struct{}{}:
+				t.Stop()
+			case <-t.C:
+				return nil, engine.Later(maxHostWait)
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
 		}
 	}
 	if wait > 0 {
+		waitFor()
 		if err := sleepCtx(ctx, wait); err != nil {
 			g.free(h)
 			return nil, err
@@ -117,11 +132,17 @@ func (g *hostGate) enter(ctx context.Context, host string) (func(status int, ret
 			g.free(h)
 			return nil, engine.Later(d)
 		}
+		if d > 0 {
+			waitFor()
+		}
 		if err := sleepCtx(ctx, d); err != nil {
 			r.CancelAt(g.now())
 			g.free(h)
 			return nil, err
 		}
+	}
+	if waiting {
+		engine.CallStarts(ctx)
 	}
 	admitted = true
 	g.mu.Lock()

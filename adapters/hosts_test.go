@@ -3,6 +3,7 @@ package adapters
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -202,5 +203,54 @@ func TestPerHostForgetsIdleHosts(t *testing.T) {
 	done(200, 0)
 	if n := len(g.loads(1 << 20)); n > 10 {
 		t.Fatalf("%d hosts remembered after the idle ones should have gone", n)
+	}
+}
+
+// TestPerHostWaitIsNotLatency: one host served one call at a time, four workers. The calls of
+// one host cannot overlap, so their latencies add up to at most the run's time; the turns the
+// other workers waited are the rows' wait_ms. (Counted as latency, as they were, the rows
+// added up to about four times the run.)
+func TestPerHostWaitIsNotLatency(t *testing.T) {
+	h := newPoliteHost(t, 5*time.Millisecond)
+	var urls []string
+	for i := range 24 {
+		urls = append(urls, h.srv.URL+"/"+strconv.Itoa(i))
+	}
+	a := newTestHTTP(t, HTTPConfig{URL: "{item}", PerHost: HostLimits{Parallelism: 1}})
+	var out bytes.Buffer
+	e, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: 4, Burst: 1}, Retries: 3,
+		Adapter: a, Source: engine.NewLineReader(strings.NewReader(strings.Join(urls, "\n")), false), Total: int64(len(urls)), Results: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if sum, err := e.Run(context.Background()); err != nil || sum.OK != 24 {
+		t.Fatalf("Run = %+v, %v", sum, err)
+	}
+	took := time.Since(began)
+	var latency, wait time.Duration
+	waited := 0
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			LatencyMS float64 `json:"latency_ms"`
+			WaitMS    float64 `json:"wait_ms"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		latency += time.Duration(r.LatencyMS * float64(time.Millisecond))
+		wait += time.Duration(r.WaitMS * float64(time.Millisecond))
+		if r.WaitMS > 0 {
+			waited++
+		}
+	}
+	if h.maxBusy != 1 {
+		t.Fatalf("the host served %d calls at once; want 1", h.maxBusy)
+	}
+	if latency > took {
+		t.Errorf("the rows' latencies add up to %v, more than the run's %v: the wait for the host's turn counted as latency", latency, took)
+	}
+	if waited < 12 || latency+wait <= took {
+		t.Errorf("%d of 24 rows have a wait_ms (%v in all, latency %v, run %v); want most: four workers took turns at one host", waited, wait, latency, took)
 	}
 }

@@ -97,8 +97,8 @@ func (c LLMConfig) TargetHost() string {
 // (it grows to the largest estimate seen), so that no call waits for more than the bucket
 // holds.
 //
-// The wait for tokens happens inside Do, so it counts in the call's latency and within the
-// engine's per-call timeout; rows carry it as "wait_ms". A row's output holds the answer
+// The wait for tokens happens inside Do, so it counts within the engine's per-call timeout;
+// it is not latency (engine.CallStarts): rows carry it as "wait_ms". A row's output holds the answer
 // (choices[0].message.content), finish_reason, model and usage.
 //
 // Answers are classified as [HTTP] does: 2xx ok; 429, 408 and 5xx retry, with the wait taken
@@ -328,8 +328,7 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		}
 	}
 
-	waited, err := a.take(ctx, est)
-	if err != nil {
+	if _, err := a.take(ctx, est); err != nil {
 		return engine.Outcome{}, err
 	}
 	a.requests.Add(1)
@@ -352,9 +351,6 @@ func (a *LLM) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	parsed := json.Unmarshal(raw, &ans) == nil
 
 	out := engine.Outcome{Status: resp.StatusCode}
-	if waited >= time.Millisecond {
-		out.Extra = map[string]any{"wait_ms": waited.Milliseconds()}
-	}
 	switch s := resp.StatusCode; {
 	case 200 <= s && s <= 299:
 		if !parsed || len(ans.Choices) == 0 {
@@ -418,16 +414,20 @@ func (ans *llmAnswer) errorMessage(parsed bool) string {
 
 // take waits until the call's estimated tokens and then one request are there, and takes
 // them; it returns how long that took. When ctx ends first, it takes nothing and returns
-// ctx.Err().
+// ctx.Err(). The wait is told to the engine (engine.WaitingFor, engine.CallStarts): the row's wait_ms,
+// not its latency.
 func (a *LLM) take(ctx context.Context, est int) (time.Duration, error) {
 	start := time.Now()
+	engine.WaitingFor(ctx, "tpm")
 	if err := a.tpm.Take(ctx, float64(est)); err != nil {
 		return 0, err
 	}
+	engine.WaitingFor(ctx, "rpm")
 	if err := a.rpm.Take(ctx, 1); err != nil {
 		a.tpm.Adjust(-float64(est))
 		return 0, err
 	}
+	engine.CallStarts(ctx)
 	waited := time.Since(start)
 	a.waitedNS.Add(int64(waited))
 	return waited, nil

@@ -229,7 +229,11 @@ func printStatus(env *Env, s *control.Status) {
 		}
 		rate = "rate " + s.EffectiveRate + " effective · ceiling " + ceiling
 	}
-	fmt.Fprintf(w, "%s (in flight %d), pace %s, %s, burst %d\n", par, s.InFlight, s.Pace, rate, s.Burst)
+	inFlight := fmt.Sprintf("in flight %d", s.InFlight)
+	if s.Waiting > 0 && s.WaitingFor != "" {
+		inFlight += fmt.Sprintf(", %d waiting for %s", s.Waiting, s.WaitingFor)
+	}
+	fmt.Fprintf(w, "%s (%s), pace %s, %s, burst %d\n", par, inFlight, s.Pace, rate, s.Burst)
 	if s.Signals > 0 {
 		limit := ""
 		if s.TargetLimit != "" {

@@ -3,9 +3,11 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
@@ -16,28 +18,37 @@ import (
 // TUI. It reads engine snapshots on its own ticker and windowed statistics from the event
 // stream, so a slow writer never slows the run.
 type headless struct {
-	w     io.Writer
-	e     *engine.Engine
-	every time.Duration
-	sub   *engine.Subscription
-	mon   *probes.Monitor
-	said  string // the last advice printed
+	w       io.Writer
+	e       *engine.Engine
+	every   time.Duration
+	sub     *engine.Subscription
+	mon     *probes.Monitor
+	binding func() string // which shared limit holds the job back, "" when none (nil: no --limit)
+	said    string        // the last advice printed
 
-	mu      sync.Mutex // serialises writes to w
-	last429 int64      // the 429s at the previous line
-	quit    chan struct{}
-	done    sync.WaitGroup
+	mu   sync.Mutex      // serialises writes to w
+	last engine.Snapshot // the previous progress line's, or the one at start: rates count from it
+	quit chan struct{}
+	done sync.WaitGroup
 }
 
-func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration) *headless {
-	h := &headless{w: w, e: e, mon: mon, every: every, quit: make(chan struct{})}
+// progressWidth is the width every headless line fits: logs and CI consoles are read at 80
+// columns, and a longer line wraps where the reader cannot choose.
+const progressWidth = 80
+
+// startHeadless prints progress lines for e to w every so often until stop. binding, when not
+// nil, names the shared limit that binds the job. Started in the middle of a run (a screen
+// whose terminal went away), its first rates count from its start, not the run's.
+func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration, binding func() string) *headless {
+	h := &headless{w: w, e: e, mon: mon, every: every, binding: binding, quit: make(chan struct{})}
 	h.sub = e.Subscribe(64, engine.Warning, engine.ControlChange)
 	s := e.Snapshot()
 	total := "unknown total"
 	if s.Total >= 0 {
 		total = human.Count(s.Total) + " items"
 	}
-	h.say(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
+	h.report(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
+	h.last = s
 	h.done.Add(2)
 	go func() {
 		defer h.done.Done()
@@ -78,87 +89,199 @@ func (h *headless) redirect(w io.Writer) {
 	h.w = w
 }
 
+// say prints line as it is: a warning, a change, a message a script may look for whole.
 func (h *headless) say(line string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fmt.Fprintln(h.w, line)
 }
 
-func (h *headless) progress() {
-	s := h.e.Snapshot()
-	now := time.Now()
-	// The rate is the screen's (probes.Measure): over the last complete seconds since the
-	// last change, never all calls so far over the interval since the previous line.
-	fig := probes.Measure(s, h.mon.Points(now, probes.RateWindow+2*time.Second))
-	new429 := s.TooMany - h.last429
-	h.last429 = s.TooMany
-	h.say(progressLine(s, h.mon.Latency(now), fig, new429))
-	// Each new suggestion once, as its own line (the tuner's changes come as change events).
-	if a := h.mon.Advice(now, s.Settings, s.Effective); a.Action != probes.Hold && a.Reason != h.said {
-		h.said = a.Reason
-		h.say("advice: " + a.Reason)
+// report prints line wrapped to progressWidth: the progress lines and what goes with them.
+func (h *headless) report(line string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range wrapLine(line, progressWidth) {
+		fmt.Fprintln(h.w, l)
 	}
 }
 
-// progressLine renders one headless progress line from a snapshot, the latency of the last
-// few seconds, the run's current rates (labelled with their window) and the 429s since the
-// previous line.
-func progressLine(s engine.Snapshot, lat probes.Stats, fig probes.Figures, new429 int64) string {
-	var b strings.Builder
-	elapsed := s.At.Sub(s.Started)
-	fmt.Fprintf(&b, "%s  %s", human.Clock(elapsed), s.State)
+func (h *headless) progress() {
+	s := h.e.Snapshot()
+	binding := ""
+	if h.binding != nil {
+		binding = h.binding()
+	}
+	// The rate is the screen's (probes.Measure): over the last complete seconds since the
+	// last change of the cap or the state, with its window.
+	fig := probes.Measure(s, h.mon.Points(s.At, probes.RateWindow+2*time.Second))
+	for _, l := range progressLines(h.last, s, h.mon.Latency(s.At), fig, binding) {
+		h.report(l)
+	}
+	h.last = s
+	// Each new suggestion once, as its own line (the tuner's changes come as change events).
+	if a := h.mon.Advice(s.At, s.Settings, s.Effective); a.Action != probes.Hold && a.Reason != h.said {
+		h.said = a.Reason
+		h.report("advice: " + a.Reason)
+	}
+}
+
+// progressLines renders the progress of s, its rates (fig, with their window), the 429s since
+// prev (the previous lines' snapshot, or the one when the lines began), and lat, the latency of the monitor's
+// latest window (probes.Monitor.Latency). binding names the shared limit that binds the job ("" when none).
+// Each figure says its window — the whole run, the last interval, the latency's window, or
+// now — and the lines fit progressWidth: two or three lines rather than one of 150 columns.
+func progressLines(prev, s engine.Snapshot, lat probes.Stats, fig probes.Figures, binding string) []string {
+	var segs []string
+	add := func(format string, a ...any) { segs = append(segs, fmt.Sprintf(format, a...)) }
+
+	head := fmt.Sprintf("%s  %s", human.Clock(s.At.Sub(s.Started)), s.State)
 	done := s.Done()
 	if s.Total >= 0 {
 		pct := 100.0
 		if s.Total > 0 {
 			pct = 100 * float64(done) / float64(s.Total)
 		}
-		fmt.Fprintf(&b, "  %s/%s %.1f%%", human.Count(done), human.Count(s.Total), pct)
+		head += fmt.Sprintf("  %s/%s %.1f%%", human.Count(done), human.Count(s.Total), pct)
 	} else {
-		fmt.Fprintf(&b, "  %s done", human.Count(done))
+		head += fmt.Sprintf("  %s done", human.Count(done))
+	}
+	segs = append(segs, head)
+	if eta, ok := s.ETA(); ok {
+		add("ETA %s", human.Clock(eta))
+	}
+	add("whole run: failed %s · 429s %s · errors %s", human.Count(s.Failed), human.Count(s.TooMany), human.Count(s.Errors))
+
+	// The rate of the screen and ctl get (probes.Measure), over the time it was measured.
+	rate := fig.Window() + ": – calls/s" // "measuring" right after a change
+	if fig.Measured() {
+		rate = fmt.Sprintf("%s: %.1f calls/s", fig.Window(), fig.CallsPerSecond())
 	}
 	// The caps in force: an effective value while it binds under its ceiling, named so.
-	if fig.Measured() {
-		fmt.Fprintf(&b, "  %s %.1f calls/s", fig.Window(), fig.CallsPerSecond())
-	} else {
-		fmt.Fprintf(&b, "  %s calls/s", fig.Window()) // "measuring calls/s" right after a change
-	}
 	switch r, eff := probes.EffectiveRate(s.Settings, s.Effective); {
 	case eff:
-		fmt.Fprintf(&b, " (cap %s effective · ceiling %s)", engine.FormatComputedRate(r), probes.CeilingRate(s.Settings.Rate))
+		rate += fmt.Sprintf(" (cap %s effective · ceiling %s)", engine.FormatComputedRate(r), probes.CeilingRate(s.Settings.Rate))
 	case r > 0:
-		fmt.Fprintf(&b, " (cap %s)", engine.FormatRate(r))
+		rate += fmt.Sprintf(" (cap %s)", engine.FormatRate(r))
 	}
+	if n := s.TooMany - prev.TooMany; n > 0 {
+		rate += fmt.Sprintf(" · 429s +%s since the last line", human.Count(n))
+	}
+	segs = append(segs, rate)
+
 	p, parEff := probes.EffectiveParallelism(s.Settings, s.Effective)
-	fmt.Fprintf(&b, "  in flight %d/%d", s.InFlight, p)
+	flight := fmt.Sprintf("in flight %d/%d", s.InFlight, p)
 	if parEff {
-		fmt.Fprintf(&b, " (effective · ceiling %d)", s.Settings.Parallelism)
+		flight += fmt.Sprintf(" (effective · ceiling %d)", s.Settings.Parallelism)
+	}
+	segs = append(segs, flight)
+	if what, n := s.Waiting(); n > 0 {
+		wait := fmt.Sprintf("%d waiting for %s", n, what)
+		if others := s.ByState[engine.WorkerWaiting] - n; others > 0 {
+			wait += fmt.Sprintf(" (+%d for other turns)", others)
+		}
+		segs = append(segs, wait)
 	}
 	if lat.Calls > 0 {
-		fmt.Fprintf(&b, "  p50 %s p95 %s", human.Latency(lat.P50), human.Latency(lat.P95))
+		// The monitor's latest complete window with calls, or the one under way while none
+		// is complete: the whole run so far.
+		window := spanLabel(probes.DefaultWindow) + " window"
+		if s.At.Sub(s.Started) < probes.DefaultWindow {
+			window = "run so far"
+		}
+		add("%s: p50 %s p95 %s", window, human.Latency(lat.P50), human.Latency(lat.P95))
 	}
-	fmt.Fprintf(&b, "  429s %s", human.Count(s.TooMany))
-	if new429 > 0 {
-		fmt.Fprintf(&b, " (+%d)", new429)
+	if binding != "" {
+		add("binding: %s", binding)
 	}
-	fmt.Fprintf(&b, "  errors %s  failed %s", human.Count(s.Errors), human.Count(s.Failed))
 	if s.BackingOff > 0 {
-		fmt.Fprintf(&b, "  backoff %d", s.BackingOff)
+		add("backoff %d", s.BackingOff)
 	}
 	if q := s.Quota; !q.At.IsZero() {
-		fmt.Fprintf(&b, "  quota %s left", human.Count(q.Remaining))
+		quota := fmt.Sprintf("quota %s left", human.Count(q.Remaining))
 		if left := q.ResetAt.Sub(s.At); left > 0 && q.Reset > 0 {
-			fmt.Fprintf(&b, " (resets in %s)", human.Span(left))
+			quota += fmt.Sprintf(" (resets in %s)", human.Span(left))
 		}
+		segs = append(segs, quota)
 	}
 	if s.HoldUntil.After(s.At) {
-		fmt.Fprintf(&b, "  held %s (Retry-After)", s.HoldUntil.Sub(s.At).Round(100*time.Millisecond))
+		add("held %s (Retry-After)", s.HoldUntil.Sub(s.At).Round(100*time.Millisecond))
 	}
-	if eta, ok := s.ETA(); ok {
-		fmt.Fprintf(&b, "  ETA %s", human.Clock(eta))
-	}
-	return b.String()
+	return packLines(segs, progressWidth)
 }
+
+// spanLabel names a window to the tenth of a second under 10 s ("2s", "2.5s"), to the second
+// above.
+func spanLabel(d time.Duration) string {
+	if d < 10*time.Second {
+		return strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', -1, 64) + "s"
+	}
+	return human.Span(d)
+}
+
+// packLines puts segments side by side, two spaces apart, in lines of at most width columns;
+// lines after the first are indented two spaces. A segment wider than a line is wrapped.
+func packLines(segs []string, width int) []string {
+	var lines []string
+	cur := ""
+	for _, seg := range segs {
+		switch {
+		case cur == "" && len(lines) == 0:
+			cur = seg
+		case cur != "" && columns(cur)+2+columns(seg) <= width:
+			cur += "  " + seg
+			continue
+		default:
+			if cur != "" {
+				lines = append(lines, cur)
+			}
+			cur = "  " + seg
+		}
+		if wrapped := wrapLine(cur, width); len(wrapped) > 1 {
+			// A segment that had to wrap keeps its lines to itself: the next starts afresh.
+			lines = append(lines, wrapped...)
+			cur = ""
+		}
+	}
+	if cur != "" {
+		lines = append(lines, cur)
+	}
+	return lines
+}
+
+// wrapLine breaks line into lines of at most width columns, at spaces (preferring the space
+// after a " · ", "," or ";"), each line after the first indented two spaces. A word longer
+// than a line is cut.
+func wrapLine(line string, width int) []string {
+	var out []string
+	for columns(line) > width {
+		r := []rune(line)
+		cut, best := -1, -1
+		for i := width; i > 0; i-- {
+			if r[i] != ' ' {
+				continue
+			}
+			if cut < 0 {
+				cut = i
+			}
+			if r[i-1] == '·' || r[i-1] == ',' || r[i-1] == ';' {
+				best = i
+				break
+			}
+		}
+		if best > width/2 {
+			cut = best
+		}
+		if cut <= 2 { // no space to break at: cut the word
+			cut = width
+		}
+		out = append(out, strings.TrimRight(string(r[:cut]), " "))
+		line = "  " + strings.TrimLeft(string(r[cut:]), " ")
+	}
+	return append(out, line)
+}
+
+// columns is the width of s on a terminal: one column a rune (the lines use no wide runes).
+func columns(s string) int { return utf8.RuneCountInString(s) }
 
 func (h *headless) stop() {
 	close(h.quit)

@@ -187,6 +187,7 @@ type row struct {
 	Status    int             `json:"status"`
 	Attempts  *int            `json:"attempts"`
 	LatencyMS *float64        `json:"latency_ms"`
+	WaitMS    float64         `json:"wait_ms"`
 	At        string          `json:"at"`
 	Output    json.RawMessage `json:"output"`
 	Error     string          `json:"error"`

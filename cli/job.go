@@ -324,7 +324,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
 	} else {
-		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery)
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
 		sayMu.Lock()
 		say = rep.say
 		sayMu.Unlock()
@@ -333,7 +333,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 			stopLines = p.headless(rep.say)
 		}
 		if sock != "" {
-			rep.say("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
+			rep.report("control: throttle ctl --control " + sock + " get · throttle attach --control " + sock)
 		}
 		var hungUp atomic.Bool
 		sig := handleSignals(env, e, rep.say, func() {

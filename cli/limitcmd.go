@@ -178,6 +178,7 @@ type limitJSON struct {
 	TPM            float64        `json:"tpm"`
 	LeaseMS        int64          `json:"lease_ms"`
 	InFlight       int            `json:"in_flight"`
+	Waiting        int            `json:"waiting"`
 	CallsPerSecond float64        `json:"calls_per_second"`
 	HoldMS         int64          `json:"hold_ms"`
 	Jobs           []limitJobJSON `json:"jobs"`
@@ -191,6 +192,7 @@ type limitJobJSON struct {
 	Label    string    `json:"label,omitempty"`
 	Weight   float64   `json:"weight"`
 	InFlight int       `json:"in_flight"`
+	Waiting  int       `json:"waiting"`
 	Calls    int64     `json:"calls"`
 	Alive    bool      `json:"alive"`
 	Seen     time.Time `json:"seen"`
@@ -199,13 +201,13 @@ type limitJobJSON struct {
 func toLimitJSON(i cluster.LimitInfo) limitJSON {
 	j := limitJSON{
 		Name: i.Name, Rate: i.Rate, Burst: i.Burst, Parallelism: i.Parallelism, TPM: i.TPM, LeaseMS: i.Lease.Milliseconds(),
-		InFlight: i.InFlight, CallsPerSecond: i.CallsPerSecond, HoldMS: i.Hold.Milliseconds(), Jobs: []limitJobJSON{}, UpdatedBy: i.UpdatedBy,
+		InFlight: i.InFlight, Waiting: i.Waiting, CallsPerSecond: i.CallsPerSecond, HoldMS: i.Hold.Milliseconds(), Jobs: []limitJobJSON{}, UpdatedBy: i.UpdatedBy,
 	}
 	if !i.UpdatedAt.IsZero() {
 		j.UpdatedAt = &i.UpdatedAt
 	}
 	for _, x := range i.Jobs {
-		j.Jobs = append(j.Jobs, limitJobJSON{ID: x.ID, Host: x.Host, Label: x.Label, Weight: x.Weight, InFlight: x.InFlight, Calls: x.Calls, Alive: x.Alive, Seen: x.Seen})
+		j.Jobs = append(j.Jobs, limitJobJSON{ID: x.ID, Host: x.Host, Label: x.Label, Weight: x.Weight, InFlight: x.InFlight, Waiting: x.Waiting, Calls: x.Calls, Alive: x.Alive, Seen: x.Seen})
 	}
 	return j
 }
@@ -256,7 +258,7 @@ func printLimit(w io.Writer, i cluster.LimitInfo) {
 	fmt.Fprintf(w, "  parallelism   %s\n", noneIfZero(float64(i.Parallelism), func(v float64) string { return strconv.Itoa(int(v)) }))
 	fmt.Fprintf(w, "  tpm           %s\n", noneIfZero(i.TPM, func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }))
 	fmt.Fprintf(w, "  lease         %v\n", i.Lease)
-	now := fmt.Sprintf("%d in flight, %.0f calls/s", i.InFlight, i.CallsPerSecond)
+	now := fmt.Sprintf("%d in flight, %d waiting for it, %.0f calls/s (last whole second)", i.InFlight, i.Waiting, i.CallsPerSecond)
 	if i.Hold > 0 {
 		now += fmt.Sprintf(", held by a Retry-After for %v more", i.Hold.Round(time.Millisecond))
 	}
@@ -269,13 +271,13 @@ func printLimit(w io.Writer, i cluster.LimitInfo) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "    JOB\tLABEL\tWEIGHT\tIN FLIGHT\tCALLS\tSTATE")
+	fmt.Fprintln(tw, "    JOB\tLABEL\tWEIGHT\tIN FLIGHT\tWAITING\tCALLS\tSTATE")
 	for _, j := range i.Jobs {
 		state := "running"
 		if !j.Alive {
 			state = "silent since " + j.Seen.Local().Format("15:04:05")
 		}
-		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\t%s\t%s\n", j.ID, j.Label, formatWeight(j.Weight), j.InFlight, human.Count(j.Calls), state)
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.ID, j.Label, formatWeight(j.Weight), j.InFlight, j.Waiting, human.Count(j.Calls), state)
 	}
 	_ = tw.Flush() // a table on the terminal: nobody to tell if it fails
 }
@@ -284,8 +286,12 @@ func newLimitLsCmd(env *Env, connect limitConnect) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls [--json]",
-		Short: "List the shared limits: knobs, calls in flight and per second now, jobs using each",
-		Args:  cobra.NoArgs,
+		Short: "List the shared limits: knobs, calls in flight, waiting and per second now, jobs",
+		Long: `List the shared limits. IN FLIGHT counts the calls holding a slot now: at their
+target. WAITING counts the jobs' calls waiting for the limit (refused by it, not
+started), as of their last heartbeats (every second). CALLS/S counts the calls the
+limit admitted in the last whole second.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := connect(cmd)
 			if err != nil {
@@ -308,11 +314,11 @@ func newLimitLsCmd(env *Env, connect limitConnect) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRATE\tBURST\tPARALLELISM\tTPM\tIN FLIGHT\tCALLS/S\tJOBS")
+			fmt.Fprintln(tw, "NAME\tRATE\tBURST\tPARALLELISM\tTPM\tIN FLIGHT\tWAITING\tCALLS/S\tJOBS")
 			for _, i := range all {
 				par := noneIfZero(float64(i.Parallelism), func(v float64) string { return strconv.Itoa(int(v)) })
 				tpm := noneIfZero(i.TPM, func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) })
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%.0f\t%d\n", i.Name, engine.FormatRate(i.Rate), i.Burst, par, tpm, i.InFlight, i.CallsPerSecond, i.AliveJobs())
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%.0f\t%d\n", i.Name, engine.FormatRate(i.Rate), i.Burst, par, tpm, i.InFlight, i.Waiting, i.CallsPerSecond, i.AliveJobs())
 			}
 			return tw.Flush()
 		},

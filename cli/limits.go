@@ -96,9 +96,17 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	}
 	for i, u := range uses {
 		c := g.Config(i)
-		say(fmt.Sprintf("shared limit %s: %s; weight %s (throttle limit get %s --redis … shows who else uses it)", u.Name, c, formatWeight(u.Weight), u.Name))
+		// In lines of 80 columns, as the progress lines under them.
+		for _, l := range wrapLine(fmt.Sprintf("shared limit %s: %s", u.Name, c), progressWidth) {
+			say(l)
+		}
+		for _, l := range wrapLine(fmt.Sprintf("  weight %s (throttle limit get %s --redis … shows who else uses it)", formatWeight(u.Weight), u.Name), progressWidth) {
+			say(l)
+		}
 		if c.TPM > 0 && !g.CountsTokens() {
-			say(fmt.Sprintf("warning: limit %s counts tokens per minute, but this adapter does not estimate a call's tokens: its tpm does not hold this job's calls (its rate and parallelism do)", u.Name))
+			for _, l := range wrapLine(fmt.Sprintf("warning: limit %s counts tokens per minute, but this adapter does not estimate a call's tokens: its tpm does not hold this job's calls (its rate and parallelism do)", u.Name), progressWidth) {
+				say(l)
+			}
 		}
 	}
 	stop := func() {}
@@ -176,29 +184,34 @@ func limitLines(say func(string), g *cluster.LimitGate, lim *cluster.Limits, eve
 	})
 }
 
-// limitStatusLines is one line per shared limit: its use across jobs, this job's part, and
-// what binds this job. E.g. "limit tmdb: 6 of 6 in flight (3 of this job), 98 calls/s of
-// 100/s, 2 jobs; binds this job: share of rate".
+// limitStatusLines says of each shared limit whether it binds this job, then its use across
+// jobs, each figure with its window, in lines that fit progressWidth. E.g.
+//
+//	limit tmdb binds this job: share of rate
+//	  now 6 of 6 in flight (3 of this job), 12 waiting · last whole second 98 calls/s
+//	  of 100/s · 2 jobs
 func limitStatusLines(g *cluster.LimitGate, lim *cluster.Limits) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var lines []string
 	for _, s := range g.Status() {
-		binds := "not this limit (the job's own knobs or the target)"
+		head := fmt.Sprintf("limit %s does not bind this job (its own knobs or the target do)", s.Name)
 		if s.Binds != "" {
-			binds = s.Binds
+			head = fmt.Sprintf("limit %s binds this job: %s", s.Name, s.Binds)
 		}
+		lines = append(lines, wrapLine(head, progressWidth)...)
 		info, err := lim.Get(ctx, s.Name)
 		if err != nil {
-			lines = append(lines, fmt.Sprintf("limit %s: %d of this job in flight; binds this job: %s", s.Name, s.InFlight, binds))
+			lines = append(lines, wrapLine(fmt.Sprintf("  now %d of this job in flight, %d waiting (redis: %v)", s.InFlight, s.Waiting, err), progressWidth)...)
 			continue
 		}
 		inFlight := strconv.Itoa(info.InFlight)
 		if info.Parallelism > 0 {
 			inFlight += " of " + strconv.Itoa(info.Parallelism)
 		}
-		lines = append(lines, fmt.Sprintf("limit %s: %s in flight (%d of this job), %.0f calls/s of %s, %d jobs; binds this job: %s",
-			s.Name, inFlight, s.InFlight, info.CallsPerSecond, engine.FormatRate(info.Rate), info.AliveJobs(), binds))
+		use := fmt.Sprintf("  now %s in flight (%d of this job), %d waiting · last whole second %.0f calls/s of %s · %d jobs",
+			inFlight, s.InFlight, info.Waiting, info.CallsPerSecond, engine.FormatRate(info.Rate), info.AliveJobs())
+		lines = append(lines, wrapLine(use, progressWidth)...)
 	}
 	return lines
 }

@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/internal/bintest"
 
@@ -245,7 +247,7 @@ func TestSharedLimitAcrossJobs(t *testing.T) {
 	}
 
 	// The job's own lines say which limit binds it, and nothing failed.
-	if !regexp.MustCompile(`limit ` + name + `: \d+ of 6 in flight \(\d+ of this job\), \d+ calls/s of 100/s, 2 jobs; binds this job: (share of )?rate`).MatchString(a.stderr()) {
+	if !regexp.MustCompile(`(?m)^limit ` + name + ` binds this job: (share of )?rate\n  now \d+ of 6 in flight \(\d+ of this job\), \d+ waiting ·`).MatchString(a.stderr()) {
 		t.Errorf("no status line saying the shared rate binds:\n%s", a.stderr())
 	}
 	rows := readRows(t, outA)
@@ -381,7 +383,7 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatalf("set tpm: %d %q %s", r.code, r.stdout, r.stderr)
 	}
 	r = lim("get", name)
-	for _, want := range []string{"rate          50/s (burst 5)", "parallelism   128", "tpm           60000", "lease         10s", "0 in flight, 0 calls/s", "jobs          0 using it now"} {
+	for _, want := range []string{"rate          50/s (burst 5)", "parallelism   128", "tpm           60000", "lease         10s", "0 in flight, 0 waiting for it, 0 calls/s (last whole second)", "jobs          0 using it now"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Fatalf("get: %d, no %q in\n%s%s", r.code, want, r.stdout, r.stderr)
 		}
@@ -390,8 +392,8 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatalf("get --json: %d\n%s", r.code, r.stdout)
 	}
 	r = lim("ls")
-	if r.code != 0 || !regexp.MustCompile(`(?m)^NAME +RATE +BURST +PARALLELISM +TPM +IN FLIGHT +CALLS/S +JOBS$`).MatchString(r.stdout) ||
-		!regexp.MustCompile(`(?m)^`+name+` +50/s +5 +128 +60000 +0 +0 +0$`).MatchString(r.stdout) {
+	if r.code != 0 || !regexp.MustCompile(`(?m)^NAME +RATE +BURST +PARALLELISM +TPM +IN FLIGHT +WAITING +CALLS/S +JOBS$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^`+name+` +50/s +5 +128 +60000 +0 +0 +0 +0$`).MatchString(r.stdout) {
 		t.Fatalf("ls: %d\n%s", r.code, r.stdout)
 	}
 
@@ -453,14 +455,14 @@ func TestLimitCommand(t *testing.T) {
 		t.Fatal("the job did not start")
 	}
 	r = lim("get", name)
-	if !regexp.MustCompile(`items\.txt +2 +\d +\d+ +running`).MatchString(r.stdout) || !strings.Contains(r.stdout, "jobs          1 using it now") {
+	if !regexp.MustCompile(`items\.txt +2 +\d +\d +\d+ +running`).MatchString(r.stdout) || !strings.Contains(r.stdout, "jobs          1 using it now") {
 		t.Fatalf("get while a job of weight 2 runs:\n%s", r.stdout)
 	}
 	if r := lim("rm", name); r.code != 1 || !strings.Contains(r.stderr, "in use") {
 		t.Fatalf("rm while in use: %d %s", r.code, r.stderr)
 	}
-	if r := <-done; r.code != 0 || !strings.Contains(r.stderr, "shared limit "+name+": rate 50/s, burst 5, parallelism 128, tpm 60000, lease 10s; weight 2") ||
-		!strings.Contains(r.stderr, "counts tokens per minute, but this adapter does not estimate") {
+	if r := <-done; r.code != 0 || !strings.Contains(strings.Join(strings.Fields(r.stderr), " "), "shared limit "+name+": rate 50/s, burst 5, parallelism 128, tpm 60000, lease 10s weight 2") ||
+		!strings.Contains(strings.Join(strings.Fields(r.stderr), " "), "counts tokens per minute, but this adapter does not estimate") {
 		t.Fatalf("the job: %d\n%s", r.code, r.stderr)
 	}
 	if r := lim("rm", name); r.code != 0 || r.stdout != "limit "+name+" removed\n" {
@@ -468,5 +470,73 @@ func TestLimitCommand(t *testing.T) {
 	}
 	if r := lim("get", name); r.code != 1 || !strings.Contains(r.stderr, "no such shared limit") {
 		t.Fatalf("get after rm: %d %s", r.code, r.stderr)
+	}
+}
+
+// TestSharedLimitWaitIsNotLatency: a job of 8 workers under a shared rate of 5/s against a
+// server that answers at once (the issue's 200–250 ms rows against a 1–4 ms server). The rows'
+// latency_ms and the summary's p50 are the server's; the wait for the limit is the rows'
+// wait_ms; the progress lines say the workers wait for the limit and that it binds; and
+// `limit ls` agrees with the job: none (or one) in flight, the rest waiting.
+func TestSharedLimitWaitIsNotLatency(t *testing.T) {
+	t.Parallel()
+	rurl := redisURL(t)
+	name := limitName(t, rurl)
+	if r := run(t, invocation{args: []string{"limit", "set", name, "--rate", "5/s", "--redis", rurl}}); r.code != 0 {
+		t.Fatalf("limit set: %d %s", r.code, r.stderr)
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) { okJSON(w, r) })
+	out := outPath(t)
+	done := make(chan result, 1)
+	go func() {
+		done <- run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 14), "--out", out, "--url", srv.URL + "/{item}",
+			"--headless", "--parallelism", "8", "--progress-every", "400ms", "--limit", name, "--redis", rurl}})
+	}()
+	if !waitFor(5*time.Second, func() bool { return srv.count() >= 6 }) { // past a heartbeat with calls waiting
+		t.Fatal("the job did not get going")
+	}
+	ls := run(t, invocation{args: []string{"limit", "ls", "--redis", rurl}})
+	m := regexp.MustCompile(`(?m)^` + name + ` +5/s +1 +none +none +(\d+) +(\d+) +\d+ +1$`).FindStringSubmatch(ls.stdout)
+	if m == nil {
+		t.Fatalf("limit ls:\n%s", ls.stdout)
+	}
+	if inFlight, _ := strconv.Atoi(m[1]); inFlight > 1 {
+		t.Errorf("limit ls says %s in flight at 5/s against a server that answers at once:\n%s", m[1], ls.stdout)
+	}
+	if waiting, _ := strconv.Atoi(m[2]); waiting < 4 {
+		t.Errorf("limit ls says %s waiting of the job's 8 workers at 5/s: want most of them:\n%s", m[2], ls.stdout)
+	}
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("the job: %d\n%s", r.code, r.stderr)
+	}
+	waited := 0
+	for _, row := range readRows(t, out) {
+		if *row.LatencyMS > 100 {
+			t.Errorf("row %s: latency_ms %v; want the server's (a few ms), not the wait for the limit", row.item(), *row.LatencyMS)
+		}
+		if row.WaitMS >= 100 {
+			waited++
+		}
+	}
+	if waited < 8 {
+		t.Errorf("%d of 14 rows waited 100 ms or more at 5/s over 8 workers; want most", waited)
+	}
+	if p50 := regexp.MustCompile(`latency p50 ([\d.]+)(ms|s) `).FindStringSubmatch(r.stdout); p50 == nil || p50[2] != "ms" {
+		t.Errorf("the summary's latency is not the server's few ms:\n%s", r.stdout)
+	} else if v, _ := strconv.ParseFloat(p50[1], 64); v > 100 {
+		t.Errorf("the summary's p50 is %sms: the wait for the limit counted as latency:\n%s", p50[1], r.stdout)
+	}
+	for _, want := range []string{"waiting for limit " + name, "binding: shared limit " + name + ": rate 5/s"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the progress lines lack %q:\n%s", want, r.stderr)
+		}
+	}
+	// The progress reports (a clock, then lines indented) and the limit's status lines.
+	report := regexp.MustCompile(`^(\d+:\d\d  |  |limit ` + name + ` |shared limit )`)
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if n := utf8.RuneCountInString(l); n > 80 && report.MatchString(l) {
+			t.Errorf("a progress line of %d columns: %q", n, l)
+		}
 	}
 }

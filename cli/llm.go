@@ -108,7 +108,7 @@ from a --tpm bucket, and one request from an --rpm bucket, waiting while either 
 empty; after the answer it gives back what the call did not use (or charges what it
 used beyond the estimate), so that the tokens really used run at --tpm, not at a
 fraction of it. Each bucket's burst is one second of its limit (the TPM's at least
-one call). The wait counts in the call's latency and --timeout, and rows carry it as
+one call). The wait counts in --timeout but not in latency_ms: rows carry it as
 "wait_ms".
 
 2xx is ok. 429, 408 and 5xx are retried, after the provider's retry-after-ms,

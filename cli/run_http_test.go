@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/engine"
 )
@@ -446,18 +447,27 @@ func TestRunHeadlessProgress(t *testing.T) {
 		t.Fatalf("exit status %d, want 0; stderr:\n%s", res.code, res.stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
-	if want := fmt.Sprintf("http · %s · 30 items · parallelism 2", in); !strings.HasPrefix(lines[0], want) {
-		t.Errorf("first line %q, want it to start with %q", lines[0], want)
+	// The first line, wrapped at 80 columns.
+	if first, want := lines[0]+" "+strings.TrimSpace(lines[1]), fmt.Sprintf("http · %s · 30 items · parallelism 2", in); !strings.HasPrefix(first, want) {
+		t.Errorf("first lines %q, want them to start with %q", first, want)
 	}
 	// The 429s (Retry-After: 0) may make the congestion response hold an effective
 	// parallelism under the 2: the line then names it and the ceiling.
-	progress := regexp.MustCompile(`^\d+:\d\d  \w+  (\d+)/30 [\d.]+%  (?:last \d+s [\d.]+|measuring) calls/s  in flight \d+/(?:2|1 \(effective · ceiling 2\))  p50 [\d.]+m?s p95 [\d.]+m?s  429s (\d+)`)
+	// Each report: the counts of the whole run, then the screen's rate with its window (or
+	// "measuring" right after a change), in flight now and the latency of the monitor's
+	// window, in lines of 80 columns.
+	progress := regexp.MustCompile(`(?m)^\d+:\d\d  \w+  (\d+)/30 [\d.]+%.*  whole run: failed \d+ · 429s (\d+) · errors \d+\n` +
+		`  (?:last \d+s: [\d.]+|measuring: –) calls/s(?: · 429s \+\d+ since the last line)?  in flight \d+/(?:2|1 \(effective · ceiling 2\))\n` +
+		`  run so far: p50 [\d.]+m?s p95 [\d.]+m?s`)
 	var matched int
 	var saw429 bool
+	for _, m := range progress.FindAllStringSubmatch(res.stderr, -1) {
+		matched++
+		saw429 = saw429 || m[2] != "0"
+	}
 	for _, l := range lines {
-		if m := progress.FindStringSubmatch(l); m != nil {
-			matched++
-			saw429 = saw429 || m[2] != "0"
+		if n := utf8.RuneCountInString(l); n > 80 {
+			t.Errorf("a line of %d columns: %q", n, l)
 		}
 	}
 	// About 0.5 s of calls at a line each 100 ms; a loaded machine may print fewer.

@@ -155,6 +155,7 @@ func admitBatch[L any](ctx context.Context, items []engine.Item,
 	if err != nil {
 		return nil, err
 	}
+	engine.CallStarts(ctx) // the wait in the gate is the row's wait_ms, not latency
 	outs, err := inner.DoBatch(ctx, items)
 	var hold time.Duration
 	if err == nil {
@@ -179,6 +180,7 @@ func admitOne[L any](ctx context.Context, it engine.Item,
 	if err != nil {
 		return engine.Outcome{}, err
 	}
+	engine.CallStarts(ctx) // the wait in the gate is the row's wait_ms, not latency
 	out, err := inner.Do(ctx, it)
 	var hold time.Duration
 	if err == nil {
@@ -451,6 +453,7 @@ func (g *Gate) cost(items []engine.Item) int {
 // once: see Gate.
 func (g *Gate) wait(ctx context.Context, d time.Duration) error {
 	if d > 0 {
+		engine.WaitingFor(ctx, "job "+g.j.name)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

@@ -191,9 +191,11 @@ func (c LimitChange) String() string {
 type LimitInfo struct {
 	Name string
 	LimitConfig
-	// InFlight is the calls holding a lease now; CallsPerSecond the calls admitted in the
-	// last whole second.
+	// InFlight is the calls holding a lease now: at their target. Waiting is the calls of
+	// the jobs alive waiting for this limit (refused by it, not started), as of their last
+	// heartbeats. CallsPerSecond is the calls admitted in the last whole second.
 	InFlight       int
+	Waiting        int
 	CallsPerSecond float64
 	// Hold is what is left of a Retry-After hold; 0 when none.
 	Hold time.Duration
@@ -221,6 +223,7 @@ type LimitJob struct {
 	ID, Host, Label string
 	Weight          float64
 	InFlight        int
+	Waiting         int // as of its last heartbeat
 	Calls           int64
 	Seen            time.Time
 	Alive           bool
@@ -447,6 +450,10 @@ func (l *Limits) Get(ctx context.Context, name string) (LimitInfo, error) {
 		}
 		j := LimitJob{ID: id, Host: b.Host, Label: b.Label, Weight: b.Weight, Seen: time.UnixMilli(b.At)}
 		j.Alive = time.Duration(nowMS-b.At)*time.Millisecond <= limitAlive
+		if j.Alive {
+			j.Waiting = b.Waiting
+			info.Waiting += b.Waiting
+		}
 		j.InFlight, _ = strconv.Atoi(state["h:"+id])
 		j.Calls, _ = strconv.ParseInt(state["c:"+id], 10, 64)
 		info.Jobs = append(info.Jobs, j)
@@ -620,6 +627,7 @@ type LimitGate struct {
 	cfg   []LimitConfig // as last heard: at Use, at each (re)subscription and change
 
 	waiters    []limitWaiters
+	blocked    []atomic.Int64 // per limit: this job's calls in the gate whose last refusal was that limit's
 	binds      []bindCounter
 	subscribed atomic.Bool
 
@@ -691,6 +699,7 @@ func (l *Limits) Use(ctx context.Context, inner engine.Adapter, uses []LimitUse,
 	g := &LimitGate{
 		l: l, inner: inner, opts: opts, uses: uses, job: opts.Job, host: opts.Host,
 		cfg: make([]LimitConfig, len(uses)), waiters: make([]limitWaiters, len(uses)), binds: make([]bindCounter, len(uses)),
+		blocked: make([]atomic.Int64, len(uses)),
 	}
 	g.out.notify = opts.OnRedisError
 	g.batcher, _ = inner.(engine.Batcher)
@@ -1069,7 +1078,9 @@ type limitBeatInfo struct {
 	Weight float64 `json:"weight"`
 	Host   string  `json:"host"`
 	Label  string  `json:"label"`
-	At     int64   `json:"at,omitempty"`
+	// Waiting is the job's calls waiting on the limit (refused by it last) at the beat.
+	Waiting int   `json:"waiting,omitempty"`
+	At      int64 `json:"at,omitempty"`
 }
 
 // beat records this job on every limit it uses, or takes it off them (leave).
@@ -1078,8 +1089,8 @@ func (g *LimitGate) beat(ctx context.Context, leave bool) error {
 	if leave {
 		l = "1"
 	}
-	for _, u := range g.uses {
-		b, _ := json.Marshal(limitBeatInfo{Weight: u.Weight, Host: g.host, Label: g.opts.Label})
+	for i, u := range g.uses {
+		b, _ := json.Marshal(limitBeatInfo{Weight: u.Weight, Host: g.host, Label: g.opts.Label, Waiting: int(max(g.blocked[i].Load(), 0))})
 		keys := []string{LimitKey(u.Name, "jobs"), LimitKey(u.Name, "state"), LimitKey(u.Name, "gcra")}
 		err := limitBeatScript.Run(ctx, g.l.rdb, keys, g.job, string(b), limitAlive.Milliseconds(), limitForget.Milliseconds(), l).Err()
 		if err != nil {
@@ -1243,10 +1254,25 @@ func (g *LimitGate) admit(ctx context.Context, items []engine.Item) (*limitLease
 	}
 	begun := time.Now()
 	turned, again := false, false
+	// The call counts as waiting on the limit that refused it last, until it starts or goes
+	// back to the engine: `limit ls` shows those beside the calls in flight.
+	on := -1
+	defer func() {
+		if on >= 0 {
+			g.blocked[on].Add(-1)
+		}
+	}()
 	for {
 		l, r, err := g.tryAdmit(ctx, tokens)
 		if l != nil || err != nil {
 			return l, err
+		}
+		if r.limit != on {
+			if on >= 0 {
+				g.blocked[on].Add(-1)
+			}
+			on = r.limit
+			g.blocked[on].Add(1)
 		}
 		left := g.opts.MaxWait - time.Since(begun)
 		if left <= 0 {
@@ -1267,6 +1293,7 @@ func (g *LimitGate) admit(ctx context.Context, items []engine.Item) (*limitLease
 			}
 			turned = true
 		}
+		engine.WaitingFor(ctx, "limit "+g.uses[r.limit].Name)
 		woken := g.sleep(ctx, r.limit, min(r.wait, left), r.slot)
 		if ctx.Err() != nil || (!woken && r.wait >= left) {
 			return nil, engine.Later(0)
@@ -1522,6 +1549,11 @@ func (g *LimitGate) outageWait(ctx context.Context, err error, start time.Time, 
 			g.binds[k].add(-1)
 		}
 	}
+	what := "Redis" // unreachable: every limit waits for it
+	if i >= 0 {
+		what = "limit " + g.uses[i].Name
+	}
+	engine.WaitingFor(ctx, what)
 	g.sleep(ctx, max(i, 0), g.opts.OutageWait, false)
 	return engine.Later(0)
 }

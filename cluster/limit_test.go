@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -838,5 +840,67 @@ func TestLimitBatches(t *testing.T) {
 	}
 	if info, _ := l.Get(ctx, name); info.InFlight != 0 {
 		t.Fatalf("%d leases after the batch", info.InFlight)
+	}
+}
+
+// TestLimitWaitIsNotLatency: eight workers under a shared rate of 5/s call a target that
+// answers in 2 ms. While they wait, the engine shows them waiting for the limit, not in flight
+// (as `limit ls` counts them: its IN FLIGHT is the calls holding a lease, its WAITING those
+// refused by the limit); the rows' latency_ms is the target's, their wait for the limit
+// wait_ms.
+func TestLimitWaitIsNotLatency(t *testing.T) {
+	t.Parallel()
+	l, name := namedLimit(t, LimitSet{Rate: ptr(5.0)})
+	fast := engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
+		time.Sleep(2 * time.Millisecond)
+		return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
+	})
+	g := namedGate(t, l, fast, "job-w", LimitOptions{}, LimitUse{Name: name})
+	var out bytes.Buffer
+	e, err := engine.New(engine.Config{
+		Settings: engine.Settings{Parallelism: 8, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,
+		Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(strings.Repeat("x\n", 16)), false),
+		Total: 16, Results: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := e.Run(context.Background()); done <- err }()
+	time.Sleep(1500 * time.Millisecond) // a heartbeat has told the limit of the waiting calls
+	s := e.Snapshot()
+	info, err := l.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ByState[engine.WorkerWaiting] < 5 || s.WaitingFor["limit "+name] < 5 || s.InFlight > 2 || s.ByState[engine.WorkerCalling] > 2 {
+		t.Errorf("snapshot: by state %v, waiting for %v, %d in flight; want most workers waiting for limit %s, at most 2 in flight",
+			s.ByState, s.WaitingFor, s.InFlight, name)
+	}
+	if info.InFlight > 2 || info.Waiting < 5 || len(info.Jobs) != 1 || info.Jobs[0].Waiting != info.Waiting {
+		t.Errorf("limit info %+v: want at most 2 in flight and the job's waiting calls (5 or more)", info)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waited := 0
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			OK        bool    `json:"ok"`
+			LatencyMS float64 `json:"latency_ms"`
+			WaitMS    float64 `json:"wait_ms"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK || r.LatencyMS > 100 {
+			t.Errorf("row %s: want ok, latency_ms the target's 2 ms (under 100), not the wait for the limit", line)
+		}
+		if r.WaitMS >= 100 {
+			waited++
+		}
+	}
+	if waited < 10 {
+		t.Errorf("%d of 16 rows waited 100 ms or more for a rate of 5/s over 8 workers; want most:\n%s", waited, out.String())
 	}
 }

@@ -79,8 +79,12 @@ type Status struct {
 	TooMany     int64     `json:"too_many"`
 	Errors      int64     `json:"errors"`
 	InFlight    int       `json:"in_flight"`
-	BackingOff  int       `json:"backing_off"`
-	Changes     []string  `json:"changes"`
+	// Waiting counts the calls admitted that wait for their turn (a shared limit, a host):
+	// not in flight; WaitingFor says for what most of them wait ("limit tmdb").
+	Waiting    int      `json:"waiting"`
+	WaitingFor string   `json:"waiting_for,omitempty"`
+	BackingOff int      `json:"backing_off"`
+	Changes    []string `json:"changes"`
 
 	// CallsPerSecond and TooManyShare (0 to 1) are the run's current rates as its screen
 	// shows them (probes.Measure), over RateWindow: "last 5s", "last 2s" after a change,
@@ -106,7 +110,9 @@ func statusOf(title string, pid int, s engine.Snapshot, points []probes.Point, m
 	st := &Status{Title: title, PID: pid, State: s.State.String(), Started: s.Started,
 		Parallelism: s.Settings.Parallelism, MaxParallel: s.Settings.MaxParallelism, Pace: s.Settings.Pace.String(),
 		Rate: engine.FormatRate(s.Settings.Rate), Burst: s.Settings.Burst, Total: s.Total, OK: s.OK, Failed: s.Failed,
-		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff}
+		Calls: s.Calls, Retries: s.Retries, TooMany: s.TooMany, Errors: s.Errors, InFlight: s.InFlight, BackingOff: s.BackingOff,
+		Waiting: s.ByState[engine.WorkerWaiting]}
+	st.WaitingFor, _ = s.Waiting()
 	if p, eff := probes.EffectiveParallelism(s.Settings, s.Effective); eff {
 		st.EffectiveParallelism = p
 	}

@@ -117,8 +117,11 @@ type workerKey struct{}
 // WorkerOf returns the number of the worker making a call, from the call's context: 0 up to
 // the parallelism. ok is false for a context that is not an engine call's.
 func WorkerOf(ctx context.Context) (id int, ok bool) {
-	id, ok = ctx.Value(workerKey{}).(int)
-	return id, ok
+	w, ok := ctx.Value(workerKey{}).(*worker)
+	if !ok {
+		return 0, false
+	}
+	return w.id, true
 }
 
 // laterError says a call was not made and when to try it.

@@ -132,6 +132,7 @@ func TestNames(t *testing.T) {
 		{WorkerHeld.String(), "held"},
 		{WorkerCalling.String(), "calling"},
 		{WorkerOff.String(), "off"},
+		{WorkerWaiting.String(), "waiting"},
 		{OK.String(), "ok"},
 		{Retry.String(), "retry"},
 		{Fail.String(), "fail"},

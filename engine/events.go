@@ -10,9 +10,10 @@ import (
 type EventKind uint8
 
 const (
-	// CallStart reports that a call began (Worker, Index, Attempt, InFlight at start).
+	// CallStart reports that the engine admitted a call (Worker, Index, Attempt, InFlight at
+	// admission); the call may still wait for its turn in the adapter (CallEnd's Wait).
 	CallStart EventKind = iota + 1
-	// CallEnd reports that a call ended (adds Latency, Status, Verdict, Message).
+	// CallEnd reports that a call ended (adds Latency, Wait, Status, Verdict, Message).
 	CallEnd
 	// ControlChange reports that a knob or the run state changed (Change).
 	ControlChange
@@ -31,9 +32,13 @@ type Event struct {
 	Items    int   // items in the call (1 unless the adapter batches)
 	Attempt  int   // 1 for the first attempt
 	InFlight int   // calls in flight when this call started, itself included (CallStart, CallEnd)
-	Latency  time.Duration
-	Status   int
-	Verdict  Verdict
+	// Latency is a CallEnd's time from when the call really started to its answer; Wait the
+	// time before that, from the engine's admission, waiting for a shared limit or a host's
+	// turn ([CallStarts]).
+	Latency time.Duration
+	Wait    time.Duration
+	Status  int
+	Verdict Verdict
 	// Err is set on CallEnd when no answer was obtained (network error, timeout, canceled).
 	Err     bool
 	Message string

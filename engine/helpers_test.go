@@ -78,6 +78,7 @@ type row struct {
 	At           string          `json:"at"`
 	Output       json.RawMessage `json:"output"`
 	Error        string          `json:"error"`
+	WaitMS       float64         `json:"wait_ms"`
 	RetryAfterMS int64           `json:"retry_after_ms"`
 	Invalid      bool            `json:"invalid"`
 }

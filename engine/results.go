@@ -13,12 +13,16 @@ import (
 
 // Result is the final state of one item: the content of its row in the results file.
 type Result struct {
-	Item       Item
-	OK         bool
-	Status     int
-	Attempts   int
-	Latency    time.Duration // of the last attempt
-	At         time.Time     // when the item ended
+	Item     Item
+	OK       bool
+	Status   int
+	Attempts int
+	Latency  time.Duration // of the last attempt, from when its call really started
+	// Wait is how long the last attempt waited, once the engine admitted it, before its call
+	// really started: for a shared limit, its host's turn, tokens ([CallStarts]). Never part
+	// of Latency.
+	Wait       time.Duration
+	At         time.Time // when the item ended
 	Output     json.RawMessage
 	Error      string
 	RetryAfter time.Duration // the last Retry-After the server sent, if any
@@ -26,8 +30,8 @@ type Result struct {
 }
 
 // AppendRow appends r as one JSON line (with its newline) to dst. Field order is fixed:
-// item, ok, status, attempts, latency_ms, at, then output or error, retry_after_ms, and any
-// adapter fields in name order.
+// item, ok, status, attempts, latency_ms, wait_ms (when the call waited), at, then output or
+// error, retry_after_ms, and any adapter fields in name order.
 func AppendRow(dst []byte, r *Result) []byte {
 	dst = append(dst, `{"item":`...)
 	if r.Item.JSON && r.Item.Invalid == "" {
@@ -45,6 +49,10 @@ func AppendRow(dst []byte, r *Result) []byte {
 	dst = strconv.AppendInt(dst, int64(r.Attempts), 10)
 	dst = append(dst, `,"latency_ms":`...)
 	dst = strconv.AppendFloat(dst, float64(r.Latency.Microseconds())/1000, 'f', -1, 64)
+	if r.Wait >= time.Microsecond {
+		dst = append(dst, `,"wait_ms":`...)
+		dst = strconv.AppendFloat(dst, float64(r.Wait.Microseconds())/1000, 'f', -1, 64)
+	}
 	dst = append(dst, `,"at":"`...)
 	dst = r.At.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
 	dst = append(dst, '"')
@@ -68,6 +76,9 @@ func AppendRow(dst []byte, r *Result) []byte {
 	if len(r.Extra) > 0 {
 		keys := make([]string, 0, len(r.Extra))
 		for k := range r.Extra {
+			if k == "wait_ms" && r.Wait >= time.Microsecond {
+				continue // the engine's own field: a row never holds a key twice
+			}
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)

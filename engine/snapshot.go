@@ -24,12 +24,16 @@ type Snapshot struct {
 	Calls, Retries int64
 	// TooMany counts 429 answers; Errors counts other failed calls (errors and non-OK answers).
 	TooMany, Errors int64
-	// InFlight is calls in progress; Workers holds each slot's state, for slots below the limit
-	// and for slots above it still finishing a call.
+	// InFlight is calls in progress: started at their target, not those admitted by the engine
+	// that still wait for a shared limit or a host's turn (WorkerWaiting). Workers holds each
+	// slot's state, for slots below the limit and for slots above it still finishing a call.
 	InFlight int
 	Workers  []WorkerState
 	// ByState counts Workers by state.
 	ByState [numWorkerStates]int
+	// WaitingFor counts the WorkerWaiting workers by what they wait for ("limit tmdb", "host
+	// api.example.com"); nil when none waits.
+	WaitingFor map[string]int
 	// BackingOff is the number of items waiting out a backoff before their next attempt.
 	BackingOff int
 	// HoldUntil is when a server's Retry-After hold ends; zero or past when none.
@@ -50,6 +54,17 @@ type QuotaState struct {
 	Quota
 	At      time.Time // when the answer that said it came
 	ResetAt time.Time // At + Reset
+}
+
+// Waiting returns what most waiting workers wait for and how many wait for it ("", 0 when
+// none waits); ties go to the first name in order, so that a screen does not flicker.
+func (s Snapshot) Waiting() (what string, n int) {
+	for k, c := range s.WaitingFor {
+		if c > n || (c == n && k < what) {
+			what, n = k, c
+		}
+	}
+	return what, n
 }
 
 // Done returns the number of rows written.
@@ -124,12 +139,23 @@ func (e *Engine) Snapshot() Snapshot {
 	s.Workers = make([]WorkerState, len(workers))
 	for i, w := range workers {
 		st := WorkerState(w.state.Load())
-		if i >= s.Settings.Parallelism && st != WorkerCalling {
+		if i >= s.Settings.Parallelism && st != WorkerCalling && st != WorkerWaiting {
 			st = WorkerOff
 		}
 		s.Workers[i] = st
 		s.ByState[st]++
+		if st == WorkerWaiting {
+			if s.WaitingFor == nil {
+				s.WaitingFor = map[string]int{}
+			}
+			if what := w.waitFor.Load(); what != nil {
+				s.WaitingFor[*what]++
+			}
+		}
 	}
+	// A call waiting in its adapter for its turn is not in flight at its target. (The two
+	// counts are read a moment apart: never below zero.)
+	s.InFlight = max(0, s.InFlight-s.ByState[WorkerWaiting])
 	s.Read = e.read.Load()
 	s.OK, s.Failed, s.Lost = e.okRows.Load(), e.failRows.Load(), e.lost.Load()
 	s.Calls, s.Retries = e.calls.Load(), e.retried.Load()

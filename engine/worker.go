@@ -26,20 +26,31 @@ const (
 	WorkerCalling
 	// WorkerOff means the slot is above the parallelism limit.
 	WorkerOff
+	// WorkerWaiting means the worker's call was admitted by the engine but waits, inside the
+	// adapter, for a turn of something else — a shared limit, its host, tokens — before it
+	// really starts ([WaitingFor]); [Snapshot.WaitingFor] says for what.
+	WorkerWaiting
 	numWorkerStates
 )
 
 // String returns the state's name.
 func (s WorkerState) String() string {
-	return [...]string{"idle", "pacing", "rate-wait", "held", "calling", "off"}[s]
+	return [...]string{"idle", "pacing", "rate-wait", "held", "calling", "off", "waiting"}[s]
 }
 
 // worker is one slot of the parallelism limit, run by one goroutine while it is below the limit.
 type worker struct {
 	id    int
-	ctx   context.Context // the run's call context, naming this worker (WorkerOf)
+	e     *Engine
+	ctx   context.Context // the run's call context, naming this worker (WorkerOf, WaitingFor)
 	state atomic.Uint32
-	one   [1]Outcome // the outcome of a call of one item: the worker's own, read before its next call
+	// sendStart is when the engine admitted the call in progress, written before it calls the
+	// adapter; began is 1 + the wait from then until the adapter said the call really started
+	// (CallStarts), 0 when it did not say; waitFor is what it waits for (WaitingFor).
+	sendStart time.Time
+	began     atomic.Int64
+	waitFor   atomic.Pointer[string]
+	one       [1]Outcome // the outcome of a call of one item: the worker's own, read before its next call
 	// Guarded by Engine.mu:
 	running   bool
 	hasSlot   bool
@@ -59,6 +70,9 @@ type task struct {
 	attempts int
 	readyAt  time.Time
 	last     []*Result // the last failure of each item, for rows if the run ends first
+	// waited is how long this attempt already waited in the adapter (for a shared limit, a
+	// host's turn) in calls that came back [Later]: part of the row's wait, never latency.
+	waited time.Duration
 }
 
 var (
@@ -74,7 +88,9 @@ func (e *Engine) spawnLocked() {
 	}
 	for id := 0; id < e.settings.Parallelism; id++ {
 		if id == len(e.workers) {
-			e.workers = append(e.workers, &worker{id: id, ctx: context.WithValue(e.callCtx, workerKey{}, id)})
+			w := &worker{id: id, e: e}
+			w.ctx = context.WithValue(e.callCtx, workerKey{}, w)
+			e.workers = append(e.workers, w)
 		}
 		w := e.workers[id]
 		if w.running {
@@ -285,16 +301,25 @@ func (e *Engine) call(w *worker, t *task, from, to int) bool {
 	start, inflight := w.lastStart, w.inflight // set by admit on this goroutine
 	attempt := t.attempts + 1
 	e.publishStart(w, items[0].Index, len(items), attempt, inflight, start)
+	w.sendStart = start
 	outs, err := e.send(w, items)
 	end := e.clock.Now()
+	// The call really started when the adapter said so: the time before is a wait (a shared
+	// limit, a host's turn), the row's wait_ms, and latency counts from there.
+	waited := w.waited()
+	begun := start.Add(waited)
+	if t.waited > 0 && len(t.items) == to-from { // a Later's rest: the whole task is these items
+		waited += t.waited
+	}
 	if d, ok := IsLater(err); ok {
 		e.release(w)
 		// Its own copies: a waiting retry must not hold the rest of a chunk in memory.
-		e.scheduleRetry(&task{items: slices.Clone(items), attempts: t.attempts, readyAt: end.Add(d), last: slices.Clone(lasts)})
+		e.scheduleRetry(&task{items: slices.Clone(items), attempts: t.attempts, readyAt: end.Add(d), last: slices.Clone(lasts),
+			waited: waited + end.Sub(begun)})
 		return true
 	}
 	e.calls.Add(1)
-	e.endCall(w, outs, err, start, end)
+	e.endCall(w, outs, err, begun, end)
 	// The items to retry go back as one task, so that a failed batch is retried as a batch;
 	// made at the first retry, as most calls have none.
 	var again *task
@@ -304,7 +329,8 @@ func (e *Engine) call(w *worker, t *task, from, to int) bool {
 		if outs != nil {
 			out = outs[i]
 		}
-		res := e.settle(it, out, err, attempt, end.Sub(start), end)
+		res := e.settle(it, out, err, attempt, end.Sub(begun), end)
+		res.Wait = waited
 		msg := res.Error // before finish adds "after N attempts": one error group per cause
 		var last *Result
 		if lasts != nil {
@@ -524,7 +550,7 @@ func (e *Engine) publishEnd(w *worker, index int64, items, attempt, inflight int
 		return
 	}
 	ev := Event{Kind: CallEnd, At: at, Worker: w.id, Index: index, Items: items, Attempt: attempt, InFlight: inflight,
-		Latency: s.Latency, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter, Final: final}
+		Latency: s.Latency, Wait: s.Wait, Status: out.Status, Verdict: OK, Err: err != nil, RetryAfter: out.RetryAfter, Final: final}
 	switch {
 	case s.OK:
 	case s.retry:

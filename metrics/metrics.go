@@ -375,7 +375,9 @@ var (
 	descDuration = prometheus.NewDesc("throttle_call_duration_seconds",
 		"Duration of calls, from the call's start to its answer or error, whatever the outcome.", nil, nil)
 	descInflight = prometheus.NewDesc("throttle_inflight",
-		"Calls in flight now.", nil, nil)
+		"Calls in flight now: started at their target (not those waiting for a shared limit or a host's turn).", nil, nil)
+	descWaiting = prometheus.NewDesc("throttle_waiting",
+		"Calls admitted by the run that wait for their turn at a shared limit, a host or an LLM's tokens: not in flight yet.", nil, nil)
 	descParallelism = prometheus.NewDesc("throttle_parallelism_limit",
 		"The parallelism limit: the most calls in flight at once. With the congestion response on it is the ceiling; see throttle_effective_parallelism_limit.", nil, nil)
 	descRate = prometheus.NewDesc("throttle_rate_limit_per_second",
@@ -405,7 +407,7 @@ var (
 var states = []engine.State{engine.Running, engine.Paused, engine.Draining, engine.Stopping, engine.Done}
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCalls, descDuration, descInflight, descParallelism, descRate, descEffParallelism, descEffRate,
+	for _, d := range []*prometheus.Desc{descCalls, descDuration, descInflight, descWaiting, descParallelism, descRate, descEffParallelism, descEffRate,
 		descTargetLimit, descSignals, descPace, descDone, descRemaining, descRetries, descState, descDropped} {
 		ch <- d
 	}
@@ -423,6 +425,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(descInflight, float64(s.InFlight))
+	gauge(descWaiting, float64(s.ByState[engine.WorkerWaiting]))
 	gauge(descParallelism, float64(s.Settings.Parallelism))
 	gauge(descRate, s.Settings.Rate)
 	effPar, effRate := 0.0, 0.0

@@ -160,6 +160,7 @@ func TestCountsFollowTheRun(t *testing.T) {
 		{"throttle_retries_total", nil, 4},
 		{"throttle_items_remaining", nil, 0},
 		{"throttle_inflight", nil, 0},
+		{"throttle_waiting", nil, 0},
 		{"throttle_parallelism_limit", nil, 2},
 		{"throttle_rate_limit_per_second", nil, 0},
 		{"throttle_pace_seconds", nil, 0},

@@ -56,18 +56,20 @@ func NewStyles(plain bool) Styles {
 	s.Workers[engine.WorkerHeld] = base.Foreground(lipgloss.Color("5"))
 	s.Workers[engine.WorkerIdle] = base.Foreground(lipgloss.Color("8"))
 	s.Workers[engine.WorkerOff] = base.Foreground(lipgloss.Color("8"))
-	s.Workers[6] = base
+	s.Workers[engine.WorkerWaiting] = base.Foreground(lipgloss.Color("3"))
 	s.ChartLine, s.ChartCap, s.ChartBad = asciigraph.Blue, asciigraph.DarkGray, asciigraph.Red
 	return s
 }
 
-// workerSymbols tell a worker's state without colour: ■ calling, ▪ pacing, · waiting for a
-// rate token, ◇ held (pause or Retry-After), ○ idle, × above the limit.
+// workerSymbols tell a worker's state without colour: ■ calling, ▫ waiting for its turn at a
+// shared limit or a host, ▪ pacing, · waiting for a rate token, ◇ held (pause or
+// Retry-After), ○ idle, × above the limit.
 var workerSymbols = [...]string{
 	engine.WorkerIdle:     "○",
 	engine.WorkerPacing:   "▪",
 	engine.WorkerRateWait: "·",
 	engine.WorkerHeld:     "◇",
 	engine.WorkerCalling:  "■",
+	engine.WorkerWaiting:  "▫",
 	engine.WorkerOff:      "×",
 }

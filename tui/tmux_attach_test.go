@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 const (
@@ -245,6 +246,18 @@ func testDetachAttach(t *testing.T, bin string, mode paneMode) {
 	progress := len(progressRe.FindAll(log, -1))
 	if progress < 2 {
 		t.Errorf("%s has %d progress lines (\"M:SS  running  N/T …\"), want at least 2:\n%s", logPath, progress, log)
+	}
+	// The first report after the hangup counts its rate over the time since the lines began,
+	// not every call since the run's start over one interval: at most the workers' 200/s.
+	if m := regexp.MustCompile(`last ([\d.]+)s: ([\d.]+) calls/s`).FindSubmatch(log); m == nil {
+		t.Errorf("%s has no rate over its window (\"last Ns: R calls/s\"):\n%s", logPath, log)
+	} else if perSec, _ := strconv.ParseFloat(string(m[2]), 64); perSec > 1.1*float64(attachParallelism)/attachLatency.Seconds() {
+		t.Errorf("%s: the first report after the hangup says %s: more than %d workers at %v can make", logPath, m[0], attachParallelism, attachLatency)
+	}
+	for _, l := range strings.Split(string(log), "\n") {
+		if n := utf8.RuneCountInString(l); n > 80 && regexp.MustCompile(`^(\d+:\d\d  |  last |  whole run|  \S+ window: |  run so far: )`).MatchString(l) {
+			t.Errorf("%s: a progress line of %d columns: %q", logPath, n, l)
+		}
 	}
 	m := logSummaryRe.FindSubmatch(log)
 	if m != nil {

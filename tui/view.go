@@ -347,9 +347,14 @@ func (m Model) knobs(w int) []string {
 		rightW = w - 1
 	}
 	right := m.workerStrip(rightW)
-	right = append(right, pack([]string{fmt.Sprintf("calling %d", by[engine.WorkerCalling]), fmt.Sprintf("pacing %d", by[engine.WorkerPacing]),
+	counts := []string{fmt.Sprintf("calling %d", by[engine.WorkerCalling])}
+	if what, n := s.Waiting(); n > 0 { // admitted, but waiting for a shared limit or a host: not calling
+		counts = append(counts, fmt.Sprintf("waiting for %s %d", what, by[engine.WorkerWaiting]))
+	}
+	counts = append(counts, fmt.Sprintf("pacing %d", by[engine.WorkerPacing]),
 		fmt.Sprintf("rate-wait %d", by[engine.WorkerRateWait]), fmt.Sprintf("idle %d", by[engine.WorkerIdle]),
-		fmt.Sprintf("held %d", by[engine.WorkerHeld]), fmt.Sprintf("backoff %d", s.BackingOff), "binding: " + m.binding()}, " ", rightW)...)
+		fmt.Sprintf("held %d", by[engine.WorkerHeld]), fmt.Sprintf("backoff %d", s.BackingOff), "binding: "+m.binding())
+	right = append(right, pack(counts, " ", rightW)...)
 	if m.conns >= 0 {
 		right = append(right, pack(strings.Fields(fmt.Sprintf("connections %d open · one per worker", m.conns)), " ", rightW)...)
 	}
@@ -402,7 +407,7 @@ func (m Model) knobRows(w int) int { return len(m.knobs(w)) }
 func (m Model) workerStrip(w int) []string {
 	s := m.snap
 	w = max(w, 8)
-	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
+	order := []engine.WorkerState{engine.WorkerCalling, engine.WorkerWaiting, engine.WorkerPacing, engine.WorkerRateWait, engine.WorkerHeld, engine.WorkerIdle, engine.WorkerOff}
 	n := 0
 	for _, st := range order {
 		n += s.ByState[st]
@@ -477,6 +482,9 @@ func instantBinding(s engine.Snapshot) string {
 		return "paused"
 	case s.HoldUntil.After(s.At):
 		return "Retry-After"
+	case by[engine.WorkerWaiting] > 0 && by[engine.WorkerWaiting] >= by[engine.WorkerIdle]:
+		what, _ := s.Waiting() // a shared limit or a host's turn
+		return what
 	case by[engine.WorkerRateWait] > 0 && rateEff:
 		return "server"
 	case by[engine.WorkerRateWait] > 0:

@@ -643,6 +643,38 @@ func TestAutoShowsItsChanges(t *testing.T) {
 	}
 }
 
+// TestWorkersWaitingForALimit: workers whose calls wait for a shared limit (or a host's turn)
+// show as waiting for it, with a symbol of their own, not as calling; with nothing else
+// holding them, the limit is what binds.
+func TestWorkersWaitingForALimit(t *testing.T) {
+	m, fe := newFixtureModel(80, 24, true)
+	fe.snap.Workers = make([]engine.WorkerState, 16)
+	fe.snap.ByState = [len(fe.snap.ByState)]int{}
+	for i := range fe.snap.Workers {
+		st := engine.WorkerWaiting
+		if i == 0 {
+			st = engine.WorkerCalling
+		}
+		fe.snap.Workers[i] = st
+		fe.snap.ByState[st]++
+	}
+	fe.snap.WaitingFor = map[string]int{"limit tmdb": 15}
+	fe.snap.InFlight = 1
+	fe.snap.Settings.Parallelism = 16
+	m.refresh()
+	frame := ansi.Strip(m.Render())
+	checkFrame(t, frame, 80, 24)
+	if !strings.Contains(frame, "calling 1 waiting for limit tmdb 15 ") {
+		t.Errorf("the worker counts do not say the workers wait for the limit:\n%s", frame)
+	}
+	if got := strings.Count(frame, "▫"); got != 15 {
+		t.Errorf("%d waiting cells, want 15:\n%s", got, frame)
+	}
+	if got := instantBinding(fe.snap); got != "limit tmdb" {
+		t.Errorf("instantBinding = %q, want limit tmdb", got)
+	}
+}
+
 // TestShortMessages: a message in the key line too wide for it loses its least part first
 // (a closing parenthesis, then a clause after ; or ,), not its end.
 func TestShortMessages(t *testing.T) {
