@@ -1,7 +1,9 @@
 package cli_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -9,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -31,12 +34,12 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	const items = 600
 	in, out := writeItems(t, items), outPath(t)
 	job := fmt.Sprintf("test-share-%d-%d", os.Getpid(), time.Now().UnixNano())
-	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+	coord, coordOut := startCounted(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
 		"--parallelism", "6", "--timeout", "5s", "--redis", url, "--job", job)
 	coord.waitFor(t, "coordinator", 10*time.Second)
-	hosts := []*host{coord,
-		startHost(t, bin, "join", "--redis", url, "--job", job, "--headless"),
-		startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")}
+	j1, out1 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	j2, out2 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	hosts, outs := []*host{coord, j1, j2}, []*lockedBuffer{coordOut, out1, out2}
 	for _, h := range hosts {
 		select {
 		case err := <-h.done:
@@ -57,13 +60,10 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	if maxIn > 6 {
 		t.Errorf("the server saw %d calls in flight: the global cap is 6", maxIn)
 	}
-	for i, h := range hosts {
-		t.Logf("host %d:\n%s", i, h.stderr())
-	}
 	calls := make([]int, len(hosts))
 	total := 0
 	for i, h := range hosts {
-		calls[i] = hostCalls(t, h)
+		calls[i] = hostCalls(t, h, outs[i].String())
 		total += calls[i]
 	}
 	if total < items {
@@ -82,12 +82,13 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 
 var callsLine = regexp.MustCompile(`(?m)^([\d,]+) calls, `)
 
-// hostCalls reads the calls a host made from its end summary ("1,234 calls, 0 retries, …").
-func hostCalls(t *testing.T, h *host) int {
+// hostCalls reads the calls a host made from its end summary on stdout ("1,234 calls, 0
+// retries, …").
+func hostCalls(t *testing.T, h *host, stdout string) int {
 	t.Helper()
-	m := callsLine.FindAllStringSubmatch(h.stderr(), -1)
+	m := callsLine.FindAllStringSubmatch(stdout, -1)
 	if len(m) == 0 {
-		t.Fatalf("no end summary with the host's calls:\n%s", h.stderr())
+		t.Fatalf("no end summary with the host's calls:\n%s\n%s", stdout, h.stderr())
 		return 0
 	}
 	n, err := strconv.Atoi(strings.ReplaceAll(m[len(m)-1][1], ",", ""))
@@ -95,4 +96,47 @@ func hostCalls(t *testing.T, h *host) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// startCounted is startHost with the host's stdout kept too: its end summary.
+func startCounted(t *testing.T, bin string, args ...string) (*host, *lockedBuffer) {
+	t.Helper()
+	out := &lockedBuffer{}
+	h := &host{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	h.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	h.cmd.Stdout = out
+	pr, pw := io.Pipe()
+	h.cmd.Stderr = pw
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			h.mu.Lock()
+			h.err.WriteString(sc.Text() + "\n")
+			h.mu.Unlock()
+		}
+	}()
+	go func() { h.done <- h.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() { _ = h.cmd.Process.Kill() })
+	return h, out
+}
+
+// lockedBuffer is a process's output, written by its copier while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
