@@ -614,3 +614,75 @@ func BenchmarkGateDo(b *testing.B) {
 		}
 	}
 }
+
+// TestGateSharesTheCapAmongHosts: under a global cap of 6 that binds, hosts that join a
+// running job get their fair share of it at once — a third each while all three want more —
+// though the first host's 16 workers wait for every slot; the cap is never passed. (Before
+// the job's cap was a limit with shares, the first host's waiting workers took every freed
+// slot and the hosts that joined later made no call.)
+func TestGateSharesTheCapAmongHosts(t *testing.T) {
+	calls := &gateCalls{}
+	jobs := limitsJobs(t, "", "web-1", "web-2", "web-3")
+	ctx := context.Background()
+	if err := jobs[0].InitSettings(ctx, engine.Settings{Parallelism: 6, Burst: 1}, "cli"); err != nil {
+		t.Fatal(err)
+	}
+	const items = 150
+	run := func(i int, done chan<- engine.Summary) {
+		g := jobGate(t, jobs[i], calls.adapter(i, 20*time.Millisecond, nil), GateOptions{OnRedisError: func(err error) {
+			t.Errorf("host %d: unexpected redis error %v", i, err)
+		}})
+		var lines strings.Builder
+		for k := range items {
+			fmt.Fprintf(&lines, "h%d-%d\n", i, k)
+		}
+		e, err := engine.New(engine.Config{
+			Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 10 * time.Second,
+			Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
+			Total: items, Results: io.Discard,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			s, err := e.Run(ctx)
+			if err != nil {
+				t.Errorf("host %d: %v", i, err)
+			}
+			done <- s
+		}()
+	}
+	done := make(chan engine.Summary, 3)
+	run(0, done)
+	time.Sleep(300 * time.Millisecond)
+	joined := time.Now()
+	run(1, done)
+	run(2, done)
+	first := <-done // the first host to run out of items ends the window where all three want more
+	ended := time.Now()
+	<-done
+	<-done
+	if first.OK != items {
+		t.Fatalf("%+v: want %d ok", first, items)
+	}
+	per := make([]int, 3)
+	total, most := 0, 0
+	for _, s := range calls.snapshot() {
+		most = max(most, s.conc)
+		// From a beat after the join (the shares count a host from its first heartbeat, the
+		// others' calls in flight then end within a call's time).
+		if s.at.After(joined.Add(100*time.Millisecond)) && s.at.Before(ended) {
+			per[s.host]++
+			total++
+		}
+	}
+	if most > 6 {
+		t.Fatalf("%d calls in flight across hosts: the cap is 6", most)
+	}
+	for h, n := range per {
+		if share := float64(n) / float64(total); share < 0.25 || share > 0.42 {
+			t.Fatalf("calls per host while all three ran: %v: host %d had %.0f%%, want about a third each", per, h, 100*share)
+		}
+	}
+	t.Logf("calls per host while all three ran: %v of %d (at most %d in flight)", per, total, most)
+}
