@@ -250,10 +250,12 @@ func TestGateCapChangeReachesEveryHost(t *testing.T) {
 			t.Error(err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		lowered = time.Now()
+		// The cap is lowered when the write lands: calls admitted while it was on its way
+		// (two round trips, long on a loaded machine) ran under the old cap.
 		if err := jobs[2].SetParallelism(ctx, 3, "tui"); err != nil {
 			t.Error(err)
 		}
+		lowered = time.Now()
 	})
 	checkAllOK(t, sums, items)
 	var firstAbove time.Duration = -1
