@@ -876,8 +876,10 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 			if json.Unmarshal([]byte(m.Payload), &lm) != nil {
 				continue
 			}
-			g.refresh(ctx, i)
+			// The waiting calls first: their script reads the new settings itself; the
+			// refresh, a round trip, is for Status only.
 			g.waiters[i].wakeAll()
+			g.refresh(ctx, i)
 			if g.opts.OnChange != nil && g.limits[i].name != "" {
 				changes := decodeChanges(string(lm.Changes))
 				if lm.Kind == "rm" {
