@@ -33,6 +33,12 @@ import (
 //	jobs     hash: JOB → {"weight","host","label","at"}, each job's heartbeat
 //	changes  the channel that announces `limit set` and `limit rm`, and free slots ("free")
 //
+// (SEQ is the gate's own id and a count: the hosts of one job, one JOB, never share a lease.)
+//
+// A job across hosts has a limit of the same shape, its own (see [Job.Gate]): its conf is the
+// job's settings hash, its channel the job's changes channel, its other parts
+// throttle:{JOB}:gate:PART, and its sharers — JOB above — are the job's hosts.
+//
 // Every call takes, in one Lua script and one round trip, from every limit it uses: the
 // hold, a lease under the limit's parallelism, a token of its rate and its call's tokens of
 // its tokens per minute (GCRA, in the script, on Redis's clock). The script checks every
