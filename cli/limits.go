@@ -116,6 +116,13 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 // cluster's one rule for limit names and weights.
 func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
 	uses, err := cluster.ParseLimitUses(vals)
+	if bad, ok := errors.AsType[*cluster.LimitUseError](err); ok {
+		sep := " "
+		if bad.Value == "" {
+			sep = ""
+		}
+		return nil, usageError("--limit%s%s: %s", sep, bad.Value, bad.Reason)
+	}
 	if err != nil {
 		return nil, usageError("--limit: %v", err)
 	}

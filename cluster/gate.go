@@ -54,20 +54,41 @@ type LimitUse struct {
 	Weight float64
 }
 
+// The rules of a limit's name and of a weight, as errors say them.
+const (
+	limitNameRule   = "a limit's name is letters, digits, '-', '_' or '.' (1 to 64)"
+	limitWeightRule = "the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)"
+)
+
 // Check holds u to the rules of a use: a valid name, a weight above 0 and at most 1000 (0
-// stands for the default, 1). It is the one place that checks what `--limit NAME:WEIGHT`
-// and [Limits.Use] take.
+// stands for the default, 1). [Limits.Use] checks its uses with it, and [ParseLimitUses]
+// by the same rules.
 func (u LimitUse) Check() error {
 	if err := checkLimitName(u.Name); err != nil {
 		return err
 	}
-	if w := u.Weight; w != 0 && (w <= 0 || math.IsNaN(w) || math.IsInf(w, 0) || w > 1000) {
-		return fmt.Errorf("cluster: limit %s: weight %v: the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)", u.Name, u.Weight)
+	if !validWeight(u.Weight) && u.Weight != 0 {
+		return fmt.Errorf("cluster: limit %s: weight %v: %s", u.Name, u.Weight, limitWeightRule)
 	}
 	return nil
 }
 
-// ParseLimitUses reads NAME or NAME:WEIGHT values (the --limit flag), each name once.
+func validWeight(w float64) bool { return w > 0 && w <= 1000 && !math.IsNaN(w) && !math.IsInf(w, 0) }
+
+// LimitUseError says which value of --limit is wrong, and why.
+type LimitUseError struct {
+	// Value is the value as given (NAME or NAME:WEIGHT); "" when none was given.
+	Value string
+	// Reason says what is wrong with it, for people.
+	Reason string
+}
+
+// Error is "limit VALUE: REASON".
+func (e *LimitUseError) Error() string { return "limit " + e.Value + ": " + e.Reason }
+
+// ParseLimitUses reads NAME or NAME:WEIGHT values (the --limit flag), each name once: the one
+// place, with [LimitUse.Check], for the rules of a limit's name and weight. Its errors are
+// [*LimitUseError]s.
 func ParseLimitUses(vals []string) ([]LimitUse, error) {
 	var uses []LimitUse
 	seen := map[string]bool{}
@@ -76,21 +97,21 @@ func ParseLimitUses(vals []string) ([]LimitUse, error) {
 		u := LimitUse{Name: name, Weight: 1}
 		if hasWeight {
 			var err error
-			if u.Weight, err = strconv.ParseFloat(w, 64); err != nil || u.Weight == 0 {
-				return nil, fmt.Errorf("cluster: limit %s: weight %q: the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)", name, w)
+			if u.Weight, err = strconv.ParseFloat(w, 64); err != nil || !validWeight(u.Weight) {
+				return nil, &LimitUseError{Value: v, Reason: limitWeightRule}
 			}
 		}
-		if err := u.Check(); err != nil {
-			return nil, err
+		if !ValidName(name) {
+			return nil, &LimitUseError{Value: v, Reason: limitNameRule}
 		}
 		if seen[name] {
-			return nil, fmt.Errorf("cluster: limit %s named twice", name)
+			return nil, &LimitUseError{Value: v, Reason: "limit " + name + " is named twice"}
 		}
 		seen[name] = true
 		uses = append(uses, u)
 	}
 	if len(uses) == 0 {
-		return nil, errors.New("cluster: no limit to use")
+		return nil, &LimitUseError{Reason: "no limit named"}
 	}
 	return uses, nil
 }

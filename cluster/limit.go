@@ -257,7 +257,7 @@ var limitParts = []string{"conf", "leases", "hold", "gcra", "state", "want", "jo
 
 func checkLimitName(name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("cluster: limit name %q: a limit's name is letters, digits, '-', '_' or '.' (1 to 64)", name)
+		return fmt.Errorf("cluster: limit name %q: %s", name, limitNameRule)
 	}
 	return nil
 }
