@@ -24,7 +24,7 @@ bench: build ## engine, adapter, probe and screen benchmarks, rate adherence, pe
 	$(GO) run ./bench/scenarios -bin $(BIN) | tee bench.out
 	$(GO) test -run '^$$' -bench . -count 3 ./probes/ ./tui/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./record/ | tee -a bench.out
-	@if [ -n "$$THROTTLE_TEST_REDIS" ]; then $(GO) run ./bench/scenarios -bin $(BIN) -only cluster | tee -a bench.out; \
+	@if [ -n "$$THROTTLE_TEST_REDIS" ]; then $(GO) run ./bench/scenarios -bin $(BIN) -only cluster,shares | tee -a bench.out; \
 	$(GO) test -run '^$$' -bench 'LimitAcquire|LimitJob' -benchtime 20000x -count 3 ./cluster/ | tee -a bench.out; \
 	else echo "THROTTLE_TEST_REDIS is not set: the --redis cost and 1-to-3-host scaling figures are skipped" | tee -a bench.out; fi
 	@if [ -n "$$THROTTLE_TEST_PG" ]; then $(GO) test -run '^$$' -bench PostgresInsert -benchtime 1x -count 3 ./adapters/ | tee -a bench.out; \

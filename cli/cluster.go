@@ -43,10 +43,14 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		return nil, usageError("%v", err)
 	}
 	var (
-		in  *input
-		out *os.File
+		in   *input
+		out  *os.File
+		gate *cluster.Gate
 	)
 	closeAll := func() {
+		if gate != nil {
+			gate.Close() // this host leaves the job's shares
+		}
 		_ = cj.Close() // the job's rows and state were written before; this drops the connection
 		if in != nil {
 			_ = in.close() // the input is read-only
@@ -106,10 +110,13 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	if lease <= 0 {
 		lease = max(10*time.Second, 2*rf.timeout)
 	}
+	// The job's cap and rate are the job's own limit, shared fairly by its live hosts.
+	if gate, err = cj.Gate(ctx, j.adapter, cluster.GateOptions{Label: "job " + rf.job, OnRedisError: report}); err != nil {
+		return nil, usageError("--redis: %v", err)
+	}
+	j.adapter = gate.Adapter()
 	runCtx, cancel := context.WithCancel(ctx)
 	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report})
-	gate := cj.Gate(j.adapter, cluster.GateOptions{LeaseTTL: rf.timeout + 10*time.Second, OnRedisError: report})
-	j.adapter = gate.Adapter()
 	if j.title == "" {
 		j.title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
 	}
@@ -150,7 +157,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			ctrl = cj.Controls(e)
 			return ctrl
 		},
-		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, gate, ctrl) },
+		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, ctrl) },
 		start: func(e *engine.Engine, sayer func(string)) func() {
 			mu.Lock()
 			say = sayer
@@ -195,7 +202,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
 			}
 			say(role)
-			return clusterLines(say, clusterHosts(cj, gate, ctrl), 5*rf.progressEvery)
+			return clusterLines(say, clusterHosts(cj, ctrl), 5*rf.progressEvery)
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
 	}
@@ -228,7 +235,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
 // in flight across hosts against the global cap, and calls/s against the rate.
-func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) tui.Hosts {
+func clusterHosts(cj *cluster.Job, ctrl engine.Controls) func(int) tui.Hosts {
 	// One rate for the screen and the progress lines, which both look: over the last seconds
 	// measured, never over the moment between two looks.
 	rate := &probes.CounterRate{}
@@ -237,7 +244,7 @@ func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) fun
 		defer cancel()
 		set := ctrl.Snapshot().Settings
 		job := &tui.JobLoad{Cap: set.Parallelism, Rate: set.Rate}
-		if v, err := gate.InFlight(ctx); err == nil {
+		if v, err := cj.InFlight(ctx); err == nil {
 			job.InFlight = v
 		}
 		hosts, _ := cj.Hosts(ctx)

@@ -109,10 +109,14 @@ func TestClusterHostsFillTheJobAndItsHosts(t *testing.T) {
 
 	// One call in flight through the job's gate, held until the test ends.
 	release := make(chan struct{})
-	gate := a.Gate(engine.AdapterFunc(func(ctx context.Context, _ engine.Item) (engine.Outcome, error) {
+	gate, err := a.Gate(ctx, engine.AdapterFunc(func(ctx context.Context, _ engine.Item) (engine.Outcome, error) {
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
 	}), cluster.GateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gate.Close()
 	called := make(chan struct{})
 	go func() {
 		defer close(called)
@@ -126,7 +130,7 @@ func TestClusterHostsFillTheJobAndItsHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := clusterHosts(a, gate, e)
+	hosts := clusterHosts(a, e)
 	var got tui.Hosts
 	if !until(5*time.Second, func() bool {
 		got = hosts(6)

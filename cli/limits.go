@@ -84,7 +84,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 		}
 		say(fmt.Sprintf("limit %s: %s (by %s)", name, strings.Join(parts, ", "), by))
 	}
-	opts := cluster.LimitOptions{Label: limitLabel(rf), OnRedisError: report, OnChange: onChange}
+	opts := cluster.GateOptions{Label: limitLabel(rf), OnRedisError: report, OnChange: onChange}
 	if rf.job != "" {
 		// The hosts of one job across hosts are one job of the limit: one share between them.
 		opts.Job = "job:" + rf.job
@@ -120,31 +120,19 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	}, nil
 }
 
-// parseLimitUses reads the --limit values: NAME or NAME:WEIGHT, each name once.
+// parseLimitUses reads the --limit values: NAME or NAME:WEIGHT, each name once, by the
+// cluster's one rule for limit names and weights.
 func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
-	var uses []cluster.LimitUse
-	seen := map[string]bool{}
-	for _, v := range vals {
-		name, w, hasWeight := strings.Cut(v, ":")
-		weight := 1.0
-		if hasWeight {
-			var err error
-			weight, err = strconv.ParseFloat(w, 64)
-			if err != nil || !(weight > 0 && weight <= 1000) {
-				return nil, usageError("--limit %s: the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)", v)
-			}
+	uses, err := cluster.ParseLimitUses(vals)
+	if bad, ok := errors.AsType[*cluster.LimitUseError](err); ok {
+		sep := " "
+		if bad.Value == "" {
+			sep = ""
 		}
-		if !cluster.ValidName(name) {
-			return nil, usageError("--limit %s: a limit's name is letters, digits, '-', '_' or '.' (1 to 64)", v)
-		}
-		if seen[name] {
-			return nil, usageError("--limit %s: limit %s is named twice", v, name)
-		}
-		seen[name] = true
-		uses = append(uses, cluster.LimitUse{Name: name, Weight: weight})
+		return nil, usageError("--limit%s%s: %s", sep, bad.Value, bad.Reason)
 	}
-	if len(uses) == 0 {
-		return nil, usageError("--limit: no limit named")
+	if err != nil {
+		return nil, usageError("--limit: %v", err)
 	}
 	return uses, nil
 }
@@ -176,7 +164,7 @@ func formatWeight(w float64) string { return strconv.FormatFloat(w, 'g', -1, 64)
 
 // limitLines says every so often, under the progress lines, how each shared limit goes and
 // whether it is what holds this job back; the returned function stops it.
-func limitLines(say func(string), g *cluster.LimitGate, lim *cluster.Limits, every time.Duration) func() {
+func limitLines(say func(string), g *cluster.Gate, lim *cluster.Limits, every time.Duration) func() {
 	return periodically(every, func() {
 		for _, line := range limitStatusLines(g, lim) {
 			say(line)
@@ -190,7 +178,7 @@ func limitLines(say func(string), g *cluster.LimitGate, lim *cluster.Limits, eve
 //	limit tmdb binds this job: share of rate
 //	  now 6 of 6 in flight (3 of this job), 12 waiting · last whole second 98 calls/s
 //	  of 100/s · 2 jobs
-func limitStatusLines(g *cluster.LimitGate, lim *cluster.Limits) []string {
+func limitStatusLines(g *cluster.Gate, lim *cluster.Limits) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var lines []string

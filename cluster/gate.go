@@ -2,110 +2,368 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/throttle-dev/throttle/engine"
 )
 
-// GateOptions tune a [Gate]. Zero values pick the defaults shown.
-type GateOptions struct {
-	// LeaseTTL is how long a call's lease on the global cap lives without renewal: how long
-	// the calls of a host that died keep their places. A call running longer than half of it
-	// renews its lease, so it may be short. Default: Timeout + 10 s, or 30 s without Timeout.
-	LeaseTTL time.Duration
-	// Timeout is the engine's call timeout (engine.Config.Timeout), for the default LeaseTTL.
-	Timeout time.Duration
-	// Poll is how long a call waits when the global cap is full before its item goes back to
-	// the engine, to be tried again at once (default 25 ms, jittered).
-	Poll time.Duration
-	// MaxWait is the longest a call waits in the gate for a Retry-After hold or a rate token
-	// before its item goes back to the engine, so that a pause or a drain of the engine
-	// reaches it within that (default 250 ms).
-	MaxWait time.Duration
-	// OutageWait is how long a call waits when Redis cannot be reached before its item goes
-	// back to the engine (default 1 s).
-	OutageWait time.Duration
-	// MaxHold caps a server's Retry-After as shared with every host (default 60 s, the
-	// engine's default MaxBackoff).
-	MaxHold time.Duration
-	// Cost returns what a call of items takes from the global rate (an LLM call costs its
-	// tokens). Default: the inner adapter's engine.Coster if it has one, else 1 per call, a
-	// batch included, as the engine counts calls. A cost above the burst fails the items.
-	Cost func(items []engine.Item) int
-	// OnRedisError is told when Redis becomes unavailable (err, once per outage) and when it
-	// is back (nil, once it answered without a failure for a second). It is called with a
-	// lock held, in order: it must not block.
-	OnRedisError func(err error)
+// limitNow is the scripts' clock: Redis's, in ms since 2023-11-14 (1,700,000,000 s after the
+// Unix epoch), with fractions: near enough to now that a double keeps the
+// microseconds, and the same in every script so that their times compare.
+const limitNow = `
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) - 1700000000) * 1000 + tonumber(t[2]) / 1000
+`
+
+// limitDropExpired drops the expired leases of a limit (a dead job's) and counts them off
+// their jobs. It expects now, and leases and state naming the keys.
+const limitDropExpired = `
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
+  local owner = string.match(m, '^(.*)|')
+  if owner and redis.call('HINCRBY', state, 'h:' .. owner, -1) < 0 then
+    redis.call('HSET', state, 'h:' .. owner, 0)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+`
+
+// The one lease gate. A [Gate] holds a host's calls to limits kept in Redis: the job's own
+// global cap and rate (see [Job.Gate]) and the named limits shared by jobs (see [Limits.Use])
+// are the same thing to it, a limit with fair shares between its sharers. The sharers of the
+// job's own limit are the job's live hosts; those of a named limit are the jobs that use it
+// (the hosts of one job across hosts sharing one share). Either way each live sharer has its
+// share, its weight over the weights alive, and the shares are work-conserving: what one
+// sharer does not use flows to those that want it (see the notes on fair sharing in limit.go).
+
+// LimitUse names a limit a job takes from, with the job's weight in its fair share (1 by
+// default: two jobs of weight 2 and 1 share 2:1 when both want more than the limit).
+type LimitUse struct {
+	Name   string
+	Weight float64
 }
 
-// Gate holds one host's calls to the job's global limits, shared with every host through
-// Redis. Before each call: the shared Retry-After hold, then a lease on the global cap on
-// calls in flight, then a token of the global rate (GCRA, redis_rate). After it: the lease is
-// released and a 429 with Retry-After holds every host.
+// The rules of a limit's name and of a weight, as errors say them.
+const (
+	limitNameRule   = "a limit's name is letters, digits, '-', '_' or '.' (1 to 64)"
+	limitWeightRule = "the weight after ':' must be a number above 0, at most 1000 (tmdb:2 takes twice the share of tmdb:1)"
+)
+
+// Check holds u to the rules of a use: a valid name, a weight above 0 and at most 1000 (0
+// stands for the default, 1). [Limits.Use] checks its uses with it, and [ParseLimitUses]
+// by the same rules.
+func (u LimitUse) Check() error {
+	if err := checkLimitName(u.Name); err != nil {
+		return err
+	}
+	if !validWeight(u.Weight) && u.Weight != 0 {
+		return fmt.Errorf("cluster: limit %s: weight %v: %s", u.Name, u.Weight, limitWeightRule)
+	}
+	return nil
+}
+
+func validWeight(w float64) bool { return w > 0 && w <= 1000 && !math.IsNaN(w) && !math.IsInf(w, 0) }
+
+// LimitUseError says which value of --limit is wrong, and why.
+type LimitUseError struct {
+	// Value is the value as given (NAME or NAME:WEIGHT); "" when none was given.
+	Value string
+	// Reason says what is wrong with it, for people.
+	Reason string
+}
+
+// Error is "limit VALUE: REASON".
+func (e *LimitUseError) Error() string { return "limit " + e.Value + ": " + e.Reason }
+
+// ParseLimitUses reads NAME or NAME:WEIGHT values (the --limit flag), each name once: the one
+// place, with [LimitUse.Check], for the rules of a limit's name and weight. Its errors are
+// [*LimitUseError]s.
+func ParseLimitUses(vals []string) ([]LimitUse, error) {
+	var uses []LimitUse
+	seen := map[string]bool{}
+	for _, v := range vals {
+		name, w, hasWeight := strings.Cut(v, ":")
+		u := LimitUse{Name: name, Weight: 1}
+		if hasWeight {
+			var err error
+			if u.Weight, err = strconv.ParseFloat(w, 64); err != nil || !validWeight(u.Weight) {
+				return nil, &LimitUseError{Value: v, Reason: limitWeightRule}
+			}
+		}
+		if !ValidName(name) {
+			return nil, &LimitUseError{Value: v, Reason: limitNameRule}
+		}
+		if seen[name] {
+			return nil, &LimitUseError{Value: v, Reason: "limit " + name + " is named twice"}
+		}
+		seen[name] = true
+		uses = append(uses, u)
+	}
+	if len(uses) == 0 {
+		return nil, &LimitUseError{Reason: "no limit named"}
+	}
+	return uses, nil
+}
+
+// Tokener is an optional interface of adapters whose calls spend tokens of a provider's
+// tokens-per-minute limit (an LLM): Tokens is the estimate a call of items takes from a
+// shared limit's tpm before it is made.
+type Tokener interface {
+	Tokens(items []engine.Item) int
+}
+
+// GateOptions tune a [Gate]. Zero values pick the defaults shown.
+type GateOptions struct {
+	// Job names this job in the named limits: its share, its leases, its line in `limit ls`.
+	// Default: hostname/pid/random. Processes that give the same Job share one share (the
+	// hosts of one job across hosts). The job's own limit ([Job.Gate]) ignores it: its
+	// sharers are the job's hosts.
+	Job string
+	// Host and Label describe the job in `limit ls` (default: hostname/pid, "").
+	Host, Label string
+	// Lease is how long a call's lease on the job's own limit lives without renewal: how long
+	// the calls of a host that died keep their places (default DefaultLimitLease). Calls that
+	// run longer renew their leases at half of it. A named limit has a lease of its own.
+	Lease time.Duration
+	// Poll is how often a call waiting for a slot asks again when no wake-up can reach it
+	// (the limit's channel is not subscribed yet, or again) (default 25 ms, jittered).
+	// Subscribed, a released slot wakes one waiting call at once.
+	Poll time.Duration
+	// MaxWait is the longest a call waits in the gate — for a slot, a hold or a token — before
+	// its item goes back to the engine, so that a pause or a drain reaches it (default 250 ms).
+	MaxWait time.Duration
+	// OutageWait is how long a call waits when Redis cannot be reached (default 1 s).
+	OutageWait time.Duration
+	// MaxHold caps a target's Retry-After as shared with the other hosts and jobs (default
+	// 60 s, the engine's default MaxBackoff).
+	MaxHold time.Duration
+	// Tokens returns the tokens a call of items takes from a limit's tpm. Default: the inner
+	// adapter's [Tokener], else its engine.Coster; without either a tpm does not apply to
+	// this job's calls (see [Gate.CountsTokens]).
+	Tokens func(items []engine.Item) int
+	// Cost returns what a call of items takes from the job's own rate (an LLM call costs its
+	// tokens). Default: the inner adapter's engine.Coster if it has one, else 1 per call, a
+	// batch included, as the engine counts calls. A cost above the burst fails the items.
+	// A named limit's rate counts calls.
+	Cost func(items []engine.Item) int
+	// OnRedisError is told when the limits become unavailable — Redis cannot be reached, a
+	// limit was removed (errors.Is ErrNoLimit) or the job has no settings (ErrNoSettings) —
+	// once per outage, and when they are back (nil, once Redis answered without a failure
+	// for a second). It is called with a lock held, in order: it must not block.
+	OnRedisError func(err error)
+	// OnChange is told of each `limit set` or `limit rm` of a named limit in use, from the
+	// limit's channel. It must not block.
+	OnChange func(name, by string, changes []LimitChange)
+}
+
+// gateLimit is one limit a gate takes from: where its keys are, who shares it, and how.
+type gateLimit struct {
+	name   string                   // the named limit's name; "" for the job's own
+	key    func(part string) string // conf, leases, hold, gcra, state, want, jobs, changes
+	sharer string                   // this process's sharer: the job (named) or the host (own)
+	weight float64
+	lease  time.Duration // when the conf names none
+	// cost says a call takes its cost from the rate (the job's own), not 1 (a named limit).
+	cost bool
+	// read reads the limit's settings: ErrNoLimit or ErrNoSettings when it is gone.
+	read func(context.Context) (LimitConfig, error)
+	// gone is the error for a limit whose conf is missing.
+	gone func() error
+}
+
+// what names the limit as a waiting worker's state says it: "limit tmdb", or "the job's cap"
+// for the job's own (its cap and rate across hosts).
+func (l gateLimit) what() string {
+	if l.name == "" {
+		return "the job's cap"
+	}
+	return "limit " + l.name
+}
+
+// Gate holds one host's calls to its limits. Before each call, one script takes from every
+// limit: the hold, a lease, a token of the rate, the tokens of the tpm, each within this
+// sharer's fair share when other sharers want more. After the call the leases are released,
+// and a 429 with Retry-After (or a spent quota) holds every sharer of the limits: every
+// host of the job, every job of a named limit.
 //
-// A call that may not start waits in the gate a little (Poll, or up to MaxWait for a hold or
-// a rate token, OutageWait while Redis is away) and then returns engine.Later(0): the engine
-// puts the item back without counting a call or an attempt, and the worker, finding it due,
-// comes back with it. Waiting in the gate rather than returning Later(wait) keeps each
-// worker on its one item: a worker given Later goes on with fresh input, so under a full
-// global cap the workers would pull the input into their retry queue, each item then
-// polling Redis (measured, 3 hosts of 16 workers under a cap of 8: 82 scripts per item
-// instead of 6, 600 items deferred on a host). Returning to the engine between waits keeps
-// pause and drain prompt.
+// A call that may not start waits in the gate — for a slot until a release wakes it (the
+// limit's channel says "free"), for a token until it is due, taking turns with this host's
+// other waiters, for a hold until it ends — asking again after each wait, for at most
+// MaxWait in all; then it returns engine.Later(0): the engine puts the item back without
+// counting a call or an attempt, and the worker, finding it due, comes back with it. Waiting
+// in the gate rather than returning Later(wait) keeps each worker on its one item: a worker
+// given Later goes on with fresh input, so under a full cap the workers would pull the input
+// into their retry queue, each item then polling Redis. Returning to the engine between
+// waits keeps pause and drain prompt.
 //
-// A Gate's own Do never fails an item for Redis: an unavailable Redis makes calls wait, and
-// is reported to OnRedisError.
+// An unavailable Redis, a removed limit or a job without settings makes calls wait: the gate
+// never lets a call through without its limits, and never fails an item for Redis.
 type Gate struct {
-	j       *Job
+	rdb     *redis.Client
 	inner   engine.Adapter
 	batcher engine.Batcher
 	coster  engine.Coster
+	tokens  func([]engine.Item) int
+	cost    func([]engine.Item) int
 	opts    GateOptions
-	limiter *redis_rate.Limiter
-	id      string
+	limits  []gateLimit
+	host    string
+	id      string // in every lease's member, unique to this gate
+
+	acqKeys, relKeys, renKeys []string
+	perLimit                  [][]any // the acquire script's ARGV of each limit, waiters last
+
 	seq     atomic.Uint64
 	calling atomic.Int64
+	trips   atomic.Int64 // acquisitions asked of Redis, admitted or not
 
-	down  atomic.Bool
-	outMu sync.Mutex // orders OnRedisError calls
-	// Guarded by outMu:
-	outDown  bool
-	lastFail time.Time // the last failure of Redis seen
-	upAt     time.Time // when the last outage was said to be over
+	cfgMu sync.Mutex
+	cfg   []LimitConfig // as last heard: at the start, at each (re)subscription and change
+
+	waiters    []limitWaiters
+	blocked    []atomic.Int64 // per limit: this host's calls in the gate whose last refusal was that limit's
+	binds      []bindCounter
+	subscribed atomic.Bool
+
+	out gateOutage
 
 	pendMu    sync.Mutex
-	pending   map[string]gatePending // leases to give back once Redis answers
-	releasing bool                   // a releaseLoop runs
+	pending   map[string]gatePending
+	releasing bool
+
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	closeOnce sync.Once
 }
 
 var (
 	_ engine.Adapter = (*Gate)(nil)
 	_ engine.Resizer = (*Gate)(nil)
-	_ engine.Batcher = batchGate{}
+	_ engine.Batcher = gateBatch{}
+	_ engine.Coster  = gateCost{}
 )
 
-// Gate wraps inner in the job's global limits. Give the engine [Gate.Adapter], which batches
-// when inner does.
-func (j *Job) Gate(inner engine.Adapter, opts GateOptions) *Gate {
-	if opts.LeaseTTL <= 0 {
-		opts.LeaseTTL = 30 * time.Second
-		if opts.Timeout > 0 {
-			opts.LeaseTTL = opts.Timeout + 10*time.Second
-		}
+// Use puts inner behind the named limits uses. It checks that each exists (ErrNoLimit
+// otherwise), joins them as a job (a first heartbeat, so that the shares count this job from
+// its first call) and starts the heartbeats and the subscription to the limits' channels,
+// which run until Close. Give the engine [Gate.Adapter].
+func (l *Limits) Use(ctx context.Context, inner engine.Adapter, uses []LimitUse, opts GateOptions) (*Gate, error) {
+	if len(uses) == 0 {
+		return nil, errors.New("cluster: no limit to use")
 	}
-	// Renewal runs at half the TTL and needs a round trip or two: below this a lease could
+	hn, _ := os.Hostname()
+	if opts.Host == "" {
+		opts.Host = hn + "/" + strconv.Itoa(os.Getpid())
+	}
+	if opts.Job == "" {
+		opts.Job = opts.Host + "/" + strconv.FormatUint(rand.Uint64()%(36*36*36*36), 36)
+	}
+	if strings.Contains(opts.Job, "|") {
+		return nil, fmt.Errorf("cluster: job name %q: '|' is not allowed", opts.Job)
+	}
+	seen := map[string]bool{}
+	var limits []gateLimit
+	for _, u := range uses {
+		if err := u.Check(); err != nil {
+			return nil, err
+		}
+		if seen[u.Name] {
+			return nil, fmt.Errorf("cluster: limit %s named twice", u.Name)
+		}
+		seen[u.Name] = true
+		if u.Weight == 0 {
+			u.Weight = 1
+		}
+		limits = append(limits, gateLimit{
+			name: u.Name, key: func(part string) string { return LimitKey(u.Name, part) },
+			sharer: opts.Job, weight: u.Weight, lease: DefaultLimitLease,
+			read: func(ctx context.Context) (LimitConfig, error) { return l.config(ctx, u.Name) },
+			gone: func() error { return &NoLimitError{Name: u.Name} },
+		})
+	}
+	return newGate(ctx, l.rdb, inner, limits, opts)
+}
+
+// Gate puts inner behind the job's own limit: its global cap on calls in flight and its
+// global rate and burst, read from the job's settings hash (the one home of the job's knobs:
+// `ctl set`, a screen or --auto on any host changes them there, and every host's gate counts
+// them from its next call). Each live host of the job is a sharer of weight 1, so each has
+// its fair share of the cap and of the rate while the others want more, and what one does
+// not use flows to those that do. It joins the job's limit (a first heartbeat) and runs its
+// heartbeats and subscription until Close. Give the engine [Gate.Adapter].
+func (j *Job) Gate(ctx context.Context, inner engine.Adapter, opts GateOptions) (*Gate, error) {
+	if opts.Host == "" {
+		opts.Host = j.host
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLimitLease
+	}
+	// Renewal runs at half the lease and needs a round trip or two: below this a lease could
 	// lapse under a live call.
-	opts.LeaseTTL = max(opts.LeaseTTL, 100*time.Millisecond)
+	opts.Lease = max(opts.Lease, 100*time.Millisecond)
+	own := gateLimit{
+		key: j.gateKey, sharer: j.host, weight: 1, lease: opts.Lease, cost: true,
+		read: func(ctx context.Context) (LimitConfig, error) {
+			h, err := j.rdb.HGetAll(ctx, j.Key("settings")).Result()
+			if err != nil {
+				return LimitConfig{}, redisFailure(ctx, err)
+			}
+			if h[fieldParallelism] == "" {
+				return LimitConfig{}, ErrNoSettings
+			}
+			c := parseLimitConfig(h)
+			if h["lease"] == "" {
+				c.Lease = opts.Lease
+			}
+			return c, nil
+		},
+		gone: func() error { return ErrNoSettings },
+	}
+	return newGate(ctx, j.rdb, inner, []gateLimit{own}, opts)
+}
+
+// gateKey names the keys of the job's own limit: its conf is the job's settings hash, its
+// channel the job's changes channel (a `ctl set` wakes the waiting calls), the rest are the
+// job's gate:PART keys.
+func (j *Job) gateKey(part string) string {
+	switch part {
+	case "conf":
+		return j.Key("settings")
+	case "changes":
+		return j.Key("changes")
+	}
+	return j.Key("gate:" + part)
+}
+
+// InFlight returns the number of the job's calls in flight across every host: the live
+// leases of its own limit.
+func (j *Job) InFlight(ctx context.Context) (int, error) {
+	n, err := gateCountScript.Run(ctx, j.rdb, []string{j.gateKey("leases")}).Int()
+	if err != nil {
+		return 0, redisFailure(ctx, err)
+	}
+	return n, nil
+}
+
+// gateCountScript counts the live leases of a limit without changing anything.
+var gateCountScript = redis.NewScript(limitNow + `
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+`)
+
+// newGate puts inner behind limits: it reads each limit (its error when one is gone), joins
+// them with a first heartbeat and starts the heartbeats and the subscription.
+func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limits []gateLimit, opts GateOptions) (*Gate, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = 25 * time.Millisecond
 	}
@@ -119,242 +377,776 @@ func (j *Job) Gate(inner engine.Adapter, opts GateOptions) *Gate {
 		opts.MaxHold = 60 * time.Second
 	}
 	g := &Gate{
-		j: j, inner: inner, opts: opts,
-		limiter: redis_rate.NewLimiter(j.rdb),
-		id:      strconv.FormatUint(rand.Uint64(), 36),
+		rdb: rdb, inner: inner, opts: opts, limits: limits, host: opts.Host, id: strconv.FormatUint(rand.Uint64(), 36),
+		cfg: make([]LimitConfig, len(limits)), waiters: make([]limitWaiters, len(limits)), binds: make([]bindCounter, len(limits)),
+		blocked: make([]atomic.Int64, len(limits)),
 	}
+	g.out.notify = opts.OnRedisError
 	g.batcher, _ = inner.(engine.Batcher)
 	g.coster, _ = inner.(engine.Coster)
-	return g
+	switch t, _ := inner.(Tokener); {
+	case opts.Tokens != nil:
+		g.tokens = opts.Tokens
+	case t != nil:
+		g.tokens = t.Tokens
+	case g.coster != nil:
+		g.tokens = g.coster.Cost
+	}
+	switch {
+	case opts.Cost != nil:
+		g.cost = opts.Cost
+	case g.coster != nil:
+		g.cost = g.coster.Cost
+	}
+	for i, u := range limits {
+		g.acqKeys = append(g.acqKeys, u.key("conf"), u.key("leases"), u.key("hold"), u.key("gcra"), u.key("state"), u.key("want"))
+		g.relKeys = append(g.relKeys, u.key("leases"), u.key("hold"), u.key("state"), u.key("want"), u.key("changes"))
+		g.renKeys = append(g.renKeys, u.key("conf"), u.key("leases"))
+		g.perLimit = append(g.perLimit, []any{u.sharer, formatRateField(u.weight), u.lease.Milliseconds()})
+		c, err := u.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		g.cfg[i] = c
+	}
+	if err := g.beat(ctx, false); err != nil {
+		return nil, err
+	}
+	bctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.done.Add(2)
+	go func() { defer g.done.Done(); g.heartbeat(bctx) }()
+	go func() { defer g.done.Done(); g.listen(bctx) }()
+	return g, nil
 }
 
-// Adapter is the gate as the engine should see it: g itself, or, when the inner adapter is
-// an engine.Batcher, g with DoBatch, so that a chunk takes one lease and one call.
+// Close stops the heartbeats and the subscription and leaves the limits: this host (or job)
+// no longer counts in their shares. Calls still in flight keep their leases until they end.
+func (g *Gate) Close() {
+	g.closeOnce.Do(func() {
+		g.cancel()
+		g.done.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = g.beat(ctx, true)
+	})
+}
+
+// Adapter is the gate as the engine should see it: with DoBatch when the inner adapter
+// batches (a chunk takes one lease), with Cost when it has one (the engine's own rate keeps
+// counting it).
 func (g *Gate) Adapter() engine.Adapter {
-	if g.batcher != nil {
-		return batchGate{g}
+	switch {
+	case g.batcher != nil && g.coster != nil:
+		return gateBatchCost{gateBatch{g}}
+	case g.batcher != nil:
+		return gateBatch{g}
+	case g.coster != nil:
+		return gateCost{g}
 	}
 	return g
 }
 
-// batchGate is a Gate over a batching adapter. It is a type of its own because the engine
-// batches whenever its adapter has DoBatch.
-type batchGate struct{ *Gate }
+// gateBatch is a Gate over a batching adapter: the engine batches whenever its adapter has
+// DoBatch, so it is a type of its own.
+type gateBatch struct{ *Gate }
 
-// DoBatch admits a chunk as one call, its cost as for Do, then calls the inner DoBatch.
-func (b batchGate) DoBatch(ctx context.Context, items []engine.Item) ([]engine.Outcome, error) {
-	return admitBatch(ctx, items, b.admit, b.batcher, b.holdOf, b.finish)
-}
-
-// admitBatch admits a chunk as one call through admit, calls the inner DoBatch, and ends the
-// call with the longest hold its answers ask for: the Gate and the LimitGate batch alike.
-func admitBatch[L any](ctx context.Context, items []engine.Item,
-	admit func(context.Context, []engine.Item) (L, error), inner engine.Batcher,
-	holdOf func(engine.Outcome) time.Duration, finish func(context.Context, L, time.Duration)) ([]engine.Outcome, error) {
-	l, err := admit(ctx, items)
+// DoBatch admits a chunk as one call, its cost as for Do, then calls the inner DoBatch and
+// ends the call with the longest hold its answers ask for.
+func (b gateBatch) DoBatch(ctx context.Context, items []engine.Item) ([]engine.Outcome, error) {
+	l, err := b.admit(ctx, items)
 	if err != nil {
 		return nil, err
 	}
 	engine.CallStarts(ctx) // the wait in the gate is the row's wait_ms, not latency
-	outs, err := inner.DoBatch(ctx, items)
+	outs, err := b.batcher.DoBatch(ctx, items)
 	var hold time.Duration
 	if err == nil {
 		for _, o := range outs {
-			hold = max(hold, holdOf(o))
+			hold = max(hold, b.holdOf(o))
 		}
 	}
-	finish(ctx, l, hold)
+	b.finish(ctx, l, hold)
 	return outs, err
 }
 
-// Do admits one call under the job's limits, then calls the inner adapter.
-func (g *Gate) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
-	return admitOne(ctx, it, g.admit, g.inner, g.holdOf, g.finish)
-}
+// gateCost passes on the inner adapter's cost, for the engine's own rate.
+type gateCost struct{ *Gate }
 
-// admitOne is admitBatch for one item: admit, call, end with the hold the answer asks for.
-func admitOne[L any](ctx context.Context, it engine.Item,
-	admit func(context.Context, []engine.Item) (L, error), inner engine.Adapter,
-	holdOf func(engine.Outcome) time.Duration, finish func(context.Context, L, time.Duration)) (engine.Outcome, error) {
-	l, err := admit(ctx, []engine.Item{it})
+// Cost is the inner adapter's.
+func (c gateCost) Cost(items []engine.Item) int { return c.coster.Cost(items) }
+
+type gateBatchCost struct{ gateBatch }
+
+func (c gateBatchCost) Cost(items []engine.Item) int { return c.coster.Cost(items) }
+
+// Do admits one call under the limits, then calls the inner adapter and ends the call with
+// the hold its answer asks for.
+func (g *Gate) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	l, err := g.admit(ctx, []engine.Item{it})
 	if err != nil {
 		return engine.Outcome{}, err
 	}
 	engine.CallStarts(ctx) // the wait in the gate is the row's wait_ms, not latency
-	out, err := inner.Do(ctx, it)
+	out, err := g.inner.Do(ctx, it)
 	var hold time.Duration
 	if err == nil {
-		hold = holdOf(out)
+		hold = g.holdOf(out)
 	}
-	finish(ctx, l, hold)
+	g.finish(ctx, l, hold)
 	return out, err
 }
 
 // Resize passes the engine's parallelism on to the inner adapter if it holds a resource per
-// worker: that is this host's business, not the job's.
+// worker: that is this host's business, not the limits'.
 func (g *Gate) Resize(parallelism int) {
 	if r, ok := g.inner.(engine.Resizer); ok {
 		r.Resize(parallelism)
 	}
 }
 
+// CountsTokens says whether this job's calls take tokens from a limit's tpm: whether it has
+// an estimate of a call's tokens.
+func (g *Gate) CountsTokens() bool { return g.tokens != nil }
+
 // LocalInFlight is the number of this gate's calls in flight (holding a lease). The engine's
 // own count also includes its calls waiting in the gate.
 func (g *Gate) LocalInFlight() int { return int(g.calling.Load()) }
 
-// InFlight returns the number of calls in flight across every host: the live leases.
-func (g *Gate) InFlight(ctx context.Context) (int, error) {
-	n, err := gateCountScript.Run(ctx, g.j.rdb, []string{g.j.Key("leases")}).Int()
-	if err != nil {
-		return 0, redisFailure(ctx, err)
-	}
-	return n, nil
+// Config returns the settings of the limit used at index i as last heard.
+func (g *Gate) Config(i int) LimitConfig {
+	g.cfgMu.Lock()
+	defer g.cfgMu.Unlock()
+	return g.cfg[i]
 }
 
-// The admission script's answers.
+// The acquire script's answers.
 const (
-	gateAdmitted = iota
-	gateHeld
-	gateFull
-	gateNoSettings
+	limitAdmitted = iota
+	limitHeld
+	limitFull      // the limit's parallelism is reached
+	limitShare     // this job has its share of the parallelism and another job starves
+	limitRate      // no token of the limit's rate yet
+	limitRateShare // this job used its share of the rate and another job starves
+	limitTPM
+	limitTPMShare
+	limitMissing
+	limitTooBig // the call's tokens exceed the tpm, or its cost the burst: never allowed
 )
 
-// gateAcquireScript is the gate's one round trip before a call: the Retry-After hold, then a
-// lease on the global cap, read from the settings hash here so that a changed cap counts from
-// the next call. Expired leases (a dead host's) are dropped first. Times are Redis's own, so
-// that the hosts' clocks do not matter. It answers the rate settings too: the gate needs no
-// cache of its own, and a change of rate counts from the next call.
+// limitAcquireScript is a call's one round trip before it starts: for every limit it uses,
+// the hold, the leases under the parallelism and the job's share of it, the GCRA of the rate
+// and of the tpm with the job's share of each; then, if every limit admits, a lease in each,
+// the GCRA states and the counts. Nothing is written for a refused call but the refusal
+// itself (want), so that one limit's refusal takes nothing from another. Settings are read
+// from each conf hash here, so a `limit set` counts from the next call.
 //
-// KEYS: leases (sorted set, score = expiry in ms), settings, hold. ARGV: member, ttl in ms.
-// Answer: {status, pttl of the hold | leases held, rate, burst, rate_gen}.
-var gateAcquireScript = redis.NewScript(`
-local hold = redis.call('PTTL', KEYS[3])
-if hold > 0 then return {1, hold} end
-local s = redis.call('HMGET', KEYS[2], 'parallelism', 'rate', 'burst', 'rate_gen')
-local cap = tonumber(s[1])
-if not cap then return {3, 0} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if n >= cap then return {2, n} end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return {0, n + 1, s[2] or '0', s[3] or '1', s[4] or '0'}
+// A job refused within its share is starved ('!JOB' in want) until the window passes or it
+// is admitted with no other call of its waiting on the limit: a job that wants little stops
+// holding the others back as soon as it has what it asked for, while one that wants more
+// keeps them to their shares.
+//
+// The "job" of the script is the sharer of each limit (a job of a named limit, a host of
+// the job's own); a lease is SHARER|SEQ in each limit.
+//
+// KEYS: per limit conf, leases, hold, gcra, state, want. ARGV: seq, tokens, starve window
+// ms, then per limit the sharer, its weight, the default lease ms, what the call takes from
+// the rate, and how many of the sharer's calls wait on the limit besides this one.
+// Answer: {0, lease ms per limit} or {status, limit index (1-based), value, more}: the
+// hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
+// wait for a token and the interval between turns at tokens (µs: the limit's, or the job's
+// share's while other jobs want tokens too), for this job's waiters to take turns; or, too
+// big, the limit (tpm, burst) and 1 for the rate, 2 for the tpm.
+var limitAcquireScript = redis.NewScript(limitNow + `
+local seq = ARGV[1]
+local tokens, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = #KEYS / 6
+local job
+
+-- others says whether another job is starved (refused within its share), and whether
+-- another job waits at all, in the last window. want holds JOB (waits for a slot), !JOB
+-- (starved) and ~JOB (waits for a token).
+local function others(want)
+  local starved, waiting = false, false
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', want, now - window, '+inf')) do
+    local c, who = string.sub(m, 1, 1), m
+    if c == '!' or c == '~' then who = string.sub(m, 2) end
+    if who ~= job then
+      waiting = true
+      if c == '!' then starved = true end
+    end
+  end
+  return starved, waiting
+end
+
+-- gcra answers whether cost fits the bucket whose theoretical arrival time is tat, the new
+-- tat if it does, and the wait in ms until it would.
+local function gcra(tat, interval, burst, cost)
+  tat = math.max(tonumber(tat) or now, now)
+  local new = tat + interval * cost
+  local wait = new - interval * burst - now
+  if wait > 0 then return false, new, wait end
+  return true, new, 0
+end
+
+local plan = {}
+for i = 1, n do
+  local b = (i - 1) * 6
+  local conf, leases, hold, gk, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
+  local a = 3 + (i - 1) * 5
+  job = ARGV[a + 1]
+  local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local h = redis.call('PTTL', hold)
+  if h > 0 then return {1, i, h} end
+  local c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease')
+  if not c[1] then return {8, i, 0} end
+  local cap, rate, burst, tpm = tonumber(c[2]) or 0, tonumber(c[3]) or 0, tonumber(c[4]) or 1, tonumber(c[5]) or 0
+  local p = {lease = tonumber(c[6]) or deflease}
+` + limitDropExpired + `
+  redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
+  local share = w / math.max(tonumber(redis.call('HGET', state, 'W')) or 0, w)
+  if cap > 0 then
+    local busy = redis.call('ZCARD', leases)
+    local mine = tonumber(redis.call('HGET', state, 'h:' .. job)) or 0
+    if busy >= cap then
+      redis.call('ZADD', want, now, job)
+      if mine < cap * share then redis.call('ZADD', want, now, '!' .. job) end
+      local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+      return {2, i, busy, math.ceil(tonumber(first[2]) - now)}
+    end
+    if mine >= cap * share and (others(want)) then
+      redis.call('ZADD', want, now, job)
+      return {3, i, mine}
+    end
+  end
+  if rate > 0 or (tpm > 0 and tokens > 0) then
+    local g = redis.call('HMGET', gk, 'gen', 'all', 'r:' .. job, 'tpm', 't:' .. job)
+    if g[1] ~= c[1] then
+      redis.call('DEL', gk)
+      g = {c[1], false, false, false, false}
+    end
+    p.gen = c[1]
+    if rate > 0 then
+      if cost > burst then return {9, i, burst, 1} end
+      local iv = 1000 / rate
+      local ok, new, wait = gcra(g[2], iv, burst, cost)
+      -- The job's own bucket holds two calls at least: a call a little late then does not
+      -- cost the job its turn (one of burst 1 would lose what lateness there is).
+      local ivj, bj = iv / share, math.max(2 * cost, burst * share)
+      local okj, newj, waitj = gcra(g[3], ivj, bj, cost)
+      local starved, waiting = others(want)
+      if not ok then
+        redis.call('ZADD', want, now, '~' .. job)
+        if okj then redis.call('ZADD', want, now, '!' .. job) end
+        -- Turns come at the job's share of the tokens while other jobs want them too.
+        if waiting then iv = ivj end
+        return {4, i, math.ceil(wait * 1000), math.ceil(iv * math.max(cost, 1) * 1000)}
+      end
+      if not okj then
+        if starved then
+          redis.call('ZADD', want, now, '~' .. job)
+          return {5, i, math.ceil(waitj * 1000), math.ceil(ivj * math.max(cost, 1) * 1000)}
+        end
+        newj = math.min(newj, now + ivj * bj)
+      end
+      p.all, p.mine = new, newj
+    end
+    if tpm > 0 and tokens > 0 then
+      if tokens > tpm then return {9, i, tpm, 2} end
+      local iv = 60000 / tpm
+      local bt = math.max(tpm / 60, tokens)
+      local ok, new, wait = gcra(g[4], iv, bt, tokens)
+      local ivj, bj = iv / share, math.max(2 * tokens, bt * share)
+      local okj, newj, waitj = gcra(g[5], ivj, bj, tokens)
+      local starved, waiting = others(want)
+      if not ok then
+        redis.call('ZADD', want, now, '~' .. job)
+        if okj then redis.call('ZADD', want, now, '!' .. job) end
+        if waiting then iv = ivj end
+        return {6, i, math.ceil(wait * 1000), math.ceil(iv * tokens * 1000)}
+      end
+      if not okj then
+        if starved then
+          redis.call('ZADD', want, now, '~' .. job)
+          return {7, i, math.ceil(waitj * 1000), math.ceil(ivj * tokens * 1000)}
+        end
+        newj = math.min(newj, now + ivj * bj)
+      end
+      p.tpm, p.tmine = new, newj
+    end
+  end
+  plan[i] = p
+end
+
+local answer = {0}
+local sec = math.floor(now / 1000)
+for i = 1, n do
+  local b = (i - 1) * 6
+  local gk, state, p = KEYS[b + 4], KEYS[b + 5], plan[i]
+  local a = 3 + (i - 1) * 5
+  job = ARGV[a + 1]
+  redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
+  if ARGV[a + 5] == '0' then redis.call('ZREM', KEYS[b + 6], '!' .. job) end
+  redis.call('HINCRBY', state, 'h:' .. job, 1)
+  redis.call('HINCRBY', state, 'c:' .. job, 1)
+  local s = redis.call('HMGET', state, 'sec', 'n')
+  if tonumber(s[1]) == sec then
+    redis.call('HINCRBY', state, 'n', 1)
+  else
+    local prev = 0
+    if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
+    redis.call('HSET', state, 'sec', sec, 'n', 1, 'prev', prev)
+  end
+  if p.gen then
+    local f = {'gen', p.gen}
+    if p.all then
+      f[#f + 1] = 'all'; f[#f + 1] = string.format('%.4f', p.all)
+      f[#f + 1] = 'r:' .. job; f[#f + 1] = string.format('%.4f', p.mine)
+    end
+    if p.tpm then
+      f[#f + 1] = 'tpm'; f[#f + 1] = string.format('%.4f', p.tpm)
+      f[#f + 1] = 't:' .. job; f[#f + 1] = string.format('%.4f', p.tmine)
+    end
+    redis.call('HSET', gk, unpack(f))
+  end
+  answer[#answer + 1] = p.lease
+end
+return answer
 `)
 
-// gateReleaseScript gives a lease back and, for a 429 with Retry-After, holds every host:
-// the hold is only ever lengthened, never shortened, whichever host set it.
+// limitReleaseScript gives leases back and, for a Retry-After, holds every job of each limit
+// (only ever lengthening the hold). A freed slot is announced on the limit's channel while
+// some job waits for one, to wake one of its waiting calls.
 //
-// KEYS: leases, hold. ARGV: hold in ms (0 for none), this host, then the leases' members.
-var gateReleaseScript = redis.NewScript(`
-redis.call('ZREM', KEYS[1], unpack(ARGV, 3))
-local want = tonumber(ARGV[1])
-if want > 0 and redis.call('PTTL', KEYS[2]) < want then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', want)
+// KEYS: per limit leases, hold, state, want, channel. ARGV: hold ms (0: none), holder,
+// starve window ms, the number of limits, then the sharer of each limit, then the leases'
+// sequence numbers (a lease is SHARER|SEQ).
+var limitReleaseScript = redis.NewScript(limitNow + `
+local hold, window, n = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for b = 1, #KEYS, 5 do
+  local freed = 0
+  local owner = ARGV[4 + (b + 4) / 5]
+  for k = 5 + n, #ARGV do
+    if redis.call('ZREM', KEYS[b], owner .. '|' .. ARGV[k]) == 1 then
+      freed = freed + 1
+      if redis.call('HINCRBY', KEYS[b + 2], 'h:' .. owner, -1) < 0 then
+        redis.call('HSET', KEYS[b + 2], 'h:' .. owner, 0)
+      end
+    end
+  end
+  if hold > 0 and redis.call('PTTL', KEYS[b + 1]) < hold then
+    redis.call('SET', KEYS[b + 1], ARGV[2], 'PX', hold)
+  end
+  if freed > 0 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[b + 3], now - window, '+inf')) do
+      local c = string.sub(m, 1, 1)
+      if c ~= '!' and c ~= '~' then
+        redis.call('PUBLISH', KEYS[b + 4], 'free')
+        break
+      end
+    end
+  end
 end
 return 0
 `)
 
-// gateRenewScript pushes back the expiry of a lease still held (XX: a lease already released
-// or expired is not brought back).
-var gateRenewScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1])
+// limitRenewScript pushes back the expiry of a call's leases still held, each by its limit's
+// lease (XX: a lease released or expired is not brought back).
+// KEYS: per limit conf, leases. ARGV: the lease's sequence number, then per limit its sharer
+// and its default lease ms.
+var limitRenewScript = redis.NewScript(limitNow + `
+for b = 1, #KEYS, 2 do
+  local a = b + 1
+  local lease = tonumber(redis.call('HGET', KEYS[b], 'lease')) or tonumber(ARGV[a + 1])
+  redis.call('ZADD', KEYS[b + 1], 'XX', now + lease, ARGV[a] .. '|' .. ARGV[1])
+end
+return 0
 `)
 
-// gateCountScript counts the live leases without changing anything.
-var gateCountScript = redis.NewScript(`
+// limitBeatScript records a job's heartbeat on a limit (or its leaving, with its counts),
+// forgets the jobs silent for long, and sums the weights of the jobs alive into the state's
+// W, which the acquire script reads for the shares.
+// KEYS: jobs, state, gcra. ARGV: job, beat JSON, alive ms, forget ms, leave (1) or not (0).
+var limitBeatScript = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[5] == '1' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], 'c:' .. ARGV[1])
+  redis.call('HDEL', KEYS[3], 'r:' .. ARGV[1], 't:' .. ARGV[1])
+  if (tonumber(redis.call('HGET', KEYS[2], 'h:' .. ARGV[1])) or 0) <= 0 then
+    redis.call('HDEL', KEYS[2], 'h:' .. ARGV[1])
+  end
+else
+  local b = cjson.decode(ARGV[2])
+  b['at'] = ms
+  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(b))
+end
+local W, all = 0, redis.call('HGETALL', KEYS[1])
+for k = 1, #all, 2 do
+  local ok, b = pcall(cjson.decode, all[k + 1])
+  local at = ok and tonumber(b['at']) or 0
+  if ms - at > tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[1], all[k])
+    redis.call('HDEL', KEYS[2], 'h:' .. all[k], 'c:' .. all[k])
+    redis.call('HDEL', KEYS[3], 'r:' .. all[k], 't:' .. all[k])
+  elseif ms - at <= tonumber(ARGV[3]) then
+    W = W + (tonumber(b['weight']) or 1)
+  end
+end
+redis.call('HSET', KEYS[2], 'W', W)
+return 0
 `)
 
-// admit lets a call of items start, holding a lease, or returns the error Do returns: a Later
-// after a short wait, or a Permanent one for a cost the rate can never grant.
-func (g *Gate) admit(ctx context.Context, items []engine.Item) (*gateLease, error) {
-	j := g.j
-	member := j.host + "|" + g.id + "|" + strconv.FormatUint(g.seq.Add(1), 36)
-	ttl := g.opts.LeaseTTL
+// limitBeatInfo is a job's heartbeat as the jobs hash stores it; At is set by Redis (unix ms).
+type limitBeatInfo struct {
+	Weight float64 `json:"weight"`
+	Host   string  `json:"host"`
+	Label  string  `json:"label"`
+	// Waiting is the sharer's calls waiting on the limit (refused by it last) at the beat.
+	Waiting int   `json:"waiting,omitempty"`
+	At      int64 `json:"at,omitempty"`
+}
+
+// beat records this job on every limit it uses, or takes it off them (leave).
+func (g *Gate) beat(ctx context.Context, leave bool) error {
+	l := "0"
+	if leave {
+		l = "1"
+	}
+	for i, u := range g.limits {
+		b, _ := json.Marshal(limitBeatInfo{Weight: u.weight, Host: g.host, Label: g.opts.Label, Waiting: int(max(g.blocked[i].Load(), 0))})
+		keys := []string{u.key("jobs"), u.key("state"), u.key("gcra")}
+		err := limitBeatScript.Run(ctx, g.rdb, keys, u.sharer, string(b), limitAlive.Milliseconds(), limitForget.Milliseconds(), l).Err()
+		if err != nil {
+			return redisFailure(ctx, err)
+		}
+	}
+	return nil
+}
+
+// heartbeat beats every limitBeat until ctx ends. A beat that fails is skipped (the calls
+// report the outage); the next one tries again.
+func (g *Gate) heartbeat(ctx context.Context) {
+	t := time.NewTicker(limitBeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		bctx, cancel := context.WithTimeout(ctx, limitBeat)
+		_ = g.beat(bctx, false)
+		cancel()
+	}
+}
+
+// limitMessage is what a limit's channel carries besides "free".
+type limitMessage struct {
+	Kind    string          `json:"kind"` // "set" or "rm"
+	By      string          `json:"by"`
+	At      string          `json:"at"`
+	Changes json.RawMessage `json:"changes"`
+}
+
+// listen follows the limits' channels until ctx ends: a "free" wakes one call waiting for a
+// slot of that limit, a change re-reads the limit and wakes every call waiting on it (a
+// raised limit counts at once), and each (re)subscription re-reads every limit, so that a
+// change made while this job could not hear is not missed. It survives Redis outages as
+// [Job.Watch] does, through the one resubscribe loop.
+func (g *Gate) listen(ctx context.Context) {
+	resubscribe(ctx, g.listenOnce, func() { g.subscribed.Store(false) })
+}
+
+func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
+	channels := make([]string, len(g.limits))
+	index := map[string]int{}
+	for i, u := range g.limits {
+		channels[i] = u.key("changes")
+		index[channels[i]] = i
+	}
+	ps := g.rdb.Subscribe(ctx, channels...)
+	var closeOnce sync.Once
+	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
+	defer closePS()
+	stop := context.AfterFunc(ctx, closePS)
+	defer stop()
+	pinged, subs := false, 0
+	for {
+		msg, ok := receive(ctx, ps, &pinged)
+		if !ok {
+			return subscribed
+		}
+		if msg == nil {
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			if subs++; subs < len(channels) {
+				continue
+			}
+			subscribed = true
+			for i := range g.limits {
+				if !g.refresh(ctx, i) {
+					return subscribed
+				}
+			}
+			g.subscribed.Store(true)
+			for i := range g.limits {
+				g.waiters[i].wakeAll()
+			}
+		case *redis.Message:
+			i, ok := index[m.Channel]
+			if !ok {
+				continue
+			}
+			if m.Payload == "free" {
+				g.waiters[i].wakeSlot()
+				continue
+			}
+			var lm limitMessage
+			if json.Unmarshal([]byte(m.Payload), &lm) != nil {
+				continue
+			}
+			// The waiting calls first: their script reads the new settings itself; the
+			// refresh, a round trip, is for Status only.
+			g.waiters[i].wakeAll()
+			g.refresh(ctx, i)
+			if g.opts.OnChange != nil && g.limits[i].name != "" {
+				changes := decodeChanges(string(lm.Changes))
+				if lm.Kind == "rm" {
+					changes = []LimitChange{{Knob: "removed"}}
+				}
+				if len(changes) > 0 {
+					g.opts.OnChange(g.limits[i].name, lm.By, changes)
+				}
+			}
+		}
+	}
+}
+
+// refresh re-reads the settings of limit i for Status; it reports whether Redis answered.
+func (g *Gate) refresh(ctx context.Context, i int) bool {
+	c, err := g.limits[i].read(ctx)
+	if errors.Is(err, ErrNoLimit) || errors.Is(err, ErrNoSettings) {
+		return true // removed: the calls say so
+	}
+	if err != nil {
+		return false
+	}
+	g.cfgMu.Lock()
+	g.cfg[i] = c
+	g.cfgMu.Unlock()
+	return true
+}
+
+// limitLease is a call's leases on its limits, renewed at half their life while it runs.
+// Its lease in each limit is SHARER|member.
+type limitLease struct {
+	g      *Gate
+	member string
+	ttl    time.Duration
+	mu     sync.Mutex
+	timer  *time.Timer
+	done   bool
+}
+
+// admit lets a call of items start, holding a lease on every limit, or returns the error Do
+// returns: a Later once it waited up to MaxWait (woken by a freed slot or a change, or at its
+// turn for a token, it asks again within that time, without going back to the engine), or a
+// Permanent one for tokens a tpm can never grant.
+func (g *Gate) admit(ctx context.Context, items []engine.Item) (*limitLease, error) {
+	tokens := 0
+	if g.tokens != nil {
+		tokens = max(g.tokens(items), 0)
+	}
+	begun := time.Now()
+	turned, again := false, false
+	// The call counts as waiting on the limit that refused it last, until it starts or goes
+	// back to the engine: `limit ls` shows those beside the calls in flight.
+	on := -1
+	defer func() {
+		if on >= 0 {
+			g.blocked[on].Add(-1)
+		}
+	}()
+	for {
+		l, r, err := g.tryAdmit(ctx, items, tokens)
+		if l != nil || err != nil {
+			return l, err
+		}
+		if r.limit != on {
+			if on >= 0 {
+				g.blocked[on].Add(-1)
+			}
+			on = r.limit
+			g.blocked[on].Add(1)
+		}
+		left := g.opts.MaxWait - time.Since(begun)
+		if left <= 0 {
+			return nil, engine.Later(0)
+		}
+		if r.interval > 0 {
+			// Each of this job's waiters takes a turn at a token of its own rather than all
+			// asking for the next. One whose turn came and found the bucket a little ahead
+			// (a late call moved it on: turns count from token times that then move) asks
+			// once more when it is due, rather than at the end of the line: otherwise that
+			// token would go unasked for. Refused again, it takes a turn again.
+			if turned && !again && r.wait < r.interval {
+				again = true
+				r.wait += time.Duration(rand.Float64() * float64(r.interval) / 16)
+			} else {
+				again = false
+				r.wait = g.waiters[r.limit].turn(r.wait, r.interval, g.opts.MaxWait)
+			}
+			turned = true
+		}
+		engine.WaitingFor(ctx, g.limits[r.limit].what())
+		woken := g.sleep(ctx, r.limit, min(r.wait, left), r.slot)
+		if ctx.Err() != nil || (!woken && r.wait >= left) {
+			return nil, engine.Later(0)
+		}
+	}
+}
+
+// limitRefusal is why a call may not start yet: how long to wait, on which limit, and
+// whether for a slot (a release may wake it) or for time to pass.
+type limitRefusal struct {
+	wait  time.Duration
+	limit int
+	slot  bool
+	// interval is the time between two tokens of the rate or tpm that refused the call (the
+	// limit's, or this job's for its share); 0 for other refusals.
+	interval time.Duration
+}
+
+// tryAdmit makes one round trip: a lease on every limit, or the refusal to wait out, or the
+// error to return.
+func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*limitLease, limitRefusal, error) {
+	// The gate's own id in the member: the hosts of one job are one sharer of a named limit.
+	member := g.id + "." + strconv.FormatUint(g.seq.Add(1), 36)
+	args := []any{member, tokens, limitStarveWindow.Milliseconds()}
+	for i, u := range g.perLimit {
+		cost := 1
+		if g.limits[i].cost && g.cost != nil {
+			cost = max(g.cost(items), 0)
+		}
+		args = append(args, u[0], u[1], u[2], cost, g.waiters[i].count())
+	}
 	start := time.Now()
-	res, err := gateAcquireScript.Run(ctx, j.rdb, []string{j.Key("leases"), j.Key("settings"), j.Key("hold")},
-		member, ttl.Milliseconds()).Slice()
+	g.trips.Add(1)
+	res, err := limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, args...).Slice()
 	if err != nil {
 		g.releaseLater(member, 0, start)
-		return nil, g.outageWait(ctx, err, start)
+		return nil, limitRefusal{}, g.outageWait(ctx, err, start, -1)
 	}
-	status, v := gateInt(res, 0), gateInt(res, 1)
+	status := gateInt(res, 0)
+	if status == limitAdmitted {
+		g.out.report(nil, start)
+		ttl := time.Duration(math.MaxInt64)
+		for k := 1; k < len(res); k++ {
+			ttl = min(ttl, time.Duration(gateInt(res, k))*time.Millisecond)
+		}
+		ttl = max(ttl, 100*time.Millisecond)
+		g.calling.Add(1)
+		l := &limitLease{g: g, member: member, ttl: ttl}
+		l.mu.Lock()
+		l.timer = time.AfterFunc(ttl/2, l.renew)
+		l.mu.Unlock()
+		return l, limitRefusal{}, nil
+	}
+	i := int(gateInt(res, 1)) - 1
+	if i < 0 || i >= len(g.limits) {
+		return nil, limitRefusal{}, g.outageWait(ctx, fmt.Errorf("cluster: unexpected answer of the limits %v", res), start, -1)
+	}
+	v := time.Duration(gateInt(res, 2)) * time.Millisecond
+	if status >= limitRate && status <= limitTPMShare {
+		v = time.Duration(gateInt(res, 2)) * time.Microsecond
+	}
+	if status != limitMissing {
+		g.out.report(nil, start)
+	}
+	g.binds[i].add(status)
+	r := limitRefusal{limit: i}
 	switch status {
-	case gateHeld:
-		d := time.Duration(v) * time.Millisecond
-		// Past the hold by a random part of its spread, as the engine does, so that the hosts
+	case limitHeld:
+		// Past the hold by a random part of its spread, as the engine does, so that the jobs
 		// do not come back in one instant.
-		return nil, g.wait(ctx, min(d+time.Duration(rand.Float64()*float64(engine.HoldSpread(d))), g.opts.MaxWait))
-	case gateFull:
-		return nil, g.wait(ctx, time.Duration(float64(g.opts.Poll)*(0.5+rand.Float64())))
-	case gateNoSettings:
-		return nil, g.outageWait(ctx, ErrNoSettings, start)
-	case gateAdmitted:
+		r.wait = v + time.Duration(rand.Float64()*float64(engine.HoldSpread(v)))
+	case limitFull, limitShare:
+		// A released slot wakes one waiting call; without the channel, poll.
+		r.wait, r.slot = g.opts.MaxWait, true
+		if !g.subscribed.Load() {
+			r.wait = time.Duration(float64(g.opts.Poll) * (0.5 + rand.Float64()))
+		}
+		if status == limitFull {
+			// A lease that expires (a dead job's) frees its slot without a word: be there.
+			r.wait = min(r.wait, time.Duration(gateInt(res, 3))*time.Millisecond+time.Millisecond)
+		}
+	case limitRate, limitRateShare, limitTPM, limitTPMShare:
+		r.wait, r.interval = v, max(time.Duration(gateInt(res, 3))*time.Microsecond, time.Microsecond)
+	case limitMissing:
+		return nil, r, g.outageWait(ctx, g.limits[i].gone(), start, i)
+	case limitTooBig:
+		return nil, r, engine.Permanent(g.tooBig(i, tokens, gateInt(res, 2), gateInt(res, 3)))
 	default:
-		return nil, g.outageWait(ctx, fmt.Errorf("cluster: unexpected admission answer %v", res), start)
+		return nil, r, g.outageWait(ctx, fmt.Errorf("cluster: unexpected answer of the limits %v", res), start, -1)
 	}
-	g.report(nil, start)
-	rate, _ := strconv.ParseFloat(gateString(res, 2), 64)
-	burst, _ := strconv.Atoi(gateString(res, 3))
-	gen := gateString(res, 4)
-	if rate > 0 {
-		cost := g.cost(items)
-		if cost > max(burst, 1) {
-			g.release(ctx, member, 0)
-			return nil, engine.Permanent(fmt.Errorf("cluster: a call costing %d exceeds the job's burst %d: it can never be allowed", cost, burst))
-		}
-		if cost > 0 {
-			// The key is named after rate_gen: a changed rate or burst starts from a fresh
-			// bucket on every host at its next call, while a call admitted under the old
-			// limit (one round trip ago) cannot push the new bucket's time ahead.
-			r, err := g.limiter.AllowN(ctx, j.Key("rate")+":"+gen, gcraLimit(rate, burst), cost)
-			if err != nil {
-				g.release(ctx, member, 0)
-				return nil, g.outageWait(ctx, err, start)
-			}
-			if r.Allowed == 0 {
-				g.release(ctx, member, 0)
-				// A little past the token's time: waiters of several hosts then do not all
-				// ask in the same millisecond.
-				return nil, g.wait(ctx, min(time.Duration(float64(r.RetryAfter)*(1+0.2*rand.Float64())), g.opts.MaxWait))
-			}
-		}
-	}
-	g.calling.Add(1)
-	l := &gateLease{g: g, member: member}
-	l.mu.Lock()
-	l.timer = time.AfterFunc(ttl/2, l.renew)
-	l.mu.Unlock()
-	return l, nil
+	return nil, r, nil
 }
 
-// finish ends a call: stops the lease's renewal, releases it and sets the hold.
-func (g *Gate) finish(ctx context.Context, l *gateLease, hold time.Duration) {
+// tooBig says why a call can never be allowed by limit i: its tokens exceed the tpm
+// (what 2), or its cost the burst (what 1).
+func (g *Gate) tooBig(i, tokens int, limit, what int64) error {
+	which := "the job's"
+	if n := g.limits[i].name; n != "" {
+		which = "the shared limit " + n + "'s"
+	}
+	if what == 2 {
+		return fmt.Errorf("cluster: a call of %d tokens exceeds the %d tokens per minute of %s: it can never be allowed", tokens, limit, strings.TrimSuffix(which, "'s"))
+	}
+	return fmt.Errorf("cluster: a call costing more than %s burst %d: it can never be allowed", which, limit)
+}
+
+// finish ends a call: stops the renewal, releases the leases and sets the hold.
+func (g *Gate) finish(ctx context.Context, l *limitLease, hold time.Duration) {
 	g.calling.Add(-1)
 	l.stop()
-	g.release(ctx, l.member, hold)
-}
-
-// release gives a lease back, on a context of its own: the call's may be over (a timeout, a
-// stop), and a lease not given back holds a place until it expires. A release that fails
-// (Redis away) is left to releaseLater.
-func (g *Gate) release(ctx context.Context, member string, hold time.Duration) {
 	start := time.Now()
-	err := g.releaseOnce(context.WithoutCancel(ctx), []string{member}, hold)
-	if err != nil {
-		g.report(err, start)
-		g.releaseLater(member, hold, start)
+	if err := g.releaseOnce(context.WithoutCancel(ctx), []string{l.member}, hold); err != nil {
+		g.out.report(err, start)
+		g.releaseLater(l.member, hold, start)
 	}
 }
 
-// releaseLater keeps trying to give back a lease, in the background, until Redis answers or
+// releaseOnce gives back leases and sets the hold, in round trips of up to 1,000 leases.
+func (g *Gate) releaseOnce(ctx context.Context, members []string, hold time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for len(members) > 0 {
+		n := min(len(members), 1000)
+		args := []any{hold.Milliseconds(), g.host, limitStarveWindow.Milliseconds(), len(g.limits)}
+		for _, u := range g.limits {
+			args = append(args, u.sharer)
+		}
+		for _, m := range members[:n] {
+			args = append(args, m)
+		}
+		if err := limitReleaseScript.Run(ctx, g.rdb, g.relKeys, args...).Err(); err != nil {
+			return redisFailure(ctx, err)
+		}
+		members = members[n:]
+	}
+	return nil
+}
+
+// releaseLater keeps trying to give back a lease in the background until Redis answers or
 // the lease would have expired anyway: the places of calls that ended during an outage are
-// then free as soon as Redis is back, not a LeaseTTL later. It also takes the leases whose
+// then free as soon as Redis is back, not a lease later. It also takes the leases whose
 // acquisition failed, as Redis may have granted one whose answer was lost. One goroutine
 // gives back every such lease in one round trip, so that an outage does not grow a crowd
 // of retrying goroutines.
@@ -371,24 +1163,33 @@ func (g *Gate) releaseLater(member string, hold time.Duration, since time.Time) 
 	}
 }
 
-type gatePending struct {
-	hold  time.Duration
-	since time.Time
+// longestLease is the longest lease of the limits used, as last heard.
+func (g *Gate) longestLease() time.Duration {
+	g.cfgMu.Lock()
+	defer g.cfgMu.Unlock()
+	d := DefaultLimitLease
+	for _, u := range g.limits {
+		d = max(d, u.lease)
+	}
+	for _, c := range g.cfg {
+		d = max(d, c.Lease)
+	}
+	return d
 }
 
 func (g *Gate) releaseLoop() {
 	for {
-		time.Sleep(min(g.opts.OutageWait, g.opts.LeaseTTL/4))
+		ttl := g.longestLease()
+		time.Sleep(min(g.opts.OutageWait, ttl/4))
 		var members []string
 		var hold time.Duration
 		g.pendMu.Lock()
 		for m, p := range g.pending {
-			if time.Since(p.since) >= g.opts.LeaseTTL {
+			if time.Since(p.since) >= ttl {
 				delete(g.pending, m) // expired by now
 				continue
 			}
 			members = append(members, m)
-			// A hold set late is shortened by the time lost, so that it ends when it should.
 			hold = max(hold, p.hold-time.Since(p.since))
 		}
 		if len(members) == 0 {
@@ -399,10 +1200,10 @@ func (g *Gate) releaseLoop() {
 		g.pendMu.Unlock()
 		start := time.Now()
 		if err := g.releaseOnce(context.Background(), members, hold); err != nil {
-			g.report(err, start)
+			g.out.report(err, start)
 			continue
 		}
-		g.report(nil, start)
+		g.out.report(nil, start)
 		g.pendMu.Lock()
 		for _, m := range members {
 			delete(g.pending, m)
@@ -411,127 +1212,20 @@ func (g *Gate) releaseLoop() {
 	}
 }
 
-// releaseOnce gives back leases and sets the hold, in round trips of up to 1,000 leases.
-func (g *Gate) releaseOnce(ctx context.Context, members []string, hold time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	for len(members) > 0 {
-		n := min(len(members), 1000)
-		args := []any{hold.Milliseconds(), g.j.host}
-		for _, m := range members[:n] {
-			args = append(args, m)
-		}
-		err := gateReleaseScript.Run(ctx, g.j.rdb, []string{g.j.Key("leases"), g.j.Key("hold")}, args...).Err()
-		if err != nil {
-			return redisFailure(ctx, err)
-		}
-		members = members[n:]
-	}
-	return nil
-}
-
-// holdOf is the hold every host should keep after out: the engine's rule for a shared
-// Retry-After, capped by MaxHold.
-func (g *Gate) holdOf(out engine.Outcome) time.Duration {
-	if out.Status == 429 && out.RetryAfter > 0 && !out.LocalRetryAfter {
-		return min(out.RetryAfter, g.opts.MaxHold)
-	}
-	return 0
-}
-
-func (g *Gate) cost(items []engine.Item) int {
-	switch {
-	case g.opts.Cost != nil:
-		return g.opts.Cost(items)
-	case g.coster != nil:
-		return g.coster.Cost(items)
-	}
-	return 1
-}
-
-// wait sleeps d, or until ctx ends, then gives the item back to the engine to come back at
-// once: see Gate.
-func (g *Gate) wait(ctx context.Context, d time.Duration) error {
-	if d > 0 {
-		engine.WaitingFor(ctx, "job "+g.j.name)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	return engine.Later(0)
-}
-
-// outageWait handles a failure of Redis before a call, in an operation begun at start: the
-// item is not failed, it waits. The end of ctx (a stop, a timeout) is no outage.
-func (g *Gate) outageWait(ctx context.Context, err error, start time.Time) error {
-	if ctx.Err() != nil {
-		return engine.Later(0)
-	}
-	if errors.Is(err, ErrNoSettings) {
-		g.report(err, start)
-	} else {
-		g.report(redisFailure(ctx, err), start)
-	}
-	return g.wait(ctx, g.opts.OutageWait)
-}
-
-// gateQuiet is how long Redis must have answered every call before the gate says it is back.
-// Just after an outage some calls still fail (a connection pool dials again, calls begun
-// during the outage end late) while others succeed: without it the gate would report the
-// outage over and again.
-const gateQuiet = time.Second
-
-// report tells OnRedisError that an operation begun at start failed (err) or succeeded
-// (nil). It reports an outage once, when an operation begun after the last one ended fails,
-// and its end once Redis has answered without failure for gateQuiet.
-func (g *Gate) report(err error, start time.Time) {
-	if err == nil && !g.down.Load() {
-		return // the common case: no lock
-	}
-	g.outMu.Lock()
-	defer g.outMu.Unlock()
-	now := time.Now()
-	switch {
-	case err != nil:
-		g.lastFail = now
-		if g.outDown || start.Before(g.upAt) {
-			return
-		}
-		g.outDown = true
-	case g.outDown && now.Sub(g.lastFail) >= gateQuiet:
-		g.outDown = false
-		g.upAt = now
-	default:
-		return
-	}
-	g.down.Store(g.outDown)
-	if g.opts.OnRedisError != nil {
-		g.opts.OnRedisError(err)
-	}
-}
-
-// gateLease is a call's place in the global cap, renewed at half its TTL while the call runs.
-type gateLease struct {
-	g      *Gate
-	member string
-	mu     sync.Mutex
-	timer  *time.Timer
-	done   bool
-}
-
-func (l *gateLease) renew() {
-	ttl := l.g.opts.LeaseTTL
-	ctx, cancel := context.WithTimeout(context.Background(), ttl/2)
+func (l *limitLease) renew() {
+	g := l.g
+	ctx, cancel := context.WithTimeout(context.Background(), l.ttl/2)
 	defer cancel()
 	start := time.Now()
-	err := gateRenewScript.Run(ctx, l.g.j.rdb, []string{l.g.j.Key("leases")}, l.member, ttl.Milliseconds()).Err()
-	next := ttl / 2
+	args := []any{l.member}
+	for _, u := range g.perLimit {
+		args = append(args, u[0], u[2])
+	}
+	err := limitRenewScript.Run(ctx, g.rdb, g.renKeys, args...).Err()
+	next := l.ttl / 2
 	if err != nil {
-		l.g.report(redisFailure(ctx, err), start)
-		next = ttl / 8 // try again before the lease lapses
+		g.out.report(redisFailure(ctx, err), start)
+		next = l.ttl / 8 // try again before the lease lapses
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -540,20 +1234,327 @@ func (l *gateLease) renew() {
 	}
 }
 
-func (l *gateLease) stop() {
+func (l *limitLease) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.done = true
 	l.timer.Stop()
 }
 
-// gcraLimit expresses calls per second as redis_rate's limit: only period/rate matters to
-// GCRA (the interval between two calls), so a fractional rate becomes one call per period.
-func gcraLimit(perSecond float64, burst int) redis_rate.Limit {
-	if perSecond >= 1 && perSecond == math.Trunc(perSecond) && perSecond <= math.MaxInt32 {
-		return redis_rate.Limit{Rate: int(perSecond), Burst: burst, Period: time.Second}
+// holdOf is the hold every job of the limits should keep after out: a 429's Retry-After, or
+// a quota the target says is spent until its reset, as the engine holds its own workers;
+// capped by MaxHold.
+func (g *Gate) holdOf(out engine.Outcome) time.Duration {
+	if out.LocalRetryAfter {
+		return 0
 	}
-	return redis_rate.Limit{Rate: 1, Burst: burst, Period: max(time.Duration(float64(time.Second)/perSecond), 1)}
+	var d time.Duration
+	if out.Status == 429 && out.RetryAfter > 0 {
+		d = out.RetryAfter
+	}
+	if q := out.Quota; q != nil && q.Remaining <= 0 && q.Reset > 0 {
+		d = max(d, q.Reset)
+	}
+	return min(d, g.opts.MaxHold)
+}
+
+// sleep waits d, or until ctx ends or a wake-up of limit i comes (a freed slot, when slot,
+// or a change of the limit); it reports whether it was woken.
+func (g *Gate) sleep(ctx context.Context, i int, d time.Duration, slot bool) bool {
+	if d <= 0 {
+		return false
+	}
+	w := g.waiters[i].add(slot)
+	defer g.waiters[i].remove(w)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-w.ch:
+		return true
+	}
+	return false
+}
+
+// outageWait handles a failure before a call: the item waits, it does not fail. i is the
+// limit concerned, -1 for all. The end of ctx (a stop, a timeout) is no outage.
+func (g *Gate) outageWait(ctx context.Context, err error, start time.Time, i int) error {
+	if ctx.Err() != nil {
+		return engine.Later(0)
+	}
+	if !errors.Is(err, ErrNoLimit) && !errors.Is(err, ErrNoSettings) {
+		err = redisFailure(ctx, err)
+	}
+	g.out.report(err, start)
+	for k := range g.binds {
+		if i < 0 || k == i {
+			g.binds[k].add(-1)
+		}
+	}
+	what := "Redis" // unreachable: every limit waits for it
+	if i >= 0 {
+		what = g.limits[i].what()
+	}
+	engine.WaitingFor(ctx, what)
+	g.sleep(ctx, max(i, 0), g.opts.OutageWait, false)
+	return engine.Later(0)
+}
+
+// limitWaiters are the calls of this job waiting on one limit.
+type limitWaiters struct {
+	mu   sync.Mutex
+	q    []*limitWaiter
+	next time.Time // the first token time no waiter has taken yet
+}
+
+// turn returns how long a call refused a token should wait: until the token is due (v from
+// now) or, when this job's waiters took that one, until the next one no waiter took, the
+// limit's interval between tokens apart. Without turns every waiter would ask for the same
+// token, and the refused would each ask again, a storm of round trips; a waiter that would
+// wait longer than maxWait takes no turn and comes back to ask.
+func (w *limitWaiters) turn(v, interval, maxWait time.Duration) time.Duration {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at := now.Add(v)
+	if w.next.After(at) {
+		at = w.next
+	}
+	d := at.Sub(now)
+	if d > maxWait {
+		return maxWait
+	}
+	w.next = at.Add(interval)
+	// A little past the token, so that the waiters of several jobs do not ask in the same
+	// instant.
+	return d + time.Duration(rand.Float64()*float64(interval)/16)
+}
+
+type limitWaiter struct {
+	ch   chan struct{}
+	slot bool // waits for a slot, not for a token or a hold
+}
+
+func (w *limitWaiters) add(slot bool) *limitWaiter {
+	x := &limitWaiter{ch: make(chan struct{}, 1), slot: slot}
+	w.mu.Lock()
+	w.q = append(w.q, x)
+	w.mu.Unlock()
+	return x
+}
+
+func (w *limitWaiters) remove(x *limitWaiter) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, y := range w.q {
+		if y == x {
+			w.q = append(w.q[:k], w.q[k+1:]...)
+			return
+		}
+	}
+}
+
+func (w *limitWaiters) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.q)
+}
+
+// wakeSlot wakes the call that has waited longest for a slot.
+func (w *limitWaiters) wakeSlot() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, y := range w.q {
+		if y.slot {
+			y.ch <- struct{}{}
+			w.q = append(w.q[:k], w.q[k+1:]...)
+			return
+		}
+	}
+}
+
+// wakeAll wakes every waiting call: the limit changed.
+func (w *limitWaiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, y := range w.q {
+		y.ch <- struct{}{}
+	}
+	w.q = nil
+	w.next = time.Time{} // the turns were for the old settings
+}
+
+// bindCounter counts a limit's refusals of this job's calls by reason over the current and
+// the previous second, for Status. Reason -1 is an outage.
+type bindCounter struct {
+	mu        sync.Mutex
+	sec       int64
+	cur, prev [limitTooBig + 2]int
+}
+
+func (b *bindCounter) add(status int64) {
+	if status < -1 || status > limitTooBig {
+		return
+	}
+	now := time.Now().Unix()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.roll(now)
+	b.cur[status+1]++
+}
+
+func (b *bindCounter) roll(now int64) {
+	switch now {
+	case b.sec:
+	case b.sec + 1:
+		b.prev, b.cur, b.sec = b.cur, [limitTooBig + 2]int{}, now
+	default:
+		b.prev, b.cur, b.sec = [limitTooBig + 2]int{}, [limitTooBig + 2]int{}, now
+	}
+}
+
+// top returns the reason of most refusals in the last one to two seconds, and their count.
+func (b *bindCounter) top() (status int64, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.roll(time.Now().Unix())
+	status = limitAdmitted
+	for k := range b.cur {
+		if c := b.cur[k] + b.prev[k]; c > n {
+			status, n = int64(k-1), c
+		}
+	}
+	return status, n
+}
+
+// LimitStatus is one limit as this job sees it now, for a screen or a snapshot: which limit
+// binds the job, and how.
+type LimitStatus struct {
+	Name   string
+	Weight float64
+	Config LimitConfig
+	// InFlight is this job's calls holding a lease; Waiting its calls waiting on this limit.
+	InFlight, Waiting int
+	// Binds says what of this limit held this job's calls in the last second or two: "" when
+	// nothing did (the job's own knobs or the target bind), else "parallelism", "share of
+	// parallelism", "rate", "share of rate", "tpm", "share of tpm", "Retry-After",
+	// "unavailable" (Redis cannot be reached or the limit was removed).
+	Binds string
+	// Refused counts the refusals behind Binds.
+	Refused int
+}
+
+// Status returns each limit this job uses as it sees it now.
+func (g *Gate) Status() []LimitStatus {
+	out := make([]LimitStatus, len(g.limits))
+	for i, u := range g.limits {
+		status, n := g.binds[i].top()
+		out[i] = LimitStatus{
+			Name: u.name, Weight: u.weight, Config: g.Config(i), InFlight: int(g.calling.Load()),
+			Waiting: g.waiters[i].count(), Binds: limitReason(status), Refused: n,
+		}
+	}
+	return out
+}
+
+// Binding says in a line which shared limit binds this job now, "" when none does: then
+// the job's own knobs (or its target) bind. E.g. "shared limit tmdb: rate 100/s".
+func (g *Gate) Binding() string {
+	best, most := -1, 0
+	st := g.Status()
+	for i, s := range st {
+		if s.Binds != "" && s.Refused > most {
+			best, most = i, s.Refused
+		}
+	}
+	if best < 0 {
+		return ""
+	}
+	s := st[best]
+	what := s.Binds
+	switch s.Binds {
+	case "rate", "share of rate":
+		what += " " + engine.FormatRate(s.Config.Rate)
+	case "parallelism", "share of parallelism":
+		what += " " + strconv.Itoa(s.Config.Parallelism)
+	case "tpm", "share of tpm":
+		what += " " + strconv.FormatFloat(s.Config.TPM, 'f', -1, 64)
+	}
+	return "shared limit " + s.Name + ": " + what
+}
+
+func limitReason(status int64) string {
+	switch status {
+	case limitHeld:
+		return "Retry-After"
+	case limitFull:
+		return "parallelism"
+	case limitShare:
+		return "share of parallelism"
+	case limitRate:
+		return "rate"
+	case limitRateShare:
+		return "share of rate"
+	case limitTPM:
+		return "tpm"
+	case limitTPMShare:
+		return "share of tpm"
+	case -1, limitMissing:
+		return "unavailable"
+	}
+	return ""
+}
+
+// gateQuiet is how long Redis must have answered every call before the gate says it is back.
+// Just after an outage some calls still fail (a connection pool dials again, calls begun
+// during the outage end late) while others succeed: without it the gate would report the
+// outage over and again.
+const gateQuiet = time.Second
+
+// gateOutage is the gate's one outage reporter: it reports an outage once, when an operation
+// begun after the last one ended fails, and its end once Redis answered without failure for
+// gateQuiet.
+type gateOutage struct {
+	notify   func(error)
+	down     atomic.Bool
+	mu       sync.Mutex
+	outDown  bool
+	lastFail time.Time
+	upAt     time.Time
+}
+
+func (o *gateOutage) report(err error, start time.Time) {
+	if err == nil && !o.down.Load() {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	switch {
+	case err != nil:
+		o.lastFail = now
+		if o.outDown || start.Before(o.upAt) {
+			return
+		}
+		o.outDown = true
+	case o.outDown && now.Sub(o.lastFail) >= gateQuiet:
+		o.outDown = false
+		o.upAt = now
+	default:
+		return
+	}
+	o.down.Store(o.outDown)
+	if o.notify != nil {
+		o.notify(err)
+	}
+}
+
+// gatePending is a lease to give back once Redis answers: the hold its call asked for and
+// when it ended.
+type gatePending struct {
+	hold  time.Duration
+	since time.Time
 }
 
 func gateInt(res []any, i int) int64 {

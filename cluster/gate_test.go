@@ -113,11 +113,22 @@ func gateHosts(t *testing.T, s engine.Settings, calls *gateCalls, d time.Duratio
 		if answer != nil {
 			a = func(n int64) (engine.Outcome, bool) { return answer(i, n) }
 		}
-		gates[i] = j.Gate(calls.adapter(i, d, a), GateOptions{Timeout: 10 * time.Second, OnRedisError: func(err error) {
+		gates[i] = jobGate(t, j, calls.adapter(i, d, a), GateOptions{OnRedisError: func(err error) {
 			t.Errorf("host %d: unexpected redis error %v", i, err)
 		}})
 	}
 	return jobs, gates
+}
+
+// jobGate puts inner behind the job's own limit as host j, closed at the end of the test.
+func jobGate(t testing.TB, j *Job, inner engine.Adapter, opts GateOptions) *Gate {
+	t.Helper()
+	g, err := j.Gate(context.Background(), inner, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
 }
 
 func checkAllOK(t *testing.T, sums []engine.Summary, items int) {
@@ -133,7 +144,7 @@ func checkAllOK(t *testing.T, sums []engine.Summary, items int) {
 // 8 calls in flight between them, and reach them.
 func TestGateHoldsTheGlobalCap(t *testing.T) {
 	calls := &gateCalls{}
-	_, gates := gateHosts(t, engine.Settings{Parallelism: 8, Burst: 1}, calls, 20*time.Millisecond, nil)
+	jobs, gates := gateHosts(t, engine.Settings{Parallelism: 8, Burst: 1}, calls, 20*time.Millisecond, nil)
 	const items = 100
 	start := time.Now()
 	sums := gateEngines(t, gates, items, nil)
@@ -151,7 +162,7 @@ func TestGateHoldsTheGlobalCap(t *testing.T) {
 	if len(perHost) != 3 || sums[0].Calls+sums[1].Calls+sums[2].Calls != 3*items {
 		t.Fatalf("calls per host %v, summaries %+v: want every host calling, no deferral counted as a call", perHost, sums)
 	}
-	if n, err := gates[0].InFlight(context.Background()); err != nil || n != 0 {
+	if n, err := jobs[0].InFlight(context.Background()); err != nil || n != 0 {
 		t.Fatalf("in flight after the run: %d, %v: want every lease released", n, err)
 	}
 	t.Logf("%d calls of 20 ms under a cap of 8 in %v (ideal %v)", 3*items, elapsed.Round(time.Millisecond), time.Duration(3*items/8)*20*time.Millisecond)
@@ -239,10 +250,12 @@ func TestGateCapChangeReachesEveryHost(t *testing.T) {
 			t.Error(err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		lowered = time.Now()
+		// The cap is lowered when the write lands: calls admitted while it was on its way
+		// (two round trips, long on a loaded machine) ran under the old cap.
 		if err := jobs[2].SetParallelism(ctx, 3, "tui"); err != nil {
 			t.Error(err)
 		}
+		lowered = time.Now()
 	})
 	checkAllOK(t, sums, items)
 	var firstAbove time.Duration = -1
@@ -334,7 +347,7 @@ func TestGateDeadHostsLeasesExpire(t *testing.T) {
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
 	})
-	dying := jobs[0].Gate(hang, GateOptions{LeaseTTL: ttl})
+	dying := jobGate(t, jobs[0], hang, GateOptions{Lease: ttl})
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Go(func() {
@@ -348,10 +361,10 @@ func TestGateDeadHostsLeasesExpire(t *testing.T) {
 	defer close(release)
 
 	var got atomic.Int64
-	other := jobs[1].Gate(engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	other := jobGate(t, jobs[1], engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		got.Add(1)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), GateOptions{LeaseTTL: ttl})
+	}), GateOptions{Lease: ttl})
 	// Three TTLs: the hanging calls' leases live on by renewal.
 	for end := time.Now().Add(3 * ttl); time.Now().Before(end); {
 		if _, err := other.Do(ctx, engine.Item{}); err == nil {
@@ -360,7 +373,7 @@ func TestGateDeadHostsLeasesExpire(t *testing.T) {
 			t.Fatalf("a call under a full cap: %v, want engine.Later", err)
 		}
 	}
-	if n, err := other.InFlight(ctx); err != nil || n != 2 {
+	if n, err := jobs[1].InFlight(ctx); err != nil || n != 2 {
 		t.Fatalf("in flight %d, %v: want the 2 hanging calls", n, err)
 	}
 
@@ -402,11 +415,11 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 	var mu sync.Mutex
 	var reports []error
 	var inner atomic.Int64
-	g := j.Gate(engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	g := jobGate(t, j, engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 		inner.Add(1)
 		time.Sleep(2 * time.Millisecond)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), GateOptions{OutageWait: 50 * time.Millisecond, LeaseTTL: leaseTTL, OnRedisError: func(err error) {
+	}), GateOptions{OutageWait: 50 * time.Millisecond, Lease: leaseTTL, OnRedisError: func(err error) {
 		mu.Lock()
 		reports = append(reports, err)
 		mu.Unlock()
@@ -496,7 +509,7 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 	// sent: that lease frees itself at its TTL, which bounds what an outage can hold.
 	deadline = time.Now().Add(leaseTTL + time.Second)
 	for {
-		n, err := g.InFlight(ctx)
+		n, err := j.InFlight(ctx)
 		if err == nil && n == 0 {
 			break
 		}
@@ -519,11 +532,11 @@ func TestGateBatchesAndCosts(t *testing.T) {
 	var batches atomic.Int64
 	inner := &gateBatcher{fn: func(items []engine.Item) {
 		batches.Add(1)
-		if n, _ := jobs[0].Client().ZCard(ctx, jobs[0].Key("leases")).Result(); n != 1 {
+		if n, _ := jobs[0].Client().ZCard(ctx, jobs[0].Key("gate:leases")).Result(); n != 1 {
 			t.Errorf("%d leases during a batch: want 1", n)
 		}
 	}}
-	g := jobs[0].Gate(inner, GateOptions{Cost: func(items []engine.Item) int { return len(items) }})
+	g := jobGate(t, jobs[0], inner, GateOptions{Cost: func(items []engine.Item) int { return len(items) }})
 	if _, ok := g.Adapter().(engine.Batcher); !ok {
 		t.Fatal("the gate over a batcher does not batch")
 	}
@@ -544,7 +557,7 @@ func TestGateBatchesAndCosts(t *testing.T) {
 	if _, err := b.DoBatch(ctx, make([]engine.Item, 7)); !engine.IsPermanent(err) {
 		t.Fatalf("a batch costing 7 with burst 6: %v, want a permanent error", err)
 	}
-	if n, _ := jobs[0].Client().ZCard(ctx, jobs[0].Key("leases")).Result(); n != 0 || batches.Load() != 1 {
+	if n, _ := jobs[0].Client().ZCard(ctx, jobs[0].Key("gate:leases")).Result(); n != 0 || batches.Load() != 1 {
 		t.Fatalf("%d leases, %d batches: want every lease released, no other batch made", n, batches.Load())
 	}
 }
@@ -561,7 +574,7 @@ func (b *gateBatcher) DoBatch(ctx context.Context, items []engine.Item) ([]engin
 }
 
 // BenchmarkGateDo measures one host's calls through the gate to a no-op adapter: the cost of
-// the round trips (hold and lease, then the rate's token, before; the release after), one
+// the round trips (one to admit, one to release), one
 // call at a time (serial) and from many goroutines (parallel).
 func BenchmarkGateDo(b *testing.B) {
 	url := limitsRedisURL(b)
@@ -578,7 +591,7 @@ func BenchmarkGateDo(b *testing.B) {
 				if err := j.InitSettings(ctx, engine.Settings{Parallelism: 1 << 20, Rate: rate, Burst: 1 << 20}, "bench"); err != nil {
 					b.Fatal(err)
 				}
-				g := j.Gate(engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
+				g := jobGate(b, j, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 					return engine.Outcome{Verdict: engine.OK}, nil
 				}), GateOptions{})
 				b.ResetTimer()
@@ -602,4 +615,76 @@ func BenchmarkGateDo(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestGateSharesTheCapAmongHosts: under a global cap of 6 that binds, hosts that join a
+// running job get their fair share of it at once — a third each while all three want more —
+// though the first host's 16 workers wait for every slot; the cap is never passed. (Before
+// the job's cap was a limit with shares, the first host's waiting workers took every freed
+// slot and the hosts that joined later made no call.)
+func TestGateSharesTheCapAmongHosts(t *testing.T) {
+	calls := &gateCalls{}
+	jobs := limitsJobs(t, "", "web-1", "web-2", "web-3")
+	ctx := context.Background()
+	if err := jobs[0].InitSettings(ctx, engine.Settings{Parallelism: 6, Burst: 1}, "cli"); err != nil {
+		t.Fatal(err)
+	}
+	const items = 150
+	run := func(i int, done chan<- engine.Summary) {
+		g := jobGate(t, jobs[i], calls.adapter(i, 20*time.Millisecond, nil), GateOptions{OnRedisError: func(err error) {
+			t.Errorf("host %d: unexpected redis error %v", i, err)
+		}})
+		var lines strings.Builder
+		for k := range items {
+			fmt.Fprintf(&lines, "h%d-%d\n", i, k)
+		}
+		e, err := engine.New(engine.Config{
+			Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 10 * time.Second,
+			Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
+			Total: items, Results: io.Discard,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			s, err := e.Run(ctx)
+			if err != nil {
+				t.Errorf("host %d: %v", i, err)
+			}
+			done <- s
+		}()
+	}
+	done := make(chan engine.Summary, 3)
+	run(0, done)
+	time.Sleep(300 * time.Millisecond)
+	joined := time.Now()
+	run(1, done)
+	run(2, done)
+	first := <-done // the first host to run out of items ends the window where all three want more
+	ended := time.Now()
+	<-done
+	<-done
+	if first.OK != items {
+		t.Fatalf("%+v: want %d ok", first, items)
+	}
+	per := make([]int, 3)
+	total, most := 0, 0
+	for _, s := range calls.snapshot() {
+		most = max(most, s.conc)
+		// From a beat after the join (the shares count a host from its first heartbeat, the
+		// others' calls in flight then end within a call's time).
+		if s.at.After(joined.Add(100*time.Millisecond)) && s.at.Before(ended) {
+			per[s.host]++
+			total++
+		}
+	}
+	if most > 6 {
+		t.Fatalf("%d calls in flight across hosts: the cap is 6", most)
+	}
+	for h, n := range per {
+		if share := float64(n) / float64(total); share < 0.25 || share > 0.42 {
+			t.Fatalf("calls per host while all three ran: %v: host %d had %.0f%%, want about a third each", per, h, 100*share)
+		}
+	}
+	t.Logf("calls per host while all three ran: %v of %d (at most %d in flight)", per, total, most)
 }

@@ -89,14 +89,12 @@ func (j *Job) Key(part string) string { return "throttle:{" + j.name + "}:" + pa
 // Reset deletes every key of the job, for a new run under the same name.
 func (j *Job) Reset(ctx context.Context) error {
 	var keys []string
-	for _, pattern := range []string{j.Key("*"), "rate:" + j.Key("*")} { // redis_rate prefixes its keys
-		iter := j.rdb.Scan(ctx, 0, pattern, 512).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
+	iter := j.rdb.Scan(ctx, 0, j.Key("*"), 512).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return err
 	}
 	if len(keys) == 0 {
 		return nil

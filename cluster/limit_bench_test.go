@@ -46,7 +46,7 @@ func BenchmarkLimitAcquire(b *testing.B) {
 	for _, conc := range []int{1, 16} {
 		b.Run(fmt.Sprintf("goroutines=%d", conc), func(b *testing.B) {
 			l, name := benchLimit(b)
-			g, err := l.Use(context.Background(), benchOK, []LimitUse{{Name: name}}, LimitOptions{Job: "bench"})
+			g, err := l.Use(context.Background(), benchOK, []LimitUse{{Name: name}}, GateOptions{Job: "bench"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -102,7 +102,7 @@ func BenchmarkLimitJob(b *testing.B) {
 			var a engine.Adapter = benchOK
 			if shared {
 				l, limit := benchLimit(b)
-				g, err := l.Use(context.Background(), benchOK, []LimitUse{{Name: limit}}, LimitOptions{Job: "bench"})
+				g, err := l.Use(context.Background(), benchOK, []LimitUse{{Name: limit}}, GateOptions{Job: "bench"})
 				if err != nil {
 					b.Fatal(err)
 				}

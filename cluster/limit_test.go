@@ -49,7 +49,7 @@ func ptr[T any](v T) *T { return &v }
 
 // namedGate puts inner behind uses as the job named job, closed at the end of the test.
 // An unexpected Redis error fails the test.
-func namedGate(t *testing.T, l *Limits, inner engine.Adapter, job string, opts LimitOptions, uses ...LimitUse) *LimitGate {
+func namedGate(t *testing.T, l *Limits, inner engine.Adapter, job string, opts GateOptions, uses ...LimitUse) *Gate {
 	t.Helper()
 	opts.Job = job
 	if opts.OnRedisError == nil {
@@ -201,7 +201,7 @@ func TestLimitSetGetListRemove(t *testing.T) {
 	// A job alive keeps it from removal, unless forced.
 	g := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "job-a", LimitOptions{Label: "movies.txt"}, LimitUse{Name: name, Weight: 2})
+	}), "job-a", GateOptions{Label: "movies.txt"}, LimitUse{Name: name, Weight: 2})
 	if err := l.Remove(ctx, name, "ops", false); !errors.Is(err, ErrLimitInUse) {
 		t.Fatalf("rm of a limit in use: %v, want ErrLimitInUse", err)
 	}
@@ -222,7 +222,7 @@ func TestLimitSetGetListRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Remove(context.Background(), name+"-other", "ops", true) })
-	_, err = l.Use(ctx, engine.AdapterFunc(nil), []LimitUse{{Name: name + "-other"}, {Name: name}}, LimitOptions{})
+	_, err = l.Use(ctx, engine.AdapterFunc(nil), []LimitUse{{Name: name + "-other"}, {Name: name}}, GateOptions{})
 	if ne, ok := errors.AsType[*NoLimitError](err); !ok || ne.Name != name || !errors.Is(err, ErrNoLimit) ||
 		err.Error() != "cluster: no such shared limit: "+name {
 		t.Fatalf("use of a missing limit: %v, want a *NoLimitError naming %s", err, name)
@@ -243,10 +243,10 @@ func TestLimitInfoShowsUse(t *testing.T) {
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
 	})
-	a := namedGate(t, l, hang, "job-a", LimitOptions{Label: "movies.txt"}, LimitUse{Name: name, Weight: 2})
+	a := namedGate(t, l, hang, "job-a", GateOptions{Label: "movies.txt"}, LimitUse{Name: name, Weight: 2})
 	b := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "job-b", LimitOptions{Label: "people.txt"}, LimitUse{Name: name})
+	}), "job-b", GateOptions{Label: "people.txt"}, LimitUse{Name: name})
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
@@ -307,13 +307,13 @@ func TestLimitHoldsCapAndRateAcrossJobs(t *testing.T) {
 		return 15 * time.Millisecond
 	}
 	var adapters []engine.Adapter
-	var gates []*LimitGate
+	var gates []*Gate
 	for j := range 2 {
 		var n atomic.Int64
 		inner := engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 			return calls.adapter(j, slow(n.Add(1)), nil).Do(ctx, it)
 		})
-		g := namedGate(t, l, inner, fmt.Sprintf("job-%d", j), LimitOptions{}, LimitUse{Name: name})
+		g := namedGate(t, l, inner, fmt.Sprintf("job-%d", j), GateOptions{}, LimitUse{Name: name})
 		gates = append(gates, g)
 		adapters = append(adapters, g.Adapter())
 	}
@@ -375,7 +375,7 @@ func TestLimitFairShares(t *testing.T) {
 			var es []*engine.Engine
 			var wg sync.WaitGroup
 			for j := range 2 {
-				g := namedGate(t, l, calls.adapter(j, c.d, nil), fmt.Sprintf("job-%d", j), LimitOptions{}, LimitUse{Name: name, Weight: c.weights[j]})
+				g := namedGate(t, l, calls.adapter(j, c.d, nil), fmt.Sprintf("job-%d", j), GateOptions{}, LimitUse{Name: name, Weight: c.weights[j]})
 				var lines strings.Builder
 				for k := range 2000 {
 					fmt.Fprintf(&lines, "%d\n", k)
@@ -434,7 +434,7 @@ func TestLimitSetReachesJobsAtOnce(t *testing.T) {
 	heard := make(chan string, 4)
 	var adapters []engine.Adapter
 	for j := range 2 {
-		g := namedGate(t, l, calls.adapter(j, time.Millisecond, nil), fmt.Sprintf("job-%d", j), LimitOptions{
+		g := namedGate(t, l, calls.adapter(j, time.Millisecond, nil), fmt.Sprintf("job-%d", j), GateOptions{
 			OnChange: func(n, by string, c []LimitChange) { heard <- fmt.Sprintf("%v %s %v", n == name, by, c) },
 		}, LimitUse{Name: name})
 		adapters = append(adapters, g.Adapter())
@@ -488,8 +488,8 @@ func TestLimitRetryAfterHoldsEveryJob(t *testing.T) {
 		}
 		return engine.Outcome{}, false
 	}
-	a := namedGate(t, l, calls.adapter(0, 20*time.Millisecond, answer), "job-a", LimitOptions{}, LimitUse{Name: name})
-	b := namedGate(t, l, calls.adapter(1, 20*time.Millisecond, nil), "job-b", LimitOptions{}, LimitUse{Name: name})
+	a := namedGate(t, l, calls.adapter(0, 20*time.Millisecond, answer), "job-a", GateOptions{}, LimitUse{Name: name})
+	b := namedGate(t, l, calls.adapter(1, 20*time.Millisecond, nil), "job-b", GateOptions{}, LimitUse{Name: name})
 	namedEngines(t, []engine.Adapter{a.Adapter(), b.Adapter()}, 100, 8, 0, nil)
 	if told.Load() == 0 {
 		t.Fatal("the 429 was never answered")
@@ -529,7 +529,7 @@ func TestLimitDeadJobsSlotsComeBack(t *testing.T) {
 		inside.Done()
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "dying", LimitOptions{OnRedisError: func(error) {}}, LimitUse{Name: name})
+	}), "dying", GateOptions{OnRedisError: func(error) {}}, LimitUse{Name: name})
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() { _, _ = dying.Do(ctx, engine.Item{}) })
@@ -542,7 +542,7 @@ func TestLimitDeadJobsSlotsComeBack(t *testing.T) {
 	other := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		got.Add(1)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "other", LimitOptions{}, LimitUse{Name: name})
+	}), "other", GateOptions{}, LimitUse{Name: name})
 	for end := time.Now().Add(3 * lease); time.Now().Before(end); {
 		if _, err := other.Do(ctx, engine.Item{}); err == nil {
 			t.Fatal("a call got through while live calls held the limit")
@@ -596,7 +596,7 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 		inner.Add(1)
 		time.Sleep(2 * time.Millisecond)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "job", LimitOptions{OutageWait: 50 * time.Millisecond, OnRedisError: func(err error) {
+	}), "job", GateOptions{OutageWait: 50 * time.Millisecond, OnRedisError: func(err error) {
 		mu.Lock()
 		reports = append(reports, err)
 		mu.Unlock()
@@ -686,7 +686,7 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 }
 
 // waitCalls calls g until a call goes through, within d.
-func waitCalls(t *testing.T, g *LimitGate, d time.Duration) {
+func waitCalls(t *testing.T, g *Gate, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -702,7 +702,7 @@ func waitCalls(t *testing.T, g *LimitGate, d time.Duration) {
 
 // waitReports waits until there are n reports, making calls through g: an end is told once
 // calls went through for a second.
-func waitReports(t *testing.T, g *LimitGate, reported func() []error, n int, d time.Duration) {
+func waitReports(t *testing.T, g *Gate, reported func() []error, n int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for len(reported()) < n {
@@ -726,7 +726,7 @@ func TestLimitTokensPerMinute(t *testing.T) {
 	ok := engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		return engine.Outcome{Verdict: engine.OK}, nil
 	})
-	g := namedGate(t, l, ok, "llm", LimitOptions{Tokens: func(items []engine.Item) int { return len(items[0].Line) }}, LimitUse{Name: name})
+	g := namedGate(t, l, ok, "llm", GateOptions{Tokens: func(items []engine.Item) int { return len(items[0].Line) }}, LimitUse{Name: name})
 	if !g.CountsTokens() {
 		t.Fatal("a gate with a Tokens option does not count tokens")
 	}
@@ -763,7 +763,7 @@ func TestLimitTokensPerMinute(t *testing.T) {
 	if d := time.Since(second); d < 300*time.Millisecond || d > 700*time.Millisecond {
 		t.Fatalf("a third call of 45 tokens went through %v after the second: want about 350 ms", d)
 	}
-	plain := namedGate(t, l, ok, "http", LimitOptions{}, LimitUse{Name: name})
+	plain := namedGate(t, l, ok, "http", GateOptions{}, LimitUse{Name: name})
 	if plain.CountsTokens() {
 		t.Fatal("a gate over a plain adapter counts tokens")
 	}
@@ -787,7 +787,7 @@ func TestLimitSeveralLimits(t *testing.T) {
 		close(entered)
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "holder", LimitOptions{}, LimitUse{Name: capped})
+	}), "holder", GateOptions{}, LimitUse{Name: capped})
 	done := make(chan error)
 	go func() { _, err := holder.Do(ctx, engine.Item{}); done <- err }()
 	<-entered
@@ -796,7 +796,7 @@ func TestLimitSeveralLimits(t *testing.T) {
 	both := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		calls.Add(1)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "both", LimitOptions{}, LimitUse{Name: rated}, LimitUse{Name: capped})
+	}), "both", GateOptions{}, LimitUse{Name: rated}, LimitUse{Name: capped})
 	for range 3 {
 		if _, err := both.Do(ctx, engine.Item{}); err == nil {
 			t.Fatal("a call got through a limit whose one slot is taken")
@@ -827,7 +827,7 @@ func TestLimitBatches(t *testing.T) {
 	inner := &gateBatcher{fn: func([]engine.Item) {
 		leases.Store(l.Client().ZCard(ctx, LimitKey(name, "leases")).Val())
 	}}
-	g := namedGate(t, l, inner, "batch", LimitOptions{}, LimitUse{Name: name})
+	g := namedGate(t, l, inner, "batch", GateOptions{}, LimitUse{Name: name})
 	b, ok := g.Adapter().(engine.Batcher)
 	if !ok {
 		t.Fatal("the gate over a batcher does not batch")
@@ -855,7 +855,7 @@ func TestLimitWaitIsNotLatency(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 		return engine.Outcome{Verdict: engine.OK, Status: 200}, nil
 	})
-	g := namedGate(t, l, fast, "job-w", LimitOptions{}, LimitUse{Name: name})
+	g := namedGate(t, l, fast, "job-w", GateOptions{}, LimitUse{Name: name})
 	var out bytes.Buffer
 	e, err := engine.New(engine.Config{
 		Settings: engine.Settings{Parallelism: 8, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,

@@ -17,10 +17,10 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 )
 
-// The fields of the settings hash. rate_gen names the generation of the rate limit, new at
-// each start and at each change of rate or burst: the gate keeps its GCRA state under a key
-// named after it, so that a changed limit starts from a fresh bucket on every host at once
-// (see Gate).
+// The fields of the settings hash. The hash is also the conf of the job's own limit (see
+// Job.Gate), read by the gate's script as a named limit's conf is: gen names the generation
+// of the rate limit, new at each start and at each change of rate or burst, so that a changed
+// limit starts from a fresh bucket on every host at once.
 // The knobs' fields are named after the knobs; these are the ones read by name here and in
 // the gate's script.
 var (
@@ -28,7 +28,7 @@ var (
 	fieldRate        = engine.KnobRate.String()
 )
 
-const fieldRateGen = "rate_gen"
+const fieldRateGen = "gen"
 
 // ErrNoSettings says the job has no settings in Redis: its coordinator has not started it
 // yet, or it was reset.
@@ -139,9 +139,8 @@ func (j *Job) InitSettings(ctx context.Context, s engine.Settings, origin string
 	// One transaction, so that no host reads half of the new settings.
 	_, err = j.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		f := settingsFields(s)
-		// A generation of its own for each start: a job run again under the same name does
-		// not meet the rate state of its previous run, which Reset does not delete (redis_rate
-		// names its keys outside the job's prefix; they expire within burst/rate seconds).
+		// A generation of its own for each start: a job run again under the same name starts
+		// from a fresh rate state whatever is left of its previous run.
 		f[fieldRateGen] = strconv.FormatInt(time.Now().UnixNano(), 10)
 		p.HSet(ctx, j.Key("settings"), f)
 		p.Publish(ctx, j.Key("changes"), msg)
@@ -179,7 +178,7 @@ func (j *Job) setKnobs(ctx context.Context, origin string, pairs ...string) erro
 // [engine.Combine] does. Reading the old values, writing the new and publishing happen in one
 // step, so that the change log's "from" is exact even when two hosts turn the same knob at
 // once, and a host re-reading the hash on the message sees every knob of the change. A
-// change of rate or burst bumps rate_gen: the gates then move to a fresh GCRA key.
+// change of rate or burst bumps gen: the gates then start from a fresh GCRA state.
 //
 // KEYS[1] settings hash. ARGV: channel, host, origin, at, then knob/value pairs.
 var setKnobsScript = redis.NewScript(`
@@ -196,7 +195,7 @@ for i = 5, #ARGV, 2 do
     knobs[#knobs + 1], froms[#froms + 1], tos[#tos + 1] = knob, old or '', value
   end
 end
-if gen then redis.call('HINCRBY', KEYS[1], 'rate_gen', 1) end
+if gen then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
 if #knobs > 0 then
   redis.call('PUBLISH', ARGV[1], cjson.encode({host = ARGV[2], origin = ARGV[3], at = ARGV[4],
     knob = table.concat(knobs, ', '), from = table.concat(froms, ', '), to = table.concat(tos, ', ')}))
@@ -256,23 +255,7 @@ func (j *Job) SetPace(ctx context.Context, d time.Duration, origin string) error
 // from Redis on every call, so apply typically hands only the pace (a per-worker knob) to
 // the local engine.
 func (j *Job) Watch(ctx context.Context, apply func(s engine.Settings, c engine.Change)) error {
-	wait := watchBackoffMin
-	for ctx.Err() == nil {
-		if j.watchOnce(ctx, apply) {
-			wait = watchBackoffMin
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		// Jittered, so that the hosts of a job do not all come back in the same instant.
-		t := time.NewTimer(time.Duration(float64(wait) * (0.5 + rand.Float64()/2)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		wait = min(2*wait, watchBackoffMax)
-	}
+	resubscribe(ctx, func(ctx context.Context) bool { return j.watchOnce(ctx, apply) }, nil)
 	return nil
 }
 
@@ -457,5 +440,32 @@ func (c *Controls) Stop(origin string) { c.local.Stop(origin) }
 func (c *Controls) Note(origin, text string) {
 	if n, ok := c.local.(interface{ Note(origin, text string) }); ok {
 		n.Note(origin, text)
+	}
+}
+
+// resubscribe runs once, one subscription, until ctx ends: again each time it fails, after a
+// backoff (100 ms doubling to 3 s, jittered, so that the hosts of a job do not all come back
+// in the same instant) that starts over after a subscription that succeeded. after, if not
+// nil, runs each time a subscription ended. It is the one resubscribe loop of the package:
+// the settings' Watch and the gate's channels both run under it.
+func resubscribe(ctx context.Context, once func(context.Context) bool, after func()) {
+	wait := watchBackoffMin
+	for ctx.Err() == nil {
+		if once(ctx) {
+			wait = watchBackoffMin
+		}
+		if after != nil {
+			after()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(time.Duration(float64(wait) * (0.5 + rand.Float64()/2)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(2*wait, watchBackoffMax)
 	}
 }

@@ -61,8 +61,7 @@ func limitsJobs(t *testing.T, url string, hosts ...string) []*Job {
 	return jobs
 }
 
-// limitsReset resets a job through a connection of its own (the test's may be closed or cut),
-// with the GCRA keys, which redis_rate names outside the job's prefix.
+// limitsReset resets a job through a connection of its own (the test's may be closed or cut).
 func limitsReset(t *testing.T, url, name string) {
 	t.Helper()
 	ctx := context.Background()
@@ -73,15 +72,6 @@ func limitsReset(t *testing.T, url, name string) {
 	defer j.Close()
 	if err := j.Reset(ctx); err != nil {
 		t.Fatal(err)
-	}
-	keys, err := j.Client().Keys(ctx, "rate:"+j.Key("*")).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) > 0 {
-		if err := j.Client().Del(ctx, keys...).Err(); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

@@ -236,7 +236,7 @@ func TestWholeSettingsRoundTrip(t *testing.T) {
 	if len(fields) != len(Knobs()) {
 		t.Errorf("Whole(s).Fields() = %v: want one field per knob (%d)", fields, len(Knobs()))
 	}
-	fields["rate_gen"] = "12345"
+	fields["gen"] = "12345" // the rate's generation, not a knob
 	got, err := ParseWhole(fields, Settings{Burst: 1})
 	if err != nil || got != want {
 		t.Errorf("ParseWhole(%v) = %+v, %v; want %+v", fields, got, err, want)

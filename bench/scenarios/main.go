@@ -10,6 +10,7 @@
 //	go run ./bench/scenarios -only e2e             # also: end-to-end items/s on 1M lines
 //	go run ./bench/scenarios -only replay          # --record's cost, replay --headless of 1M calls
 //	go run ./bench/scenarios -only cluster         # --redis: cost per call, 1 to 3 hosts (THROTTLE_TEST_REDIS)
+//	go run ./bench/scenarios -only shares          # --redis: each host's share of a job's calls, cap binding or not
 //	go run ./bench/scenarios -only limits          # finding and holding a server's limit, beside a plain script (10-15 min)
 //
 // Run it from the repository root. It listens only on 127.0.0.1, writes only to a temporary
@@ -46,7 +47,7 @@ import (
 // scenarios in the order they run; -only picks some of them. e2e is left out by default to
 // keep a run of everything under three minutes on 2 cores; rss gives the same figures at 10M.
 var (
-	scenarios        = []string{"noop", "http", "rate", "rss", "memory", "e2e", "replay", "cluster", "limits"}
+	scenarios        = []string{"noop", "http", "rate", "rss", "memory", "e2e", "replay", "cluster", "shares", "limits"}
 	defaultScenarios = []string{"noop", "http", "rate", "rss", "memory", "replay"}
 )
 
@@ -158,7 +159,7 @@ func run(o *options) int {
 	step("noop", benchNoop)
 	step("http", benchHTTP)
 	step("rate", rateAdherence)
-	if o.only["rss"] || o.only["memory"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] || o.only["limits"] {
+	if o.only["rss"] || o.only["memory"] || o.only["e2e"] || o.only["replay"] || o.only["cluster"] || o.only["shares"] || o.only["limits"] {
 		if err := ensureBinary(o); err != nil {
 			fmt.Fprintf(os.Stderr, "building throttle: %v\n", err)
 			return 1
@@ -169,6 +170,7 @@ func run(o *options) int {
 	step("e2e", endToEnd)
 	step("replay", replayScenario)
 	step("cluster", clusterScenario)
+	step("shares", sharesScenario)
 	step("limits", limitsScenario)
 
 	if len(figs) > 0 || len(extraTables) == 0 {

@@ -1,0 +1,142 @@
+package cli_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestClusterCapSharedByHosts: a coordinator and two hosts that join a moment later, under a
+// global cap of 6 that binds (600 items of 100 ms): each host has its fair share of the cap,
+// so every host makes calls — at least 15% of them each — and the server never sees more
+// than 6 in flight. Without the shares the coordinator's waiting workers took every freed
+// lease and the joined hosts made no call at all.
+func TestClusterCapSharedByHosts(t *testing.T) {
+	url := redisURL(t)
+	bin := filepath.Join(t.TempDir(), "throttle")
+	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
+		time.Sleep(100 * time.Millisecond)
+		okJSON(w, r)
+	})
+	const items = 600
+	in, out := writeItems(t, items), outPath(t)
+	job := fmt.Sprintf("test-share-%d-%d", os.Getpid(), time.Now().UnixNano())
+	coord, coordOut := startCounted(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+		"--parallelism", "6", "--timeout", "5s", "--redis", url, "--job", job)
+	coord.waitFor(t, "coordinator", 10*time.Second)
+	j1, out1 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	j2, out2 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	hosts, outs := []*host{coord, j1, j2}, []*lockedBuffer{coordOut, out1, out2}
+	for _, h := range hosts {
+		select {
+		case err := <-h.done:
+			if err != nil {
+				t.Fatalf("a host: %v\n%s", err, h.stderr())
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the job did not end:\n%s", h.stderr())
+		}
+	}
+	if rows := readRows(t, out); len(rows) != items || len(rowsByItem(t, rows)) != items {
+		t.Fatalf("%d rows: want %d, one per item\n%s", len(rows), items, coord.stderr())
+	}
+	maxIn := 0
+	for _, a := range srv.seen() {
+		maxIn = max(maxIn, a.inflight)
+	}
+	if maxIn > 6 {
+		t.Errorf("the server saw %d calls in flight: the global cap is 6", maxIn)
+	}
+	calls := make([]int, len(hosts))
+	total := 0
+	for i, h := range hosts {
+		calls[i] = hostCalls(t, h, outs[i].String())
+		total += calls[i]
+	}
+	if total < items {
+		t.Fatalf("calls per host %v: %d in all, want at least one per item", calls, total)
+	}
+	shares := make([]string, len(hosts))
+	for i, n := range calls {
+		share := float64(n) / float64(total)
+		shares[i] = fmt.Sprintf("%.0f%%", 100*share)
+		if share < 0.15 {
+			t.Errorf("host %d made %d of %d calls (%.0f%%): want every host its share of the cap, at least 15%%", i, n, total, 100*share)
+		}
+	}
+	t.Logf("calls per host (coordinator, join, join): %v = %v of %d; at most %d in flight", calls, shares, total, maxIn)
+}
+
+var callsLine = regexp.MustCompile(`(?m)^([\d,]+) calls, `)
+
+// hostCalls reads the calls a host made from its end summary on stdout ("1,234 calls, 0
+// retries, …").
+func hostCalls(t *testing.T, h *host, stdout string) int {
+	t.Helper()
+	m := callsLine.FindAllStringSubmatch(stdout, -1)
+	if len(m) == 0 {
+		t.Fatalf("no end summary with the host's calls:\n%s\n%s", stdout, h.stderr())
+		return 0
+	}
+	n, err := strconv.Atoi(strings.ReplaceAll(m[len(m)-1][1], ",", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// startCounted is startHost with the host's stdout kept too: its end summary.
+func startCounted(t *testing.T, bin string, args ...string) (*host, *lockedBuffer) {
+	t.Helper()
+	out := &lockedBuffer{}
+	h := &host{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	h.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	h.cmd.Stdout = out
+	pr, pw := io.Pipe()
+	h.cmd.Stderr = pw
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			h.mu.Lock()
+			h.err.WriteString(sc.Text() + "\n")
+			h.mu.Unlock()
+		}
+	}()
+	go func() { h.done <- h.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() { _ = h.cmd.Process.Kill() })
+	return h, out
+}
+
+// lockedBuffer is a process's output, written by its copier while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
