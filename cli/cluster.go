@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -106,7 +107,6 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		lease = max(10*time.Second, 2*rf.timeout)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report})
 	gate := cj.Gate(j.adapter, cluster.GateOptions{LeaseTTL: rf.timeout + 10*time.Second, OnRedisError: report})
 	j.adapter = gate.Adapter()
 	if j.title == "" {
@@ -125,6 +125,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 	local := settings
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
+	var eng atomic.Pointer[engine.Engine] // set once the engine exists
+	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
 	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
 
 	var (
@@ -151,6 +153,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		},
 		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, gate, ctrl) },
 		start: func(e *engine.Engine, sayer func(string)) func() {
+			eng.Store(e)
 			mu.Lock()
 			say = sayer
 			mu.Unlock()
@@ -158,8 +161,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				wg.Add(2)
 				go func() {
 					defer wg.Done()
-					// Entries of a few items save round trips; a host that dies takes only those with it.
-					_, produced = cj.Produce(runCtx, in.source, max(rf.chunk, 20))
+					_, produced = cj.Produce(runCtx, in.source, entryItems(settings.Parallelism, rf.chunk))
 				}()
 				go func() {
 					defer wg.Done()
@@ -223,6 +225,34 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}
 	return p, nil
+}
+
+// entryItems is how many items one entry of the work list holds. A host takes entries whole,
+// so an entry is small beside one host's share of the cap (a quarter of the job's
+// parallelism, at most 16 workers' worth): the work then goes to whichever host has room,
+// and a host that dies or stalls holds little. A host reads several entries in one round trip
+// when it has room for them.
+func entryItems(parallelism, chunk int) int {
+	return chunk * min(16, max(1, parallelism/4))
+}
+
+// hostSlots is how many items this host's engine can have started at once: its workers'
+// items and those waiting out a backoff. Before the engine exists, its first parallelism.
+// The engine's count is read at most every 100 ms.
+func hostSlots(eng *atomic.Pointer[engine.Engine], first, chunk int) func() int {
+	var (
+		at    time.Time
+		slots = first * chunk
+	)
+	return func() int { // Next's goroutine only
+		e := eng.Load()
+		if e == nil || time.Since(at) < 100*time.Millisecond {
+			return slots
+		}
+		s := e.Snapshot()
+		slots, at = s.Settings.Parallelism*chunk+s.BackingOff, time.Now()
+		return slots
+	}
 }
 
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -273,6 +275,14 @@ type SourceOptions struct {
 	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
 	// when it answers again: once each per outage. It must not block.
 	OnRedisError func(error)
+	// Slots, when set, says how many items this host can have started at once (its engine's
+	// workers, plus items waiting for a retry): the host then holds no more than that plus
+	// ReadAhead of its own throughput, so that the work it cannot start soon stays in the list
+	// for the hosts that can. Nil: no bound (an entry at a time, for tests and tools).
+	Slots func() int
+	// ReadAhead is how much work a host holds beyond its free slots, in time at its own pace
+	// (default 2 s): enough that a worker that frees finds its next item at hand.
+	ReadAhead time.Duration
 }
 
 // Source is this host's share of the job's work list: an [engine.Source] whose [Source.Sink]
@@ -291,6 +301,7 @@ type Source struct {
 	// Next's own.
 	queue       []engine.Item // items of taken entries not yet handed out
 	perEntry    int           // items in the last entry taken: sizes the next read
+	pace        pace          // this host's rows per second, for the read-ahead
 	lastReclaim time.Time
 	cursor      string // where the next XAUTOCLAIM scan starts
 	tail        bool   // all entries were produced and delivered: only take-overs bring work
@@ -299,6 +310,12 @@ type Source struct {
 	mu    sync.Mutex
 	held  map[string]*heldEntry // entries taken and not acknowledged, by ID
 	owner map[int64]string      // the entry each item of a held entry came from, by index
+
+	// Between Next and the Sink: items handed to the engine without a row yet, and a wake-up
+	// for a Next that waits for room.
+	handed atomic.Int64
+	rows   atomic.Int64 // rows written by the Sink, for the pace
+	room   chan struct{}
 }
 
 // heldEntry is an entry this host took.
@@ -322,10 +339,77 @@ func (j *Job) Source(ctx context.Context, opts SourceOptions) *Source {
 	if opts.Block <= 0 {
 		opts.Block = time.Second
 	}
+	if opts.ReadAhead <= 0 {
+		opts.ReadAhead = 2 * time.Second
+	}
 	return &Source{
 		j: j, ctx: ctx, opt: opts, down: outage{report: opts.OnRedisError},
 		ended: make(chan struct{}), held: map[string]*heldEntry{}, owner: map[int64]string{},
+		room: make(chan struct{}, 1),
 	}
+}
+
+// wantItems is how many more items this host may hold: its slots plus its read-ahead, less
+// what it holds (handed to the engine without a row, or queued). Without Slots, 1.
+func (s *Source) wantItems() int {
+	if s.opt.Slots == nil {
+		return 1
+	}
+	ahead := int(math.Ceil(s.pace.perSecond(time.Now(), s.rows.Load()) * s.opt.ReadAhead.Seconds()))
+	return max(1, s.opt.Slots()) + ahead - int(s.handed.Load()) - len(s.queue)
+}
+
+// waitRoom returns once this host may hold one more item: a row came (a worker freed), or
+// its slots grew. It checks every 100 ms as well, for a change of the engine's parallelism.
+func (s *Source) waitRoom() error {
+	for s.opt.Slots != nil && s.wantItems()+len(s.queue) < 1 {
+		select {
+		case <-s.room:
+		case <-time.After(100 * time.Millisecond):
+		case <-s.ctx.Done():
+			return fmt.Errorf("cluster: taking work: %w", s.ctx.Err())
+		}
+	}
+	return nil
+}
+
+// rowsIn counts rows of items this Source handed out: their workers are free again.
+func (s *Source) rowsIn(n int) {
+	s.handed.Add(-int64(n))
+	s.rows.Add(int64(n))
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
+}
+
+// pace is a host's rows per second, smoothed over the last seconds; Next alone uses it.
+type pace struct {
+	at    time.Time
+	rows  int64
+	rate  float64
+	valid bool
+}
+
+// perSecond updates the pace with rows, the Sink's count so far, at most every 250 ms.
+func (p *pace) perSecond(now time.Time, rows int64) float64 {
+	if p.at.IsZero() {
+		p.at, p.rows = now, rows
+		return 0
+	}
+	el := now.Sub(p.at)
+	if el < 250*time.Millisecond {
+		return p.rate
+	}
+	r := float64(rows-p.rows) / el.Seconds()
+	if !p.valid {
+		p.rate, p.valid = r, true
+	} else {
+		w := min(1, el.Seconds()/2) // about a 2 s memory
+		p.rate += w * (r - p.rate)
+	}
+	p.at, p.rows = now, rows
+	return p.rate
 }
 
 // Next returns this host's next item. It returns io.EOF only once the coordinator has added
@@ -337,6 +421,9 @@ func (s *Source) Next() (engine.Item, error) {
 		return engine.Item{}, io.EOF
 	}
 	s.renewing.Do(func() { go s.renew() })
+	if err := s.waitRoom(); err != nil {
+		return engine.Item{}, err
+	}
 	for len(s.queue) == 0 {
 		var eof bool
 		err := retry(s.ctx, &s.down, func() (err error) {
@@ -355,6 +442,7 @@ func (s *Source) Next() (engine.Item, error) {
 	}
 	it := s.queue[0]
 	s.queue = s.queue[1:]
+	s.handed.Add(1)
 	return it, nil
 }
 
@@ -415,12 +503,14 @@ func (s *Source) fill() (eof bool, err error) {
 	return s.tail && st.pending == 0, nil
 }
 
-// perRead is how many entries to take at once: about 256 items.
+// perRead is how many entries to take at once: as many as this host has room for (entries
+// are taken whole, so it may hold up to an entry's worth more), at least 1 and at most 64.
 func (s *Source) perRead() int64 {
+	want := max(1, s.wantItems())
 	if s.perEntry == 0 {
 		return 1
 	}
-	return int64(min(64, max(1, 256/s.perEntry)))
+	return int64(min(64, max(1, want/s.perEntry)))
 }
 
 // reclaim takes over entries that stayed with a host longer than the lease without being

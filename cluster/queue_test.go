@@ -545,3 +545,85 @@ type redisError string
 
 func (e redisError) Error() string { return string(e) }
 func (redisError) RedisError()     {}
+
+// TestSourceHoldsOnlyWhatItCanStart: a host whose workers are all busy takes no more work than
+// its slots (the read-ahead is 0 before its first row), so that a host joining later finds
+// the rest; each row it writes lets it take one more item.
+func TestSourceHoldsOnlyWhatItCanStart(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Produce(ctx, numbered(40), 2); err != nil {
+		t.Fatal(err)
+	}
+	busy := queueHost(t, c, "busy").Source(ctx, SourceOptions{Slots: func() int { return 4 }})
+	var got []engine.Item
+	for range 4 {
+		it, err := busy.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, it)
+	}
+	// A fifth item would exceed the slots: Next waits, and the busy host holds 2 entries.
+	next := make(chan engine.Item, 1)
+	go func() {
+		it, err := busy.Next()
+		if err != nil {
+			t.Error(err)
+		}
+		next <- it
+	}()
+	pend, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 100, Consumer: "busy"}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pend) != 2 {
+		t.Errorf("the busy host holds %d entries of 2 items, want 2 (its 4 slots)", len(pend))
+	}
+	// A host that joins now gets the items the busy one did not take.
+	late := queueHost(t, c, "late").Source(ctx, SourceOptions{Slots: func() int { return 4 }})
+	it, err := late.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it.Index != 4 {
+		t.Errorf("the late host's first item is %d, want 4 (the first the busy host left)", it.Index)
+	}
+	select {
+	case it := <-next:
+		t.Fatalf("the busy host took item %d with every slot busy", it.Index)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// One row frees one slot.
+	if _, err := busy.Sink().WriteRows([]engine.EncodedRow{{Index: got[0].Index, Line: []byte(`{"ok":true}` + "\n"), OK: true}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case it := <-next:
+		if it.Index != 6 { // 4 and 5 are the late host's entry
+			t.Errorf("after a row the busy host got item %d, want 6", it.Index)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a row freed a slot, and the busy host still took nothing in 5 s")
+	}
+}
+
+// TestPaceReadAhead: a host's read-ahead follows its own rows per second.
+func TestPaceReadAhead(t *testing.T) {
+	var p pace
+	t0 := time.Unix(0, 0)
+	if r := p.perSecond(t0, 0); r != 0 {
+		t.Fatalf("first look: %v rows/s, want 0", r)
+	}
+	if r := p.perSecond(t0.Add(time.Second), 100); r != 100 {
+		t.Fatalf("100 rows in 1 s: %v rows/s", r)
+	}
+	if r := p.perSecond(t0.Add(1100*time.Millisecond), 150); r != 100 {
+		t.Fatalf("a look within 250 ms changed the pace: %v", r)
+	}
+	// A host that stalls: its pace falls towards 0, and so does its read-ahead.
+	if r := p.perSecond(t0.Add(3*time.Second), 100); r > 10 {
+		t.Fatalf("after 4 s without a row the pace is still %v rows/s", r)
+	}
+}

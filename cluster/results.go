@@ -37,6 +37,7 @@ func (k *Sink) Write([]byte) (int, error) {
 // rows as lost; it returns an error only when the Source's ctx ended first, or when Redis
 // refuses a command.
 func (k *Sink) WriteRows(rows []engine.EncodedRow) (int, error) {
+	k.s.rowsIn(len(rows)) // their workers are free: Next may take more work
 	n, err := k.s.addRows(rows)
 	if err != nil {
 		return n, fmt.Errorf("cluster: writing results: %w", err)
