@@ -144,6 +144,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			wg.Wait()
 		}
 	}
+	progress := &jobProgress{start: time.Now()}
+	progress.store(cluster.CollectStats{}, total)
 	items := &input{source: src, total: -1, name: "job " + rf.job, size: -1, close: func() error { return nil }}
 	p = &runPlan{
 		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
@@ -151,7 +153,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			ctrl = cj.Controls(e)
 			return ctrl
 		},
-		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, gate, ctrl) },
+		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, gate, ctrl, progress.load) },
 		start: func(e *engine.Engine, sayer func(string)) func() {
 			eng.Store(e)
 			mu.Lock()
@@ -165,7 +167,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				}()
 				go func() {
 					defer wg.Done()
-					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{})
+					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store})
 				}()
 			}
 			wg.Add(2)
@@ -193,10 +195,14 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		headless: func(say func(string)) func() {
 			role := "joined as " + cj.Host()
 			if coordinator {
-				role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
+				of := ""
+				if total >= 0 {
+					of = fmt.Sprintf(" (a job of %s items)", human.Count(total))
+				}
+				role = fmt.Sprintf("coordinator %s%s: other hosts join with throttle join --redis %s --job %s", cj.Host(), of, rf.redis, rf.job)
 			}
 			say(role)
-			return clusterLines(say, clusterHosts(cj, gate, ctrl), 5*rf.progressEvery)
+			return clusterLines(say, clusterHosts(cj, gate, ctrl, progress.load), 5*rf.progressEvery)
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
 	}
@@ -222,6 +228,10 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		}
 		fmt.Fprintf(env.Stderr, "job %s: %s rows in %s (%s ok, %s failed; %s duplicate rows from re-run items dropped)\n",
 			rf.job, human.Count(stats.Rows), rf.out, human.Count(stats.OK), human.Count(stats.Failed), human.Count(stats.Duplicates))
+		if missing := total - stats.Rows; total >= 0 && missing > 0 {
+			// The job's count, not this host's: the other hosts' items are missing too.
+			fmt.Fprintf(env.Stderr, "job %s: %s of its %s items have no row in %s\n", rf.job, human.Count(missing), human.Count(total), rf.out)
+		}
 		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}
 	return p, nil
@@ -255,9 +265,35 @@ func hostSlots(eng *atomic.Pointer[engine.Engine], first, chunk int) func() int 
 	}
 }
 
+// jobProgress is the whole job's progress as the coordinator's collector sees it: rows in the
+// results file of the job's items. A joined host has none (total 0).
+type jobProgress struct {
+	start       time.Time
+	rows, total atomic.Int64
+}
+
+func (p *jobProgress) store(st cluster.CollectStats, total int64) {
+	p.rows.Store(st.Rows)
+	p.total.Store(total)
+}
+
+// load returns the rows so far, the total (0: unknown) and when the rest should be in (0:
+// cannot tell yet), at the pace of the rows so far.
+func (p *jobProgress) load() (rows, total int64, eta time.Duration) {
+	if p == nil {
+		return 0, 0, 0
+	}
+	rows, total = p.rows.Load(), max(0, p.total.Load())
+	if el := time.Since(p.start); rows > 0 && total > rows {
+		eta = el / time.Duration(rows) * time.Duration(total-rows)
+	}
+	return rows, total, eta
+}
+
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
-// in flight across hosts against the global cap, and calls/s against the rate.
-func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) func(int) tui.Hosts {
+// in flight across hosts against the global cap, calls/s against the rate and, on the
+// coordinator, the rows of the whole job against its total.
+func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls, progress func() (int64, int64, time.Duration)) func(int) tui.Hosts {
 	var lastCalls int64
 	var lastAt time.Time
 	return func(n int) tui.Hosts {
@@ -265,6 +301,7 @@ func clusterHosts(cj *cluster.Job, gate *cluster.Gate, ctrl engine.Controls) fun
 		defer cancel()
 		set := ctrl.Snapshot().Settings
 		job := &tui.JobLoad{Cap: set.Parallelism, Rate: set.Rate}
+		job.Rows, job.Total, job.ETA = progress()
 		if v, err := gate.InFlight(ctx); err == nil {
 			job.InFlight = v
 		}

@@ -121,6 +121,9 @@ type CollectOptions struct {
 	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
 	// when it answers again: once each per outage. It must not block.
 	OnRedisError func(error)
+	// OnRows, when set, is called with the counts so far after each batch is written to w, and
+	// with the job's total (-1 while unknown): the job's progress. It must not block.
+	OnRows func(st CollectStats, total int64)
 }
 
 // CollectStats counts what Collect wrote.
@@ -211,6 +214,9 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 			}
 		}
 		st.Rows, st.OK, st.Failed, st.Duplicates = st.Rows+add.Rows, st.OK+add.OK, st.Failed+add.Failed, st.Duplicates+add.Duplicates
+		if opts.OnRows != nil {
+			opts.OnRows(st, total)
+		}
 		last = msgs[len(msgs)-1].ID
 		if !opts.KeepRows {
 			// Best effort: a trim that fails leaves rows for the next one.

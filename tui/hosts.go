@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
@@ -39,12 +40,23 @@ type JobLoad struct {
 	InFlight, Cap int
 	// PerSecond is the calls per second across hosts lately; Rate the job's rate cap (0: none).
 	PerSecond, Rate float64
+	// Rows is how many items have their row in the results file, of Total (0: not known on
+	// this host, which is not the coordinator); ETA, when not 0, is when the rest should be in.
+	Rows, Total int64
+	ETA         time.Duration
 }
 
 // Caption names the whole job: "all 3 hosts (cap 64, 50 calls/s of 100/s)". The headless
 // progress lines say it the same way.
 func (j JobLoad) Caption() string {
-	return fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s)", j.Hosts, j.Cap, j.PerSecond, engine.FormatRate(j.Rate))
+	s := fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s", j.Hosts, j.Cap, j.PerSecond, engine.FormatRate(j.Rate))
+	if j.Total > 0 {
+		s += fmt.Sprintf("; %s/%s rows %.1f%%", human.Count(j.Rows), human.Count(j.Total), 100*float64(j.Rows)/float64(j.Total))
+		if j.ETA > 0 {
+			s += " ETA " + human.Span(j.ETA)
+		}
+	}
+	return s + ")"
 }
 
 // hostLoads renders the panel on one line: the job first ("all 3 hosts (…): 5"), then the
