@@ -78,16 +78,23 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		if err := cj.InitSettings(ctx, settings, "cli"); err != nil {
 			return nil, usageError("--redis: %v", err)
 		}
-	} else if settings, err = cj.Settings(ctx); err != nil {
-		return nil, usageError("--redis: %v", err)
+	} else {
+		if settings, err = cj.Settings(ctx); err != nil {
+			return nil, usageError("--redis: %v", err)
+		}
+		if _, err = cj.Generation(ctx); err != nil {
+			return nil, usageError("--redis: %v", err)
+		}
 	}
 
 	// Reports of Redis going away and coming back go where the run's lines go, once the
 	// plan starts; they may come before (from the source's first read).
 	var (
-		mu     sync.Mutex
-		say    = func(line string) { fmt.Fprintln(env.Stderr, line) }
-		outage bool
+		mu      sync.Mutex
+		say     = func(line string) { fmt.Fprintln(env.Stderr, line) }
+		outage  bool
+		gone    atomic.Bool
+		jobGone func() // set below, once the source exists
 	)
 	report := func(err error) {
 		mu.Lock()
@@ -98,7 +105,19 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			say("redis unavailable (" + err.Error() + "): the job is paused; nothing is lost, it resumes when redis is back")
 		case err == nil && outage:
 			outage = false
-			say("redis is back: the job resumes")
+			// Back, but with the job? A Redis that restarted empty answers too.
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				switch err := cj.CheckGeneration(cctx); {
+				case errors.Is(err, cluster.ErrJobGone):
+					jobGone()
+				case err == nil:
+					mu.Lock()
+					say("redis is back: the job resumes")
+					mu.Unlock()
+				}
+			}()
 		}
 	}
 
@@ -107,6 +126,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		lease = max(10*time.Second, 2*rf.timeout)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
+	collectCtx, stopCollect := context.WithCancel(ctx)
 	gate := cj.Gate(j.adapter, cluster.GateOptions{LeaseTTL: rf.timeout + 10*time.Second, OnRedisError: report})
 	j.adapter = gate.Adapter()
 	if j.title == "" {
@@ -127,6 +147,29 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
 	var eng atomic.Pointer[engine.Engine] // set once the engine exists
 	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
+	// A Redis without the job's state (it restarted empty): the work list, the leases and the
+	// rows not yet collected are gone, and waiting would wait for ever. Every host stops: the
+	// calls in flight get 5 s to end, then they are cancelled; their rows have nowhere to go.
+	var stopTimer *time.Timer
+	jobGone = sync.OnceFunc(func() {
+		gone.Store(true)
+		src.Abandon(cluster.ErrJobGone)
+		next := "the coordinator finishes it with --resume"
+		if coordinator {
+			next = fmt.Sprintf("%s holds the rows collected; finish the job with the same command and --resume", rf.out)
+		}
+		mu.Lock()
+		say(fmt.Sprintf("job %s: %v: this host stops; %s", rf.job, cluster.ErrJobGone, next))
+		mu.Unlock()
+		if e := eng.Load(); e != nil {
+			e.Drain("cluster")
+			mu.Lock()
+			stopTimer = time.AfterFunc(5*time.Second, func() { e.Stop("cluster") })
+			mu.Unlock()
+		}
+		stopCollect()
+		cancel()
+	})
 	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
 
 	var (
@@ -135,7 +178,6 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		produced, collect error
 		stats             cluster.CollectStats
 	)
-	collectCtx, stopCollect := context.WithCancel(ctx)
 	stopped := false
 	stopWork := func() { // the feed, the settings and the heartbeat; the collection goes on
 		if !stopped {
@@ -170,7 +212,11 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store})
 				}()
 			}
-			wg.Add(2)
+			wg.Add(3)
+			go func() {
+				defer wg.Done()
+				cj.WatchGeneration(runCtx, time.Second, jobGone)
+			}()
 			go func() {
 				defer wg.Done()
 				_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
@@ -206,15 +252,34 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
 	}
-	p.finish = func(sum engine.Summary) (bool, error) {
+	p.settle = func(sum *engine.Summary) {
+		mu.Lock()
+		if stopTimer != nil {
+			stopTimer.Stop()
+		}
+		mu.Unlock()
 		if !coordinator {
 			stopWork()
-			return false, nil
+			return
 		}
 		if sum.Interrupted() {
 			stopCollect() // the other hosts go on; the rows so far are in the file
 		}
 		stopWork() // the collection ends by itself once every row is in
+		if total >= 0 {
+			// The job's items and rows, not this host's share: what is not run is every
+			// item of the input without a row in the file, whichever host had it.
+			sum.Total, sum.OK, sum.Failed = total, stats.OK, stats.Failed
+			sum.NotStarted = max(0, total-stats.Rows-sum.Lost)
+		}
+	}
+	p.finish = func(sum engine.Summary) (bool, error) {
+		if !coordinator {
+			if gone.Load() {
+				return true, fmt.Errorf("job %s: %w: the coordinator finishes it with --resume", rf.job, cluster.ErrJobGone)
+			}
+			return false, nil
+		}
 		switch {
 		case collect != nil && !errors.Is(collect, context.Canceled):
 			return true, fmt.Errorf("results: %w", collect)
@@ -231,6 +296,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		if missing := total - stats.Rows; total >= 0 && missing > 0 {
 			// The job's count, not this host's: the other hosts' items are missing too.
 			fmt.Fprintf(env.Stderr, "job %s: %s of its %s items have no row in %s\n", rf.job, human.Count(missing), human.Count(total), rf.out)
+		}
+		if gone.Load() {
+			return true, fmt.Errorf("job %s: %w: finish it with the same command and --resume", rf.job, cluster.ErrJobGone)
 		}
 		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}

@@ -316,6 +316,27 @@ type Source struct {
 	handed atomic.Int64
 	rows   atomic.Int64 // rows written by the Sink, for the pace
 	room   chan struct{}
+
+	abandoned atomic.Pointer[error] // why the job cannot go on (Abandon)
+}
+
+// Abandon ends this host's part in a job that cannot go on (its state is gone from Redis):
+// Next returns err from now on, and the Sink refuses rows with it rather than write them
+// where no collector reads them. The items of those rows have no row in the results file.
+func (s *Source) Abandon(err error) {
+	s.abandoned.CompareAndSwap(nil, &err)
+	select {
+	case s.room <- struct{}{}: // a Next waiting for room sees it
+	default:
+	}
+}
+
+// abandonedErr is the error Abandon gave, or nil.
+func (s *Source) abandonedErr() error {
+	if p := s.abandoned.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // heldEntry is an entry this host took.
@@ -363,6 +384,9 @@ func (s *Source) wantItems() int {
 // its slots grew. It checks every 100 ms as well, for a change of the engine's parallelism.
 func (s *Source) waitRoom() error {
 	for s.opt.Slots != nil && s.wantItems()+len(s.queue) < 1 {
+		if err := s.abandonedErr(); err != nil {
+			return err
+		}
 		select {
 		case <-s.room:
 		case <-time.After(100 * time.Millisecond):
@@ -419,6 +443,9 @@ func (p *pace) perSecond(now time.Time, rows int64) float64 {
 func (s *Source) Next() (engine.Item, error) {
 	if s.eof {
 		return engine.Item{}, io.EOF
+	}
+	if err := s.abandonedErr(); err != nil {
+		return engine.Item{}, err
 	}
 	s.renewing.Do(func() { go s.renew() })
 	if err := s.waitRoom(); err != nil {

@@ -627,3 +627,46 @@ func TestPaceReadAhead(t *testing.T) {
 		t.Fatalf("after 4 s without a row the pace is still %v rows/s", r)
 	}
 }
+
+// TestGenerationTellsAJobGone: a host that joined a job's generation is told when Redis
+// answers without it (the job's keys are gone), and not while they are there.
+func TestGenerationTellsAJobGone(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	h := queueHost(t, c, "h")
+	if _, err := h.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CheckGeneration(ctx); err != nil {
+		t.Fatalf("the job is there: %v", err)
+	}
+	gone := make(chan struct{})
+	go h.WatchGeneration(ctx, 50*time.Millisecond, func() { close(gone) })
+	select {
+	case <-gone:
+		t.Fatal("gone while the job's keys are there")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := c.Reset(ctx); err != nil { // what a Redis restarted empty looks like
+		t.Fatal(err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job's keys are gone and the watcher did not say so in 5 s")
+	}
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
+		t.Errorf("check after the reset: %v, want ErrJobGone", err)
+	}
+	// A job defined again under the same name is another generation.
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
+		t.Errorf("check against a new definition: %v, want ErrJobGone", err)
+	}
+}

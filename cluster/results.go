@@ -38,6 +38,9 @@ func (k *Sink) Write([]byte) (int, error) {
 // refuses a command.
 func (k *Sink) WriteRows(rows []engine.EncodedRow) (int, error) {
 	k.s.rowsIn(len(rows)) // their workers are free: Next may take more work
+	if err := k.s.abandonedErr(); err != nil {
+		return 0, fmt.Errorf("cluster: writing results: %w", err)
+	}
 	n, err := k.s.addRows(rows)
 	if err != nil {
 		return n, fmt.Errorf("cluster: writing results: %w", err)

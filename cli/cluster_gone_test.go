@@ -1,0 +1,131 @@
+package cli_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ownRedis starts a redis-server of the test's own on a free loopback port, without
+// persistence, so that the test may kill it and start it again empty. It returns the URL
+// and a function that kills the server (SIGKILL) and starts a new, empty one on the same port.
+func ownRedis(t *testing.T) (url string, restartEmpty func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is not installed, and CI must run this test")
+		}
+		t.Skip("redis-server is not installed: this test starts and kills a Redis of its own")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	var cmd *exec.Cmd
+	start := func() {
+		cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(5*time.Second, func() bool {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}) {
+			t.Fatal("redis-server did not listen within 5 s")
+		}
+	}
+	start()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", port), func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		start()
+	}
+}
+
+// TestClusterRedisRestartedEmpty: a Redis that comes back without the job's keys (it
+// restarted without persistence) is recognised by its missing generation: every host says
+// the job's state is gone and stops within 10 s, exit non-zero, and the coordinator's
+// summary counts exactly the items of the job that have no row in its file.
+func TestClusterRedisRestartedEmpty(t *testing.T) {
+	url, restartEmpty := ownRedis(t)
+	bin := filepath.Join(t.TempDir(), "throttle")
+	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, _ arrival) {
+		time.Sleep(50 * time.Millisecond)
+		okJSON(w, r)
+	})
+	const items = 3000
+	in, out := writeItems(t, items), outPath(t)
+	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+		"--parallelism", "8", "--timeout", "2s", "--redis", url, "--job", "gone")
+	coord.waitFor(t, "coordinator", 10*time.Second)
+	joined := startHost(t, bin, "join", "--redis", url, "--job", "gone", "--headless")
+	joined.waitFor(t, "joined as", 10*time.Second)
+	if !waitFor(10*time.Second, func() bool { return len(srv.seen()) >= 150 }) {
+		t.Fatalf("the job made %d calls in 10 s", len(srv.seen()))
+	}
+
+	restartEmpty()
+	restarted := time.Now()
+	const gone = "redis no longer holds the job's state"
+	for name, h := range map[string]*host{"coordinator": coord, "joined host": joined} {
+		select {
+		case err := <-h.done:
+			took := time.Since(restarted)
+			t.Logf("%s stopped %v after the restart", name, took.Round(time.Millisecond))
+			if took > 10*time.Second {
+				t.Errorf("%s stopped %v after the restart; want within 10 s", name, took)
+			}
+			if err == nil {
+				t.Errorf("%s exited 0 with the job's state gone", name)
+			}
+			if !strings.Contains(h.stderr(), gone) {
+				t.Errorf("%s did not say %q:\n%s", name, gone, h.stderr())
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s still runs 15 s after redis restarted empty:\n%s", name, h.stderr())
+		}
+	}
+
+	rows := readRows(t, out)
+	missing := items - len(rowsByItem(t, rows))
+	if missing <= 0 {
+		t.Fatalf("every item has its row; the restart came too late to test anything")
+	}
+	want := fmt.Sprintf("job gone: %s of its 3,000 items have no row", humanCount(missing))
+	if !strings.Contains(coord.stderr(), want) {
+		t.Errorf("the coordinator did not say %q:\n%s", want, coord.stderr())
+	}
+	// The summary on stdout counts the job's items, not the coordinator's share.
+	notRun := regexp.MustCompile(`([0-9,]+) items were not run`).FindStringSubmatch(coord.stdout())
+	if notRun == nil || notRun[1] != humanCount(missing) {
+		t.Errorf("the summary's items not run: %v, want %s (the job's items without a row)\n%s", notRun, humanCount(missing), coord.stdout())
+	}
+}
+
+// humanCount writes n with thousands separators, as the summary does.
+func humanCount(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
