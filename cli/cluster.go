@@ -31,8 +31,10 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		return nil, usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
 	case rf.config != "":
 		return nil, usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
-	case rf.resume || rf.onlyFailed || rf.dedupe:
-		return nil, usageError("--resume, --only-failed and --dedupe read the results file of a run on one host; a shared job's rows are collected by its coordinator: run them on one host, or start the job again with --job")
+	case rf.joined && (rf.resume || rf.reset):
+		return nil, usageError("--resume and --reset are the coordinator's: it holds the results file and defines the job")
+	case rf.onlyFailed || rf.dedupe:
+		return nil, usageError("--only-failed and --dedupe read the results file of a run on one host; a shared job's rows are collected by its coordinator: run them on one host, or finish the job with --resume on its coordinator")
 	case rf.detach || rf.follow:
 		return nil, usageError("--detach and --follow are for a run on one host: a shared job's hosts are started with throttle join, and its input is read once")
 	case rf.hostPar < 0:
@@ -62,10 +64,23 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}()
 	total := int64(-1)
 	if coordinator {
-		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
-			return nil, err
+		// A job whose hosts still beat is live: starting it again here would delete its work
+		// list and the rows not yet collected under them.
+		if hosts, err := cj.Hosts(ctx); err == nil && !rf.reset {
+			var alive []string
+			for _, h := range hosts {
+				if h.Alive {
+					alive = append(alive, h.Host)
+				}
+			}
+			if len(alive) > 0 {
+				return nil, usageError("--redis: job %s is running (hosts %s): add this host with throttle join --redis %s --job %s; "+
+					"--reset starts it anew, and with --resume finishes it from %s (its hosts stop; the rows not yet collected are run again)",
+					rf.job, strings.Join(alive, ", "), rf.redis, rf.job, rf.out)
+			}
 		}
-		if out, err = openResults(env, rf.out); err != nil {
+		// The input, the results file and, with --resume, the items already ok in it skipped.
+		if in, out, err = prepare(ctx, env, rf); err != nil {
 			return nil, err
 		}
 		total = in.total
@@ -209,7 +224,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				}()
 				go func() {
 					defer wg.Done()
-					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store})
+					// Resumed, the items run keep their places in the input: indexes up to its size.
+					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume})
 				}()
 			}
 			wg.Add(3)
@@ -433,7 +449,7 @@ func periodically(every time.Duration, f func()) func() {
 // with: its own files and modes. Valued flags take the next word unless written --flag=value.
 var (
 	joinValued = map[string]bool{"--input": true, "--out": true, "--record": true, "--control": true, "--redis": true, "--job": true}
-	joinBools  = map[string]bool{"--headless": true, "--resume": true, "--only-failed": true, "--dedupe": true, "--detach": true, "--joined": true}
+	joinBools  = map[string]bool{"--headless": true, "--resume": true, "--reset": true, "--only-failed": true, "--dedupe": true, "--detach": true, "--joined": true}
 )
 
 // joinArgs is the coordinator's command line for the hosts that join: the same adapter and

@@ -82,6 +82,17 @@ func TestClusterRedisRestartedEmpty(t *testing.T) {
 	if !waitFor(10*time.Second, func() bool { return len(srv.seen()) >= 150 }) {
 		t.Fatalf("the job made %d calls in 10 s", len(srv.seen()))
 	}
+	// Starting the coordinator again while the job runs is refused: it would reset it.
+	again := startHost(t, bin, "run", "http", "--input", in, "--out", outPath(t), "--url", srv.URL+"/{item}", "--headless",
+		"--parallelism", "8", "--redis", url, "--job", "gone")
+	select {
+	case err := <-again.done:
+		if err == nil || !strings.Contains(again.stderr(), "job gone is running") || !strings.Contains(again.stderr(), "--reset") {
+			t.Errorf("a second coordinator of a live job: %v, want a refusal that names --reset:\n%s", err, again.stderr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a second coordinator of a live job still runs after 10 s:\n%s", again.stderr())
+	}
 
 	restartEmpty()
 	restarted := time.Now()
@@ -118,6 +129,32 @@ func TestClusterRedisRestartedEmpty(t *testing.T) {
 	notRun := regexp.MustCompile(`([0-9,]+) items were not run`).FindStringSubmatch(coord.stdout())
 	if notRun == nil || notRun[1] != humanCount(missing) {
 		t.Errorf("the summary's items not run: %v, want %s (the job's items without a row)\n%s", notRun, humanCount(missing), coord.stdout())
+	}
+
+	// The coordinator's file and --resume finish the job: the items without a row run, once.
+	before := len(srv.seen())
+	resumed := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+		"--parallelism", "8", "--timeout", "2s", "--redis", url, "--job", "gone", "--resume")
+	select {
+	case err := <-resumed.done:
+		if err != nil {
+			t.Fatalf("--resume: %v\n%s", err, resumed.stderr())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("--resume did not end in 60 s:\n%s", resumed.stderr())
+	}
+	rows = readRows(t, out)
+	byItem := rowsByItem(t, rows)
+	if len(rows) != items || len(byItem) != items {
+		t.Errorf("after --resume: %d rows for %d distinct items, want %d, one each", len(rows), len(byItem), items)
+	}
+	for _, r := range rows {
+		if r.OK == nil || !*r.OK {
+			t.Fatalf("row %+v failed", r)
+		}
+	}
+	if calls := len(srv.seen()) - before; calls != missing {
+		t.Errorf("--resume made %d calls for the %d items without a row", calls, missing)
 	}
 }
 

@@ -127,6 +127,9 @@ type CollectOptions struct {
 	// OnRows, when set, is called with the counts so far after each batch is written to w, and
 	// with the job's total (-1 while unknown): the job's progress. It must not block.
 	OnRows func(st CollectStats, total int64)
+	// AnyIndex accepts rows whose item index is total or more: a resumed job runs only the
+	// items without an ok row, and they keep their places in the input.
+	AnyIndex bool
 }
 
 // CollectStats counts what Collect wrote.
@@ -190,7 +193,7 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 		buf = buf[:0]
 		for _, m := range msgs {
 			index, row, ok, err := resultOf(m)
-			if err == nil && total >= 0 && index >= total {
+			if err == nil && !opts.AnyIndex && total >= 0 && index >= total {
 				err = fmt.Errorf("cluster: results entry %s is for item %d of a job of %d items", m.ID, index, total)
 			}
 			if err != nil {
