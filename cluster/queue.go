@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -305,6 +306,7 @@ type Source struct {
 	lastReclaim time.Time
 	cursor      string // where the next XAUTOCLAIM scan starts
 	tail        bool   // all entries were produced and delivered: only take-overs bring work
+	idle        bool   // the last look found nothing new: take-overs are looked for every second
 	recovering  bool   // a read failed: its reply may have been lost after Redis gave us entries
 
 	mu    sync.Mutex
@@ -341,8 +343,9 @@ func (s *Source) abandonedErr() error {
 
 // heldEntry is an entry this host took.
 type heldEntry struct {
-	left int  // items without a row
-	lost bool // another host took it over: renewing the lease would take it back
+	left   int  // items without a row
+	handed int  // items Next handed to the engine
+	lost   bool // another host took it over: renewing the lease would take it back
 }
 
 // Source returns this host's Source on the job. ctx bounds its life: when ctx ends, Next
@@ -380,12 +383,19 @@ func (s *Source) wantItems() int {
 	return max(1, s.opt.Slots()) + ahead - int(s.handed.Load()) - len(s.queue)
 }
 
-// waitRoom returns once this host may hold one more item: a row came (a worker freed), or
-// its slots grew. It checks every 100 ms as well, for a change of the engine's parallelism.
+// waitRoom returns once a worker of this host is free for one more item: a row came, or its
+// slots grew (it checks every 100 ms as well, for a change of the engine's parallelism). The
+// engine gets no more than its slots: the read-ahead stays here, in the queue, where what a
+// slowing host cannot start soon can still be given back to the job.
 func (s *Source) waitRoom() error {
-	for s.opt.Slots != nil && s.wantItems()+len(s.queue) < 1 {
+	for s.opt.Slots != nil && s.handed.Load() >= int64(max(1, s.opt.Slots())) {
 		if err := s.abandonedErr(); err != nil {
 			return err
+		}
+		if over := -s.wantItems(); over > 0 && len(s.queue) > 0 {
+			// This host holds more than its pace can start soon (it slowed or stalled): the
+			// entries it has not started are better off with a host that has room.
+			s.giveBack(over)
 		}
 		select {
 		case <-s.room:
@@ -395,6 +405,61 @@ func (s *Source) waitRoom() error {
 		}
 	}
 	return nil
+}
+
+// giveBackScript makes entries this host holds ready for another host to take at once: idle
+// for a whole lease, as an entry of a dead host is, and with the delivery this host counted
+// taken back (an entry given back is not one that killed its host). KEYS[1] work list. ARGV:
+// group, host, lease in ms, IDs. It returns the IDs given back (those still this host's).
+var giveBackScript = redis.NewScript(`
+local back = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', math.max(0, p[1][4] - 1), 'JUSTID')
+    back[#back + 1] = ARGV[i]
+  end
+end
+return back
+`)
+
+// giveBack returns entries of the queue none of whose items was handed out, the last queued
+// first, about n items' worth: other hosts take them over at their next look (a host with
+// room looks every second once the work list has nothing new). Best effort: an entry not
+// given back is run here.
+func (s *Source) giveBack(n int) {
+	args := []any{workGroup, s.j.host, s.opt.Lease.Milliseconds()}
+	s.mu.Lock()
+	for i := len(s.queue) - 1; i >= 0 && n > 0; i-- {
+		id := s.owner[s.queue[i].Index]
+		if e := s.held[id]; e != nil && e.handed == 0 && !e.lost && !slices.Contains(args[3:], any(id)) {
+			args = append(args, id)
+			n -= e.left
+		}
+	}
+	s.mu.Unlock()
+	if len(args) == 3 {
+		return
+	}
+	back, err := giveBackScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items")}, args...).StringSlice()
+	if err != nil || len(back) == 0 {
+		return
+	}
+	s.mu.Lock()
+	keep := s.queue[:0]
+	for _, it := range s.queue {
+		if id := s.owner[it.Index]; slices.Contains(back, id) {
+			delete(s.owner, it.Index)
+			continue
+		}
+		keep = append(keep, it)
+	}
+	for _, id := range back {
+		delete(s.held, id)
+	}
+	s.mu.Unlock()
+	clear(s.queue[len(keep):])
+	s.queue = keep
 }
 
 // rowsIn counts rows of items this Source handed out: their workers are free again.
@@ -470,6 +535,11 @@ func (s *Source) Next() (engine.Item, error) {
 	it := s.queue[0]
 	s.queue = s.queue[1:]
 	s.handed.Add(1)
+	s.mu.Lock()
+	if e := s.held[s.owner[it.Index]]; e != nil {
+		e.handed++
+	}
+	s.mu.Unlock()
 	return it, nil
 }
 
@@ -482,7 +552,9 @@ func (s *Source) fill() (eof bool, err error) {
 		}
 		s.recovering = false
 	}
-	if time.Since(s.lastReclaim) >= s.opt.Lease/2 {
+	// Entries of dead hosts, and those slow hosts gave back: every half lease, and every second
+	// while nothing new comes (the tail of the job, when the last entries are with slow hosts).
+	if since := time.Since(s.lastReclaim); since >= s.opt.Lease/2 || s.idle && since >= time.Second {
 		if err := s.reclaim(); err != nil {
 			return false, err
 		}
@@ -491,6 +563,7 @@ func (s *Source) fill() (eof bool, err error) {
 			return false, nil
 		}
 	}
+	s.idle = s.tail
 	if s.tail {
 		// Nothing new can come; poll quicker than Block so that the end is seen soon.
 		if err := sleep(s.ctx, min(s.opt.Block, 200*time.Millisecond)); err != nil {
@@ -518,6 +591,7 @@ func (s *Source) fill() (eof bool, err error) {
 		if len(s.queue) > 0 {
 			return false, nil
 		}
+		s.idle = true // a whole Block without a new entry
 	}
 	st, err := s.j.workState(s.ctx)
 	if notYet(err) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -668,5 +669,81 @@ func TestGenerationTellsAJobGone(t *testing.T) {
 	}
 	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
 		t.Errorf("check against a new definition: %v, want ErrJobGone", err)
+	}
+}
+
+// TestSlowHostGivesBackWhatItCannotStart: a host that stalls holds its read-ahead in its
+// queue, not in its engine; once its pace says it cannot start those items soon, it gives
+// their entries back, and a host with room takes them at its first look, without a lease's
+// wait and without the give-back counting as a failed delivery.
+func TestSlowHostGivesBackWhatItCannotStart(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Produce(ctx, numbered(400), 2); err != nil {
+		t.Fatal(err)
+	}
+	opts := SourceOptions{Slots: func() int { return 2 }, ReadAhead: time.Second, Lease: 30 * time.Second}
+	slow := queueHost(t, c, "slow").Source(ctx, opts)
+	// About 100 rows a second for a second: its read-ahead grows to about 100 items.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		it, err := slow.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if _, err := slow.Sink().WriteRows([]engine.EncodedRow{{Index: it.Index, Line: []byte(`{"ok":true}` + "\n"), OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Then it stalls with both slots busy.
+	var stuck []int64
+	for range 2 {
+		it, err := slow.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stuck = append(stuck, it.Index)
+	}
+	// What the slow host holds: its entries that are not idle for a lease (those given back
+	// stay listed under it until another host claims them, idle as a dead host's).
+	pending := func() int {
+		p, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 1000, Consumer: "slow"}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range p {
+			if e.Idle < opts.Lease {
+				n++
+			}
+		}
+		return n
+	}
+	held := pending()
+	if held < 5 {
+		t.Fatalf("the slow host holds %d entries after a second at 100 rows/s; want its read-ahead (about 50 entries)", held)
+	}
+	go func() { _, _ = slow.Next() }() // waits for a free slot, and meanwhile gives back
+	deadline := time.Now().Add(10 * time.Second)
+	for pending() > 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := pending(); n > 2 {
+		t.Fatalf("the stalled host still holds %d entries (had %d) 10 s on; want only those of its 2 started items", n, held)
+	}
+	// A host with room takes a given-back entry at its first look.
+	other := queueHost(t, c, "other").Source(ctx, SourceOptions{Lease: 30 * time.Second})
+	start := time.Now()
+	it, err := other.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second || slices.Contains(stuck, it.Index) {
+		t.Fatalf("the other host got item %d after %v; want one the slow host gave back, at once", it.Index, took)
+	}
+	p, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 1000, Consumer: "other"}).Result()
+	if err != nil || len(p) != 1 || p[0].RetryCount != 1 {
+		t.Fatalf("the other host's entry: %+v (%v); want one, delivered once (a give-back is no failed delivery)", p, err)
 	}
 }
