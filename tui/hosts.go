@@ -52,7 +52,7 @@ func (j JobLoad) Caption() string {
 	s := fmt.Sprintf("all %d hosts (cap %d, %.0f calls/s of %s", j.Hosts, j.Cap, j.PerSecond, engine.FormatRate(j.Rate))
 	if j.Total > 0 {
 		s += fmt.Sprintf("; %s/%s rows %.1f%%", human.Count(j.Rows), human.Count(j.Total), 100*float64(j.Rows)/float64(j.Total))
-		if j.ETA > 0 {
+		if j.ETA >= time.Second {
 			s += " ETA " + human.Span(j.ETA)
 		}
 	}
