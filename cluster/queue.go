@@ -388,7 +388,7 @@ func (s *Source) wantItems() int {
 // engine gets no more than its slots: the read-ahead stays here, in the queue, where what a
 // slowing host cannot start soon can still be given back to the job.
 func (s *Source) waitRoom() error {
-	for s.opt.Slots != nil && s.handed.Load() >= int64(max(1, s.opt.Slots())) {
+	for s.opt.Slots != nil && s.handed.Load() >= int64(max(1, s.opt.Slots())+s.handAhead()) {
 		if err := s.abandonedErr(); err != nil {
 			return err
 		}
@@ -460,6 +460,13 @@ func (s *Source) giveBack(n int) {
 	s.mu.Unlock()
 	clear(s.queue[len(keep):])
 	s.queue = keep
+}
+
+// handAhead is how many items the engine may hold beyond its slots: 100 ms of this host's
+// pace, so that a worker that frees while the Sink is in a round trip to Redis (a row counts
+// once the Sink takes it) finds its next item at hand against a target that answers at once.
+func (s *Source) handAhead() int {
+	return int(math.Ceil(s.pace.perSecond(time.Now(), s.rows.Load()) / 10))
 }
 
 // rowsIn counts rows of items this Source handed out: their workers are free again.
