@@ -150,6 +150,23 @@ func (j *Job) Define(ctx context.Context, args []string) error {
 	return err
 }
 
+// withGen returns the fields of a work or results entry with the job's generation, when
+// this host knows it: a host of an older generation still running must not have its rows
+// taken for the new one's, nor take its work.
+func (j *Job) withGen(fields ...any) []any {
+	if j.gen != "" {
+		fields = append(fields, "gen", j.gen)
+	}
+	return fields
+}
+
+// sameGen reports whether an entry is of this host's generation of the job (or either does
+// not say).
+func (j *Job) sameGen(m redis.XMessage) bool {
+	g, ok := m.Values["gen"].(string)
+	return !ok || j.gen == "" || g == j.gen
+}
+
 // ErrJobGone says that Redis no longer holds the job's state: it restarted empty (without
 // persistence), or someone deleted the job's keys. The work list, the leases and the rows
 // not yet collected went with it; the coordinator's results file holds what was collected.

@@ -139,7 +139,7 @@ func (p *producer) flush() error {
 		tries++
 		cmds, _ := p.j.rdb.Pipelined(p.ctx, func(pipe redis.Pipeliner) error {
 			for i, b := range p.batch {
-				pipe.XAdd(p.ctx, &redis.XAddArgs{Stream: stream, ID: "0-" + strconv.FormatInt(first+int64(i), 10), Values: []any{"items", b}})
+				pipe.XAdd(p.ctx, &redis.XAddArgs{Stream: stream, ID: "0-" + strconv.FormatInt(first+int64(i), 10), Values: p.j.withGen("items", b)})
 			}
 			return nil
 		})
@@ -423,6 +423,20 @@ end
 return back
 `)
 
+// release gives back, at once, entries this host took and will not run because the job it
+// knows is gone (they are a new run's): the new run's hosts need not wait a lease for them.
+func (s *Source) release(msgs []redis.XMessage, err error) {
+	if !errors.Is(err, ErrJobGone) || len(msgs) == 0 {
+		return
+	}
+	args := []any{workGroup, s.j.host, s.opt.Lease.Milliseconds()}
+	for _, m := range msgs {
+		args = append(args, m.ID)
+	}
+	// Best effort: an entry not given back returns to the job after the lease.
+	_ = giveBackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items")}, args...).Err()
+}
+
 // giveBack returns entries of the queue none of whose items was handed out, the last queued
 // first, about n items' worth: other hosts take them over at their next look (a host with
 // room looks every second once the work list has nothing new). Best effort: an entry not
@@ -589,8 +603,9 @@ func (s *Source) fill() (eof bool, err error) {
 			return false, err
 		}
 		for _, str := range res {
-			for _, m := range str.Messages {
+			for i, m := range str.Messages {
 				if err := s.take(m); err != nil {
+					s.release(str.Messages[i:], err)
 					return false, err
 				}
 			}
@@ -667,6 +682,7 @@ func (s *Source) reclaim() error {
 			continue
 		}
 		if err := s.take(m); err != nil {
+			s.release(msgs[i:], err)
 			return err
 		}
 	}
@@ -715,8 +731,13 @@ func (s *Source) holds(id string) bool {
 	return s.held[id] != nil
 }
 
-// take queues an entry's items and remembers which entry each came from, for the Sink.
+// take queues an entry's items and remembers which entry each came from, for the Sink. An
+// entry of another generation of the job (it was started anew under this host) is not this
+// host's to run: ErrJobGone.
 func (s *Source) take(m redis.XMessage) error {
+	if !s.j.sameGen(m) {
+		return ErrJobGone
+	}
 	items, err := decodeEntry(m)
 	if err != nil {
 		return err

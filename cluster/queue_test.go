@@ -755,3 +755,57 @@ func TestSlowHostGivesBackWhatItCannotStart(t *testing.T) {
 		t.Fatalf("the other host's entry: %+v (%v); want one, delivered once (a give-back is no failed delivery)", p, err)
 	}
 }
+
+// TestOlderGenerationIsKeptOut: a host of the job's previous run (started anew under it with
+// --reset) neither takes the new run's work nor has its rows collected as the new run's.
+func TestOlderGenerationIsKeptOut(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	old := queueHost(t, c, "old")
+	if _, err := old.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Produce(ctx, numbered(4), 2); err != nil {
+		t.Fatal(err)
+	}
+	oldSrc := old.Source(ctx, SourceOptions{})
+	if _, err := oldSrc.Next(); !errors.Is(err, ErrJobGone) {
+		t.Fatalf("the old host took the new run's work: %v, want ErrJobGone", err)
+	}
+	// Its row of item 0 (from the old run) lands in the results stream first.
+	if _, err := oldSrc.Sink().WriteRows([]engine.EncodedRow{{Index: 0, Line: []byte(`{"from":"old"}` + "\n"), OK: true}}); err != nil {
+		t.Fatal(err)
+	}
+	h := queueHost(t, c, "new")
+	if _, err := h.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := h.Source(ctx, SourceOptions{})
+	for range 4 {
+		it, err := src.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Sink().WriteRows([]engine.EncodedRow{{Index: it.Index, Line: []byte(`{"from":"new"}` + "\n"), OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	st, err := c.Collect(ctx, &out, -1, CollectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows != 4 || st.Duplicates != 0 || strings.Contains(out.String(), "old") {
+		t.Errorf("collected %+v:\n%s\nwant the new run's 4 rows only", st, out.String())
+	}
+}

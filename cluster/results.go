@@ -75,7 +75,7 @@ func (s *Source) addRows(rows []engine.EncodedRow) (int, error) {
 				if r.OK {
 					ok = "1"
 				}
-				p.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"index", r.Index, "row", r.Line, "ok", ok}})
+				p.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: s.j.withGen("index", r.Index, "row", r.Line, "ok", ok)})
 			}
 			return nil
 		})
@@ -192,6 +192,9 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 		var add CollectStats
 		buf = buf[:0]
 		for _, m := range msgs {
+			if !j.sameGen(m) {
+				continue // a host of the job's previous generation, not yet stopped: its items run again here
+			}
 			index, row, ok, err := resultOf(m)
 			if err == nil && !opts.AnyIndex && total >= 0 && index >= total {
 				err = fmt.Errorf("cluster: results entry %s is for item %d of a job of %d items", m.ID, index, total)
