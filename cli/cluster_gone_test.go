@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,4 +166,74 @@ func humanCount(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// TestClusterCoordinatorKilledThenResumed: the coordinator dies (SIGKILL) while a joined host
+// goes on. Starting it again is refused while the job's hosts run (it would reset the job);
+// with --resume --reset it takes the job over from its results file: the old host stops (the
+// job it knew is gone) and every item ends with exactly one row, ok.
+func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
+	url := redisURL(t)
+	bin := filepath.Join(t.TempDir(), "throttle")
+	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, _ arrival) {
+		time.Sleep(50 * time.Millisecond)
+		okJSON(w, r)
+	})
+	const items = 2000
+	in, out := writeItems(t, items), outPath(t)
+	job := fmt.Sprintf("killed-%d-%d", os.Getpid(), time.Now().UnixNano())
+	args := []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}", "--headless",
+		"--parallelism", "16", "--host-parallelism", "8", "--timeout", "2s", "--redis", url, "--job", job}
+	coord := startHost(t, bin, args...)
+	coord.waitFor(t, "coordinator", 10*time.Second)
+	joined := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	joined.waitFor(t, "joined as", 10*time.Second)
+	if !waitFor(10*time.Second, func() bool { return len(srv.seen()) >= 300 }) {
+		t.Fatalf("the job made %d calls in 10 s", len(srv.seen()))
+	}
+	if err := coord.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-coord.done
+
+	again := startHost(t, bin, append(args, "--resume")...)
+	select {
+	case err := <-again.done:
+		if err == nil || !strings.Contains(again.stderr(), "--reset") {
+			t.Fatalf("--resume of a job whose hosts run: %v, want a refusal that names --reset:\n%s", err, again.stderr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("--resume of a job whose hosts run still runs after 10 s:\n%s", again.stderr())
+	}
+
+	resumed := startHost(t, bin, append(args, "--resume", "--reset")...)
+	select {
+	case err := <-resumed.done:
+		if err != nil {
+			t.Fatalf("--resume --reset: %v\n%s", err, resumed.stderr())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("--resume --reset did not end in 90 s:\n%s", resumed.stderr())
+	}
+	select {
+	case <-joined.done:
+		if !strings.Contains(joined.stderr(), "redis no longer holds the job's state") {
+			t.Errorf("the old joined host ended without saying its job is gone:\n%s", joined.stderr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the old joined host still runs 10 s after the job was taken over:\n%s", joined.stderr())
+	}
+	rows := readRows(t, out)
+	byItem := rowsByItem(t, rows)
+	if len(rows) != items || len(byItem) != items {
+		t.Errorf("%d rows for %d distinct items; want %d, one each", len(rows), len(byItem), items)
+	}
+	for _, r := range rows {
+		if r.OK == nil || !*r.OK {
+			t.Fatalf("row %+v failed", r)
+		}
+	}
 }

@@ -790,7 +790,10 @@ func decodeEntry(m redis.XMessage) ([]engine.Item, error) {
 // another host took over meanwhile, and returns the latter. JUSTID keeps the delivery count.
 var renewScript = redis.NewScript(`
 local lost = {}
-for i = 3, #ARGV do
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then
+  return lost -- another run of the job: its entries of the same IDs are not ours
+end
+for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p == 1 and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
@@ -814,7 +817,7 @@ func (s *Source) renew() {
 			return
 		case <-t.C:
 		}
-		args := []any{workGroup, s.j.host}
+		args := []any{workGroup, s.j.host, s.j.gen}
 		s.mu.Lock()
 		for id, e := range s.held {
 			if !e.lost {
@@ -822,11 +825,11 @@ func (s *Source) renew() {
 			}
 		}
 		s.mu.Unlock()
-		if len(args) == 2 {
+		if len(args) == 3 {
 			continue
 		}
 		// An error (Redis away) is reported by Next or the Sink; the next tick tries again.
-		lost, err := renewScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items")}, args...).StringSlice()
+		lost, err := renewScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).StringSlice()
 		if err != nil {
 			continue
 		}
@@ -850,11 +853,40 @@ func (s *Source) forget(ids []string) {
 }
 
 // ack acknowledges entries whose items all have rows, waiting out Redis outages.
+//
+// With a generation, it acknowledges only in that run of the job: entry IDs repeat from one
+// run to the next (0-1, 0-2, …), and a host of the previous run must not acknowledge the
+// new run's entries of the same IDs.
 func (s *Source) ack(ids []string) error {
-	return retry(s.ctx, &s.down, func() error {
-		return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
+	if s.j.gen == "" {
+		return retry(s.ctx, &s.down, func() error {
+			return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
+		})
+	}
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, workGroup, s.j.gen)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	var n int64
+	err := retry(s.ctx, &s.down, func() (err error) {
+		n, err = ackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).Int64()
+		return err
 	})
+	if err == nil && n < 0 {
+		return ErrJobGone
+	}
+	return err
 }
+
+// ackScript acknowledges entries if the job is still of the generation given. KEYS[1] work
+// list, KEYS[2] meta. ARGV: group, generation, IDs. It returns -1 for another generation.
+var ackScript = redis.NewScript(`
+if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then
+  return -1
+end
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+`)
 
 // notYet reports whether err says the work list does not exist yet: a host started before
 // the coordinator.
