@@ -197,7 +197,9 @@ func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 	if err := coord.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-coord.done
+	if err := <-coord.done; err == nil {
+		t.Fatal("the coordinator exited 0 on SIGKILL")
+	}
 
 	again := startHost(t, bin, append(args, "--resume")...)
 	select {
@@ -219,7 +221,10 @@ func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 		t.Fatalf("--resume --reset did not end in 90 s:\n%s", resumed.stderr())
 	}
 	select {
-	case <-joined.done:
+	case err := <-joined.done:
+		if err == nil {
+			t.Error("the old joined host exited 0 with its job gone")
+		}
 		if !strings.Contains(joined.stderr(), "redis no longer holds the job's state") {
 			t.Errorf("the old joined host ended without saying its job is gone:\n%s", joined.stderr())
 		}
