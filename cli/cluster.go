@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,8 +32,10 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		return nil, usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
 	case rf.config != "":
 		return nil, usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
-	case rf.resume || rf.onlyFailed || rf.dedupe:
-		return nil, usageError("--resume, --only-failed and --dedupe read the results file of a run on one host; a shared job's rows are collected by its coordinator: run them on one host, or start the job again with --job")
+	case rf.joined && (rf.resume || rf.reset):
+		return nil, usageError("--resume and --reset are the coordinator's: it holds the results file and defines the job")
+	case rf.onlyFailed || rf.dedupe:
+		return nil, usageError("--only-failed and --dedupe read the results file of a run on one host; a shared job's rows are collected by its coordinator: run them on one host, or finish the job with --resume on its coordinator")
 	case rf.detach || rf.follow:
 		return nil, usageError("--detach and --follow are for a run on one host: a shared job's hosts are started with throttle join, and its input is read once")
 	case rf.hostPar < 0:
@@ -66,10 +69,23 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}()
 	total := int64(-1)
 	if coordinator {
-		if in, err = openInput(ctx, env, rf.input, false, -1); err != nil {
-			return nil, err
+		// A job whose hosts still beat is live: starting it again here would delete its work
+		// list and the rows not yet collected under them.
+		if hosts, err := cj.Hosts(ctx); err == nil && !rf.reset {
+			var alive []string
+			for _, h := range hosts {
+				if h.Alive {
+					alive = append(alive, h.Host)
+				}
+			}
+			if len(alive) > 0 {
+				return nil, usageError("--redis: job %s is running (hosts %s): add this host with throttle join --redis %s --job %s; "+
+					"--reset starts it anew, and with --resume finishes it from %s (its hosts stop; the rows not yet collected are run again)",
+					rf.job, strings.Join(alive, ", "), rf.redis, rf.job, rf.out)
+			}
 		}
-		if out, err = openResults(env, rf.out); err != nil {
+		// The input, the results file and, with --resume, the items already ok in it skipped.
+		if in, out, err = prepare(ctx, env, rf); err != nil {
 			return nil, err
 		}
 		total = in.total
@@ -82,16 +98,23 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		if err := cj.InitSettings(ctx, settings, "cli"); err != nil {
 			return nil, usageError("--redis: %v", err)
 		}
-	} else if settings, err = cj.Settings(ctx); err != nil {
-		return nil, usageError("--redis: %v", err)
+	} else {
+		if settings, err = cj.Settings(ctx); err != nil {
+			return nil, usageError("--redis: %v", err)
+		}
+		if _, err = cj.Generation(ctx); err != nil {
+			return nil, usageError("--redis: %v", err)
+		}
 	}
 
 	// Reports of Redis going away and coming back go where the run's lines go, once the
 	// plan starts; they may come before (from the source's first read).
 	var (
-		mu     sync.Mutex
-		say    = func(line string) { fmt.Fprintln(env.Stderr, line) }
-		outage bool
+		mu      sync.Mutex
+		say     = func(line string) { fmt.Fprintln(env.Stderr, line) }
+		outage  bool
+		gone    atomic.Bool
+		jobGone func() // set below, once the source exists
 	)
 	report := func(err error) {
 		mu.Lock()
@@ -102,7 +125,19 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			say("redis unavailable (" + err.Error() + "): the job is paused; nothing is lost, it resumes when redis is back")
 		case err == nil && outage:
 			outage = false
-			say("redis is back: the job resumes")
+			// Back, but with the job? A Redis that restarted empty answers too.
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				switch err := cj.CheckGeneration(cctx); {
+				case errors.Is(err, cluster.ErrJobGone):
+					jobGone()
+				case err == nil:
+					mu.Lock()
+					say("redis is back: the job resumes")
+					mu.Unlock()
+				}
+			}()
 		}
 	}
 
@@ -116,7 +151,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 	j.adapter = gate.Adapter()
 	runCtx, cancel := context.WithCancel(ctx)
-	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report})
+	collectCtx, stopCollect := context.WithCancel(ctx)
 	if j.title == "" {
 		j.title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
 	}
@@ -133,6 +168,31 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 	local := settings
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
+	var eng atomic.Pointer[engine.Engine] // set once the engine exists
+	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
+	// A Redis without the job's state (it restarted empty): the work list, the leases and the
+	// rows not yet collected are gone, and waiting would wait for ever. Every host stops: the
+	// calls in flight get 5 s to end, then they are cancelled; their rows have nowhere to go.
+	var stopTimer *time.Timer
+	jobGone = sync.OnceFunc(func() {
+		gone.Store(true)
+		src.Abandon(cluster.ErrJobGone)
+		next := "the coordinator finishes it with --resume"
+		if coordinator {
+			next = fmt.Sprintf("%s holds the rows collected; finish the job with the same command and --resume", rf.out)
+		}
+		mu.Lock()
+		say(fmt.Sprintf("job %s: %v: this host stops; %s", rf.job, cluster.ErrJobGone, next))
+		mu.Unlock()
+		if e := eng.Load(); e != nil {
+			e.Drain("cluster")
+			mu.Lock()
+			stopTimer = time.AfterFunc(5*time.Second, func() { e.Stop("cluster") })
+			mu.Unlock()
+		}
+		stopCollect()
+		cancel()
+	})
 	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
 
 	var (
@@ -141,7 +201,6 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		produced, collect error
 		stats             cluster.CollectStats
 	)
-	collectCtx, stopCollect := context.WithCancel(ctx)
 	stopped := false
 	stopWork := func() { // the feed, the settings and the heartbeat; the collection goes on
 		if !stopped {
@@ -150,6 +209,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			wg.Wait()
 		}
 	}
+	progress := &jobProgress{start: time.Now()}
+	progress.store(cluster.CollectStats{}, total)
 	items := &input{source: src, total: -1, name: "job " + rf.job, size: -1, close: func() error { return nil }}
 	p = &runPlan{
 		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
@@ -157,8 +218,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			ctrl = cj.Controls(e)
 			return ctrl
 		},
-		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, ctrl) },
+		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, ctrl, progress.load) },
 		start: func(e *engine.Engine, sayer func(string)) func() {
+			eng.Store(e)
 			mu.Lock()
 			say = sayer
 			mu.Unlock()
@@ -166,15 +228,19 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				wg.Add(2)
 				go func() {
 					defer wg.Done()
-					// Entries of a few items save round trips; a host that dies takes only those with it.
-					_, produced = cj.Produce(runCtx, in.source, max(rf.chunk, 20))
+					_, produced = cj.Produce(runCtx, in.source, entryItems(settings.Parallelism, rf.chunk))
 				}()
 				go func() {
 					defer wg.Done()
-					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{})
+					// Resumed, the items run keep their places in the input: indexes up to its size.
+					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume})
 				}()
 			}
-			wg.Add(2)
+			wg.Add(3)
+			go func() {
+				defer wg.Done()
+				cj.WatchGeneration(runCtx, time.Second, jobGone)
+			}()
 			go func() {
 				defer wg.Done()
 				_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
@@ -199,22 +265,45 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		headless: func(say func(string)) func() {
 			role := "joined as " + cj.Host()
 			if coordinator {
-				role = fmt.Sprintf("coordinator %s: other hosts join with throttle join --redis %s --job %s", cj.Host(), rf.redis, rf.job)
+				of := ""
+				if total >= 0 {
+					of = fmt.Sprintf(" (a job of %s items)", human.Count(total))
+				}
+				role = fmt.Sprintf("coordinator %s%s: other hosts join with throttle join --redis %s --job %s", cj.Host(), of, rf.redis, rf.job)
 			}
 			say(role)
-			return clusterLines(say, clusterHosts(cj, ctrl), 5*rf.progressEvery)
+			return clusterLines(say, clusterHosts(cj, ctrl, progress.load), 5*rf.progressEvery)
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
 	}
-	p.finish = func(sum engine.Summary) (bool, error) {
+	p.settle = func(sum *engine.Summary) {
+		mu.Lock()
+		if stopTimer != nil {
+			stopTimer.Stop()
+		}
+		mu.Unlock()
 		if !coordinator {
 			stopWork()
-			return false, nil
+			return
 		}
 		if sum.Interrupted() {
 			stopCollect() // the other hosts go on; the rows so far are in the file
 		}
 		stopWork() // the collection ends by itself once every row is in
+		if total >= 0 {
+			// The job's items and rows, not this host's share: what is not run is every
+			// item of the input without a row in the file, whichever host had it.
+			sum.Total, sum.OK, sum.Failed = total, stats.OK, stats.Failed
+			sum.NotStarted = max(0, total-stats.Rows-sum.Lost)
+		}
+	}
+	p.finish = func(sum engine.Summary) (bool, error) {
+		if !coordinator {
+			if gone.Load() {
+				return true, fmt.Errorf("job %s: %w: the coordinator finishes it with --resume", rf.job, cluster.ErrJobGone)
+			}
+			return false, nil
+		}
 		switch {
 		case collect != nil && !errors.Is(collect, context.Canceled):
 			return true, fmt.Errorf("results: %w", collect)
@@ -228,14 +317,75 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		}
 		fmt.Fprintf(env.Stderr, "job %s: %s rows in %s (%s ok, %s failed; %s duplicate rows from re-run items dropped)\n",
 			rf.job, human.Count(stats.Rows), rf.out, human.Count(stats.OK), human.Count(stats.Failed), human.Count(stats.Duplicates))
+		if missing := total - stats.Rows; total >= 0 && missing > 0 {
+			// The job's count, not this host's: the other hosts' items are missing too.
+			fmt.Fprintf(env.Stderr, "job %s: %s of its %s items have no row in %s\n", rf.job, human.Count(missing), human.Count(total), rf.out)
+		}
+		if gone.Load() {
+			return true, fmt.Errorf("job %s: %w: finish it with the same command and --resume", rf.job, cluster.ErrJobGone)
+		}
 		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}
 	return p, nil
 }
 
+// entryItems is how many items one entry of the work list holds. A host takes entries whole,
+// so an entry is small beside one host's share of the cap (a quarter of the job's
+// parallelism, at most 16 workers' worth): the work then goes to whichever host has room,
+// and a host that dies or stalls holds little. A host reads several entries in one round trip
+// when it has room for them.
+func entryItems(parallelism, chunk int) int {
+	return chunk * min(16, max(1, parallelism/4))
+}
+
+// hostSlots is how many items this host's engine can have started at once: its workers'
+// items and those waiting out a backoff. Before the engine exists, its first parallelism.
+// The engine's count is read at most every 100 ms.
+func hostSlots(eng *atomic.Pointer[engine.Engine], first, chunk int) func() int {
+	var (
+		at    time.Time
+		slots = first * chunk
+	)
+	return func() int { // Next's goroutine only
+		e := eng.Load()
+		if e == nil || time.Since(at) < 100*time.Millisecond {
+			return slots
+		}
+		s := e.Snapshot()
+		slots, at = s.Settings.Parallelism*chunk+s.BackingOff, time.Now()
+		return slots
+	}
+}
+
+// jobProgress is the whole job's progress as the coordinator's collector sees it: rows in the
+// results file of the job's items. A joined host has none (total 0).
+type jobProgress struct {
+	start       time.Time
+	rows, total atomic.Int64
+}
+
+func (p *jobProgress) store(st cluster.CollectStats, total int64) {
+	p.rows.Store(st.Rows)
+	p.total.Store(total)
+}
+
+// load returns the rows so far, the total (0: unknown) and when the rest should be in (0:
+// cannot tell yet), at the pace of the rows so far.
+func (p *jobProgress) load() (rows, total int64, eta time.Duration) {
+	if p == nil {
+		return 0, 0, 0
+	}
+	rows, total = p.rows.Load(), max(0, p.total.Load())
+	if el := time.Since(p.start); rows > 0 && total > rows {
+		eta = el / time.Duration(rows) * time.Duration(total-rows)
+	}
+	return rows, total, eta
+}
+
 // clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
-// in flight across hosts against the global cap, and calls/s against the rate.
-func clusterHosts(cj *cluster.Job, ctrl engine.Controls) func(int) tui.Hosts {
+// in flight across hosts against the global cap, calls/s against the rate and, on the
+// coordinator, the rows of the whole job against its total.
+func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64, int64, time.Duration)) func(int) tui.Hosts {
 	// One rate for the screen and the progress lines, which both look: over the last seconds
 	// measured, never over the moment between two looks.
 	rate := &probes.CounterRate{}
@@ -244,6 +394,7 @@ func clusterHosts(cj *cluster.Job, ctrl engine.Controls) func(int) tui.Hosts {
 		defer cancel()
 		set := ctrl.Snapshot().Settings
 		job := &tui.JobLoad{Cap: set.Parallelism, Rate: set.Rate}
+		job.Rows, job.Total, job.ETA = progress()
 		if v, err := cj.InFlight(ctx); err == nil {
 			job.InFlight = v
 		}
@@ -303,7 +454,7 @@ func periodically(every time.Duration, f func()) func() {
 // with: its own files and modes. Valued flags take the next word unless written --flag=value.
 var (
 	joinValued = map[string]bool{"--input": true, "--out": true, "--record": true, "--control": true, "--redis": true, "--job": true}
-	joinBools  = map[string]bool{"--headless": true, "--resume": true, "--only-failed": true, "--dedupe": true, "--detach": true, "--joined": true}
+	joinBools  = map[string]bool{"--headless": true, "--resume": true, "--reset": true, "--only-failed": true, "--dedupe": true, "--detach": true, "--joined": true}
 )
 
 // joinArgs is the coordinator's command line for the hosts that join: the same adapter and

@@ -36,7 +36,17 @@ type host struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	err  strings.Builder
+	out  strings.Builder // stdout: the summary
 	done chan error
+}
+
+// hostStdout collects a host's stdout under its lock.
+type hostStdout struct{ h *host }
+
+func (w hostStdout) Write(p []byte) (int, error) {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	return w.h.out.Write(p)
 }
 
 func startHost(t *testing.T, bin string, args ...string) *host {
@@ -45,6 +55,7 @@ func startHost(t *testing.T, bin string, args ...string) *host {
 	h.cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	pr, pw := io.Pipe()
 	h.cmd.Stderr = pw
+	h.cmd.Stdout = hostStdout{h}
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +76,12 @@ func (h *host) stderr() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.err.String()
+}
+
+func (h *host) stdout() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.out.String()
 }
 
 func (h *host) waitFor(t *testing.T, what string, d time.Duration) {

@@ -130,7 +130,10 @@ func TestClusterHostsFillTheJobAndItsHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := clusterHosts(a, e)
+	// The coordinator's collector has 300 of the job's 1,200 rows after 10 s.
+	prog := &jobProgress{start: time.Now().Add(-10 * time.Second)}
+	prog.store(cluster.CollectStats{Rows: 300}, 1200)
+	hosts := clusterHosts(a, e, prog.load)
 	var got tui.Hosts
 	if !until(5*time.Second, func() bool {
 		got = hosts(6)
@@ -140,6 +143,12 @@ func TestClusterHostsFillTheJobAndItsHosts(t *testing.T) {
 	}
 	if j := got.Job; j.Cap != 64 || j.Rate != 100 {
 		t.Errorf("job %+v: want cap 64 and rate 100", *j)
+	}
+	if j := got.Job; j.Rows != 300 || j.Total != 1200 || j.ETA < 30*time.Second || j.ETA > 40*time.Second {
+		t.Errorf("job %+v: want 300 of 1,200 rows, the rest in 30 s at 30 rows/s", *j)
+	}
+	if c := got.Job.Caption(); !strings.Contains(c, "300/1,200 rows 25.0% ETA 3") {
+		t.Errorf("caption %q does not give the job's progress", c)
 	}
 	wantRows := []tui.HostLoad{{Host: "box-a", InFlight: 3, Calls: callsA.Load()}, {Host: "box-b", InFlight: 2, Calls: 700}}
 	if !slices.Equal(got.Rows, wantRows) {

@@ -226,6 +226,10 @@ type runPlan struct {
 	// headless adds the plan's lines to the headless progress (a shared job's role, hosts);
 	// the returned function stops them.
 	headless func(say func(string)) (stop func())
+	// settle, when set, is called once the engine's run ended, before the summary: it waits for
+	// the plan's own work and makes the summary the job's (a coordinator counts the rows of
+	// every host, and the items of the whole input without one).
+	settle func(sum *engine.Summary)
 	// finish is called after the summary: it waits for the plan's own work and says whether the
 	// job failed (rows that failed or never came) beside the run's own error.
 	finish func(sum engine.Summary) (failed bool, err error)
@@ -352,6 +356,9 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 		if hungUp.Load() { // the log has the progress lines: it gets their end too
 			rep.end(endOf(env, rf, e, sum, mon, tally))
 		}
+	}
+	if p.settle != nil {
+		p.settle(&sum)
 	}
 	stopMonitor() // every event fed, before the observers take the run's end
 	// The summary is the run's output: stdout, terminal or not (CONTRACT.md, Streams).

@@ -29,6 +29,7 @@ type runFlags struct {
 	adapt          bool
 	hold           string
 	resume         bool
+	reset          bool // with --redis: delete a job's state even while its hosts run
 	onlyFailed     bool
 	dedupe         bool
 	fsyncEvery     time.Duration
@@ -80,6 +81,7 @@ func (f *runFlags) register(fs *pflag.FlagSet, withInput bool) {
 	fs.BoolVar(&f.joined, "joined", false, "set by throttle join")
 	_ = fs.MarkHidden("joined")
 	fs.IntVar(&f.hostPar, "host-parallelism", 0, "with --redis: the most calls this host makes at once, under the job's --parallelism across hosts (default: no limit of its own)")
+	fs.BoolVar(&f.reset, "reset", false, "with --redis: start the job anew even while hosts of it still run (its state in redis and the rows not yet collected are deleted)")
 	fs.DurationVar(&f.lease, "lease", 0, "with --redis: how long a host may hold items without a result before other hosts take them over (default 2 × --timeout, at least 10s)")
 	fs.StringArrayVar(&f.limits, "limit", nil, "also take slots and tokens from the named shared limit NAME (repeatable; NAME:WEIGHT for a larger share; needs --redis; see throttle limit)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464); off by default")
@@ -135,6 +137,8 @@ func (f *runFlags) settings() (engine.Settings, error) {
 		return s, usageError("--follow and --only-failed do not go together: --only-failed reads a results file as it is")
 	case f.progressEvery <= 0:
 		return s, usageError("--progress-every %v: must be positive", f.progressEvery)
+	case f.reset && f.job == "":
+		return s, usageError("--reset is for a job across hosts (--redis URL --job NAME): it starts the job anew")
 	case f.job != "" && f.redis == "":
 		return s, usageError("--job needs --redis: the Redis that the job's hosts share")
 	case len(f.limits) > 0 && f.redis == "":

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -35,6 +36,7 @@ type Job struct {
 	rdb  *redis.Client
 	name string
 	host string // this host's name in the job: hostname/pid
+	gen  string // the job's generation as this host knows it (Define, Generation)
 }
 
 // Connect connects to the Redis at url (redis://HOST:PORT/DB) for the job name and checks
@@ -138,7 +140,88 @@ func (j *Job) Define(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return j.rdb.HSet(ctx, j.Key("meta"), "args", b, "coordinator", j.host, "defined", time.Now().UTC().Format(time.RFC3339)).Err()
+	gen := strconv.FormatUint(rand.Uint64(), 36)
+	err = j.rdb.HSet(ctx, j.Key("meta"), "args", b, "coordinator", j.host, "defined", time.Now().UTC().Format(time.RFC3339), "gen", gen).Err()
+	if err == nil {
+		j.gen = gen
+	}
+	return err
+}
+
+// withGen returns the fields of a work or results entry with the job's generation, when
+// this host knows it: a host of an older generation still running must not have its rows
+// taken for the new one's, nor take its work.
+func (j *Job) withGen(fields ...any) []any {
+	if j.gen != "" {
+		fields = append(fields, "gen", j.gen)
+	}
+	return fields
+}
+
+// sameGen reports whether an entry is of this host's generation of the job (or either does
+// not say).
+func (j *Job) sameGen(m redis.XMessage) bool {
+	g, ok := m.Values["gen"].(string)
+	return !ok || j.gen == "" || g == j.gen
+}
+
+// ErrJobGone says that Redis no longer holds the job's state: it restarted empty (without
+// persistence), or someone deleted the job's keys. The work list, the leases and the rows
+// not yet collected went with it; the coordinator's results file holds what was collected.
+var ErrJobGone = errors.New("redis no longer holds the job's state (restarted empty, or its keys were deleted)")
+
+// Generation reads the generation of the job that Define stored and remembers it, for
+// WatchGeneration: a host that joins calls it once, before it takes work.
+func (j *Job) Generation(ctx context.Context) (string, error) {
+	gen, err := j.rdb.HGet(ctx, j.Key("meta"), "gen").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("cluster: job %q: %w", j.name, ErrJobGone)
+	}
+	if err != nil {
+		return "", redisFailure(ctx, err)
+	}
+	j.gen = gen
+	return gen, nil
+}
+
+// CheckGeneration returns ErrJobGone when Redis no longer holds the generation this host
+// knows: the job's state is not the one it joined. A Redis that does not answer is its own
+// error (an outage, waited out elsewhere), not a verdict.
+func (j *Job) CheckGeneration(ctx context.Context) error {
+	gen, err := j.rdb.HGet(ctx, j.Key("meta"), "gen").Result()
+	switch {
+	case errors.Is(err, redis.Nil) || err == nil && gen != j.gen:
+		return ErrJobGone
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// WatchGeneration checks the job's generation every interval until ctx ends, and calls gone
+// once, then returns, when Redis answers without it: after an outage this is the check that
+// tells a Redis that came back empty from one that kept the job. A host that has no
+// generation (neither Define nor Generation was called) watches nothing.
+func (j *Job) WatchGeneration(ctx context.Context, every time.Duration, gone func()) {
+	if j.gen == "" {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		err := j.CheckGeneration(cctx)
+		cancel()
+		if errors.Is(err, ErrJobGone) {
+			gone()
+			return
+		}
+	}
 }
 
 // Definition returns the command line stored by Define and the coordinator's name.

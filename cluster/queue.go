@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -136,7 +139,7 @@ func (p *producer) flush() error {
 		tries++
 		cmds, _ := p.j.rdb.Pipelined(p.ctx, func(pipe redis.Pipeliner) error {
 			for i, b := range p.batch {
-				pipe.XAdd(p.ctx, &redis.XAddArgs{Stream: stream, ID: "0-" + strconv.FormatInt(first+int64(i), 10), Values: []any{"items", b}})
+				pipe.XAdd(p.ctx, &redis.XAddArgs{Stream: stream, ID: "0-" + strconv.FormatInt(first+int64(i), 10), Values: p.j.withGen("items", b)})
 			}
 			return nil
 		})
@@ -273,6 +276,14 @@ type SourceOptions struct {
 	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
 	// when it answers again: once each per outage. It must not block.
 	OnRedisError func(error)
+	// Slots, when set, says how many items this host can have started at once (its engine's
+	// workers, plus items waiting for a retry): the host then holds no more than that plus
+	// ReadAhead of its own throughput, so that the work it cannot start soon stays in the list
+	// for the hosts that can. Nil: no bound (an entry at a time, for tests and tools).
+	Slots func() int
+	// ReadAhead is how much work a host holds beyond its free slots, in time at its own pace
+	// (default 2 s): enough that a worker that frees finds its next item at hand.
+	ReadAhead time.Duration
 }
 
 // Source is this host's share of the job's work list: an [engine.Source] whose [Source.Sink]
@@ -291,20 +302,50 @@ type Source struct {
 	// Next's own.
 	queue       []engine.Item // items of taken entries not yet handed out
 	perEntry    int           // items in the last entry taken: sizes the next read
+	pace        pace          // this host's rows per second, for the read-ahead
 	lastReclaim time.Time
 	cursor      string // where the next XAUTOCLAIM scan starts
 	tail        bool   // all entries were produced and delivered: only take-overs bring work
+	idle        bool   // the last look found nothing new: take-overs are looked for every second
 	recovering  bool   // a read failed: its reply may have been lost after Redis gave us entries
 
 	mu    sync.Mutex
 	held  map[string]*heldEntry // entries taken and not acknowledged, by ID
 	owner map[int64]string      // the entry each item of a held entry came from, by index
+
+	// Between Next and the Sink: items handed to the engine without a row yet, and a wake-up
+	// for a Next that waits for room.
+	handed atomic.Int64
+	rows   atomic.Int64 // rows written by the Sink, for the pace
+	room   chan struct{}
+
+	abandoned atomic.Pointer[error] // why the job cannot go on (Abandon)
+}
+
+// Abandon ends this host's part in a job that cannot go on (its state is gone from Redis):
+// Next returns err from now on, and the Sink refuses rows with it rather than write them
+// where no collector reads them. The items of those rows have no row in the results file.
+func (s *Source) Abandon(err error) {
+	s.abandoned.CompareAndSwap(nil, &err)
+	select {
+	case s.room <- struct{}{}: // a Next waiting for room sees it
+	default:
+	}
+}
+
+// abandonedErr is the error Abandon gave, or nil.
+func (s *Source) abandonedErr() error {
+	if p := s.abandoned.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // heldEntry is an entry this host took.
 type heldEntry struct {
-	left int  // items without a row
-	lost bool // another host took it over: renewing the lease would take it back
+	left   int  // items without a row
+	handed int  // items Next handed to the engine
+	lost   bool // another host took it over: renewing the lease would take it back
 }
 
 // Source returns this host's Source on the job. ctx bounds its life: when ctx ends, Next
@@ -322,10 +363,163 @@ func (j *Job) Source(ctx context.Context, opts SourceOptions) *Source {
 	if opts.Block <= 0 {
 		opts.Block = time.Second
 	}
+	if opts.ReadAhead <= 0 {
+		opts.ReadAhead = 2 * time.Second
+	}
 	return &Source{
 		j: j, ctx: ctx, opt: opts, down: outage{report: opts.OnRedisError},
 		ended: make(chan struct{}), held: map[string]*heldEntry{}, owner: map[int64]string{},
+		room: make(chan struct{}, 1),
 	}
+}
+
+// wantItems is how many more items this host may hold: its slots plus its read-ahead, less
+// what it holds (handed to the engine without a row, or queued). Without Slots, 1.
+func (s *Source) wantItems() int {
+	if s.opt.Slots == nil {
+		return 1
+	}
+	ahead := int(math.Ceil(s.pace.perSecond(time.Now(), s.rows.Load()) * s.opt.ReadAhead.Seconds()))
+	return max(1, s.opt.Slots()) + ahead - int(s.handed.Load()) - len(s.queue)
+}
+
+// waitRoom returns once a worker of this host is free for one more item: a row came, or its
+// slots grew (it checks every 100 ms as well, for a change of the engine's parallelism). The
+// engine gets no more than its slots: the read-ahead stays here, in the queue, where what a
+// slowing host cannot start soon can still be given back to the job.
+func (s *Source) waitRoom() error {
+	for s.opt.Slots != nil && s.handed.Load() >= int64(max(1, s.opt.Slots())+s.handAhead()) {
+		if err := s.abandonedErr(); err != nil {
+			return err
+		}
+		if over := -s.wantItems(); over > 0 && len(s.queue) > 0 {
+			// This host holds more than its pace can start soon (it slowed or stalled): the
+			// entries it has not started are better off with a host that has room.
+			s.giveBack(over)
+		}
+		select {
+		case <-s.room:
+		case <-time.After(100 * time.Millisecond):
+		case <-s.ctx.Done():
+			return fmt.Errorf("cluster: taking work: %w", s.ctx.Err())
+		}
+	}
+	return nil
+}
+
+// giveBackScript makes entries this host holds ready for another host to take at once: idle
+// for a whole lease, as an entry of a dead host is, and with the delivery this host counted
+// taken back (an entry given back is not one that killed its host). KEYS[1] work list. ARGV:
+// group, host, lease in ms, IDs. It returns the IDs given back (those still this host's).
+var giveBackScript = redis.NewScript(`
+local back = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', math.max(0, p[1][4] - 1), 'JUSTID')
+    back[#back + 1] = ARGV[i]
+  end
+end
+return back
+`)
+
+// release gives back, at once, entries this host took and will not run because the job it
+// knows is gone (they are a new run's): the new run's hosts need not wait a lease for them.
+func (s *Source) release(msgs []redis.XMessage, err error) {
+	if !errors.Is(err, ErrJobGone) || len(msgs) == 0 {
+		return
+	}
+	args := []any{workGroup, s.j.host, s.opt.Lease.Milliseconds()}
+	for _, m := range msgs {
+		args = append(args, m.ID)
+	}
+	// Best effort: an entry not given back returns to the job after the lease.
+	_ = giveBackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items")}, args...).Err()
+}
+
+// giveBack returns entries of the queue none of whose items was handed out, the last queued
+// first, about n items' worth: other hosts take them over at their next look (a host with
+// room looks every second once the work list has nothing new). Best effort: an entry not
+// given back is run here.
+func (s *Source) giveBack(n int) {
+	args := []any{workGroup, s.j.host, s.opt.Lease.Milliseconds()}
+	s.mu.Lock()
+	for i := len(s.queue) - 1; i >= 0 && n > 0; i-- {
+		id := s.owner[s.queue[i].Index]
+		if e := s.held[id]; e != nil && e.handed == 0 && !e.lost && !slices.Contains(args[3:], any(id)) {
+			args = append(args, id)
+			n -= e.left
+		}
+	}
+	s.mu.Unlock()
+	if len(args) == 3 {
+		return
+	}
+	back, err := giveBackScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items")}, args...).StringSlice()
+	if err != nil || len(back) == 0 {
+		return
+	}
+	s.mu.Lock()
+	keep := s.queue[:0]
+	for _, it := range s.queue {
+		if id := s.owner[it.Index]; slices.Contains(back, id) {
+			delete(s.owner, it.Index)
+			continue
+		}
+		keep = append(keep, it)
+	}
+	for _, id := range back {
+		delete(s.held, id)
+	}
+	s.mu.Unlock()
+	clear(s.queue[len(keep):])
+	s.queue = keep
+}
+
+// handAhead is how many items the engine may hold beyond its slots: 100 ms of this host's
+// pace, so that a worker that frees while the Sink is in a round trip to Redis (a row counts
+// once the Sink takes it) finds its next item at hand against a target that answers at once.
+func (s *Source) handAhead() int {
+	return int(math.Ceil(s.pace.perSecond(time.Now(), s.rows.Load()) / 10))
+}
+
+// rowsIn counts rows of items this Source handed out: their workers are free again.
+func (s *Source) rowsIn(n int) {
+	s.handed.Add(-int64(n))
+	s.rows.Add(int64(n))
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
+}
+
+// pace is a host's rows per second, smoothed over the last seconds; Next alone uses it.
+type pace struct {
+	at    time.Time
+	rows  int64
+	rate  float64
+	valid bool
+}
+
+// perSecond updates the pace with rows, the Sink's count so far, at most every 250 ms.
+func (p *pace) perSecond(now time.Time, rows int64) float64 {
+	if p.at.IsZero() {
+		p.at, p.rows = now, rows
+		return 0
+	}
+	el := now.Sub(p.at)
+	if el < 250*time.Millisecond {
+		return p.rate
+	}
+	r := float64(rows-p.rows) / el.Seconds()
+	if !p.valid {
+		p.rate, p.valid = r, true
+	} else {
+		w := min(1, el.Seconds()/2) // about a 2 s memory
+		p.rate += w * (r - p.rate)
+	}
+	p.at, p.rows = now, rows
+	return p.rate
 }
 
 // Next returns this host's next item. It returns io.EOF only once the coordinator has added
@@ -336,7 +530,13 @@ func (s *Source) Next() (engine.Item, error) {
 	if s.eof {
 		return engine.Item{}, io.EOF
 	}
+	if err := s.abandonedErr(); err != nil {
+		return engine.Item{}, err
+	}
 	s.renewing.Do(func() { go s.renew() })
+	if err := s.waitRoom(); err != nil {
+		return engine.Item{}, err
+	}
 	for len(s.queue) == 0 {
 		var eof bool
 		err := retry(s.ctx, &s.down, func() (err error) {
@@ -355,6 +555,12 @@ func (s *Source) Next() (engine.Item, error) {
 	}
 	it := s.queue[0]
 	s.queue = s.queue[1:]
+	s.handed.Add(1)
+	s.mu.Lock()
+	if e := s.held[s.owner[it.Index]]; e != nil {
+		e.handed++
+	}
+	s.mu.Unlock()
 	return it, nil
 }
 
@@ -367,7 +573,9 @@ func (s *Source) fill() (eof bool, err error) {
 		}
 		s.recovering = false
 	}
-	if time.Since(s.lastReclaim) >= s.opt.Lease/2 {
+	// Entries of dead hosts, and those slow hosts gave back: every half lease, and every second
+	// while nothing new comes (the tail of the job, when the last entries are with slow hosts).
+	if since := time.Since(s.lastReclaim); since >= s.opt.Lease/2 || s.idle && since >= time.Second {
 		if err := s.reclaim(); err != nil {
 			return false, err
 		}
@@ -376,6 +584,7 @@ func (s *Source) fill() (eof bool, err error) {
 			return false, nil
 		}
 	}
+	s.idle = s.tail
 	if s.tail {
 		// Nothing new can come; poll quicker than Block so that the end is seen soon.
 		if err := sleep(s.ctx, min(s.opt.Block, 200*time.Millisecond)); err != nil {
@@ -394,8 +603,9 @@ func (s *Source) fill() (eof bool, err error) {
 			return false, err
 		}
 		for _, str := range res {
-			for _, m := range str.Messages {
+			for i, m := range str.Messages {
 				if err := s.take(m); err != nil {
+					s.release(str.Messages[i:], err)
 					return false, err
 				}
 			}
@@ -403,6 +613,7 @@ func (s *Source) fill() (eof bool, err error) {
 		if len(s.queue) > 0 {
 			return false, nil
 		}
+		s.idle = true // a whole Block without a new entry
 	}
 	st, err := s.j.workState(s.ctx)
 	if notYet(err) {
@@ -415,12 +626,14 @@ func (s *Source) fill() (eof bool, err error) {
 	return s.tail && st.pending == 0, nil
 }
 
-// perRead is how many entries to take at once: about 256 items.
+// perRead is how many entries to take at once: as many as this host has room for (entries
+// are taken whole, so it may hold up to an entry's worth more), at least 1 and at most 64.
 func (s *Source) perRead() int64 {
+	want := max(1, s.wantItems())
 	if s.perEntry == 0 {
 		return 1
 	}
-	return int64(min(64, max(1, 256/s.perEntry)))
+	return int64(min(64, max(1, want/s.perEntry)))
 }
 
 // reclaim takes over entries that stayed with a host longer than the lease without being
@@ -469,6 +682,7 @@ func (s *Source) reclaim() error {
 			continue
 		}
 		if err := s.take(m); err != nil {
+			s.release(msgs[i:], err)
 			return err
 		}
 	}
@@ -517,8 +731,13 @@ func (s *Source) holds(id string) bool {
 	return s.held[id] != nil
 }
 
-// take queues an entry's items and remembers which entry each came from, for the Sink.
+// take queues an entry's items and remembers which entry each came from, for the Sink. An
+// entry of another generation of the job (it was started anew under this host) is not this
+// host's to run: ErrJobGone.
 func (s *Source) take(m redis.XMessage) error {
+	if !s.j.sameGen(m) {
+		return ErrJobGone
+	}
 	items, err := decodeEntry(m)
 	if err != nil {
 		return err
@@ -571,7 +790,10 @@ func decodeEntry(m redis.XMessage) ([]engine.Item, error) {
 // another host took over meanwhile, and returns the latter. JUSTID keeps the delivery count.
 var renewScript = redis.NewScript(`
 local lost = {}
-for i = 3, #ARGV do
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then
+  return lost -- another run of the job: its entries of the same IDs are not ours
+end
+for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p == 1 and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
@@ -595,7 +817,7 @@ func (s *Source) renew() {
 			return
 		case <-t.C:
 		}
-		args := []any{workGroup, s.j.host}
+		args := []any{workGroup, s.j.host, s.j.gen}
 		s.mu.Lock()
 		for id, e := range s.held {
 			if !e.lost {
@@ -603,11 +825,11 @@ func (s *Source) renew() {
 			}
 		}
 		s.mu.Unlock()
-		if len(args) == 2 {
+		if len(args) == 3 {
 			continue
 		}
 		// An error (Redis away) is reported by Next or the Sink; the next tick tries again.
-		lost, err := renewScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items")}, args...).StringSlice()
+		lost, err := renewScript.Run(s.ctx, s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).StringSlice()
 		if err != nil {
 			continue
 		}
@@ -631,11 +853,40 @@ func (s *Source) forget(ids []string) {
 }
 
 // ack acknowledges entries whose items all have rows, waiting out Redis outages.
+//
+// With a generation, it acknowledges only in that run of the job: entry IDs repeat from one
+// run to the next (0-1, 0-2, …), and a host of the previous run must not acknowledge the
+// new run's entries of the same IDs.
 func (s *Source) ack(ids []string) error {
-	return retry(s.ctx, &s.down, func() error {
-		return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
+	if s.j.gen == "" {
+		return retry(s.ctx, &s.down, func() error {
+			return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
+		})
+	}
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, workGroup, s.j.gen)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	var n int64
+	err := retry(s.ctx, &s.down, func() (err error) {
+		n, err = ackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).Int64()
+		return err
 	})
+	if err == nil && n < 0 {
+		return ErrJobGone
+	}
+	return err
 }
+
+// ackScript acknowledges entries if the job is still of the generation given. KEYS[1] work
+// list, KEYS[2] meta. ARGV: group, generation, IDs. It returns -1 for another generation.
+var ackScript = redis.NewScript(`
+if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then
+  return -1
+end
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+`)
 
 // notYet reports whether err says the work list does not exist yet: a host started before
 // the coordinator.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -545,3 +546,266 @@ type redisError string
 
 func (e redisError) Error() string { return string(e) }
 func (redisError) RedisError()     {}
+
+// TestSourceHoldsOnlyWhatItCanStart: a host whose workers are all busy takes no more work than
+// its slots (the read-ahead is 0 before its first row), so that a host joining later finds
+// the rest; each row it writes lets it take one more item.
+func TestSourceHoldsOnlyWhatItCanStart(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Produce(ctx, numbered(40), 2); err != nil {
+		t.Fatal(err)
+	}
+	busy := queueHost(t, c, "busy").Source(ctx, SourceOptions{Slots: func() int { return 4 }})
+	var got []engine.Item
+	for range 4 {
+		it, err := busy.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, it)
+	}
+	// A fifth item would exceed the slots: Next waits, and the busy host holds 2 entries.
+	next := make(chan engine.Item, 1)
+	go func() {
+		it, err := busy.Next()
+		if err != nil {
+			t.Error(err)
+		}
+		next <- it
+	}()
+	pend, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 100, Consumer: "busy"}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pend) != 2 {
+		t.Errorf("the busy host holds %d entries of 2 items, want 2 (its 4 slots)", len(pend))
+	}
+	// A host that joins now gets the items the busy one did not take.
+	late := queueHost(t, c, "late").Source(ctx, SourceOptions{Slots: func() int { return 4 }})
+	it, err := late.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it.Index != 4 {
+		t.Errorf("the late host's first item is %d, want 4 (the first the busy host left)", it.Index)
+	}
+	select {
+	case it := <-next:
+		t.Fatalf("the busy host took item %d with every slot busy", it.Index)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// One row frees one slot.
+	if _, err := busy.Sink().WriteRows([]engine.EncodedRow{{Index: got[0].Index, Line: []byte(`{"ok":true}` + "\n"), OK: true}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case it := <-next:
+		if it.Index != 6 { // 4 and 5 are the late host's entry
+			t.Errorf("after a row the busy host got item %d, want 6", it.Index)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a row freed a slot, and the busy host still took nothing in 5 s")
+	}
+}
+
+// TestPaceReadAhead: a host's read-ahead follows its own rows per second.
+func TestPaceReadAhead(t *testing.T) {
+	var p pace
+	t0 := time.Unix(0, 0)
+	if r := p.perSecond(t0, 0); r != 0 {
+		t.Fatalf("first look: %v rows/s, want 0", r)
+	}
+	if r := p.perSecond(t0.Add(time.Second), 100); r != 100 {
+		t.Fatalf("100 rows in 1 s: %v rows/s", r)
+	}
+	if r := p.perSecond(t0.Add(1100*time.Millisecond), 150); r != 100 {
+		t.Fatalf("a look within 250 ms changed the pace: %v", r)
+	}
+	// A host that stalls: its pace falls towards 0, and so does its read-ahead.
+	if r := p.perSecond(t0.Add(3*time.Second), 100); r > 10 {
+		t.Fatalf("after 4 s without a row the pace is still %v rows/s", r)
+	}
+}
+
+// TestGenerationTellsAJobGone: a host that joined a job's generation is told when Redis
+// answers without it (the job's keys are gone), and not while they are there.
+func TestGenerationTellsAJobGone(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	h := queueHost(t, c, "h")
+	if _, err := h.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CheckGeneration(ctx); err != nil {
+		t.Fatalf("the job is there: %v", err)
+	}
+	gone := make(chan struct{})
+	go h.WatchGeneration(ctx, 50*time.Millisecond, func() { close(gone) })
+	select {
+	case <-gone:
+		t.Fatal("gone while the job's keys are there")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := c.Reset(ctx); err != nil { // what a Redis restarted empty looks like
+		t.Fatal(err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job's keys are gone and the watcher did not say so in 5 s")
+	}
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
+		t.Errorf("check after the reset: %v, want ErrJobGone", err)
+	}
+	// A job defined again under the same name is another generation.
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
+		t.Errorf("check against a new definition: %v, want ErrJobGone", err)
+	}
+}
+
+// TestSlowHostGivesBackWhatItCannotStart: a host that stalls holds its read-ahead in its
+// queue, not in its engine; once its pace says it cannot start those items soon, it gives
+// their entries back, and a host with room takes them at its first look, without a lease's
+// wait and without the give-back counting as a failed delivery.
+func TestSlowHostGivesBackWhatItCannotStart(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Produce(ctx, numbered(400), 2); err != nil {
+		t.Fatal(err)
+	}
+	opts := SourceOptions{Slots: func() int { return 2 }, ReadAhead: time.Second, Lease: 30 * time.Second}
+	slow := queueHost(t, c, "slow").Source(ctx, opts)
+	// What the slow host holds: its entries that are not idle for a lease (those given back
+	// stay listed under it until another host claims them, idle as a dead host's).
+	pending := func() int {
+		p, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 1000, Consumer: "slow"}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range p {
+			if e.Idle < opts.Lease {
+				n++
+			}
+		}
+		return n
+	}
+	// Up to 100 rows a second until its read-ahead (a second of its pace) holds 20 entries.
+	for end := time.Now().Add(5 * time.Second); pending() < 20; {
+		if time.Now().After(end) {
+			t.Fatalf("the slow host holds %d entries after 5 s at up to 100 rows/s; want its read-ahead, 20 or more", pending())
+		}
+		it, err := slow.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if _, err := slow.Sink().WriteRows([]engine.EncodedRow{{Index: it.Index, Line: []byte(`{"ok":true}` + "\n"), OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Then it stalls with both slots busy.
+	var stuck []int64
+	for range 2 {
+		it, err := slow.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stuck = append(stuck, it.Index)
+	}
+	held := pending()
+	// Its engine takes its slots and 100 ms of its pace, then waits for a free slot; meanwhile
+	// its pace falls, and it gives back what it cannot start.
+	go func() {
+		for {
+			if _, err := slow.Next(); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for pending() > held/4 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := pending(); n > held/4 {
+		t.Fatalf("the stalled host still holds %d entries (had %d) 10 s on; want only those of the items its engine took", n, held)
+	}
+	// A host with room takes a given-back entry at its first look.
+	other := queueHost(t, c, "other").Source(ctx, SourceOptions{Lease: 30 * time.Second})
+	start := time.Now()
+	it, err := other.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second || slices.Contains(stuck, it.Index) {
+		t.Fatalf("the other host got item %d after %v; want one the slow host gave back, at once", it.Index, took)
+	}
+	p, err := c.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.Key("items"), Group: workGroup, Start: "-", End: "+", Count: 1000, Consumer: "other"}).Result()
+	if err != nil || len(p) != 1 || p[0].RetryCount != 1 {
+		t.Fatalf("the other host's entry: %+v (%v); want one, delivered once (a give-back is no failed delivery)", p, err)
+	}
+}
+
+// TestOlderGenerationIsKeptOut: a host of the job's previous run (started anew under it with
+// --reset) neither takes the new run's work nor has its rows collected as the new run's.
+func TestOlderGenerationIsKeptOut(t *testing.T) {
+	c := queueJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	old := queueHost(t, c, "old")
+	if _, err := old.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Define(ctx, []string{"http"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Produce(ctx, numbered(4), 2); err != nil {
+		t.Fatal(err)
+	}
+	oldSrc := old.Source(ctx, SourceOptions{})
+	if _, err := oldSrc.Next(); !errors.Is(err, ErrJobGone) {
+		t.Fatalf("the old host took the new run's work: %v, want ErrJobGone", err)
+	}
+	// Its row of item 0 (from the old run) lands in the results stream first.
+	if _, err := oldSrc.Sink().WriteRows([]engine.EncodedRow{{Index: 0, Line: []byte(`{"from":"old"}` + "\n"), OK: true}}); err != nil {
+		t.Fatal(err)
+	}
+	h := queueHost(t, c, "new")
+	if _, err := h.Generation(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := h.Source(ctx, SourceOptions{})
+	for range 4 {
+		it, err := src.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Sink().WriteRows([]engine.EncodedRow{{Index: it.Index, Line: []byte(`{"from":"new"}` + "\n"), OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	st, err := c.Collect(ctx, &out, -1, CollectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows != 4 || st.Duplicates != 0 || strings.Contains(out.String(), "old") {
+		t.Errorf("collected %+v:\n%s\nwant the new run's 4 rows only", st, out.String())
+	}
+}

@@ -37,6 +37,10 @@ func (k *Sink) Write([]byte) (int, error) {
 // rows as lost; it returns an error only when the Source's ctx ended first, or when Redis
 // refuses a command.
 func (k *Sink) WriteRows(rows []engine.EncodedRow) (int, error) {
+	k.s.rowsIn(len(rows)) // their workers are free: Next may take more work
+	if err := k.s.abandonedErr(); err != nil {
+		return 0, fmt.Errorf("cluster: writing results: %w", err)
+	}
 	n, err := k.s.addRows(rows)
 	if err != nil {
 		return n, fmt.Errorf("cluster: writing results: %w", err)
@@ -71,7 +75,7 @@ func (s *Source) addRows(rows []engine.EncodedRow) (int, error) {
 				if r.OK {
 					ok = "1"
 				}
-				p.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"index", r.Index, "row", r.Line, "ok", ok}})
+				p.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: s.j.withGen("index", r.Index, "row", r.Line, "ok", ok)})
 			}
 			return nil
 		})
@@ -120,6 +124,12 @@ type CollectOptions struct {
 	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
 	// when it answers again: once each per outage. It must not block.
 	OnRedisError func(error)
+	// OnRows, when set, is called with the counts so far after each batch is written to w, and
+	// with the job's total (-1 while unknown): the job's progress. It must not block.
+	OnRows func(st CollectStats, total int64)
+	// AnyIndex accepts rows whose item index is total or more: a resumed job runs only the
+	// items without an ok row, and they keep their places in the input.
+	AnyIndex bool
 }
 
 // CollectStats counts what Collect wrote.
@@ -182,8 +192,11 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 		var add CollectStats
 		buf = buf[:0]
 		for _, m := range msgs {
+			if !j.sameGen(m) {
+				continue // a host of the job's previous generation, not yet stopped: its items run again here
+			}
 			index, row, ok, err := resultOf(m)
-			if err == nil && total >= 0 && index >= total {
+			if err == nil && !opts.AnyIndex && total >= 0 && index >= total {
 				err = fmt.Errorf("cluster: results entry %s is for item %d of a job of %d items", m.ID, index, total)
 			}
 			if err != nil {
@@ -210,6 +223,9 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 			}
 		}
 		st.Rows, st.OK, st.Failed, st.Duplicates = st.Rows+add.Rows, st.OK+add.OK, st.Failed+add.Failed, st.Duplicates+add.Duplicates
+		if opts.OnRows != nil {
+			opts.OnRows(st, total)
+		}
 		last = msgs[len(msgs)-1].ID
 		if !opts.KeepRows {
 			// Best effort: a trim that fails leaves rows for the next one.

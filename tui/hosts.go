@@ -43,6 +43,10 @@ type JobLoad struct {
 	// rate cap (0: none).
 	PerSecond, Rate float64
 	Over            time.Duration
+	// Rows is how many items have their row in the results file, of Total (0: not known on
+	// this host, which is not the coordinator); ETA, when not 0, is when the rest should be in.
+	Rows, Total int64
+	ETA         time.Duration
 }
 
 // Caption names the whole job: "all 3 hosts (cap 64, 50 calls/s of 100/s · last 5s)", or
@@ -53,7 +57,14 @@ func (j JobLoad) Caption() string {
 	if j.Over > 0 {
 		rate, window = fmt.Sprintf("%.0f", j.PerSecond), "last "+human.Span(j.Over)
 	}
-	return fmt.Sprintf("all %d hosts (cap %d, %s calls/s of %s · %s)", j.Hosts, j.Cap, rate, engine.FormatRate(j.Rate), window)
+	s := fmt.Sprintf("all %d hosts (cap %d, %s calls/s of %s · %s", j.Hosts, j.Cap, rate, engine.FormatRate(j.Rate), window)
+	if j.Total > 0 {
+		s += fmt.Sprintf("; %s/%s rows %.1f%%", human.Count(j.Rows), human.Count(j.Total), 100*float64(j.Rows)/float64(j.Total))
+		if j.ETA >= time.Second {
+			s += " ETA " + human.Span(j.ETA)
+		}
+	}
+	return s + ")"
 }
 
 // hostLoads renders the panel on one line: the job first ("all 3 hosts (…): 5"), then the
