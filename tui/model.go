@@ -281,8 +281,14 @@ func (m Model) key(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	case key.Matches(msg, m.keys.Help):
 		m.help = true
 	case key.Matches(msg, m.keys.Quit):
-		if m.snap.InFlight == 0 && m.snap.State >= engine.Draining {
+		// The question guards the calls in flight; with none there is nothing to lose, so q
+		// drains (if the run is not already ending) and quits at once.
+		if m.snap.InFlight == 0 {
+			if m.snap.State < engine.Draining {
+				m.eng.Drain(origin)
+			}
 			m.quitting = true
+			m.say("no calls in flight: quitting")
 			return m, nil
 		}
 		m.confirm = "quit"

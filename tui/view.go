@@ -18,7 +18,8 @@ import (
 func (m Model) View() tea.View {
 	v := tea.NewView(m.Render())
 	v.AltScreen = true
-	v.WindowTitle = "throttle · " + m.opt.Title
+	// No WindowTitle: Bubble Tea v2 cannot restore the terminal's title on exit (it writes an
+	// empty one), and a shell prompt that does not set its own would be left with none.
 	return v
 }
 
