@@ -4,7 +4,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -89,23 +88,11 @@ func Main(env Env) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
 	if err == nil {
 		return ExitOK
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(env.Stderr, "throttle: %v\n", ee.err)
-			if ee.code == ExitUsage {
-				fmt.Fprintln(env.Stderr, "nothing was called; see 'throttle --help'")
-			}
-		}
-		return ee.code
-	}
-	// cobra's own errors: unknown commands and flags, bad flag values.
-	fmt.Fprintf(env.Stderr, "throttle: %v\nnothing was called; see 'throttle --help'\n", err)
-	return ExitUsage
+	return printError(env.Stderr, cmd, err)
 }
 
 func init() {

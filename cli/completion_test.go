@@ -133,7 +133,7 @@ func TestCompletionUsage(t *testing.T) {
 		{"completion", "bash", "zsh"},
 	} {
 		res := run(t, invocation{args: args})
-		if res.code != 2 || res.stdout != "" || !strings.Contains(res.stderr, "nothing was called") {
+		if res.code != 2 || res.stdout != "" || !strings.Contains(res.stderr, "see 'throttle completion --help'") {
 			t.Errorf("%q: exit status %d, stdout %q, stderr %q; want 2, nothing on stdout and a usage error",
 				args, res.code, res.stdout, res.stderr)
 		}
