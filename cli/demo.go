@@ -61,14 +61,21 @@ pool and the effective rate that the engine keeps under your ceiling.`,
 			if err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}
+			// The directory holds the generated ids and, without --out, the demo's results: it
+			// goes when the demo ends, whichever way it ends, so that demos leave nothing in /tmp.
+			scratch := !cmd.Flags().Changed("out")
+			defer func() {
+				_ = os.RemoveAll(dir)
+				if scratch {
+					fmt.Fprintln(env.Stderr, "the demo's results were in a temporary directory, now removed; --out FILE keeps them")
+				}
+			}()
 			rf.input = filepath.Join(dir, "ids.txt")
 			if err := writeIDs(rf.input, items); err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("out") {
+			if scratch {
 				rf.out = filepath.Join(dir, "results.jsonl")
-			} else {
-				defer func() { _ = os.RemoveAll(dir) }() // only the generated ids are in it; the results are elsewhere
 			}
 			url, shutdown, err := adapters.StartSimServer(adapters.NewSim(cfg), "127.0.0.1:0")
 			if err != nil {
