@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/cobra"
@@ -255,7 +256,32 @@ func printStatus(env *Env, s *control.Status) {
 	if s.RateWindow != "" { // the screen's figures, with their window
 		fmt.Fprintf(w, "%s: %.1f calls/s, 429s %.1f%%\n", s.RateWindow, s.CallsPerSecond, 100*s.TooManyShare)
 	}
-	for _, c := range s.Changes {
+	for _, c := range changeLines(s.Changes) {
 		fmt.Fprintln(w, "  "+c)
 	}
+}
+
+// changeLines aligns the status's change log for reading: each change comes as "1m2s  what
+// (origin)" (the time since the start as Go writes a duration, which is what --json keeps);
+// printed, the time is a clock (1:02) right-aligned to the widest, so the changes start in
+// one column.
+func changeLines(changes []string) []string {
+	clocks := make([]string, len(changes))
+	rest := make([]string, len(changes))
+	width := 0
+	for i, c := range changes {
+		at, what, ok := strings.Cut(c, "  ")
+		d, err := time.ParseDuration(at)
+		if !ok || err != nil {
+			clocks[i], rest[i] = "", c
+			continue
+		}
+		clocks[i], rest[i] = human.Clock(d), what
+		width = max(width, len(clocks[i]))
+	}
+	out := make([]string, len(changes))
+	for i := range changes {
+		out[i] = fmt.Sprintf("%*s  %s", width, clocks[i], rest[i])
+	}
+	return out
 }
