@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,9 +22,12 @@ func detach(env *Env, rf *runFlags) error {
 	if err != nil {
 		return usageError("--detach: %v", err)
 	}
-	sock := rf.control
+	// Without --control the job names its socket after its own pid, as every run does, so
+	// that the name says which process serves it; this process learns the pid once it has
+	// started the job. The directory is checked first, so that a bad one fails here.
+	sock, dir := rf.control, ""
 	if sock == "" {
-		if sock, err = control.DefaultPath(os.Getpid()); err != nil {
+		if dir, err = control.Dir(); err != nil {
 			return usageError("--detach: %v", err)
 		}
 	}
@@ -32,7 +37,7 @@ func detach(env *Env, rf *runFlags) error {
 			args = append(args, a)
 		}
 	}
-	args = append(args, "--control", sock, "--headless")
+	args = append(args, "--headless")
 	logPath := rf.out + ".log"
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -49,6 +54,10 @@ func detach(env *Env, rf *runFlags) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return usageError("--detach: %v", err)
+	}
+	if sock == "" {
+		// control.DefaultPath's name for a process's first run, which the job is.
+		sock = filepath.Join(dir, strconv.Itoa(cmd.Process.Pid)+".sock")
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

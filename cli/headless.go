@@ -32,6 +32,17 @@ type headless struct {
 	done sync.WaitGroup
 }
 
+// changeLine is a change as a headless line (and a line of <out>.log): its time since the
+// start, as the progress lines begin with theirs, so that a log read later says when each
+// knob turned.
+func changeLine(c engine.Change, started time.Time) string {
+	at := "-:--"
+	if !started.IsZero() && !c.At.IsZero() {
+		at = human.Clock(c.At.Sub(started))
+	}
+	return at + "  " + c.String()
+}
+
 // progressWidth is the width every headless line fits: logs and CI consoles are read at 80
 // columns, and a longer line wraps where the reader cannot choose.
 const progressWidth = 80
@@ -77,7 +88,7 @@ func (h *headless) onEvent(ev engine.Event) {
 		h.say("warning: " + ev.Message)
 	case engine.ControlChange:
 		if ev.Change.Knob != "start" && ev.Change.Origin != "engine" {
-			h.say(ev.Change.String())
+			h.say(changeLine(ev.Change, h.e.Snapshot().Started)) // changes are rare: a snapshot each is cheap
 		}
 	}
 }
