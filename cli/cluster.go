@@ -315,8 +315,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				return true, fmt.Errorf("results: %w", err)
 			}
 		}
-		fmt.Fprintf(env.Stderr, "job %s: %s rows in %s (%s ok, %s failed; %s duplicate rows from re-run items dropped)\n",
-			rf.job, human.Count(stats.Rows), rf.out, human.Count(stats.OK), human.Count(stats.Failed), human.Count(stats.Duplicates))
+		fmt.Fprintf(env.Stderr, "job %s: %s in %s (%s ok, %s failed; %s from re-run items dropped)\n",
+			rf.job, human.Counted(stats.Rows, "row", "rows"), rf.out, human.Count(stats.OK), human.Count(stats.Failed),
+			human.Counted(stats.Duplicates, "duplicate row", "duplicate rows"))
 		if missing := total - stats.Rows; total >= 0 && missing > 0 {
 			// The job's count, not this host's: the other hosts' items are missing too.
 			fmt.Fprintf(env.Stderr, "job %s: %s of its %s items have no row in %s\n", rf.job, human.Count(missing), human.Count(total), rf.out)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/throttle-dev/throttle/cluster"
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 )
 
 // wrapLimits puts the named shared limits of --limit in front of the adapter: every call
@@ -197,8 +198,8 @@ func limitStatusLines(g *cluster.Gate, lim *cluster.Limits) []string {
 		if info.Parallelism > 0 {
 			inFlight += " of " + strconv.Itoa(info.Parallelism)
 		}
-		use := fmt.Sprintf("  now %s in flight (%d of this job), %d waiting · last whole second %.0f calls/s of %s · %d jobs",
-			inFlight, s.InFlight, info.Waiting, info.CallsPerSecond, engine.FormatRate(info.Rate), info.AliveJobs())
+		use := fmt.Sprintf("  now %s in flight (%d of this job), %d waiting · last whole second %.0f calls/s of %s · %s",
+			inFlight, s.InFlight, info.Waiting, info.CallsPerSecond, engine.FormatRate(info.Rate), human.Counted(int64(info.AliveJobs()), "job", "jobs"))
 		lines = append(lines, wrapLine(use, progressWidth)...)
 	}
 	return lines

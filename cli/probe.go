@@ -113,7 +113,7 @@ func (pf *probeFlags) sample(env *Env) (*cycle, string, error) {
 	if len(c.items) == 0 {
 		return nil, "", usageError("--input %s has no valid item to probe with", pf.input)
 	}
-	return c, fmt.Sprintf("%s (%d items)", in.name, len(c.items)), nil
+	return c, fmt.Sprintf("%s (%s)", in.name, human.Counted(int64(len(c.items)), "item", "items")), nil
 }
 
 // probeJob ramps the adapter's target and prints what it found.

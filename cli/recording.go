@@ -45,5 +45,5 @@ func stopRecording(env *Env, rec *record.Recorder, sum engine.Summary, path stri
 	if calls > 0 {
 		perCall = fmt.Sprintf(", %.1f bytes a call", float64(size)/float64(calls))
 	}
-	fmt.Fprintf(env.Stderr, "recorded %s calls to %s (%s%s): throttle replay %s\n", human.Count(calls), path, human.Bytes(size), perCall, path)
+	fmt.Fprintf(env.Stderr, "recorded %s to %s (%s%s): throttle replay %s\n", human.Counted(calls, "call", "calls"), path, human.Bytes(size), perCall, path)
 }

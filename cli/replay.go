@@ -128,7 +128,7 @@ func printReplay(w io.Writer, rec *record.Recording, path string) {
 		fmt.Fprintf(w, "the recording was cut off (the run crashed or is still going): replayed up to %s\n", human.Clock(rec.Elapsed()))
 	}
 	if rec.Dropped > 0 {
-		fmt.Fprintf(w, "warning: the recorder missed %s events (its buffer was full); numbers below are short by that much\n", human.Count(rec.Dropped))
+		fmt.Fprintf(w, "warning: the recorder missed %s (its buffer was full); numbers below are short by that much\n", human.Counted(rec.Dropped, "event", "events"))
 	}
 	s := replay.Summarize(rec)
 	printSummary(w, s.Summary, s.Latency, "")
@@ -136,7 +136,11 @@ func printReplay(w io.Writer, rec *record.Recording, path string) {
 		fmt.Fprintln(w, "(item totals counted from the calls: the recording has no end record)")
 	}
 	if s.Uncalled > 0 {
-		fmt.Fprintf(w, "%s rows were written without a call (invalid input, or retries pending when the run drained)\n", human.Count(s.Uncalled))
+		were := "rows were"
+		if s.Uncalled == 1 {
+			were = "row was"
+		}
+		fmt.Fprintf(w, "%s %s written without a call (invalid input, or retries pending when the run drained)\n", human.Count(s.Uncalled), were)
 	}
 	for _, c := range rec.Changes {
 		if c.Knob == "start" || c.Origin == "engine" {

@@ -79,8 +79,12 @@ func resume(ctx context.Context, env *Env, out *os.File, outPath string, in *inp
 			return errCountInterrupted
 		}
 		in.total -= sk.Skipped
-		fmt.Fprintf(env.Stderr, "resume: %s items already ok in %s are skipped; %s to run\n",
-			human.Count(sk.Skipped), outPath, human.Count(in.total))
+		verb := "are"
+		if sk.Skipped == 1 {
+			verb = "is"
+		}
+		fmt.Fprintf(env.Stderr, "resume: %s already ok in %s %s skipped; %s to run\n",
+			human.Counted(sk.Skipped, "item", "items"), outPath, verb, human.Count(in.total))
 	}
 	in.source = &engine.Skipping{Src: in.source, Skip: fin.Take}
 	return nil

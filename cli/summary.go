@@ -283,16 +283,20 @@ func printEnd(w io.Writer, r endReport) {
 	if s.Elapsed > 0 {
 		perSec = float64(rows) / s.Elapsed.Seconds()
 	}
-	fmt.Fprintf(w, "%s in %s: %s items, %s ok, %s failed\n", verb, s.Elapsed.Round(time.Millisecond),
-		human.Count(rows), human.Count(s.OK), human.Count(s.Failed))
-	fmt.Fprintf(w, "%s calls, %s retries, %s × 429 · %.1f items/s\n",
-		human.Count(s.Calls), human.Count(s.Retries), human.Count(s.TooMany), perSec)
+	fmt.Fprintf(w, "%s in %s: %s, %s ok, %s failed\n", verb, s.Elapsed.Round(time.Millisecond),
+		human.Counted(rows, "item", "items"), human.Count(s.OK), human.Count(s.Failed))
+	fmt.Fprintf(w, "%s, %s, %s × 429 · %.1f items/s\n",
+		human.Counted(s.Calls, "call", "calls"), human.Counted(s.Retries, "retry", "retries"), human.Count(s.TooMany), perSec)
 	if r.lat.Calls > 0 {
-		fmt.Fprintf(w, "latency p50 %s · p95 %s · p99 %s · max %s over %s calls\n", human.Latency(r.lat.P50),
-			human.Latency(r.lat.P95), human.Latency(r.lat.P99), human.Latency(r.lat.Max), human.Count(r.lat.Calls))
+		fmt.Fprintf(w, "latency p50 %s · p95 %s · p99 %s · max %s over %s\n", human.Latency(r.lat.P50),
+			human.Latency(r.lat.P95), human.Latency(r.lat.P99), human.Latency(r.lat.Max), human.Counted(r.lat.Calls, "call", "calls"))
 	}
 	if left := s.NotRun(); left > 0 {
-		fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
+		if left == 1 {
+			fmt.Fprintln(w, "1 item was not run and has no row")
+		} else {
+			fmt.Fprintf(w, "%s items were not run and have no row\n", human.Count(left))
+		}
 	}
 	if len(r.rows.failures) > 0 {
 		fmt.Fprintln(w, "failed, by cause (most first):")
