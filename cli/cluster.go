@@ -200,7 +200,13 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		wg                sync.WaitGroup
 		produced, collect error
 		stats             cluster.CollectStats
+		tally             *collectTally // the rows the coordinator writes, counted for --summary-json
+		hostsSeen         func() []cluster.HostStatus
+		began             time.Time
 	)
+	if out != nil {
+		tally = newCollectTally(out)
+	}
 	stopped := false
 	stopWork := func() { // the feed, the settings and the heartbeat; the collection goes on
 		if !stopped {
@@ -221,6 +227,11 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, ctrl, progress.load) },
 		start: func(e *engine.Engine, sayer func(string)) func() {
 			eng.Store(e)
+			began = time.Now()
+			stopWatch := func() {}
+			if coordinator && rf.summaryJSON != "" {
+				hostsSeen, stopWatch = watchHosts(cj, 500*time.Millisecond)
+			}
 			mu.Lock()
 			say = sayer
 			mu.Unlock()
@@ -233,7 +244,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				go func() {
 					defer wg.Done()
 					// Resumed, the items run keep their places in the input: indexes up to its size.
-					stats, collect = cj.Collect(collectCtx, out, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume})
+					stats, collect = cj.Collect(collectCtx, tally, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume})
 				}()
 			}
 			wg.Add(3)
@@ -260,7 +271,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 					return s
 				})
 			}()
-			return func() { stopCollect(); stopWork() }
+			return func() { stopCollect(); stopWork(); stopWatch() }
 		},
 		headless: func(say func(string)) func() {
 			role := "joined as " + cj.Host()
@@ -275,6 +286,18 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			return clusterLines(say, clusterHosts(cj, ctrl, progress.load), 5*rf.progressEvery)
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
+	}
+	if coordinator {
+		p.summaryJSON = func(f *os.File, r endReport) error {
+			var hosts []cluster.HostStatus
+			if hostsSeen != nil {
+				hosts = hostsSeen()
+			}
+			if ctrl != nil {
+				r.settings = ctrl.Snapshot().Settings // the job's, not this host's share
+			}
+			return clusterSummaryJSON(f, cj.Host(), hosts, rf.job, total, r, stats, tally, time.Since(began))
+		}
 	}
 	p.settle = func(sum *engine.Summary) {
 		mu.Lock()

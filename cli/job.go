@@ -233,7 +233,10 @@ type runPlan struct {
 	// finish is called after the summary: it waits for the plan's own work and says whether the
 	// job failed (rows that failed or never came) beside the run's own error.
 	finish func(sum engine.Summary) (failed bool, err error)
-	close  func()
+	// summaryJSON, when set, writes --summary-json (and closes f) in place of this host's
+	// report, after finish: a shared job's coordinator writes the whole job's.
+	summaryJSON func(f *os.File, hostReport endReport) error
+	close       func()
 }
 
 // controlsWithNote is what a tuner turns and a screen steers: an engine's controls and its
@@ -364,13 +367,17 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	// The summary is the run's output: stdout, terminal or not (CONTRACT.md, Streams).
 	report := endOf(env, rf, e, sum, mon, tally)
 	printEnd(env.Stdout, report)
-	if sumFile != nil {
-		if err := writeSummaryJSON(sumFile, report); err != nil {
+	obs.finish(env, rf, sum)
+	failed, planErr := p.finish(sum)
+	if sumFile != nil { // after finish: a plan's own work (a shared job's rows) has ended
+		write := writeSummaryJSON
+		if p.summaryJSON != nil {
+			write = p.summaryJSON
+		}
+		if err := write(sumFile, report); err != nil {
 			fmt.Fprintf(env.Stderr, "warning: --summary-json %s: %v\n", rf.summaryJSON, err)
 		}
 	}
-	obs.finish(env, rf, sum)
-	failed, planErr := p.finish(sum)
 
 	switch {
 	case planErr != nil:

@@ -1,0 +1,96 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterSummaryJSON: --summary-json works for a shared job on its coordinator, the host
+// that collects the rows: items, by_status, by_class and failures are the job's rows as the
+// results file has them, and the document says which figures are the host's own. A host that
+// joins is told why it cannot write one.
+func TestClusterSummaryJSON(t *testing.T) {
+	url := redisURL(t)
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
+		if n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/")); n%10 == 3 {
+			http.Error(w, "no such thing", http.StatusNotFound) // 4 of 40 fail, at once
+			return
+		}
+		okJSON(w, r)
+	})
+	job := fmt.Sprintf("test-sum-%d-%d", os.Getpid(), time.Now().UnixNano())
+	out := outPath(t)
+	sumPath := filepath.Join(t.TempDir(), "s.json")
+	res := run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 40), "--out", out, "--url", srv.URL + "/{item}",
+		"--parallelism", "4", "--headless", "--redis", url, "--job", job, "--summary-json", sumPath}})
+	if res.code != 1 {
+		t.Fatalf("exit %d, want 1 (4 items failed); stderr:\n%s", res.code, res.stderr)
+	}
+	b, err := os.ReadFile(sumPath)
+	if err != nil {
+		t.Fatalf("no --summary-json: %v; stderr:\n%s", err, res.stderr)
+	}
+	var doc struct {
+		State string `json:"state"`
+		Items struct {
+			Total, OK, Failed, NotRun int64
+		} `json:"items"`
+		ByStatus map[string]int64 `json:"by_status"`
+		ByClass  map[string]int64 `json:"by_class"`
+		Failures []struct {
+			Status int
+			Class  string
+			Count  int64
+			Sample string
+		} `json:"failures"`
+		Results string `json:"results"`
+		Job     struct {
+			Name      string   `json:"name"`
+			HostScope []string `json:"host_scope"`
+			Rows      int64    `json:"rows"`
+			Hosts     []struct {
+				Host  string `json:"host"`
+				Calls int64  `json:"calls"`
+			} `json:"hosts"`
+		} `json:"job"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%v:\n%s", err, b)
+	}
+	rows := readRows(t, out)
+	var ok, failed int64
+	for _, r := range rows {
+		if *r.OK {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	if doc.State != "done" || doc.Items.Total != 40 || doc.Items.OK != ok || doc.Items.Failed != failed || ok != 36 || failed != 4 {
+		t.Errorf("state %q, items %+v; the results file has %d ok, %d failed of 40:\n%s", doc.State, doc.Items, ok, failed, b)
+	}
+	if doc.ByStatus["200"] != 36 || doc.ByStatus["404"] != 4 || doc.ByClass["4xx"] != 4 {
+		t.Errorf("by_status %v, by_class %v; want 36 × 200 and 4 × 404 (4xx)", doc.ByStatus, doc.ByClass)
+	}
+	if len(doc.Failures) != 1 || doc.Failures[0].Count != 4 || doc.Failures[0].Status != 404 || doc.Failures[0].Sample == "" {
+		t.Errorf("failures %+v, want one group of 4 × 404 with a sample", doc.Failures)
+	}
+	if doc.Job.Name != job || doc.Job.Rows != 40 || len(doc.Job.HostScope) == 0 || len(doc.Job.Hosts) != 1 || doc.Results != out {
+		t.Errorf("job %+v, results %q; want the job's name, 40 rows, the host-scoped fields named, one host", doc.Job, doc.Results)
+	}
+
+	var calls int64
+	for _, h := range doc.Job.Hosts {
+		calls += h.Calls
+	}
+	if calls < 40 {
+		t.Errorf("the hosts made %d calls in all, want at least one per item (40)", calls)
+	}
+}
