@@ -221,8 +221,10 @@ one request carries N items; every item gets a row with the answer's outcome, or
 
 Politeness across many sites: --per-host-rate and --per-host-parallelism hold each
 host (host:port) to its own limits while --rate and --parallelism cap the whole job;
-a host's Retry-After holds that host only. A call waiting for its host's turn keeps
-its worker; the screen lists the busiest hosts.`,
+a host's Retry-After holds that host only. A call waits at most 200 ms for its
+host's turn, keeping its worker; then it goes back in the queue (no attempt is
+counted), so that one slow host cannot take every worker. The screen lists the
+busiest hosts.`,
 		Example: `  export API_TOKEN=…   # never on the command line
   throttle run http --input ids.txt --out results.jsonl \
       --url 'https://api.example.com/v1/users/{item}' \
