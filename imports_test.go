@@ -15,7 +15,7 @@ import (
 )
 
 // TestImportRules keeps the picture of the house true: it reads the module's import graph with
-// go list and fails on an edge the layout forbids (README, "Project layout"):
+// go list and fails on an edge the layout forbids (docs/development.md, "Project layout"):
 //   - the screen (tui) imports neither adapters nor cluster, not even through another package:
 //     cli fills the screen's own types from them;
 //   - adapters and probes do not import the screen;
