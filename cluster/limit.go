@@ -514,6 +514,9 @@ func (l *Limits) Remove(ctx context.Context, name, by string, force bool) error 
 	case n == 0:
 		return &NoLimitError{Name: name}
 	case n < 0:
+		if n == -1 {
+			return fmt.Errorf("%w: 1 job uses %s now", ErrLimitInUse, name)
+		}
 		return fmt.Errorf("%w: %d jobs use %s now", ErrLimitInUse, -n, name)
 	}
 	return nil

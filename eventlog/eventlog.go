@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -54,8 +55,10 @@ type WriteError struct {
 	Lost int64
 }
 
-// Error says "ERR (N lines lost)".
-func (e *WriteError) Error() string { return fmt.Sprintf("%v (%d lines lost)", e.Err, e.Lost) }
+// Error says "ERR (N lines lost)", or "(1 line lost)".
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("%v (%s lost)", e.Err, human.Counted(e.Lost, "line", "lines"))
+}
 
 // Unwrap returns the write error.
 func (e *WriteError) Unwrap() error { return e.Err }

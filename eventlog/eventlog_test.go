@@ -428,3 +428,12 @@ func TestWriteError(t *testing.T) {
 		t.Errorf("written %v, want the start line only", lines)
 	}
 }
+
+// TestWriteErrorSaysOneLine: one lost line is "1 line lost", not "1 lines lost".
+func TestWriteErrorSaysOneLine(t *testing.T) {
+	for n, want := range map[int64]string{1: "disk full (1 line lost)", 3: "disk full (3 lines lost)"} {
+		if got := (&WriteError{Err: errors.New("disk full"), Lost: n}).Error(); got != want {
+			t.Errorf("Lost %d: %q, want %q", n, got, want)
+		}
+	}
+}
