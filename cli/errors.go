@@ -43,10 +43,11 @@ func isPackagePrefix(s string) bool {
 }
 
 // callsTargets reports whether cmd is one of the commands that call a target (run and its
-// adapters, demo, probe, join): only for those does a usage error mean "nothing was called".
+// adapters, demo, probe, join), or the root (a mistyped command may have been meant as one):
+// only for those does a usage error mean "nothing was called".
 func callsTargets(cmd *cobra.Command) bool {
-	if cmd == nil {
-		return false
+	if cmd == nil || !cmd.HasParent() {
+		return true
 	}
 	for cmd.HasParent() && cmd.Parent().HasParent() {
 		cmd = cmd.Parent()
