@@ -67,7 +67,7 @@ pool and the effective rate that the engine keeps under your ceiling.`,
 			defer func() {
 				_ = os.RemoveAll(dir)
 				if scratch {
-					fmt.Fprintln(env.Stderr, "the demo's results were in a temporary directory, now removed; --out FILE keeps them")
+					fmt.Fprintln(env.Stderr, "results removed with the demo's temporary directory; --out FILE keeps them")
 				}
 			}()
 			rf.input = filepath.Join(dir, "ids.txt")

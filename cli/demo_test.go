@@ -32,7 +32,7 @@ func TestDemoLeavesNoTempDir(t *testing.T) {
 		if len(left) != 0 {
 			t.Errorf("%s: the demo left %q", tc.name, left)
 		}
-		if said := strings.Contains(res.stderr, "temporary directory, now removed"); said != (tc.name != "--out") {
+		if said := strings.Contains(res.stderr, "results removed with the demo's temporary directory"); said != (tc.name != "--out") {
 			t.Errorf("%s: says the results were removed: %v; stderr:\n%s", tc.name, said, res.stderr)
 		}
 	}
