@@ -64,18 +64,14 @@ pool and the effective rate that the engine keeps under your ceiling.`,
 			// The directory holds the generated ids and, without --out, the demo's results: it
 			// goes when the demo ends, whichever way it ends, so that demos leave nothing in /tmp.
 			scratch := !cmd.Flags().Changed("out")
-			defer func() {
-				_ = os.RemoveAll(dir)
-				if scratch {
-					fmt.Fprintln(env.Stderr, "results removed with the demo's temporary directory; --out FILE keeps them")
-				}
-			}()
+			defer func() { _ = os.RemoveAll(dir) }() // the summary says the results went with it
+
 			rf.input = filepath.Join(dir, "ids.txt")
 			if err := writeIDs(rf.input, items); err != nil {
 				return err
 			}
 			if scratch {
-				rf.out = filepath.Join(dir, "results.jsonl")
+				rf.out, rf.scratchOut = filepath.Join(dir, "results.jsonl"), true
 			}
 			url, shutdown, err := adapters.StartSimServer(adapters.NewSim(cfg), "127.0.0.1:0")
 			if err != nil {

@@ -32,8 +32,12 @@ func TestDemoLeavesNoTempDir(t *testing.T) {
 		if len(left) != 0 {
 			t.Errorf("%s: the demo left %q", tc.name, left)
 		}
-		if said := strings.Contains(res.stderr, "results removed with the demo's temporary directory"); said != (tc.name != "--out") {
-			t.Errorf("%s: says the results were removed: %v; stderr:\n%s", tc.name, said, res.stderr)
+		// The summary (stdout) says where the rows are: gone with the directory, or --out.
+		if said := strings.Contains(res.stdout, "results removed with the demo's temporary directory"); said != (tc.name != "--out") {
+			t.Errorf("%s: says the results were removed: %v; stdout:\n%s", tc.name, said, res.stdout)
+		}
+		if strings.Contains(res.stdout, "throttle-demo-") {
+			t.Errorf("%s: the summary names the removed directory:\n%s", tc.name, res.stdout)
 		}
 	}
 }

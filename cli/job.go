@@ -520,8 +520,8 @@ func handleSignals(env *Env, e *engine.Engine, say func(string), hangup func()) 
 // run, the rows by cause, the settings at the end with their changes, and the command that
 // retries only the failures.
 func endOf(env *Env, rf *runFlags, e *engine.Engine, sum engine.Summary, mon *probes.Monitor, tally *rowTally) endReport {
-	r := endReport{sum: sum, lat: mon.Overall(), out: rf.out, rows: tally.snapshot(), settings: e.Settings(), changes: e.Changes()}
-	if sum.Failed > 0 {
+	r := endReport{sum: sum, lat: mon.Overall(), out: rf.out, scratch: rf.scratchOut, rows: tally.snapshot(), settings: e.Settings(), changes: e.Changes()}
+	if sum.Failed > 0 && !rf.scratchOut { // a retry of rows that are gone would run nothing
 		r.retry = retryArgs(env.Args, rf.out)
 	}
 	return r

@@ -30,6 +30,7 @@ type runFlags struct {
 	hold           string
 	resume         bool
 	reset          bool // with --redis: delete a job's state even while its hosts run
+	scratchOut     bool // --out is the demo's own, removed as it ends: the summary says so
 	onlyFailed     bool
 	dedupe         bool
 	fsyncEvery     time.Duration

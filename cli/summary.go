@@ -259,6 +259,7 @@ type endReport struct {
 	sum      engine.Summary
 	lat      probes.Stats
 	out      string // where the rows are; "" for a replay or a host of a shared job
+	scratch  bool   // out is removed as the command ends (the demo's own directory)
 	rows     tallied
 	retry    []string // the command that retries only the failures; nil: none to give
 	settings engine.Settings
@@ -321,6 +322,10 @@ func printEnd(w io.Writer, r endReport) {
 		fmt.Fprintln(w, "warning: "+warning)
 	}
 	if r.out == "" { // a replay: the rows are not ours to report
+		return
+	}
+	if r.scratch {
+		fmt.Fprintln(w, "results removed with the demo's temporary directory; --out FILE keeps them")
 		return
 	}
 	if rows > 0 || s.Lost == 0 {

@@ -101,9 +101,9 @@ func Ramp(ctx context.Context, e Knobs, ws *Windows, cfg RampConfig) RampResult 
 		case st.Calls == 0:
 			res.Stop = fmt.Sprintf("no call ended in %s at parallelism %d", human.Span(cfg.Step), p)
 		case st.TooMany > 0:
-			res.Stop = fmt.Sprintf("429s at parallelism %d (%d of %d calls)", p, st.TooMany, st.Calls)
+			res.Stop = fmt.Sprintf("429s at parallelism %d (%d of %s)", p, st.TooMany, human.Counted(st.Calls, "call", "calls"))
 		case float64(st.Errors) > 0.05*float64(st.Calls):
-			res.Stop = fmt.Sprintf("errors at parallelism %d (%d of %d calls)", p, st.Errors, st.Calls)
+			res.Stop = fmt.Sprintf("errors at parallelism %d (%d of %s)", p, st.Errors, human.Counted(st.Calls, "call", "calls"))
 		case len(res.Steps) > 1 && st.P95 > 2*base.P95 && st.OKPerSec < 1.1*prev.OKPerSec:
 			res.Stop = fmt.Sprintf("latency knee at parallelism %d: p95 %s against %s at first, throughput flat", p, human.Latency(st.P95), human.Latency(base.P95))
 		case len(res.Steps) > 1 && st.OKPerSec < 1.1*prev.OKPerSec:

@@ -143,7 +143,7 @@ func (m *Model) extrapolation(s engine.Settings, peak int, out Outcome) []string
 		if m.queues {
 			how = "extrapolates the latency's growth"
 		}
-		notes = append(notes, fmt.Sprintf("the recording never had more than %d calls in flight; the predicted run reached %d, where the model %s", m.MaxInFlight, peak, how))
+		notes = append(notes, fmt.Sprintf("the recording never had more than %s in flight; the predicted run reached %d, where the model %s", human.Counted(int64(m.MaxInFlight), "call", "calls"), peak, how))
 	}
 	if m.Rate == 0 && m.Concurrency == 0 && out.PerSecond() > m.MaxRate*1.25 {
 		notes = append(notes, fmt.Sprintf("the recording saw no 429s and never went past %s calls/s; the predicted run made %s: any limit in between is unknown to the model, which assumes none", perSecond(m.MaxRate), perSecond(out.PerSecond())))
@@ -158,8 +158,8 @@ func (p *Prediction) Report() string {
 	if p.Auto {
 		auto = ", auto on"
 	}
-	fmt.Fprintf(&b, "what if: parallelism %d, rate %s, burst %d, pace %v%s · %s items\n", p.Settings.Parallelism,
-		engine.FormatRate(p.Settings.Rate), p.Settings.Burst, p.Settings.Pace, auto, human.Count(p.Items))
+	fmt.Fprintf(&b, "what if: parallelism %d, rate %s, burst %d, pace %v%s · %s\n", p.Settings.Parallelism,
+		engine.FormatRate(p.Settings.Rate), p.Settings.Burst, p.Settings.Pace, auto, human.Counted(p.Items, "item", "items"))
 	fmt.Fprintln(&b, p.Model)
 	fmt.Fprintf(&b, "\n%-16s %12s %12s\n", "", "recorded", "predicted")
 	row := func(name, rec, pred string) { fmt.Fprintf(&b, "%-16s %12s %12s\n", name, rec, pred) }

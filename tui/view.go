@@ -813,7 +813,7 @@ func (m Model) keyLine(w int) string {
 		return fit(in.View(), w)
 	case m.confirm == "quit":
 		return fit(st.Warn.Render(firstFit(w,
-			fmt.Sprintf(" %d calls in flight: q or y drains and quits · any other key cancels", m.snap.InFlight),
+			fmt.Sprintf(" %s in flight: q or y drains and quits · any other key cancels", human.Counted(int64(m.snap.InFlight), "call", "calls")),
 			fmt.Sprintf(" %d in flight: q or y drains and quits · other keys cancel", m.snap.InFlight),
 			fmt.Sprintf(" %d in flight: q/y drains, quits · other: cancel", m.snap.InFlight))), w)
 	case m.confirm == "drain":
