@@ -6,13 +6,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // ownRedis starts a redis-server of the test's own on a free loopback port, without
@@ -65,10 +66,7 @@ func ownRedis(t *testing.T) (url string, restartEmpty func()) {
 // summary counts exactly the items of the job that have no row in its file.
 func TestClusterRedisRestartedEmpty(t *testing.T) {
 	url, restartEmpty := ownRedis(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, _ arrival) {
 		time.Sleep(50 * time.Millisecond)
 		okJSON(w, r)
@@ -183,10 +181,7 @@ func humanCount(n int) string {
 // job it knew is gone) and every item ends with exactly one row, ok.
 func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 	url := redisURL(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, _ arrival) {
 		time.Sleep(50 * time.Millisecond)
 		okJSON(w, r)

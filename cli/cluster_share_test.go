@@ -1,19 +1,16 @@
 package cli_test
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // TestClusterCapSharedByHosts: a coordinator and two hosts that join a moment later, under a
@@ -23,10 +20,7 @@ import (
 // lease and the joined hosts made no call at all.
 func TestClusterCapSharedByHosts(t *testing.T) {
 	url := redisURL(t)
-	bin := filepath.Join(t.TempDir(), "throttle")
-	if b, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	bin := bintest.Build(t)
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		time.Sleep(100 * time.Millisecond)
 		okJSON(w, r)
@@ -34,12 +28,12 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	const items = 600
 	in, out := writeItems(t, items), outPath(t)
 	job := fmt.Sprintf("test-share-%d-%d", os.Getpid(), time.Now().UnixNano())
-	coord, coordOut := startCounted(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
 		"--parallelism", "6", "--timeout", "5s", "--redis", url, "--job", job)
 	coord.waitFor(t, "coordinator", 10*time.Second)
-	j1, out1 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
-	j2, out2 := startCounted(t, bin, "join", "--redis", url, "--job", job, "--headless")
-	hosts, outs := []*host{coord, j1, j2}, []*lockedBuffer{coordOut, out1, out2}
+	j1 := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	j2 := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	hosts := []*host{coord, j1, j2}
 	for _, h := range hosts {
 		select {
 		case err := <-h.done:
@@ -63,7 +57,7 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	calls := make([]int, len(hosts))
 	total := 0
 	for i, h := range hosts {
-		calls[i] = hostCalls(t, h, outs[i].String())
+		calls[i] = hostCalls(t, h, h.stdout())
 		total += calls[i]
 	}
 	if total < items {
@@ -96,47 +90,4 @@ func hostCalls(t *testing.T, h *host, stdout string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// startCounted is startHost with the host's stdout kept too: its end summary.
-func startCounted(t *testing.T, bin string, args ...string) (*host, *lockedBuffer) {
-	t.Helper()
-	out := &lockedBuffer{}
-	h := &host{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
-	h.cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	h.cmd.Stdout = out
-	pr, pw := io.Pipe()
-	h.cmd.Stderr = pw
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			h.mu.Lock()
-			h.err.WriteString(sc.Text() + "\n")
-			h.mu.Unlock()
-		}
-	}()
-	go func() { h.done <- h.cmd.Wait(); pw.Close() }()
-	t.Cleanup(func() { _ = h.cmd.Process.Kill() })
-	return h, out
-}
-
-// lockedBuffer is a process's output, written by its copier while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
