@@ -176,7 +176,7 @@ func humanCount(n int) string {
 }
 
 // TestClusterCoordinatorKilledThenResumed: the coordinator dies (SIGKILL) while a joined host
-// goes on. Starting it again is refused while the job's hosts run (it would reset the job);
+// goes on, and says that nobody collects its rows and how to finish the job. Starting it again is refused while the job's hosts run (it would reset the job);
 // with --resume --reset it takes the job over from its results file: the old host stops (the
 // job it knew is gone) and every item ends with exactly one row, ok.
 func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
@@ -203,6 +203,11 @@ func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 	}
 	if err := <-coord.done; err == nil {
 		t.Fatal("the coordinator exited 0 on SIGKILL")
+	}
+	// The joined host goes on, and says that nobody collects its rows and how to finish.
+	joined.waitFor(t, "nobody collects the job's rows", 20*time.Second)
+	if !strings.Contains(joined.stderr(), "--resume --reset") {
+		t.Errorf("the joined host says nobody collects, but not how to finish the job:\n%s", joined.stderr())
 	}
 
 	again := startHost(t, bin, append(args, "--resume")...)

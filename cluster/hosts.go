@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"time"
 
@@ -111,4 +112,45 @@ func (j *Job) Hosts(ctx context.Context) ([]HostStatus, error) {
 	}
 	sort.Slice(hosts, func(a, b int) bool { return hosts[a].Host < hosts[b].Host })
 	return hosts, nil
+}
+
+// collectorTTL is how long the collector's mark outlives its last beat: a coordinator gone
+// for longer is taken for gone by the hosts, which then say that nobody collects their rows.
+const collectorTTL = 5 * time.Second
+
+// CollectorBeat marks, every second until ctx ends, that this host collects the job's rows
+// (the coordinator, while Collect runs). A beat that fails is skipped.
+func (j *Job) CollectorBeat(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		bctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = j.rdb.Set(bctx, j.Key("collector"), j.host, collectorTTL).Err()
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Collected marks that every row of the job is in the coordinator's file: the hosts that
+// end after the coordinator need no collector then.
+func (j *Job) Collected(ctx context.Context) error {
+	return redisFailure(ctx, j.rdb.HSet(ctx, j.Key("meta"), "collected", "1").Err())
+}
+
+// Collector returns the host that collects the job's rows ("" when none has beaten within
+// collectorTTL), and whether the job's rows were all collected.
+func (j *Job) Collector(ctx context.Context) (host string, done bool, err error) {
+	host, err = j.rdb.Get(ctx, j.Key("collector")).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", false, redisFailure(ctx, err)
+	}
+	d, err := j.rdb.HGet(ctx, j.Key("meta"), "collected").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", false, redisFailure(ctx, err)
+	}
+	return host, d == "1", nil
 }
