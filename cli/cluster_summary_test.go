@@ -38,18 +38,7 @@ func TestClusterSummaryJSON(t *testing.T) {
 		t.Fatalf("no --summary-json: %v; stderr:\n%s", err, res.stderr)
 	}
 	var doc struct {
-		State string `json:"state"`
-		Items struct {
-			Total, OK, Failed, NotRun int64
-		} `json:"items"`
-		ByStatus map[string]int64 `json:"by_status"`
-		ByClass  map[string]int64 `json:"by_class"`
-		Failures []struct {
-			Status int
-			Class  string
-			Count  int64
-			Sample string
-		} `json:"failures"`
+		summaryDoc // what every summary holds; the job's part below
 		Results string `json:"results"`
 		Job     struct {
 			Name      string   `json:"name"`
