@@ -38,9 +38,9 @@ func TestClusterSummaryJSON(t *testing.T) {
 		t.Fatalf("no --summary-json: %v; stderr:\n%s", err, res.stderr)
 	}
 	var doc struct {
-		summaryDoc // what every summary holds; the job's part below
-		Results string `json:"results"`
-		Job     struct {
+		summaryDoc        // what every summary holds; the job's part below
+		Results    string `json:"results"`
+		Job        struct {
 			Name      string   `json:"name"`
 			HostScope []string `json:"host_scope"`
 			Rows      int64    `json:"rows"`
