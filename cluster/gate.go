@@ -866,33 +866,20 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 		channels[i] = u.key("changes")
 		index[channels[i]] = i
 	}
-	ps := g.rdb.Subscribe(ctx, channels...)
-	var closeOnce sync.Once
-	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
-	defer closePS()
-	stop := context.AfterFunc(ctx, closePS)
-	defer stop()
-	pinged, subs := false, 0
-	for {
-		msg, ok := receive(ctx, ps, &pinged)
-		if !ok {
-			return subscribed
-		}
-		if msg == nil {
-			continue
-		}
+	subs := 0
+	follow(ctx, g.rdb, channels, func(msg any) bool {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
-				continue
+				return true
 			}
 			if subs++; subs < len(channels) {
-				continue
+				return true
 			}
 			subscribed = true
 			for i := range g.limits {
 				if !g.refresh(ctx, i) {
-					return subscribed
+					return false
 				}
 			}
 			g.subscribed.Store(true)
@@ -902,15 +889,15 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 		case *redis.Message:
 			i, ok := index[m.Channel]
 			if !ok {
-				continue
+				return true
 			}
 			if m.Payload == "free" {
 				g.waiters[i].wakeSlot()
-				continue
+				return true
 			}
 			var lm limitMessage
 			if json.Unmarshal([]byte(m.Payload), &lm) != nil {
-				continue
+				return true
 			}
 			// The waiting calls first: their script reads the new settings itself; the
 			// refresh, a round trip, is for Status only.
@@ -926,7 +913,9 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 				}
 			}
 		}
-	}
+		return true
+	})
+	return subscribed
 }
 
 // refresh re-reads the settings of limit i for Status; it reports whether Redis answered.

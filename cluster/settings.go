@@ -287,10 +287,11 @@ func receive(ctx context.Context, ps *redis.PubSub, pinged *bool) (msg any, ok b
 	return msg, true
 }
 
-// watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
-// subscribed, so that Watch restarts its backoff only after a real success.
-func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
-	ps := j.rdb.Subscribe(ctx, j.Key("changes"))
+// follow subscribes to channels and hands each message (a *redis.Subscription or a
+// *redis.Message) to handle until the link dies, ctx ends or handle returns false: the one
+// subscription loop of [Job.Watch] and the gate's listener, which resubscribe runs again.
+func follow(ctx context.Context, rdb *redis.Client, channels []string, handle func(msg any) bool) {
+	ps := rdb.Subscribe(ctx, channels...)
 	var closeOnce sync.Once
 	closePS := func() { closeOnce.Do(func() { _ = ps.Close() }) } // closing a subscription: nothing is lost
 	defer closePS()
@@ -301,41 +302,49 @@ func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.
 	for {
 		msg, ok := receive(ctx, ps, &pinged)
 		if !ok {
-			return subscribed
+			return
 		}
-		if msg == nil {
-			continue
+		if msg != nil && !handle(msg) {
+			return
 		}
+	}
+}
+
+// watchOnce runs one subscription until it fails or ctx ends; it reports whether it got
+// subscribed, so that Watch restarts its backoff only after a real success.
+func (j *Job) watchOnce(ctx context.Context, apply func(engine.Settings, engine.Change)) (subscribed bool) {
+	follow(ctx, j.rdb, []string{j.Key("changes")}, func(msg any) bool {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
-				continue
+				return true
 			}
 			subscribed = true
 			s, err := j.Settings(ctx)
 			if errors.Is(err, ErrNoSettings) {
-				continue // not started yet: its start message brings the settings
+				return true // not started yet: its start message brings the settings
 			}
 			if err != nil {
-				return subscribed
+				return false
 			}
 			apply(s, engine.Change{At: time.Now(), Origin: j.host + "/redis", Knob: "sync", To: describeSettings(s)})
 		case *redis.Message:
 			var cm changeMessage
 			if json.Unmarshal([]byte(m.Payload), &cm) != nil {
-				continue // not ours; the next real change re-reads everything anyway
+				return true // not ours; the next real change re-reads everything anyway
 			}
 			s, err := j.Settings(ctx)
 			if errors.Is(err, ErrNoSettings) {
-				continue // reset under us: nothing to apply
+				return true // reset under us: nothing to apply
 			}
 			if err != nil {
-				// Resubscribing re-reads the settings: the change is applied then.
-				return subscribed
+				return false // resubscribing re-reads the settings: the change is applied then
 			}
 			apply(s, cm.change())
 		}
-	}
+		return true
+	})
+	return subscribed
 }
 
 // Controls is the job's control surface as a screen or `throttle ctl` on one host sees it.

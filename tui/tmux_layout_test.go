@@ -194,25 +194,6 @@ func testTuning(t *testing.T, bin string, w, h int) {
 	}
 }
 
-// waitWithin is waitFor with its own deadline.
-func (s *session) waitWithin(d time.Duration, what string, ok func(screen string) bool) string {
-	s.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		sc := s.capture()
-		if ok(sc) {
-			return sc
-		}
-		if code, exited := s.exitStatus(); exited {
-			s.t.Fatalf("waiting for %s: the program exited with status %d (screen below)", what, code)
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("waiting for %s: not there after %v (screen below)", what, d)
-		}
-		time.Sleep(pollEvery)
-	}
-}
-
 // checkReadable fails a screen with a row wider than w, other than h rows, or a cut (…); and
 // a screen whose header lacks its words, or whose key line (when it shows the keys) lacks
 // the help and quit keys.

@@ -299,10 +299,10 @@ func (s *session) send(key string) {
 	}
 }
 
-// waitFor polls the screen until ok accepts it, and fails the test after patience.
-func (s *session) waitFor(what string, ok func(screen string) bool) string {
+// waitWithin polls the screen until ok accepts it, and fails the test after d.
+func (s *session) waitWithin(d time.Duration, what string, ok func(screen string) bool) string {
 	s.t.Helper()
-	deadline := time.Now().Add(patience)
+	deadline := time.Now().Add(d)
 	for {
 		sc := s.capture()
 		if ok(sc) {
@@ -312,10 +312,16 @@ func (s *session) waitFor(what string, ok func(screen string) bool) string {
 			s.t.Fatalf("waiting for %s: the program exited with status %d (screen below)", what, code)
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("waiting for %s: not there after %v (screen below)", what, patience)
+			s.t.Fatalf("waiting for %s: not there after %v (screen below)", what, d)
 		}
 		time.Sleep(pollEvery)
 	}
+}
+
+// waitFor polls the screen until ok accepts it, and fails the test after patience.
+func (s *session) waitFor(what string, ok func(screen string) bool) string {
+	s.t.Helper()
+	return s.waitWithin(patience, what, ok)
 }
 
 // exitStatus returns the demo's exit status once the shell has written it.
