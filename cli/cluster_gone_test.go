@@ -176,9 +176,10 @@ func humanCount(n int) string {
 }
 
 // TestClusterCoordinatorKilledThenResumed: the coordinator dies (SIGKILL) while a joined host
-// goes on, and says that nobody collects its rows and how to finish the job. Starting it again is refused while the job's hosts run (it would reset the job);
-// with --resume --reset it takes the job over from its results file: the old host stops (the
-// job it knew is gone) and every item ends with exactly one row, ok.
+// goes on, and says that nobody collects its rows and how to finish the job. Starting it
+// again is refused while the job's hosts run (it would reset the job); with --resume --reset
+// it takes the job over from its results file: the old host stops (the job it knew is gone)
+// and every item ends with exactly one row, ok.
 func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 	url := redisURL(t)
 	bin := bintest.Build(t)
@@ -188,7 +189,7 @@ func TestClusterCoordinatorKilledThenResumed(t *testing.T) {
 	})
 	const items = 2000
 	in, out := writeItems(t, items), outPath(t)
-	job := fmt.Sprintf("killed-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("killed")
 	args := []string{"run", "http", "--input", in, "--out", out, "--url", srv.URL + "/{item}", "--headless",
 		"--parallelism", "16", "--host-parallelism", "8", "--timeout", "2s", "--redis", url, "--job", job}
 	coord := startHost(t, bin, args...)

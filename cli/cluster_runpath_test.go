@@ -3,7 +3,6 @@ package cli_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,7 +30,7 @@ func TestClusterRunPathOutlets(t *testing.T) {
 	dir := t.TempDir()
 	out, sumPath, recPath := outPath(t), filepath.Join(dir, "s.json"), filepath.Join(dir, "run.rec")
 	stderr := &syncBuffer{}
-	job := fmt.Sprintf("outlets-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("outlets")
 	r := run(t, invocation{stderr: stderr, args: []string{"run", "http", "--input", writeItems(t, n), "--out", out,
 		"--url", srv.URL + "/items/{item}", "--parallelism", "4", "--max-backoff", "5ms", "--headless",
 		"--redis", url, "--job", job, "--metrics", "127.0.0.1:0", "--summary-json", sumPath, "--record", recPath}})
@@ -86,7 +85,7 @@ func TestClusterAutoReachesEveryHost(t *testing.T) {
 		okJSON(w, r)
 	})
 	out := outPath(t)
-	job := fmt.Sprintf("auto-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("auto")
 	coord := startHost(t, bin, "run", "http", "--input", writeItems(t, 3000), "--out", out, "--url", srv.URL+"/items/{item}",
 		"--parallelism", "2", "--auto", "--headless", "--redis", url, "--job", job)
 	coord.waitFor(t, "coordinator", 20*time.Second)

@@ -3,7 +3,6 @@ package cli_test
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,7 +26,7 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	})
 	const items = 600
 	in, out := writeItems(t, items), outPath(t)
-	job := fmt.Sprintf("test-share-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("test-share")
 	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
 		"--parallelism", "6", "--timeout", "5s", "--redis", url, "--job", job)
 	coord.waitFor(t, "coordinator", 10*time.Second)

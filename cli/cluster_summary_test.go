@@ -2,14 +2,12 @@ package cli_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestClusterSummaryJSON: --summary-json works for a shared job on its coordinator, the host
@@ -25,7 +23,7 @@ func TestClusterSummaryJSON(t *testing.T) {
 		}
 		okJSON(w, r)
 	})
-	job := fmt.Sprintf("test-sum-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("test-sum")
 	out := outPath(t)
 	sumPath := filepath.Join(t.TempDir(), "s.json")
 	res := run(t, invocation{args: []string{"run", "http", "--input", writeItems(t, 40), "--out", out, "--url", srv.URL + "/{item}",

@@ -31,6 +31,11 @@ func redisURL(t *testing.T) string {
 	return u
 }
 
+// jobName is a shared job's name of its own for a test: the prefix, the process and the time.
+func jobName(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), time.Now().UnixNano())
+}
+
 // host is one throttle process of a shared job, its stderr kept and watched.
 type host struct {
 	cmd  *exec.Cmd
@@ -113,7 +118,7 @@ func TestClusterThreeHosts(t *testing.T) {
 	})
 	const items = 1200
 	in, out := writeItems(t, items), outPath(t)
-	job := fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	job := jobName("test")
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o700); err != nil { // the control socket wants a private directory
 		t.Fatal(err)
