@@ -152,7 +152,6 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	j.adapter = gate.Adapter()
 	runCtx, cancel := context.WithCancel(ctx)
 	collectCtx, stopCollect := context.WithCancel(ctx)
-	var uncollected collectorWatch // a joined host's view of whether anyone collects its rows
 	if j.title == "" {
 		j.title = fmt.Sprintf("%s · job %s · %s", j.name, rf.job, cj.Host())
 	}
@@ -258,7 +257,13 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					uncollected.watch(runCtx, cj, sayer)
+					cj.WatchCollector(runCtx, func(missing bool, host string) {
+						if missing {
+							sayer("nobody collects the job's rows (its coordinator is gone): this host's rows wait in redis, nothing is lost; " + finishHint)
+						} else {
+							sayer("the job's rows are collected again, by " + host)
+						}
+					})
 				}()
 			}
 			wg.Add(3)
@@ -339,7 +344,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			if gone.Load() {
 				return true, fmt.Errorf("job %s: %w: the coordinator finishes it with --resume", rf.job, cluster.ErrJobGone)
 			}
-			if uncollected.atEnd(ctx, cj) {
+			if cj.Uncollected(context.WithoutCancel(ctx)) {
 				return true, fmt.Errorf("job %s: nobody collected this host's rows: they wait in redis; %s", rf.job, finishHint)
 			}
 			return false, nil
@@ -590,50 +595,3 @@ func indexOf(s []string, v string) int {
 
 // finishHint is what finishes a job whose coordinator is gone.
 const finishHint = "start the job's coordinator again on its host, with its command and --resume --reset (same --input and --out), to finish the job"
-
-// collectorWatch is a joined host's watch of the job's collector (its coordinator): when none
-// has beaten for a while, the host says once that nobody collects its rows (they wait in
-// Redis, nothing is lost) and how to finish the job, and once again when one is back.
-type collectorWatch struct {
-	missing atomic.Bool
-}
-
-// collectorGrace is how long no collector must have beaten before a host says so: a
-// coordinator starts its collector a moment after the hosts may join, and a beat may be late.
-const collectorGrace = 5 * time.Second
-
-// watch looks every second until ctx ends.
-func (w *collectorWatch) watch(ctx context.Context, cj *cluster.Job, say func(string)) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	seen := time.Now() // the last look that found a collector; the start counts as one
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		host, done, err := cj.Collector(lctx)
-		cancel()
-		if host != "" {
-			seen = time.Now()
-		}
-		switch {
-		case err != nil || done: // an outage is told elsewhere; a collected job needs nobody
-		case host == "" && time.Since(seen) >= collectorGrace && !w.missing.Swap(true):
-			say("nobody collects the job's rows (its coordinator is gone): this host's rows wait in redis, nothing is lost; " + finishHint)
-		case host != "" && w.missing.Swap(false):
-			say("the job's rows are collected again, by " + host)
-		}
-	}
-}
-
-// atEnd reports whether the host ends with nobody to collect its rows: no collector beats
-// and the job's rows were not all collected.
-func (w *collectorWatch) atEnd(ctx context.Context, cj *cluster.Job) bool {
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	host, done, err := cj.Collector(lctx)
-	return err == nil && host == "" && !done
-}

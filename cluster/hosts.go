@@ -154,3 +154,48 @@ func (j *Job) Collector(ctx context.Context) (host string, done bool, err error)
 	}
 	return host, d == "1", nil
 }
+
+// collectorGrace is how long no collector must have beaten before a host is told: a
+// coordinator starts collecting a moment after the hosts may join, and a beat may be late.
+const collectorGrace = 5 * time.Second
+
+// WatchCollector looks every second, until ctx ends, for the host that collects the job's
+// rows: once none has beaten for collectorGrace (and the job is not all collected) it calls
+// told(true, ""), and told(false, host) when one is back. An outage is told elsewhere: a look
+// that fails changes nothing.
+func (j *Job) WatchCollector(ctx context.Context, told func(missing bool, host string)) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	seen, missing := time.Now(), false // the start counts as a look that found one
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		host, done, err := j.Collector(lctx)
+		cancel()
+		if host != "" {
+			seen = time.Now()
+		}
+		switch {
+		case err != nil || done:
+		case host == "" && !missing && time.Since(seen) >= collectorGrace:
+			missing = true
+			told(true, "")
+		case host != "" && missing:
+			missing = false
+			told(false, host)
+		}
+	}
+}
+
+// Uncollected reports whether nobody collects the job's rows and they were not all collected:
+// a host that ends then leaves its rows in Redis. An unreachable Redis says no.
+func (j *Job) Uncollected(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	host, done, err := j.Collector(ctx)
+	return err == nil && host == "" && !done
+}

@@ -66,3 +66,41 @@ func TestHeartbeatListsTheHosts(t *testing.T) {
 		t.Fatalf("hosts %s: want web-2 alive, web-1 gone, web-3 dead", got)
 	}
 }
+
+// TestCollectorMark: a job has no collector until its coordinator beats; while it beats the
+// hosts see it by name; once the beats stop the mark goes after collectorTTL, and a job marked
+// collected needs none.
+func TestCollectorMark(t *testing.T) {
+	j := queueJob(t)
+	ctx := context.Background()
+	if host, done, err := j.Collector(ctx); err != nil || host != "" || done || !j.Uncollected(ctx) {
+		t.Fatalf("before any beat: %q, %v, %v, uncollected %v; want nobody, not done", host, done, err, j.Uncollected(ctx))
+	}
+	bctx, stop := context.WithCancel(ctx)
+	beat := make(chan struct{})
+	go func() { defer close(beat); j.CollectorBeat(bctx) }()
+	if !waitUntil(3*time.Second, func() bool { h, _, _ := j.Collector(ctx); return h == j.Host() }) {
+		t.Fatal("the collector's beat never showed its host")
+	}
+	if j.Uncollected(ctx) {
+		t.Fatal("uncollected while a collector beats")
+	}
+	stop()
+	<-beat
+	if err := j.Collected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, done, err := j.Collector(ctx); err != nil || !done || j.Uncollected(ctx) {
+		t.Fatalf("after Collected: done %v, %v, uncollected %v; want done", done, err, j.Uncollected(ctx))
+	}
+}
+
+// waitUntil polls ok every 20 ms until it holds or d passes.
+func waitUntil(d time.Duration, ok func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if ok() {
+			return true
+		}
+	}
+	return ok()
+}
