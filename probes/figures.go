@@ -116,11 +116,11 @@ func resetsHealth(c engine.Change) bool {
 // rate is set against; the effective rate climbing back (adapt logs each 10%) only raises the
 // cap, which the rate measured under a lower one cannot pass.
 func resets(c engine.Change) bool {
+	if resetsHealth(c) {
+		return true
+	}
 	for _, p := range c.Parts() {
-		switch p.Knob {
-		case "rate", "burst", "state":
-			return true
-		case "effective rate":
+		if p.Knob == "effective rate" {
 			from, fok := leadingRate(p.From)
 			to, tok := leadingRate(p.To)
 			if !fok || !tok || to < from {

@@ -151,3 +151,28 @@ func TestCounterRateOverTheTimeMeasured(t *testing.T) {
 		t.Errorf("after 8 s at 10/s: %.2f/s over %v, want 10/s over about %v", r, over, RateWindow)
 	}
 }
+
+// TestMeasureKeepsThe429sOverAnEffectiveCut: a cut of the effective rate follows the 429s
+// that caused it. The rate's window starts after the cut, but the 429s' does not: a window
+// that started at each cut would never hold a 429 and say "429s 0.0%" while they go on. An
+// operator's change of the cap starts both over.
+func TestMeasureKeepsThe429sOverAnEffectiveCut(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	now := start.Add(60 * time.Second)
+	cut := now.Add(-2500 * time.Millisecond)
+	pts := pointsPerSecond(now, 10, func(time.Time) int64 { return 50 }) // 5 × 429 a second
+	s := engine.Snapshot{At: now, Started: start, State: engine.Running, Settings: engine.Settings{Rate: 60, Burst: 1},
+		Changes: []engine.Change{{At: cut, Origin: "adapt", Knob: "effective rate", From: "60/s", To: "48/s (target accepted 50/s)"}}}
+	f := Measure(s, pts)
+	if f.Window() != "last 2s" || f.HealthWindow() != "last 5s" {
+		t.Fatalf("windows %q (rate) and %q (429s): want the rate's since the cut, the 429s' the last 5s", f.Window(), f.HealthWindow())
+	}
+	if f.TooMany != 25 || f.HealthCalls != 250 || f.TooManyShare() != 0.1 || f.TooManyPerSecond() != 5 {
+		t.Fatalf("429s %d of %d (%.2f, %.1f/s): want 25 of 250 over 5 s", f.TooMany, f.HealthCalls, f.TooManyShare(), f.TooManyPerSecond())
+	}
+
+	s.Changes = append(s.Changes, engine.Change{At: cut, Origin: "tui", Knob: "rate", From: "60/s", To: "50/s"})
+	if f := Measure(s, pts); f.HealthWindow() != f.Window() {
+		t.Fatalf("after an operator's cap change: windows %q and %q, want both since it", f.Window(), f.HealthWindow())
+	}
+}
