@@ -86,19 +86,23 @@ const (
 	adaptSlots       = 64                      // slots kept: 6.4 s
 	acceptWindow     = 1500 * time.Millisecond // the "last few seconds" of the accepted rate: those at the limit
 	acceptMin        = 800 * time.Millisecond
-	steadyWindow     = 500 * time.Millisecond // the newest flow, to tell a steady one from a raise
-	semiBeta         = 0.9                    // cut to this share of a flow that had just risen
-	measuredBeta     = 0.95                   // cut to this share of the measured accepted rate
-	blindBeta        = 0.75                   // cut to this share of the flow when nothing was measured
-	plateauShare     = 0.97                   // the plateau sits at this share of the accepted rate…
-	convergeShare    = 0.98                   // …or of this one when the target pushed back under the last plateau
-	rateK            = 15 * time.Second       // from a measured cut to its plateau (--hold strict)…
-	probeK           = 6 * time.Second        // …and with --hold probe
-	blindGrowth      = 0.2                    // per second, after a blind cut
-	blindRepeat      = 6 * time.Second        // a blind cut within this of the last cut halves
+	longerWindow     = 4 * time.Second         // a steady flow is measured over this much when it can be…
+	longerMin        = 2500 * time.Millisecond // …and covers this
+	steadyWindow     = 500 * time.Millisecond  // the newest flow, to tell a steady one from a raise
+	semiBeta         = 0.9                     // cut to this share of a flow that had just risen
+	measuredBeta     = 0.95                    // cut to this share of the measured accepted rate
+	blindBeta        = 0.75                    // cut to this share of the flow when nothing was measured
+	plateauShare     = 0.97                    // the plateau sits at this share of the accepted rate…
+	convergeShare    = 0.98                    // …or of this one when the target pushed back under the last plateau
+	rateK            = 15 * time.Second        // from a measured cut to its plateau (--hold strict)…
+	probeK           = 6 * time.Second         // …and with --hold probe
+	blindGrowth      = 0.2                     // per second, after a blind cut
+	blindRepeat      = 6 * time.Second         // a blind cut within this of the last cut halves
+	semiK            = 4 * time.Second         // from a cut on a rough estimate to its plateau
 	parBeta          = 0.95
 	parK             = 5 * time.Second
-	probeUpCubic     = 1.4e-4          // past the plateau: +3% after 6 s
+	probeUpCubic     = 1.4e-4          // past the plateau: +3% after 6 s…
+	roughUpCubic     = 1.1e-3          // …or after 3 s past a plateau that was only estimated
 	probeUpShare     = 1.03            // past this share of the plateau without a signal…
 	probeUpAfter     = time.Second     // …for this long, the limit has moved: grow exponentially
 	probeUpDoubling  = 2 * time.Second // the exponential phase doubles this often
@@ -121,6 +125,7 @@ type cubic struct {
 	k      time.Duration // time from the cut to the plateau
 	passed time.Time     // when the value first passed probeUpShare × top; zero before
 	blind  bool          // a blind cut's climb: steady growth, no plateau
+	rough  bool          // the plateau is an estimate, not a measure: look past it sooner
 }
 
 // value returns the climb's value at now.
@@ -138,7 +143,11 @@ func (c *cubic) value(now time.Time) float64 {
 	} else {
 		// Convex past it, at a pace of its own (not the cut's depth), so that a limit the
 		// target raised is found within half a minute of the cut.
-		v = c.top * (1 + probeUpCubic*math.Pow(t-k, 3))
+		up := probeUpCubic
+		if c.rough {
+			up = roughUpCubic
+		}
+		v = c.top * (1 + up*math.Pow(t-k, 3))
 	}
 	if !c.passed.IsZero() {
 		if d := now.Sub(c.passed) - probeUpAfter; d > 0 {
@@ -382,12 +391,18 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 	var to, top float64
 	var why string
 	k := rateK
-	measured := false // the cut came with a measure of the limit: the climb has a plateau
+	measured := false // the cut came with a measure (or an estimate) of the limit: the climb has a plateau
+	rough := false    // …an estimate
 	switch {
 	case old > 0 && short >= 0.85*old && covLong >= acceptMin && covShort >= steadyWindow/2 && math.Abs(short-long) <= 0.15*long:
 		// A steady flow that the rate paced, up to the refusal: it measures the limit. (A
 		// flow that parallelism shaped comes in bursts, which a small bucket refuses below
 		// its rate: it measures less.)
+		// Starts over a window count the limit's tokens plus what the bucket held at the
+		// window's start (its burst at most): a longer steady window measures closer.
+		if longer, cov := a.flow(now, since, longerWindow); cov >= longerMin && math.Abs(longer-long) <= 0.03*long {
+			long = longer
+		}
 		w := min(long, old)
 		// CUBIC's fast convergence: pushed back at or under the last plateau, the limit is
 		// lower than it was thought; the new plateau goes a little further down.
@@ -415,6 +430,11 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		// A flow that parallelism shaped, or that had just changed: what the calls in flight
 		// carry (Little's law) was too much, or the newest flow was.
 		w := short
+		if covLong >= acceptMin && long > 0 && long < short {
+			// A rising flow passed the limit a while before the refusal (a bucket's burst
+			// hid it): the limit lies between the longer measure and the newest one.
+			w = (long + short) / 2
+		}
 		if a.latency > 0 {
 			w = max(w, 0.8*float64(inflight)/a.latency.Seconds())
 		}
@@ -422,6 +442,12 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			w = min(w, old)
 		}
 		top, to = w*plateauShare, w*semiBeta
+		if !a.rateBlind && !a.rateCut.IsZero() && w <= a.rateCurve.top*1.005 {
+			top = w * convergeShare * plateauShare // refused under the last plateau: lower
+		}
+		// The estimate is rough: the climb comes back to it soon, so that the next refusal
+		// comes from a steady flow near it and measures the limit.
+		k, measured, rough = semiK, true, true
 		a.limit = short
 		why = "target refused " + FormatComputedRate(short)
 	default:
@@ -448,7 +474,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 	a.signals++
 	a.rateBlind = blind
 	a.rateCut = now
-	a.rateCurve = cubic{at: now, w0: to, top: max(top, to), k: k, blind: blind}
+	a.rateCurve = cubic{at: now, w0: to, top: max(top, to), k: k, blind: blind, rough: rough}
 	from := e.rateCapLocked()
 	a.rate = to
 	a.rateLogged = to

@@ -46,7 +46,8 @@ type limitShape struct {
 	cfg        adapters.SimConfig
 	limit      float64 // the most ok answers per second the server gives (the first phase's)
 	conc       bool    // a concurrency limit: the contestants set parallelism, not a rate
-	// phases, when set, change the rate limit at fractions of the ideal job length (halve).
+	// phases, when set, change the rate limit at fractions of the ideal job length (halve,
+	// double): a first phase and one change.
 	phases []limitPhase
 }
 
@@ -69,6 +70,14 @@ func (s limitShape) items(job time.Duration) int {
 		n += (end - p.at) * job.Seconds() * p.rate
 	}
 	return int(math.Round(n))
+}
+
+// change is the shape's change of limit, if it has one.
+func (s limitShape) change() (limitPhase, bool) {
+	if len(s.phases) < 2 {
+		return limitPhase{}, false
+	}
+	return s.phases[1], true
 }
 
 // topLimit is the highest limit of the job: what the contestants' settings are 25% over.
@@ -97,9 +106,12 @@ func limitShapes() []limitShape {
 			cfg: with(func(c *adapters.SimConfig) { c.Concurrency, c.Overload = 16, adapters.Overload429 }), limit: concIdeal, conc: true},
 		{name: "conclat", desc: fmt.Sprintf("16 calls at once, latency grows past them (ideal %.0f/s)", concIdeal),
 			cfg: with(func(c *adapters.SimConfig) { c.Concurrency, c.Overload = 16, adapters.OverloadLatency }), limit: concIdeal, conc: true},
-		{name: "halve", desc: "token bucket 200/s (burst 10, Retry-After: 1), 100/s from 1/3 of the job, 400/s from 2/3",
+		{name: "halve", desc: "token bucket 200/s (burst 10, Retry-After: 1), halved to 100/s from half the job",
 			cfg:   with(func(c *adapters.SimConfig) { c.Rate, c.Burst, c.RetryAfter = 200, 10, time.Second }),
-			limit: 200, phases: []limitPhase{{0, 200}, {1.0 / 3, 100}, {2.0 / 3, 400}}},
+			limit: 200, phases: []limitPhase{{0, 200}, {0.5, 100}}},
+		{name: "double", desc: "token bucket 100/s (burst 10, Retry-After: 1), doubled to 200/s from a third of the job",
+			cfg:   with(func(c *adapters.SimConfig) { c.Rate, c.Burst, c.RetryAfter = 100, 10, time.Second }),
+			limit: 100, phases: []limitPhase{{0, 100}, {1.0 / 3, 200}}},
 	}
 }
 
@@ -178,8 +190,8 @@ type limitRun struct {
 	follow   time.Duration // halve: from the halving until the ok rate stays within 10% and 429s stop; -1: never
 	late429  float64       // halve: 429s as a share of answers in the last half of the halved phase
 	lateOK   float64       // halve: ok answers per second in the last half of the halved phase
-	use      time.Duration // halve: from the raise until a 1 s window held ≥ 90% of the new limit; -1: never
-	useBest  int64         // halve: the most ok answers in a 1 s window after the raise
+	use      time.Duration // double: from the raise until a 1 s window held ≥ 90% of the new limit; -1: never
+	useBest  int64         // double: the most ok answers in a 1 s window after the raise
 	ok, fail int           // rows
 	problem  string        // a violation of "exactly one row per item"; "" when there is none
 }
@@ -222,6 +234,9 @@ func limitsScenario(o *options) ([]*figure, error) {
 			sec := &limitsSection{shape: s, job: job, n: n}
 			table.sections = append(table.sections, sec)
 			for _, c := range limitContestants() {
+				if !strings.Contains(c.name, o.limitsOnly) {
+					continue
+				}
 				row := &limitsRow{contestant: c.name, runs: make([]limitRun, 0, runs)}
 				sec.rows = append(sec.rows, row)
 				bin, args := c.cmd(o, s, "URL", "IDS", "OUT")
@@ -235,7 +250,13 @@ func limitsScenario(o *options) ([]*figure, error) {
 			}
 			for r := range runs {
 				var wg sync.WaitGroup
-				for i, c := range limitContestants() {
+				i := -1
+				for _, c := range limitContestants() {
+					if !strings.Contains(c.name, o.limitsOnly) {
+						continue
+					}
+					i++
+					i := i // the closure below runs later, with -parallel-contestants
 					row := sec.rows[i]
 					if row.skip != "" {
 						continue
@@ -269,7 +290,7 @@ func limitsScenario(o *options) ([]*figure, error) {
 			}
 		}
 	}
-	if o.bin != "" {
+	if o.bin != "" && o.limitsOnly == "" {
 		for r := range runs {
 			fmt.Fprintf(os.Stderr, "limits · demo · run %d of %d…\n", r+1, runs)
 			d, err := demoRun(o, r)
@@ -335,6 +356,9 @@ func limitsRun(o *options, s limitShape, c contestant, job time.Duration, input 
 	out := filepath.Join(o.tmp, "rows-"+tag+".jsonl")
 	defer func() { _ = os.Remove(out) }() // a scratch file; what the run measured is read already
 	bin, args := c.cmd(o, s, url, input, out)
+	if o.limitsLog != "" && bin == o.bin {
+		args = append(args, "--log", filepath.Join(o.limitsLog, tag+".log"))
+	}
 
 	deadline := time.Duration(limitsDeadline * float64(job))
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
@@ -349,7 +373,7 @@ func limitsRun(o *options, s limitShape, c contestant, job time.Duration, input 
 	start := time.Now()
 	stop := make(chan struct{})
 	changed := make(chan struct{})
-	go func() { // the limit changes of the halve shape, at fractions of the job from the start
+	go func() { // the limit changes of the halve and double shapes, at fractions of the job from the start
 		defer close(changed)
 		for _, p := range s.phases[min(1, len(s.phases)):] {
 			t := time.NewTimer(time.Until(start.Add(time.Duration(p.at * float64(job)))))
@@ -383,16 +407,23 @@ func limitsRun(o *options, s limitShape, c contestant, job time.Duration, input 
 	ok, tm := sim.Timeline(start, limitsBucket)
 	r.busiest = maxWindow(ok, 0, len(ok))
 	r.to90 = firstReach(ok, 0, 0.9*s.limit)
-	if len(s.phases) == 3 {
-		b := func(f float64) int { return int(f * float64(job) / float64(limitsBucket)) }
-		half, raise := b(s.phases[1].at), b(s.phases[2].at)
-		r.follow, r.lateOK, r.late429 = followTime(ok, tm, half, raise, s.phases[1].rate)
-		r.use = firstReach(ok, raise, 0.9*s.phases[2].rate)
-		if raise < len(ok) {
-			r.useBest = maxWindow(ok[raise:], 0, len(ok)-raise)
-		}
-		if r.use >= 0 {
-			r.use -= time.Duration(raise) * limitsBucket
+	if ch, ok2 := s.change(); ok2 {
+		at := int(ch.at * float64(job) / float64(limitsBucket))
+		if ch.rate < s.limit {
+			// Judged up to a second before the last ok answer: the run's end thins its last second.
+			end := len(ok)
+			for end > 0 && ok[end-1] == 0 {
+				end--
+			}
+			r.follow, r.lateOK, r.late429 = followTime(ok, tm, at, max(at+1, end-window1s), ch.rate)
+		} else {
+			r.use = firstReach(ok, at, 0.9*ch.rate)
+			if at < len(ok) {
+				r.useBest = maxWindow(ok[at:], 0, len(ok)-at)
+			}
+			if r.use >= 0 {
+				r.use -= time.Duration(at) * limitsBucket
+			}
 		}
 	}
 	r.ok, r.fail, r.problem = checkRows(out, input, n)
@@ -441,38 +472,32 @@ func firstReach(counts []int64, from int, goal float64) time.Duration {
 	return -1
 }
 
-// followTime returns how long after bucket change every 1 s window through bucket end holds
-// an ok count within 10% of limit and no 429; -1 when the last one does not. It also returns,
-// for the last half of [change, end), the ok answers per second and the share of 429s among
-// the answers.
+// followTime returns how long after bucket change the client first held the new limit: the
+// end of the first 1 s window that holds 90-110% of limit ok answers and at most one 429,
+// from whose start through bucket end the 429s are under 2% of the answers (a client that
+// probes past the limit now and then still follows it; one that keeps hammering does not);
+// -1 when none does. It also returns, for the last half of [change, end), the ok answers per
+// second and the share of 429s among the answers.
 func followTime(ok, tm []int64, change, end int, limit float64) (d time.Duration, okRate, share429 float64) {
-	good := func(last int) bool { // the window of buckets (last-window1s, last]
-		var o, t int64
-		for i := last - window1s + 1; i <= last; i++ {
-			o, t = o+at(ok, i), t+at(tm, i)
+	sum := func(c []int64, from, to int) (n int64) { // buckets [from, to)
+		for i := from; i < to; i++ {
+			n += at(c, i)
 		}
-		return t == 0 && math.Abs(float64(o)-limit) <= 0.1*limit
+		return n
 	}
-	var o, t int64
 	mid := (change + end) / 2
-	for i := mid; i < end; i++ {
-		o, t = o+at(ok, i), t+at(tm, i)
-	}
+	o, t := sum(ok, mid, end), sum(tm, mid, end)
 	okRate, share429 = float64(o)/(time.Duration(end-mid)*limitsBucket).Seconds(), pct(t, o+t)
-	since := -1
-	for last := change + window1s - 1; last < end; last++ {
-		if good(last) {
-			if since < 0 {
-				since = last
-			}
-		} else {
-			since = -1
+	for first := change; first+window1s <= end; first++ {
+		o, t := sum(ok, first, first+window1s), sum(tm, first, first+window1s)
+		if t > 1 || math.Abs(float64(o)-limit) > 0.1*limit {
+			continue
+		}
+		if restOK, rest429 := sum(ok, first, end), sum(tm, first, end); pct(rest429, restOK+rest429) < 2 {
+			return time.Duration(first+window1s-change) * limitsBucket, okRate, share429
 		}
 	}
-	if since < 0 {
-		return -1, okRate, share429
-	}
-	return time.Duration(since+1-change) * limitsBucket, okRate, share429
+	return -1, okRate, share429
 }
 
 // checkRows reads a results file and checks that it holds exactly one row per input item;
@@ -738,9 +763,10 @@ how to read it:
   429s %% CALLS   the server's 429 answers / every call it got (its own counters)
   BUSIEST 1 s ok the most 200 answers in any 1 s window (10 ms steps); the limit allows limit + burst (window: up to 800 across a boundary)
   TO 90%% (1 s)   from the start until the end of the first 1 s window that held ≥ 90%% of the limit (1.0 s is the least possible)
-  FOLLOW ½       halve: from the halving until every later 1 s window of the phase holds 90-110%% of the new limit and no 429
+  FOLLOW ½       halve: from the halving to the end of the first 1 s window with 90-110%% of the new limit and ≤ 1 × 429,
+                 after whose start the 429s stay under 2%% of answers
                  ("never: r/s, x%% 429": the ok rate and the 429s' share of answers in the phase's last half)
-  USE 2×         halve: from the raise to 400/s until a 1 s window holds ≥ 360 ok ("never: best b": the best 1 s after it)
+  USE 2×         double: from the raise to 200/s until a 1 s window holds ≥ 180 ok ("never: best b": the best 1 s after it)
   ROWS           ok/failed rows; the out file must hold exactly one row per item (checked: missing, duplicates, strangers)
   the script:    bench/baseline/pool.py, urllib without keep-alive (a connection per call), per-thread Retry-After or 0.25 s doubling backoff
 `, limitsDeadline)
@@ -781,12 +807,13 @@ func (t *limitsTable) cells(sec *limitsSection, row *limitsRow) []string {
 	busiest := format(median(floats(rs, func(r limitRun) float64 { return float64(r.busiest) })), "")
 	to90 := durs(rs, func(r limitRun) time.Duration { return r.to90 })
 	follow, use := "—", "—"
-	if len(sec.shape.phases) == 3 {
+	if ch, ok := sec.shape.change(); ok && ch.rate < sec.shape.limit {
 		follow = durs(rs, func(r limitRun) time.Duration { return r.follow })
 		if strings.HasPrefix(follow, "never") {
 			follow = fmt.Sprintf("never: %.0f/s, %.0f%% 429", median(floats(rs, func(r limitRun) float64 { return r.lateOK })),
 				median(floats(rs, func(r limitRun) float64 { return r.late429 })))
 		}
+	} else if ok {
 		use = durs(rs, func(r limitRun) time.Duration { return r.use })
 		if strings.HasPrefix(use, "never") {
 			use = fmt.Sprintf("never: best %s", format(median(floats(rs, func(r limitRun) float64 { return float64(r.useBest) })), ""))

@@ -50,13 +50,20 @@ func TestFollowTime(t *testing.T) {
 		tm[i], ok[i] = 1, 0
 	}
 	got, rate, share := followTime(ok, tm, 100, 500, 100)
-	// windows (last-99, last] must hold 90..110 ok and no 429: the first such ends at bucket 249
-	if want := 1500 * time.Millisecond; got != want || rate != 100 || share != 0 {
+	// a window must hold 90..110 ok and at most one 429: the first such is [149, 249), which
+	// holds the last 429 of the storm
+	if want := 1490 * time.Millisecond; got != want || rate != 100 || share != 0 {
 		t.Errorf("followTime = %v, %v/s, %v%%; want %v, 100/s, 0%%", got, rate, share, want)
 	}
-	tm[480] = 1
-	if got, _, share := followTime(ok, tm, 100, 500, 100); got != -1 || share != 100.0/201 {
-		t.Errorf("with a late 429: followTime = %v, %v%%; want never and 1 of 201 answers", got, share)
+	tm[480] = 1 // one late probe past the limit: still following
+	if got, _, _ := followTime(ok, tm, 100, 500, 100); got != 1490*time.Millisecond {
+		t.Errorf("with one late 429: followTime = %v, want 1.49s", got)
+	}
+	for i := 300; i < 500; i += 20 { // 10 × 429 in the last 2 s (one of them the probe's): hammering
+		tm[i] = 1
+	}
+	if got, _, share := followTime(ok, tm, 100, 500, 100); got != -1 || share != 100.0*10/210 {
+		t.Errorf("hammering: followTime = %v, %v%%; want never and 10 of 210 answers", got, share)
 	}
 }
 
@@ -69,8 +76,15 @@ func TestItems(t *testing.T) {
 				t.Errorf("%s: items(30s) = %d, want 6000", s.name, n)
 			}
 		case "halve":
-			if n != 7000 {
-				t.Errorf("halve: items(30s) = %d, want 7000 (10 s each at 200, 100 and 400/s)", n)
+			if n != 4500 {
+				t.Errorf("halve: items(30s) = %d, want 4500 (15 s at 200/s, 15 s at 100/s)", n)
+			}
+		case "double":
+			if n != 5000 {
+				t.Errorf("double: items(30s) = %d, want 5000 (10 s at 100/s, 20 s at 200/s)", n)
+			}
+			if p, r := overSettings(s); r != 250 || p < 24 {
+				t.Errorf("overSettings(double) = %d, %v; want 25%% over the doubled limit, 250/s", p, r)
 			}
 		}
 		if err := s.cfg.Validate(); err != nil {

@@ -71,6 +71,8 @@ type options struct {
 	limitsLong          bool
 	limitsShapes        string
 	parallelContestants bool
+	limitsOnly          string // contestants whose name holds this, "" for all
+	limitsLog           string // a directory for each throttle run's --log, "" for none
 }
 
 // figure is one line of the table: a quantity measured n times.
@@ -100,7 +102,9 @@ func main() {
 	flag.StringVar(&o.out, "out", "/dev/null", "--out of the throttle runs (rss, e2e)")
 	flag.DurationVar(&o.limitsJob, "limits-job", 30*time.Second, "limits: the job's length at the ideal rate (its items = length × limit)")
 	flag.BoolVar(&o.limitsLong, "limits-long", false, "limits: also run every shape with 100 s jobs")
-	flag.StringVar(&o.limitsShapes, "limits-shapes", "", "limits: comma-separated shapes to run (default all: bucket, window, conc429, conclat, halve)")
+	flag.StringVar(&o.limitsShapes, "limits-shapes", "", "limits: comma-separated shapes to run (default all: bucket, window, conc429, conclat, halve, double)")
+	flag.StringVar(&o.limitsOnly, "limits-contestants", "", "limits: run only the contestants whose name holds this text (auto, probe, script, over)")
+	flag.StringVar(&o.limitsLog, "limits-log", "", "limits: keep each throttle run's event log (--log) in this directory, to read the engine's adapt changes")
 	flag.BoolVar(&o.parallelContestants, "parallel-contestants", false, "limits: run the contestants of a shape at the same time (faster; they share the cores)")
 	flag.Parse()
 	flag.Visit(func(f *flag.Flag) { o.nSet = o.nSet || f.Name == "n" })
