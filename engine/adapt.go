@@ -93,16 +93,18 @@ const (
 	measuredBeta     = 0.95                    // cut to this share of the measured accepted rate
 	blindBeta        = 0.75                    // cut to this share of the flow when nothing was measured
 	plateauShare     = 0.97                    // the plateau sits at this share of the accepted rate…
+	preciseShare     = 0.985                   // …of one measured over the longer window…
 	convergeShare    = 0.98                    // …or of this one when the target pushed back under the last plateau
 	rateK            = 15 * time.Second        // from a measured cut to its plateau (--hold strict)…
 	probeK           = 6 * time.Second         // …and with --hold probe
 	blindGrowth      = 0.2                     // per second, after a blind cut
 	blindRepeat      = 6 * time.Second         // a blind cut within this of the last cut halves
-	semiK            = 4 * time.Second         // from a cut on a rough estimate to its plateau
+	semiK            = 2 * time.Second         // from a cut on a rough estimate to its plateau
+	rateKConfirmed   = 18 * time.Second        // from a refusal that confirmed the limit to the next look past it (a raised limit is still found within 30 s)
 	parBeta          = 0.95
 	parK             = 5 * time.Second
 	probeUpCubic     = 1.4e-4          // past the plateau: +3% after 6 s…
-	roughUpCubic     = 1.1e-3          // …or after 3 s past a plateau that was only estimated
+	roughUpCubic     = 3.75e-3         // …or after 2 s past a plateau that was only estimated
 	probeUpShare     = 1.03            // past this share of the plateau without a signal…
 	probeUpAfter     = time.Second     // …for this long, the limit has moved: grow exponentially
 	probeUpDoubling  = 2 * time.Second // the exponential phase doubles this often
@@ -400,13 +402,19 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		// its rate: it measures less.)
 		// Starts over a window count the limit's tokens plus what the bucket held at the
 		// window's start (its burst at most): a longer steady window measures closer.
+		plateau, converge := plateauShare, convergeShare
 		if longer, cov := a.flow(now, since, longerWindow); cov >= longerMin && math.Abs(longer-long) <= 0.03*long {
 			long = longer
+			plateau = preciseShare // the measure is closer: so is the plateau
 		}
 		w := min(long, old)
+		// A refusal past the plateau that measures what the last one did: the limit has not
+		// moved. The pool comes back from the hold at the plateau (a deeper cut would only
+		// give away calls), and the next look past it waits longer: each look costs a hold.
+		confirmed := !a.rateBlind && !a.rateCurve.rough && !a.rateCut.IsZero() &&
+			w > a.rateCurve.top*1.005 && math.Abs(w-a.limit) <= 0.03*a.limit
 		// CUBIC's fast convergence: pushed back at or under the last plateau, the limit is
 		// lower than it was thought; the new plateau goes a little further down.
-		plateau, converge := plateauShare, convergeShare
 		if e.cfg.Hold == HoldProbe {
 			// A probe ends a hold in a fraction of a second: looking past the limit is
 			// cheap, so the plateau sits at it and the climb comes back sooner.
@@ -423,6 +431,9 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			top = w * plateau
 		}
 		to = w * measuredBeta
+		if confirmed && e.cfg.Hold == HoldStrict {
+			to, k = top, rateKConfirmed
+		}
 		measured = true
 		a.limit = long
 		why = "target accepted " + FormatComputedRate(long)

@@ -247,3 +247,56 @@ func TestAdaptParallelismCut(t *testing.T) {
 		}
 	})
 }
+
+// TestAdaptConfirmedLimitLooksLessOften: against a token bucket that never moves, a look past
+// the plateau that measures the limit the last one measured confirms it: the pool comes back
+// from the hold at the plateau rather than under it, and the next look waits rateKConfirmed.
+// The run stays under 2% 429s and close to ideal (virtual time: a check of the rule, not of
+// throughput).
+func TestAdaptConfirmedLimitLooksLessOften(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBucket(100, 5, 50*time.Millisecond)
+		e, _ := newTestEngine(t, Config{Settings: Settings{Parallelism: 32, Rate: 125, Burst: 1}, Retries: 8, Adapt: true, Adapter: b}, numbered(9000))
+		s, err := e.Run(context.Background())
+		if err != nil || s.OK != 9000 {
+			t.Fatalf("Run() = %d ok, %d failed, %v; want 9000 ok", s.OK, s.Failed, err)
+		}
+		type cut struct {
+			at           time.Time
+			to, accepted float64
+		}
+		var cuts []cut
+		for _, c := range e.Changes() {
+			if c.Origin != "adapt" || !strings.Contains(c.To, "target accepted") {
+				continue
+			}
+			to, _ := ParseRate(strings.Fields(c.To)[0])
+			acc, _ := ParseRate(strings.TrimSuffix(c.To[strings.LastIndex(c.To, " ")+1:], ")"))
+			cuts = append(cuts, cut{c.At, to, acc})
+		}
+		confirmed := 0
+		for i := 1; i < len(cuts); i++ {
+			p, c := cuts[i-1], cuts[i]
+			if d := c.accepted/p.accepted - 1; d < -0.03 || d > 0.03 {
+				continue
+			}
+			if c.to < 0.96*c.accepted { // a cut would be to 95%; the plateau is 97-98.5%
+				continue // a refusal under the plateau: convergence, not a confirmation
+			}
+			confirmed++
+			if i+1 < len(cuts) && cuts[i+1].at.Sub(c.at) < rateKConfirmed {
+				t.Errorf("the look after a confirmation at %v came %v later, want ≥ %v; changes:\n%v",
+					c.at, cuts[i+1].at.Sub(c.at), rateKConfirmed, e.Changes())
+			}
+		}
+		if confirmed == 0 {
+			t.Errorf("no look past the plateau confirmed the limit in 90 s; changes:\n%v", e.Changes())
+		}
+		if share := float64(b.refused.Load()) / float64(s.Calls); share >= 0.02 {
+			t.Errorf("429s are %.1f%% of calls, want under 2%%", 100*share)
+		}
+		if s.Elapsed > 99*time.Second { // 9000 at 100/s: 90 s ideal
+			t.Errorf("finished in %v, want within 1.1 × the ideal 90 s; changes:\n%v", s.Elapsed, e.Changes())
+		}
+	})
+}
