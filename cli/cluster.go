@@ -200,7 +200,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		wg                sync.WaitGroup
 		produced, collect error
 		stats             cluster.CollectStats
-		tally             *collectTally // the rows the coordinator writes, counted for --summary-json
+		tally             *collectTally // the rows the coordinator writes, counted for the summary and --summary-json
 		hostsSeen         func() []cluster.HostStatus
 		began             time.Time
 	)
@@ -305,6 +305,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			return clusterLines(say, clusterHosts(cj, ctrl, progress.load), 5*rf.progressEvery)
 		},
 		close: func() { stopCollect(); stopWork(); closeAll() },
+	}
+	if coordinator && tally != nil {
+		p.rows = tally.snapshot // the job's rows, every host's, as the file holds them
 	}
 	if coordinator {
 		p.summaryJSON = func(f *os.File, r endReport) error {

@@ -13,7 +13,7 @@ import (
 )
 
 // collectTally counts the rows that the coordinator of a shared job writes to the results
-// file, for --summary-json: cluster.Collect writes them as lines (one Write a batch), not
+// file, for the summary and --summary-json: cluster.Collect writes them as lines (one Write a batch), not
 // through the engine's WriteRows, so the lines are counted as they pass, the same way.
 type collectTally struct {
 	*rowTally

@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/throttle-dev/throttle/internal/bintest"
 )
 
 // TestClusterSummaryJSON: --summary-json works for a shared job on its coordinator, the host
@@ -79,5 +82,50 @@ func TestClusterSummaryJSON(t *testing.T) {
 	}
 	if calls < 40 {
 		t.Errorf("the hosts made %d calls in all, want at least one per item (40)", calls)
+	}
+}
+
+// TestClusterSummaryCountsEveryHostsFailures: the coordinator's text summary breaks down the
+// job's failed rows, every host's, as the results file holds them; not only those of the calls
+// the coordinator made itself.
+func TestClusterSummaryCountsEveryHostsFailures(t *testing.T) {
+	url := redisURL(t)
+	bin := bintest.Build(t)
+	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
+		time.Sleep(50 * time.Millisecond)
+		if n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/")); n%10 == 3 {
+			http.Error(w, "no such thing", http.StatusNotFound) // 30 of 300 fail, at once
+			return
+		}
+		okJSON(w, r)
+	})
+	const items = 300
+	in, out := writeItems(t, items), outPath(t)
+	job := jobName("test-sumfail")
+	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
+		"--parallelism", "4", "--timeout", "5s", "--redis", url, "--job", job)
+	coord.waitFor(t, "coordinator", 10*time.Second)
+	joined := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
+	for _, h := range []*host{coord, joined} {
+		select {
+		case <-h.done: // the coordinator exits 1: items failed
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the job did not end:\n%s", h.stderr())
+		}
+	}
+	failed := 0
+	for _, r := range readRows(t, out) {
+		if !*r.OK {
+			failed++
+		}
+	}
+	if failed != 30 {
+		t.Fatalf("%d failed rows in the file, want 30\n%s", failed, coord.stderr())
+	}
+	if calls := hostCalls(t, joined, joined.stdout()); calls == 0 {
+		t.Fatalf("the joined host made no call: the test shows nothing\n%s", joined.stderr())
+	}
+	if want := "  30 × 404 (4xx)"; !strings.Contains(coord.stdout(), want) {
+		t.Errorf("the coordinator's summary lacks %q, the job's failed rows:\n%s", want, coord.stdout())
 	}
 }

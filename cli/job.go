@@ -236,7 +236,10 @@ type runPlan struct {
 	// summaryJSON, when set, writes --summary-json (and closes f) in place of this host's
 	// report, after finish: a shared job's coordinator writes the whole job's.
 	summaryJSON func(f *os.File, hostReport endReport) error
-	close       func()
+	// rows, when set, counts the rows the summary breaks down in place of this host's engine's:
+	// a shared job's coordinator counts every host's rows as it writes them to the file.
+	rows  func() tallied
+	close func()
 }
 
 // controlsWithNote is what a tuner turns and a screen steers: an engine's controls and its
@@ -366,6 +369,9 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	stopMonitor() // every event fed, before the observers take the run's end
 	// The summary is the run's output: stdout, terminal or not (CONTRACT.md, Streams).
 	report := endOf(env, rf, e, sum, mon, tally)
+	if p.rows != nil {
+		report.rows = p.rows()
+	}
 	printEnd(env.Stdout, report)
 	obs.finish(env, rf, sum)
 	failed, planErr := p.finish(sum)
