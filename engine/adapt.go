@@ -372,7 +372,11 @@ func (e *Engine) reactLocked(w *worker, out Outcome, start, now time.Time) {
 	if timed {
 		e.cutRateLocked(w.inflight, start, now)
 	} else {
-		e.cutParLocked(w.inflight, start, now)
+		// The count at the call's start can be far under the target's: calls started at
+		// once (the pool's first moment, the end of a hold) reach it in another order than
+		// they started. A refusal comes back at once, so the calls out now (this one aside)
+		// are what the target counted.
+		e.cutParLocked(max(w.inflight, e.inflight-1), start, now)
 	}
 }
 

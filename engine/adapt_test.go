@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,48 @@ func TestAdaptParallelismCut(t *testing.T) {
 		}
 		if share := float64(refused.Load()) / float64(s.Calls); share >= 0.02 {
 			t.Errorf("429s are %.1f%% of calls, want under 2%%", 100*share)
+		}
+	})
+}
+
+// TestAdaptParallelismCutOnArrivalOrder: the pool's first moment starts 20 calls at once and
+// they reach a target that takes 16 at a time in another order than they started (each takes
+// its own time on the way). The refused call may be one that started early, when few were
+// out: the cut is from the calls out when its refusal came back, not from the few before it,
+// so the effective parallelism stays near the target's 16 rather than collapsing.
+func TestAdaptParallelismCutOnArrivalOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var busy atomic.Int64
+		var seq atomic.Int64
+		a := AdapterFunc(func(ctx context.Context, it Item) (Outcome, error) {
+			// The way there: the calls started first arrive last (20 ms down to 1 ms).
+			time.Sleep(time.Duration(max(1, 21-seq.Add(1))) * time.Millisecond)
+			n := busy.Add(1)
+			defer busy.Add(-1)
+			if n > 16 {
+				return Outcome{Verdict: Retry, Status: 429, Message: "429"}, nil
+			}
+			time.Sleep(50 * time.Millisecond)
+			return Outcome{Verdict: OK, Status: 200}, nil
+		})
+		e, _ := newTestEngine(t, Config{Settings: Settings{Parallelism: 20, Burst: 1}, Retries: 8, Adapt: true, Adapter: a}, numbered(400))
+		s, err := e.Run(context.Background())
+		if err != nil || s.OK != 400 {
+			t.Fatalf("Run() = %d ok, %v", s.OK, err)
+		}
+		lowest := 20
+		for _, c := range e.Changes() {
+			if c.Origin == "adapt" && c.Knob == "effective parallelism" {
+				if n, err := strconv.Atoi(strings.Fields(c.To)[0]); err == nil {
+					lowest = min(lowest, n)
+				}
+			}
+		}
+		if lowest == 20 {
+			t.Fatalf("no cut of parallelism: the test shows nothing; changes:\n%v", e.Changes())
+		}
+		if lowest < 13 {
+			t.Errorf("effective parallelism went down to %d against a target that takes 16; changes:\n%v", lowest, e.Changes())
 		}
 	})
 }
