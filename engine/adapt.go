@@ -426,9 +426,10 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		}
 		switch {
 		case a.rateBlind:
-			// Measured at the end of a blind climb, the flow over the window lags the rate
-			// that met the limit: the plateau goes at the newest measure.
-			top = max(w*plateau, min(long, short)*convergeShare)
+			// Measured at the end of a blind climb, which began at the end of a hold: the
+			// window holds the calls of the burst the bucket saved up during the hold, above
+			// its rate; the plateau keeps a margin for them.
+			top = w * plateau * convergeShare
 		case w <= a.rateCurve.top*1.005:
 			top = w * converge
 		default:
