@@ -74,7 +74,7 @@ func BenchmarkLimitAcquire(b *testing.B) {
 							b.Error(err)
 							return
 						}
-						g.finish(ctx, lease, 0)
+						g.finish(lease, 0)
 					}
 				})
 			}

@@ -1,0 +1,216 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// gateTrips coalesces a gate's round trips to Redis. A host with 32 calls in flight against a
+// target that answers at once would otherwise pay two script calls a call — one to acquire,
+// one to release — and Redis, the network and this process's own CPU would spend more on
+// them than on the calls. Instead, while one trip is out, the acquisitions and releases that
+// come queue up, and the next trip takes them all: one pipeline of one release script (every
+// lease that came back, the longest hold they asked for) and one acquire script (every call
+// that asks, each judged in turn as if it had come alone). A request that comes while no trip
+// is out goes at once: when load is low nothing waits for company, and under load a call
+// waits at most for the trip already out.
+//
+// Releases go before acquisitions in a trip, so that a slot freed by one call is there for
+// the next. A trip's answer goes to each request; a failed trip fails each, and each then
+// does what a failed round trip of its own would (an acquisition waits out the outage, a
+// release is given back later).
+type gateTrips struct {
+	g       *Gate
+	mu      sync.Mutex
+	acq     []*acquireReq
+	rel     []*releaseReq
+	running bool // a goroutine sends trips until nothing is queued
+}
+
+// The most requests a trip carries: Redis runs a script alone, so an acquire script of
+// thousands of calls would hold every other client of Redis back; a batch of releases is
+// cheap per lease.
+const (
+	maxTripAcquires = 128
+	maxTripReleases = 1000
+)
+
+// tripTimeout bounds one trip, as a single release always was: a trip that takes longer
+// fails each of its requests, which then wait out an outage.
+const tripTimeout = 3 * time.Second
+
+// acquireReq is one call's acquisition: its lease's member, its tokens and what it takes
+// from each limit's rate; the answer is the acquire script's for it.
+type acquireReq struct {
+	member string
+	tokens int
+	costs  []int
+	res    []any
+	err    error
+	done   chan struct{}
+}
+
+// releaseReq is one call's release: its lease's member and the hold its answer asks for.
+type releaseReq struct {
+	member string
+	hold   time.Duration
+	err    error
+	done   chan struct{}
+}
+
+// acquire sends r with the next trip and returns its answer, or ctx's error if ctx ends
+// first: the acquisition may still be made, so the caller gives the lease back as for any
+// failed acquisition.
+func (t *gateTrips) acquire(ctx context.Context, r *acquireReq) ([]any, error) {
+	r.done = make(chan struct{})
+	t.mu.Lock()
+	t.acq = append(t.acq, r)
+	t.start()
+	t.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// release sends the release of member with the next trip and returns once it was made (or
+// failed): when a call's Do returns, its place in the limits is free.
+func (t *gateTrips) release(member string, hold time.Duration) error {
+	r := &releaseReq{member: member, hold: hold, done: make(chan struct{})}
+	t.mu.Lock()
+	t.rel = append(t.rel, r)
+	t.start()
+	t.mu.Unlock()
+	<-r.done
+	return r.err
+}
+
+// start starts the sending goroutine if none runs; t.mu is held. The goroutine lives while
+// there is something to send, so that an idle gate (or one closed with calls still ending)
+// holds none and needs no stopping.
+func (t *gateTrips) start() {
+	if !t.running {
+		t.running = true
+		go t.run()
+	}
+}
+
+func (t *gateTrips) run() {
+	for {
+		t.mu.Lock()
+		if len(t.acq) == 0 && len(t.rel) == 0 {
+			t.running = false
+			t.mu.Unlock()
+			return
+		}
+		acq := take(&t.acq, maxTripAcquires)
+		rel := take(&t.rel, maxTripReleases)
+		t.mu.Unlock()
+		t.send(acq, rel)
+	}
+}
+
+// take removes up to n requests from the head of q and returns them.
+func take[T any](q *[]T, n int) []T {
+	n = min(n, len(*q))
+	out := make([]T, n)
+	copy(out, *q)
+	rest := copy(*q, (*q)[n:])
+	clear((*q)[rest:])
+	*q = (*q)[:rest]
+	return out
+}
+
+// send makes one trip: the releases, then the acquisitions, in one pipeline.
+func (t *gateTrips) send(acq []*acquireReq, rel []*releaseReq) {
+	g := t.g
+	ctx, cancel := context.WithTimeout(context.Background(), tripTimeout)
+	defer cancel()
+	var relArgs, acqArgs []any
+	if len(rel) > 0 {
+		members := make([]string, len(rel))
+		var hold time.Duration
+		for i, r := range rel {
+			members[i], hold = r.member, max(hold, r.hold)
+		}
+		relArgs = g.releaseArgs(members, hold)
+	}
+	if len(acq) > 0 {
+		acqArgs = g.acquireArgs(acq)
+	}
+	var relCmd, acqCmd *redis.Cmd
+	_, _ = g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each command's error is read below
+		if relArgs != nil {
+			relCmd = limitReleaseScript.EvalSha(ctx, p, g.relKeys, relArgs...)
+		}
+		if acqArgs != nil {
+			acqCmd = limitAcquireScript.EvalSha(ctx, p, g.acqKeys, acqArgs...)
+		}
+		return nil
+	})
+	// A Redis that restarted or flushed its scripts does not know them: Run loads them.
+	if relCmd != nil && redis.HasErrorPrefix(relCmd.Err(), "NOSCRIPT") {
+		relCmd = limitReleaseScript.Run(ctx, g.rdb, g.relKeys, relArgs...)
+	}
+	if acqCmd != nil && redis.HasErrorPrefix(acqCmd.Err(), "NOSCRIPT") {
+		acqCmd = limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, acqArgs...)
+	}
+	if relCmd != nil {
+		err := relCmd.Err()
+		if err != nil {
+			err = redisFailure(ctx, err)
+		}
+		for _, r := range rel {
+			r.err = err
+			close(r.done)
+		}
+	}
+	if acqCmd != nil {
+		res, err := acqCmd.Slice()
+		if err == nil && len(res) != len(acq) {
+			err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
+		}
+		for i, r := range acq {
+			r.err = err
+			if err == nil {
+				r.res, _ = res[i].([]any)
+			}
+			close(r.done)
+		}
+	}
+}
+
+// acquireArgs is the acquire script's ARGV for the calls of a trip.
+func (g *Gate) acquireArgs(acq []*acquireReq) []any {
+	args := make([]any, 0, 2+4*len(g.limits)+len(acq)*(2+len(g.limits)))
+	args = append(args, limitStarveWindow.Milliseconds(), len(acq))
+	for i, u := range g.perLimit {
+		args = append(args, u[0], u[1], u[2], g.waiters[i].count())
+	}
+	for _, r := range acq {
+		args = append(args, r.member, r.tokens)
+		for _, c := range r.costs {
+			args = append(args, c)
+		}
+	}
+	return args
+}
+
+// releaseArgs is the release script's ARGV for members, with hold.
+func (g *Gate) releaseArgs(members []string, hold time.Duration) []any {
+	args := make([]any, 0, 4+len(g.limits)+len(members))
+	args = append(args, hold.Milliseconds(), g.host, limitStarveWindow.Milliseconds(), len(g.limits))
+	for _, u := range g.limits {
+		args = append(args, u.sharer)
+	}
+	for _, m := range members {
+		args = append(args, m)
+	}
+	return args
+}
