@@ -593,26 +593,44 @@ local function gcra(tat, interval, burst, cost)
   return true, new, 0
 end
 
+-- limit reads limit i's hold, settings, sum of weights and leases once a trip, on first use:
+-- nothing in a trip changes the first three, and the leases (all, and the sharer's) are
+-- counted here as the trip's calls take them, so that each call of the trip is judged as if
+-- it had come alone, with the calls before it in place.
+local lim = {}
+local function limit(i)
+  if lim[i] then return lim[i] end
+  local b = (i - 1) * 6
+  local conf, leases, hold, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6]
+  local L = {hold = redis.call('PTTL', hold), c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease'), admitted = 0}
+  if L.hold <= 0 and L.c[1] then
+` + limitDropExpired + `
+    redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
+    L.W = tonumber(redis.call('HGET', state, 'W')) or 0
+    L.busy = redis.call('ZCARD', leases)
+    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[2 + (i - 1) * 4 + 1])) or 0
+  end
+  lim[i] = L
+  return L
+end
+
 local function try(seq, tokens, costs)
   local plan = {}
   for i = 1, n do
     local b = (i - 1) * 6
-    local conf, leases, hold, gk, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
+    local leases, gk, want = KEYS[b + 2], KEYS[b + 4], KEYS[b + 6]
     local a = 2 + (i - 1) * 4
     job = ARGV[a + 1]
     local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), costs[i]
-    local h = redis.call('PTTL', hold)
-    if h > 0 then return {1, i, h} end
-    local c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease')
+    local L = limit(i)
+    if L.hold > 0 then return {1, i, L.hold} end
+    local c = L.c
     if not c[1] then return {8, i, 0} end
     local cap, rate, burst, tpm = tonumber(c[2]) or 0, tonumber(c[3]) or 0, tonumber(c[4]) or 1, tonumber(c[5]) or 0
     local p = {lease = tonumber(c[6]) or deflease}
-  ` + limitDropExpired + `
-    redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
-    local share = w / math.max(tonumber(redis.call('HGET', state, 'W')) or 0, w)
+    local share = w / math.max(L.W, w)
     if cap > 0 then
-      local busy = redis.call('ZCARD', leases)
-      local mine = tonumber(redis.call('HGET', state, 'h:' .. job)) or 0
+      local busy, mine = L.busy, L.mine
       if busy >= cap then
         redis.call('ZADD', want, now, job)
         if mine < cap * share then redis.call('ZADD', want, now, '!' .. job) end
@@ -684,24 +702,15 @@ local function try(seq, tokens, costs)
   end
 
   local answer = {0}
-  local sec = math.floor(now / 1000)
   for i = 1, n do
     local b = (i - 1) * 6
-    local gk, state, p = KEYS[b + 4], KEYS[b + 5], plan[i]
+    local gk, p = KEYS[b + 4], plan[i]
     local a = 2 + (i - 1) * 4
     job = ARGV[a + 1]
     redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
     if ARGV[a + 4] == '0' then redis.call('ZREM', KEYS[b + 6], '!' .. job) end
-    redis.call('HINCRBY', state, 'h:' .. job, 1)
-    redis.call('HINCRBY', state, 'c:' .. job, 1)
-    local s = redis.call('HMGET', state, 'sec', 'n')
-    if tonumber(s[1]) == sec then
-      redis.call('HINCRBY', state, 'n', 1)
-    else
-      local prev = 0
-      if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
-      redis.call('HSET', state, 'sec', sec, 'n', 1, 'prev', prev)
-    end
+    local L = lim[i]
+    L.busy, L.mine, L.admitted = L.busy + 1, L.mine + 1, L.admitted + 1
     if p.gen then
       local f = {'gen', p.gen}
       if p.all then
@@ -725,6 +734,25 @@ for r = 1, R do
   local costs = {}
   for i = 1, n do costs[i] = tonumber(ARGV[a + 2 + i]) end
   out[r] = try(ARGV[a + 1], tonumber(ARGV[a + 2]), costs)
+end
+
+-- The counts of the calls admitted, once a trip: the sharer's leases and calls, and the
+-- limit's calls in this second and the last.
+local sec = math.floor(now / 1000)
+for i, L in pairs(lim) do
+  if L.admitted > 0 then
+    local state, job = KEYS[(i - 1) * 6 + 5], ARGV[2 + (i - 1) * 4 + 1]
+    redis.call('HINCRBY', state, 'h:' .. job, L.admitted)
+    redis.call('HINCRBY', state, 'c:' .. job, L.admitted)
+    local s = redis.call('HMGET', state, 'sec', 'n')
+    if tonumber(s[1]) == sec then
+      redis.call('HINCRBY', state, 'n', L.admitted)
+    else
+      local prev = 0
+      if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
+      redis.call('HSET', state, 'sec', sec, 'n', L.admitted, 'prev', prev)
+    end
+  end
 end
 return out
 `)
