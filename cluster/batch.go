@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // gateTrips coalesces a gate's round trips to Redis. A host with 32 calls in flight against a
 // target that answers at once would otherwise pay two script calls a call — one to acquire,
 // one to release — and Redis, the network and this process's own CPU would spend more on
 // them than on the calls. Instead, while one trip is out, the acquisitions and releases that
-// come queue up, and the next trip takes them all: one pipeline of one release script (every
-// lease that came back, the longest hold they asked for) and one acquire script (every call
-// that asks, each judged in turn as if it had come alone). A request that comes while no trip
+// come queue up, and the next trip takes them all: one script that gives back every lease
+// that came back (with the longest hold they asked for), then judges every call that asks,
+// each in turn as if it had come alone. A request that comes while no trip
 // is out goes at once: when load is low nothing waits for company, and under load a call
 // waits at most for the trip already out.
 //
@@ -127,71 +125,47 @@ func take[T any](q *[]T, n int) []T {
 	return out
 }
 
-// send makes one trip: the releases, then the acquisitions, in one pipeline.
+// send makes one trip: one acquire script that first gives back the leases of rel, then
+// judges each call of acq. One script rather than a pipeline of two: one command for Redis
+// to run, and a trip that fails, fails at once for all.
 func (t *gateTrips) send(acq []*acquireReq, rel []*releaseReq) {
 	g := t.g
 	ctx, cancel := context.WithTimeout(context.Background(), tripTimeout)
 	defer cancel()
-	var relArgs, acqArgs []any
-	if len(rel) > 0 {
-		members := make([]string, len(rel))
-		var hold time.Duration
-		for i, r := range rel {
-			members[i], hold = r.member, max(hold, r.hold)
-		}
-		relArgs = g.releaseArgs(members, hold)
+	res, err := limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
+	if err == nil && len(res) != len(acq) {
+		err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
 	}
-	if len(acq) > 0 {
-		acqArgs = g.acquireArgs(acq)
+	if err != nil {
+		err = redisFailure(ctx, err)
 	}
-	var relCmd, acqCmd *redis.Cmd
-	_, _ = g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each command's error is read below
-		if relArgs != nil {
-			relCmd = limitReleaseScript.EvalSha(ctx, p, g.relKeys, relArgs...)
-		}
-		if acqArgs != nil {
-			acqCmd = limitAcquireScript.EvalSha(ctx, p, g.acqKeys, acqArgs...)
-		}
-		return nil
-	})
-	// A Redis that restarted or flushed its scripts does not know them: Run loads them.
-	if relCmd != nil && redis.HasErrorPrefix(relCmd.Err(), "NOSCRIPT") {
-		relCmd = limitReleaseScript.Run(ctx, g.rdb, g.relKeys, relArgs...)
+	for _, r := range rel {
+		r.err = err
+		close(r.done)
 	}
-	if acqCmd != nil && redis.HasErrorPrefix(acqCmd.Err(), "NOSCRIPT") {
-		acqCmd = limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, acqArgs...)
-	}
-	if relCmd != nil {
-		err := relCmd.Err()
-		if err != nil {
-			err = redisFailure(ctx, err)
+	for i, r := range acq {
+		r.err = err
+		if err == nil {
+			r.res, _ = res[i].([]any)
 		}
-		for _, r := range rel {
-			r.err = err
-			close(r.done)
-		}
-	}
-	if acqCmd != nil {
-		res, err := acqCmd.Slice()
-		if err == nil && len(res) != len(acq) {
-			err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
-		}
-		for i, r := range acq {
-			r.err = err
-			if err == nil {
-				r.res, _ = res[i].([]any)
-			}
-			close(r.done)
-		}
+		close(r.done)
 	}
 }
 
-// acquireArgs is the acquire script's ARGV for the calls of a trip.
-func (g *Gate) acquireArgs(acq []*acquireReq) []any {
-	args := make([]any, 0, 2+4*len(g.limits)+len(acq)*(2+len(g.limits)))
-	args = append(args, limitStarveWindow.Milliseconds(), len(acq))
+// tripArgs is the acquire script's ARGV for a trip: the leases of rel to give back, with the
+// longest hold they asked for, and the calls of acq.
+func (g *Gate) tripArgs(acq []*acquireReq, rel []*releaseReq) []any {
+	var hold time.Duration
+	for _, r := range rel {
+		hold = max(hold, r.hold)
+	}
+	args := make([]any, 0, 5+4*len(g.limits)+len(rel)+len(acq)*(2+len(g.limits)))
+	args = append(args, limitStarveWindow.Milliseconds(), len(acq), len(rel), hold.Milliseconds(), g.host)
 	for i, u := range g.perLimit {
 		args = append(args, u[0], u[1], u[2], g.waiters[i].count())
+	}
+	for _, r := range rel {
+		args = append(args, r.member)
 	}
 	for _, r := range acq {
 		args = append(args, r.member, r.tokens)

@@ -401,7 +401,7 @@ func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limit
 		g.cost = g.coster.Cost
 	}
 	for i, u := range limits {
-		g.acqKeys = append(g.acqKeys, u.key("conf"), u.key("leases"), u.key("hold"), u.key("gcra"), u.key("state"), u.key("want"))
+		g.acqKeys = append(g.acqKeys, u.key("conf"), u.key("leases"), u.key("hold"), u.key("gcra"), u.key("state"), u.key("want"), u.key("changes"))
 		g.relKeys = append(g.relKeys, u.key("leases"), u.key("hold"), u.key("state"), u.key("want"), u.key("changes"))
 		g.renKeys = append(g.renKeys, u.key("conf"), u.key("leases"))
 		g.perLimit = append(g.perLimit, []any{u.sharer, formatRateField(u.weight), u.lease.Milliseconds()})
@@ -553,18 +553,23 @@ const (
 // The "job" of the script is the sharer of each limit (a job of a named limit, a host of
 // the job's own); a lease is SHARER|SEQ in each limit.
 //
-// KEYS: per limit conf, leases, hold, gcra, state, want. ARGV: starve window ms, the number
-// of calls R, then per limit the sharer, its weight, the default lease ms and how many of the
-// sharer's calls wait on the limit (refused before, none of the batch); then per call its
-// seq, its tokens and per limit what it takes from the rate.
+// The leases that came back since the last trip go back first, as the release script gives
+// them back (see limitRelease): a slot one call frees is there for the next.
+//
+// KEYS: per limit conf, leases, hold, gcra, state, want, channel. ARGV: starve window ms, the
+// number of calls R, the number of leases to give back M, the hold ms they ask for (0: none),
+// the holder; then per limit the sharer, its weight, the default lease ms and how many of the
+// sharer's calls wait on the limit (refused before, none of the trip); then the M leases'
+// sequence numbers; then per call its seq, its tokens and per limit what it takes from the
+// rate.
 // Answer: per call, {0, lease ms per limit} or {status, limit index (1-based), value, more}:
 // the hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
 // wait for a token and the interval between turns at tokens (µs: the limit's, or the job's
 // share's while other jobs want tokens too), for this job's waiters to take turns; or, too
 // big, the limit (tpm, burst) and 1 for the rate, 2 for the tpm.
-var limitAcquireScript = redis.NewScript(limitNow + `
-local window, R = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = #KEYS / 6
+var limitAcquireScript = redis.NewScript(limitNow + limitRelease + `
+local window, R, M, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = #KEYS / 7
 local job
 
 -- others says whether another job is starved (refused within its share), and whether
@@ -600,7 +605,7 @@ end
 local lim = {}
 local function limit(i)
   if lim[i] then return lim[i] end
-  local b = (i - 1) * 6
+  local b = (i - 1) * 7
   local conf, leases, hold, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6]
   local L = {hold = redis.call('PTTL', hold), c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease'), admitted = 0}
   if L.hold <= 0 and L.c[1] then
@@ -608,7 +613,7 @@ local function limit(i)
     redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
     L.W = tonumber(redis.call('HGET', state, 'W')) or 0
     L.busy = redis.call('ZCARD', leases)
-    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[2 + (i - 1) * 4 + 1])) or 0
+    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[5 + (i - 1) * 4 + 1])) or 0
   end
   lim[i] = L
   return L
@@ -617,9 +622,9 @@ end
 local function try(seq, tokens, costs)
   local plan = {}
   for i = 1, n do
-    local b = (i - 1) * 6
+    local b = (i - 1) * 7
     local leases, gk, want = KEYS[b + 2], KEYS[b + 4], KEYS[b + 6]
-    local a = 2 + (i - 1) * 4
+    local a = 5 + (i - 1) * 4
     job = ARGV[a + 1]
     local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), costs[i]
     local L = limit(i)
@@ -703,9 +708,9 @@ local function try(seq, tokens, costs)
 
   local answer = {0}
   for i = 1, n do
-    local b = (i - 1) * 6
+    local b = (i - 1) * 7
     local gk, p = KEYS[b + 4], plan[i]
-    local a = 2 + (i - 1) * 4
+    local a = 5 + (i - 1) * 4
     job = ARGV[a + 1]
     redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
     if ARGV[a + 4] == '0' then redis.call('ZREM', KEYS[b + 6], '!' .. job) end
@@ -728,9 +733,21 @@ local function try(seq, tokens, costs)
   return answer
 end
 
+-- The trip's releases first: a slot one call gives back is there for the next.
+if M > 0 then
+  local keys, owners, members = {}, {}, {}
+  for i = 1, n do
+    local b = (i - 1) * 7
+    keys[i] = {KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]}
+    owners[i] = ARGV[5 + (i - 1) * 4 + 1]
+  end
+  for k = 1, M do members[k] = ARGV[5 + 4 * n + k] end
+  release(keys, owners, members, hold, ARGV[5], window)
+end
+
 local out = {}
 for r = 1, R do
-  local a = 2 + 4 * n + (r - 1) * (2 + n)
+  local a = 5 + 4 * n + M + (r - 1) * (2 + n)
   local costs = {}
   for i = 1, n do costs[i] = tonumber(ARGV[a + 2 + i]) end
   out[r] = try(ARGV[a + 1], tonumber(ARGV[a + 2]), costs)
@@ -741,7 +758,7 @@ end
 local sec = math.floor(now / 1000)
 for i, L in pairs(lim) do
   if L.admitted > 0 then
-    local state, job = KEYS[(i - 1) * 6 + 5], ARGV[2 + (i - 1) * 4 + 1]
+    local state, job = KEYS[(i - 1) * 7 + 5], ARGV[5 + (i - 1) * 4 + 1]
     redis.call('HINCRBY', state, 'h:' .. job, L.admitted)
     redis.call('HINCRBY', state, 'c:' .. job, L.admitted)
     local s = redis.call('HMGET', state, 'sec', 'n')
@@ -765,35 +782,52 @@ return out
 // KEYS: per limit leases, hold, state, want, channel. ARGV: hold ms (0: none), holder,
 // starve window ms, the number of limits, then the sharer of each limit, then the leases'
 // sequence numbers (a lease is SHARER|SEQ).
-var limitReleaseScript = redis.NewScript(limitNow + `
+var limitReleaseScript = redis.NewScript(limitNow + limitRelease + `
 local hold, window, n = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-for b = 1, #KEYS, 5 do
-  local freed = 0
-  local owner = ARGV[4 + (b + 4) / 5]
-  for k = 5 + n, #ARGV do
-    if redis.call('ZREM', KEYS[b], owner .. '|' .. ARGV[k]) == 1 then
-      freed = freed + 1
-      if redis.call('HINCRBY', KEYS[b + 2], 'h:' .. owner, -1) < 0 then
-        redis.call('HSET', KEYS[b + 2], 'h:' .. owner, 0)
+local keys, owners, members = {}, {}, {}
+for i = 1, n do
+  local b = (i - 1) * 5
+  keys[i] = {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]}
+  owners[i] = ARGV[4 + i]
+end
+for k = 5 + n, #ARGV do members[#members + 1] = ARGV[k] end
+release(keys, owners, members, hold, ARGV[2], window)
+return 0
+`)
+
+// limitRelease defines release, the release of leases that the release script makes alone and
+// the acquire script before its acquisitions: for each limit (keys: leases, hold, state, want,
+// channel; owners: the sharer), the leases SHARER|MEMBER go back, a hold of hold ms (0: none)
+// is set by holder unless a longer one is, and each freed slot is announced on the limit's
+// channel while some job waits for one. It expects now.
+const limitRelease = `
+local function release(keys, owners, members, hold, holder, window)
+  for i, k in ipairs(keys) do
+    local freed, owner = 0, owners[i]
+    for _, m in ipairs(members) do
+      if redis.call('ZREM', k[1], owner .. '|' .. m) == 1 then
+        freed = freed + 1
+        if redis.call('HINCRBY', k[3], 'h:' .. owner, -1) < 0 then
+          redis.call('HSET', k[3], 'h:' .. owner, 0)
+        end
       end
     end
-  end
-  if hold > 0 and redis.call('PTTL', KEYS[b + 1]) < hold then
-    redis.call('SET', KEYS[b + 1], ARGV[2], 'PX', hold)
-  end
-  if freed > 0 then
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[b + 3], now - window, '+inf')) do
-      local c = string.sub(m, 1, 1)
-      if c ~= '!' and c ~= '~' then
-        -- One 'free' a slot, as when each lease came back alone: each wakes one waiting call.
-        for _ = 1, freed do redis.call('PUBLISH', KEYS[b + 4], 'free') end
-        break
+    if hold > 0 and redis.call('PTTL', k[2]) < hold then
+      redis.call('SET', k[2], holder, 'PX', hold)
+    end
+    if freed > 0 then
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', k[4], now - window, '+inf')) do
+        local c = string.sub(m, 1, 1)
+        if c ~= '!' and c ~= '~' then
+          -- One 'free' a slot, as when each lease came back alone: each wakes one waiting call.
+          for _ = 1, freed do redis.call('PUBLISH', k[5], 'free') end
+          break
+        end
       end
     end
   end
 end
-return 0
-`)
+`
 
 // limitRenewScript pushes back the expiry of a call's leases still held, each by its limit's
 // lease (XX: a lease released or expired is not brought back).
