@@ -766,10 +766,8 @@ func (s *Source) giveUp(m redis.XMessage, delivered int64) error {
 	for i, it := range items {
 		rows[i] = engine.EncodedRow{Index: it.Index, Line: engine.AppendRow(nil, &engine.Result{Item: it, At: now, Error: msg})}
 	}
-	if _, err := s.addRows(rows); err != nil {
-		return err
-	}
-	return s.ack([]string{m.ID})
+	_, err = s.addRowsAck(rows, []string{m.ID})
+	return err
 }
 
 func decodeEntry(m redis.XMessage) ([]engine.Item, error) {
@@ -851,42 +849,6 @@ func (s *Source) forget(ids []string) {
 		delete(s.held, id)
 	}
 }
-
-// ack acknowledges entries whose items all have rows, waiting out Redis outages.
-//
-// With a generation, it acknowledges only in that run of the job: entry IDs repeat from one
-// run to the next (0-1, 0-2, …), and a host of the previous run must not acknowledge the
-// new run's entries of the same IDs.
-func (s *Source) ack(ids []string) error {
-	if s.j.gen == "" {
-		return retry(s.ctx, &s.down, func() error {
-			return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
-		})
-	}
-	args := make([]any, 0, len(ids)+2)
-	args = append(args, workGroup, s.j.gen)
-	for _, id := range ids {
-		args = append(args, id)
-	}
-	var n int64
-	err := retry(s.ctx, &s.down, func() (err error) {
-		n, err = ackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).Int64()
-		return err
-	})
-	if err == nil && n < 0 {
-		return ErrJobGone
-	}
-	return err
-}
-
-// ackScript acknowledges entries if the job is still of the generation given. KEYS[1] work
-// list, KEYS[2] meta. ARGV: group, generation, IDs. It returns -1 for another generation.
-var ackScript = redis.NewScript(`
-if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then
-  return -1
-end
-return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
-`)
 
 // notYet reports whether err says the work list does not exist yet: a host started before
 // the coordinator.
