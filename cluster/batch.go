@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // gateTrips coalesces a gate's round trips to Redis. A host with 32 calls in flight against a
@@ -22,11 +24,17 @@ import (
 // does what a failed round trip of its own would (an acquisition waits out the outage, a
 // release is given back later).
 type gateTrips struct {
-	g       *Gate
+	g *Gate
+	// rdb carries the trips: a client of the gate's Redis that does not retry a command
+	// itself. The gate waits out an outage itself (OutageWait), and one trip carries every
+	// call of the host: a trip retried inside the client through a short cut would hold them
+	// all, and the cut would go unreported. After close, the gate's own client.
+	rdb     *redis.Client
 	mu      sync.Mutex
 	acq     []*acquireReq
 	rel     []*releaseReq
-	running bool // a goroutine sends trips until nothing is queued
+	running bool          // a goroutine sends trips until nothing is queued
+	sending *redis.Client // the client of the trip out, if any
 }
 
 // The most requests a trip carries: Redis runs a script alone, so an acquire script of
@@ -58,6 +66,31 @@ type releaseReq struct {
 	hold   time.Duration
 	err    error
 	done   chan struct{}
+}
+
+// open makes the trips' client, like rdb but for its retries.
+func (t *gateTrips) open(rdb *redis.Client) {
+	opt := *rdb.Options()
+	opt.MaxRetries = -1 // none
+	t.rdb = redis.NewClient(&opt)
+}
+
+// close closes the trips' client once no trip is out (at most a trip's timeout): the calls
+// that end after the gate closed give their leases back through the gate's own client.
+func (t *gateTrips) close() {
+	t.mu.Lock()
+	own := t.rdb
+	t.rdb = t.g.rdb
+	t.mu.Unlock()
+	for deadline := time.Now().Add(tripTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		t.mu.Lock()
+		idle := !t.running || t.sending != own
+		t.mu.Unlock()
+		if idle {
+			break
+		}
+	}
+	_ = own.Close() // its connections only; nothing was pending on them
 }
 
 // acquire sends r with the next trip and returns its answer, or ctx's error if ctx ends
@@ -109,8 +142,13 @@ func (t *gateTrips) run() {
 		}
 		acq := take(&t.acq, maxTripAcquires)
 		rel := take(&t.rel, maxTripReleases)
+		rdb := t.rdb
+		t.sending = rdb
 		t.mu.Unlock()
-		t.send(acq, rel)
+		t.send(rdb, acq, rel)
+		t.mu.Lock()
+		t.sending = nil
+		t.mu.Unlock()
 	}
 }
 
@@ -128,11 +166,11 @@ func take[T any](q *[]T, n int) []T {
 // send makes one trip: one acquire script that first gives back the leases of rel, then
 // judges each call of acq. One script rather than a pipeline of two: one command for Redis
 // to run, and a trip that fails, fails at once for all.
-func (t *gateTrips) send(acq []*acquireReq, rel []*releaseReq) {
+func (t *gateTrips) send(rdb *redis.Client, acq []*acquireReq, rel []*releaseReq) {
 	g := t.g
 	ctx, cancel := context.WithTimeout(context.Background(), tripTimeout)
 	defer cancel()
-	res, err := limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
+	res, err := limitAcquireScript.Run(ctx, rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
 	if err == nil && len(res) != len(acq) {
 		err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
 	}

@@ -384,6 +384,7 @@ func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limit
 	}
 	g.out.notify = opts.OnRedisError
 	g.round.g = g
+	g.round.open(rdb)
 	g.batcher, _ = inner.(engine.Batcher)
 	g.coster, _ = inner.(engine.Coster)
 	switch t, _ := inner.(Tokener); {
@@ -431,6 +432,7 @@ func (g *Gate) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = g.beat(ctx, true)
+		g.round.close()
 	})
 }
 
