@@ -12,12 +12,12 @@ import (
 // gateTrips coalesces a gate's round trips to Redis. A host with 32 calls in flight against a
 // target that answers at once would otherwise pay two script calls a call — one to acquire,
 // one to release — and Redis, the network and this process's own CPU would spend more on
-// them than on the calls. Instead, while one trip is out, the acquisitions and releases that
-// come queue up, and the next trip takes them all: one script that gives back every lease
-// that came back (with the longest hold they asked for), then judges every call that asks,
-// each in turn as if it had come alone. A request that comes while no trip
-// is out goes at once: when load is low nothing waits for company, and under load a call
-// waits at most for the trip already out.
+// them than on the calls. Instead, while trips are out (tripsOut at most), the acquisitions
+// and releases that come queue up, and the next trip takes them all: one script that gives
+// back every lease that came back (with the longest hold they asked for), then judges every
+// call that asks, each in turn as if it had come alone. A request that comes while a trip may
+// still go out goes at once: when load is low nothing waits for company, and under load a
+// call waits at most for a trip out to come back.
 //
 // Releases go before acquisitions in a trip, so that a slot freed by one call is there for
 // the next. A trip's answer goes to each request; a failed trip fails each, and each then
@@ -33,8 +33,8 @@ type gateTrips struct {
 	mu      sync.Mutex
 	acq     []*acquireReq
 	rel     []*releaseReq
-	running bool          // a goroutine sends trips until nothing is queued
-	sending *redis.Client // the client of the trip out, if any
+	senders int // goroutines that send trips until nothing is queued
+	out     int // trips out
 }
 
 // The most requests a trip carries: Redis runs a script alone, so an acquire script of
@@ -44,6 +44,12 @@ const (
 	maxTripAcquires = 128
 	maxTripReleases = 1000
 )
+
+// tripsOut is how many trips may be out at once: a request that comes while every one is out
+// waits for the next. More than one, so that a call's release or acquisition need not wait
+// behind another call's trip for Redis to run it: a slot between a call's release and its
+// next acquisition is one another job may take.
+const tripsOut = 2
 
 // tripTimeout bounds one trip, as a single release always was: a trip that takes longer
 // fails each of its requests, which then wait out an outage.
@@ -84,7 +90,7 @@ func (t *gateTrips) close() {
 	t.mu.Unlock()
 	for deadline := time.Now().Add(tripTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		t.mu.Lock()
-		idle := !t.running || t.sending != own
+		idle := t.out == 0
 		t.mu.Unlock()
 		if idle {
 			break
@@ -122,12 +128,12 @@ func (t *gateTrips) release(member string, hold time.Duration) error {
 	return r.err
 }
 
-// start starts the sending goroutine if none runs; t.mu is held. The goroutine lives while
-// there is something to send, so that an idle gate (or one closed with calls still ending)
-// holds none and needs no stopping.
+// start starts a sending goroutine if every one is in a trip and another trip may go out;
+// t.mu is held. A sender lives while there is something to send, so that an idle gate (or
+// one closed with calls still ending) holds none and needs no stopping.
 func (t *gateTrips) start() {
-	if !t.running {
-		t.running = true
+	if t.senders == t.out && t.senders < tripsOut {
+		t.senders++
 		go t.run()
 	}
 }
@@ -136,18 +142,18 @@ func (t *gateTrips) run() {
 	for {
 		t.mu.Lock()
 		if len(t.acq) == 0 && len(t.rel) == 0 {
-			t.running = false
+			t.senders--
 			t.mu.Unlock()
 			return
 		}
 		acq := take(&t.acq, maxTripAcquires)
 		rel := take(&t.rel, maxTripReleases)
 		rdb := t.rdb
-		t.sending = rdb
+		t.out++
 		t.mu.Unlock()
 		t.send(rdb, acq, rel)
 		t.mu.Lock()
-		t.sending = nil
+		t.out--
 		t.mu.Unlock()
 	}
 }

@@ -621,6 +621,13 @@ local function limit(i)
   return L
 end
 
+-- starve marks the sharer of limit i starved in want; the trip remembers it, so that of its
+-- admissions only the first after a mark takes the mark away (the others would repeat it).
+local function starve(i, want)
+  redis.call('ZADD', want, now, '!' .. job)
+  lim[i].starved = true
+end
+
 local function try(seq, tokens, costs)
   local plan = {}
   for i = 1, n do
@@ -640,7 +647,7 @@ local function try(seq, tokens, costs)
       local busy, mine = L.busy, L.mine
       if busy >= cap then
         redis.call('ZADD', want, now, job)
-        if mine < cap * share then redis.call('ZADD', want, now, '!' .. job) end
+        if mine < cap * share then starve(i, want) end
         local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
         return {2, i, busy, math.ceil(tonumber(first[2]) - now)}
       end
@@ -667,7 +674,7 @@ local function try(seq, tokens, costs)
         local starved, waiting = others(want)
         if not ok then
           redis.call('ZADD', want, now, '~' .. job)
-          if okj then redis.call('ZADD', want, now, '!' .. job) end
+          if okj then starve(i, want) end
           -- Turns come at the job's share of the tokens while other jobs want them too.
           if waiting then iv = ivj end
           return {4, i, math.ceil(wait * 1000), math.ceil(iv * math.max(cost, 1) * 1000)}
@@ -691,7 +698,7 @@ local function try(seq, tokens, costs)
         local starved, waiting = others(want)
         if not ok then
           redis.call('ZADD', want, now, '~' .. job)
-          if okj then redis.call('ZADD', want, now, '!' .. job) end
+          if okj then starve(i, want) end
           if waiting then iv = ivj end
           return {6, i, math.ceil(wait * 1000), math.ceil(iv * tokens * 1000)}
         end
@@ -715,7 +722,10 @@ local function try(seq, tokens, costs)
     local a = 5 + (i - 1) * 4
     job = ARGV[a + 1]
     redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
-    if ARGV[a + 4] == '0' then redis.call('ZREM', KEYS[b + 6], '!' .. job) end
+    if ARGV[a + 4] == '0' and lim[i].starved ~= false then
+      redis.call('ZREM', KEYS[b + 6], '!' .. job)
+      lim[i].starved = false
+    end
     local L = lim[i]
     L.busy, L.mine, L.admitted = L.busy + 1, L.mine + 1, L.admitted + 1
     if p.gen then
@@ -805,14 +815,11 @@ return 0
 const limitRelease = `
 local function release(keys, owners, members, hold, holder, window)
   for i, k in ipairs(keys) do
-    local freed, owner = 0, owners[i]
-    for _, m in ipairs(members) do
-      if redis.call('ZREM', k[1], owner .. '|' .. m) == 1 then
-        freed = freed + 1
-        if redis.call('HINCRBY', k[3], 'h:' .. owner, -1) < 0 then
-          redis.call('HSET', k[3], 'h:' .. owner, 0)
-        end
-      end
+    local all = {}
+    for j, m in ipairs(members) do all[j] = owners[i] .. '|' .. m end
+    local freed = redis.call('ZREM', k[1], unpack(all))
+    if freed > 0 and redis.call('HINCRBY', k[3], 'h:' .. owners[i], -freed) < 0 then
+      redis.call('HSET', k[3], 'h:' .. owners[i], 0)
     end
     if hold > 0 and redis.call('PTTL', k[2]) < hold then
       redis.call('SET', k[2], holder, 'PX', hold)
