@@ -71,10 +71,11 @@ func clusterScenario(o *options) ([]*figure, error) {
 	off := &figure{name: "20,000 calls, one host: calls/s without --redis", unit: "calls/s", goal: "—", command: o.bin + " " + join(plain), worst: slices.Min[[]float64]}
 	on := &figure{name: "same, with --redis (one host)", unit: "calls/s", goal: "—", command: o.bin + " " + join(shared(0)), worst: slices.Min[[]float64]}
 	cost := &figure{name: "redis coordination per call", unit: "µs", goal: "—", command: "(1/with − 1/without)", decimals: 1}
+	kept := &figure{name: "with --redis over without, same run", unit: "%", goal: "≥ 50%", command: "(with / without)", worst: slices.Min[[]float64]}
 	one := &figure{name: "3,000 calls of 50 ms, 16 per host: 1 host", unit: "calls/s", goal: "≈ 320", command: o.bin + " " + join(scaled(0)) + " (held by --rate 1/h, then ctl set rate 0)", worst: slices.Min[[]float64]}
 	three := &figure{name: "same, 3 hosts (2 join with throttle join)", unit: "calls/s", goal: "≈ 960", command: "+ 2 × " + o.bin + " join --redis URL --job NAME, all in the job before the clock", worst: slices.Min[[]float64]}
 	linear := &figure{name: "1 → 3 hosts: 3-host calls/s over 3 × 1-host", unit: "×", goal: "≥ 0.85", command: "(same runs)", decimals: 2}
-	figs := []*figure{off, on, cost, one, three, linear}
+	figs := []*figure{off, on, cost, kept, one, three, linear}
 	for i := range o.n {
 		w0, err := timed(o.bin, plain)
 		if err != nil {
@@ -87,6 +88,7 @@ func clusterScenario(o *options) ([]*figure, error) {
 		off.values = append(off.values, fastItems/w0.Seconds())
 		on.values = append(on.values, fastItems/w1.Seconds())
 		cost.values = append(cost.values, (w1-w0).Seconds()/fastItems*1e6)
+		kept.values = append(kept.values, 100*w0.Seconds()/w1.Seconds())
 		w, err := startedHosts(o.bin, append(scaled(10*i+2), "--control", sock), sock, url, job(10*i+2), 0)
 		if err != nil {
 			return figs, err
