@@ -106,8 +106,7 @@ func (t *gateTrips) acquire(ctx context.Context, r *acquireReq) ([]any, error) {
 	r.done = make(chan struct{})
 	t.mu.Lock()
 	t.acq = append(t.acq, r)
-	t.start()
-	t.mu.Unlock()
+	t.go1()
 	select {
 	case <-r.done:
 		return r.res, r.err
@@ -122,22 +121,36 @@ func (t *gateTrips) release(member string, hold time.Duration) error {
 	r := &releaseReq{member: member, hold: hold, done: make(chan struct{})}
 	t.mu.Lock()
 	t.rel = append(t.rel, r)
-	t.start()
-	t.mu.Unlock()
+	t.go1()
 	<-r.done
 	return r.err
 }
 
-// start starts a sending goroutine if every one is in a trip and another trip may go out;
-// t.mu is held. A sender lives while there is something to send, so that an idle gate (or
-// one closed with calls still ending) holds none and needs no stopping.
-func (t *gateTrips) start() {
-	if t.senders == t.out && t.senders < tripsOut {
-		t.senders++
-		go t.run()
+// go1 sends what is queued, itself, if every sender is in a trip and another trip may go out:
+// the caller's own goroutine makes the trip, so that a call that comes alone pays its round
+// trip and nothing more. Once back, if more came meanwhile, a goroutine goes on sending in
+// its place. Otherwise a sender that is out will take what is queued. t.mu is held; go1
+// unlocks it.
+func (t *gateTrips) go1() {
+	if t.senders != t.out || t.senders >= tripsOut {
+		t.mu.Unlock()
+		return
 	}
+	t.senders++
+	t.trip() // unlocks
+	t.mu.Lock()
+	if len(t.acq) == 0 && len(t.rel) == 0 {
+		t.senders--
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	go t.run()
 }
 
+// run sends trips until nothing is queued. A sender lives while there is something to send,
+// so that an idle gate (or one closed with calls still ending) holds none and needs no
+// stopping.
 func (t *gateTrips) run() {
 	for {
 		t.mu.Lock()
@@ -146,16 +159,21 @@ func (t *gateTrips) run() {
 			t.mu.Unlock()
 			return
 		}
-		acq := take(&t.acq, maxTripAcquires)
-		rel := take(&t.rel, maxTripReleases)
-		rdb := t.rdb
-		t.out++
-		t.mu.Unlock()
-		t.send(rdb, acq, rel)
-		t.mu.Lock()
-		t.out--
-		t.mu.Unlock()
+		t.trip()
 	}
+}
+
+// trip takes what is queued and sends it; t.mu is held, and unlocked on return.
+func (t *gateTrips) trip() {
+	acq := take(&t.acq, maxTripAcquires)
+	rel := take(&t.rel, maxTripReleases)
+	rdb := t.rdb
+	t.out++
+	t.mu.Unlock()
+	t.send(rdb, acq, rel)
+	t.mu.Lock()
+	t.out--
+	t.mu.Unlock()
 }
 
 // take removes up to n requests from the head of q and returns them.
@@ -170,13 +188,25 @@ func take[T any](q *[]T, n int) []T {
 }
 
 // send makes one trip: one acquire script that first gives back the leases of rel, then
-// judges each call of acq. One script rather than a pipeline of two: one command for Redis
-// to run, and a trip that fails, fails at once for all.
+// judges each call of acq (the release script when there is none). One script rather than a
+// pipeline of two: one command for Redis to run, and a trip that fails, fails at once for all.
 func (t *gateTrips) send(rdb *redis.Client, acq []*acquireReq, rel []*releaseReq) {
 	g := t.g
 	ctx, cancel := context.WithTimeout(context.Background(), tripTimeout)
 	defer cancel()
-	res, err := limitAcquireScript.Run(ctx, rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
+	var res []any
+	var err error
+	if len(acq) == 0 {
+		// Releases alone: the release script, which does only that, costs Redis less.
+		members := make([]string, len(rel))
+		var hold time.Duration
+		for i, r := range rel {
+			members[i], hold = r.member, max(hold, r.hold)
+		}
+		err = limitReleaseScript.Run(ctx, rdb, g.relKeys, g.releaseArgs(members, hold)...).Err()
+	} else {
+		res, err = limitAcquireScript.Run(ctx, rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
+	}
 	if err == nil && len(res) != len(acq) {
 		err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
 	}
