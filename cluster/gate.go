@@ -721,7 +721,9 @@ local function try(seq, tokens, costs)
     local gk, p = KEYS[b + 4], plan[i]
     local a = 5 + (i - 1) * 4
     job = ARGV[a + 1]
-    redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
+    -- A whole ms: Redis reads a score of 12 digits faster than one of 17, and a lease of
+    -- 100 ms or more lives as long within a ms.
+    redis.call('ZADD', KEYS[b + 2], math.floor(now + p.lease), job .. '|' .. seq)
     if ARGV[a + 4] == '0' and lim[i].starved ~= false then
       redis.call('ZREM', KEYS[b + 6], '!' .. job)
       lim[i].starved = false
@@ -846,7 +848,7 @@ var limitRenewScript = redis.NewScript(limitNow + `
 for b = 1, #KEYS, 2 do
   local a = b + 1
   local lease = tonumber(redis.call('HGET', KEYS[b], 'lease')) or tonumber(ARGV[a + 1])
-  redis.call('ZADD', KEYS[b + 1], 'XX', now + lease, ARGV[a] .. '|' .. ARGV[1])
+  redis.call('ZADD', KEYS[b + 1], 'XX', math.floor(now + lease), ARGV[a] .. '|' .. ARGV[1])
 end
 return 0
 `)
