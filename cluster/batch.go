@@ -101,7 +101,8 @@ func (t *gateTrips) close() {
 
 // acquire sends r with the next trip and returns its answer, or ctx's error if ctx ends
 // first: the acquisition may still be made, so the caller gives the lease back as for any
-// failed acquisition.
+// failed acquisition. A caller that makes the trip itself (see go1) waits for it, at most
+// tripTimeout, whatever ctx says.
 func (t *gateTrips) acquire(ctx context.Context, r *acquireReq) ([]any, error) {
 	r.done = make(chan struct{})
 	t.mu.Lock()
