@@ -227,6 +227,7 @@ type Gate struct {
 	seq     atomic.Uint64
 	calling atomic.Int64
 	trips   atomic.Int64 // acquisitions asked of Redis, admitted or not
+	round   gateTrips    // the round trips that carry them, and the releases
 
 	cfgMu sync.Mutex
 	cfg   []LimitConfig // as last heard: at the start, at each (re)subscription and change
@@ -382,6 +383,8 @@ func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limit
 		blocked: make([]atomic.Int64, len(limits)),
 	}
 	g.out.notify = opts.OnRedisError
+	g.round.g = g
+	g.round.open(rdb)
 	g.batcher, _ = inner.(engine.Batcher)
 	g.coster, _ = inner.(engine.Coster)
 	switch t, _ := inner.(Tokener); {
@@ -399,7 +402,7 @@ func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limit
 		g.cost = g.coster.Cost
 	}
 	for i, u := range limits {
-		g.acqKeys = append(g.acqKeys, u.key("conf"), u.key("leases"), u.key("hold"), u.key("gcra"), u.key("state"), u.key("want"))
+		g.acqKeys = append(g.acqKeys, u.key("conf"), u.key("leases"), u.key("hold"), u.key("gcra"), u.key("state"), u.key("want"), u.key("changes"))
 		g.relKeys = append(g.relKeys, u.key("leases"), u.key("hold"), u.key("state"), u.key("want"), u.key("changes"))
 		g.renKeys = append(g.renKeys, u.key("conf"), u.key("leases"))
 		g.perLimit = append(g.perLimit, []any{u.sharer, formatRateField(u.weight), u.lease.Milliseconds()})
@@ -429,6 +432,7 @@ func (g *Gate) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = g.beat(ctx, true)
+		g.round.close()
 	})
 }
 
@@ -466,7 +470,7 @@ func (b gateBatch) DoBatch(ctx context.Context, items []engine.Item) ([]engine.O
 			hold = max(hold, b.holdOf(o))
 		}
 	}
-	b.finish(ctx, l, hold)
+	b.finish(l, hold)
 	return outs, err
 }
 
@@ -493,7 +497,7 @@ func (g *Gate) Do(ctx context.Context, it engine.Item) (engine.Outcome, error) {
 	if err == nil {
 		hold = g.holdOf(out)
 	}
-	g.finish(ctx, l, hold)
+	g.finish(l, hold)
 	return out, err
 }
 
@@ -534,12 +538,14 @@ const (
 	limitTooBig // the call's tokens exceed the tpm, or its cost the burst: never allowed
 )
 
-// limitAcquireScript is a call's one round trip before it starts: for every limit it uses,
-// the hold, the leases under the parallelism and the job's share of it, the GCRA of the rate
-// and of the tpm with the job's share of each; then, if every limit admits, a lease in each,
-// the GCRA states and the counts. Nothing is written for a refused call but the refusal
-// itself (want), so that one limit's refusal takes nothing from another. Settings are read
-// from each conf hash here, so a `limit set` counts from the next call.
+// limitAcquireScript is the round trip before calls start, for a batch of calls (one, when a
+// host's calls come one at a time; those that queued while the previous trip was out, under
+// load: see gateTrips): for each call in turn, as if each had made its own trip, for every
+// limit it uses, the hold, the leases under the parallelism and the job's share of it, the
+// GCRA of the rate and of the tpm with the job's share of each; then, if every limit admits,
+// a lease in each, the GCRA states and the counts. Nothing is written for a refused call but
+// the refusal itself (want), so that one limit's refusal takes nothing from another. Settings
+// are read from each conf hash here, so a `limit set` counts from the next call.
 //
 // A job refused within its share is starved ('!JOB' in want) until the window passes or it
 // is admitted with no other call of its waiting on the limit: a job that wants little stops
@@ -549,18 +555,23 @@ const (
 // The "job" of the script is the sharer of each limit (a job of a named limit, a host of
 // the job's own); a lease is SHARER|SEQ in each limit.
 //
-// KEYS: per limit conf, leases, hold, gcra, state, want. ARGV: seq, tokens, starve window
-// ms, then per limit the sharer, its weight, the default lease ms, what the call takes from
-// the rate, and how many of the sharer's calls wait on the limit besides this one.
-// Answer: {0, lease ms per limit} or {status, limit index (1-based), value, more}: the
-// hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
+// The leases that came back since the last trip go back first, as the release script gives
+// them back (see limitRelease): a slot one call frees is there for the next.
+//
+// KEYS: per limit conf, leases, hold, gcra, state, want, channel. ARGV: starve window ms, the
+// number of calls R, the number of leases to give back M, the hold ms they ask for (0: none),
+// the holder; then per limit the sharer, its weight, the default lease ms and how many of the
+// sharer's calls wait on the limit (refused before, none of the trip); then the M leases'
+// sequence numbers; then per call its seq, its tokens and per limit what it takes from the
+// rate.
+// Answer: per call, {0, lease ms per limit} or {status, limit index (1-based), value, more}:
+// the hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
 // wait for a token and the interval between turns at tokens (µs: the limit's, or the job's
 // share's while other jobs want tokens too), for this job's waiters to take turns; or, too
 // big, the limit (tpm, burst) and 1 for the rate, 2 for the tpm.
-var limitAcquireScript = redis.NewScript(limitNow + `
-local seq = ARGV[1]
-local tokens, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = #KEYS / 6
+var limitAcquireScript = redis.NewScript(limitNow + limitRelease + `
+local window, R, M, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = #KEYS / 7
 local job
 
 -- others says whether another job is starved (refused within its share), and whether
@@ -589,166 +600,245 @@ local function gcra(tat, interval, burst, cost)
   return true, new, 0
 end
 
-local plan = {}
-for i = 1, n do
-  local b = (i - 1) * 6
-  local conf, leases, hold, gk, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
-  local a = 3 + (i - 1) * 5
-  job = ARGV[a + 1]
-  local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local h = redis.call('PTTL', hold)
-  if h > 0 then return {1, i, h} end
-  local c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease')
-  if not c[1] then return {8, i, 0} end
-  local cap, rate, burst, tpm = tonumber(c[2]) or 0, tonumber(c[3]) or 0, tonumber(c[4]) or 1, tonumber(c[5]) or 0
-  local p = {lease = tonumber(c[6]) or deflease}
+-- limit reads limit i's hold, settings, sum of weights and leases once a trip, on first use:
+-- nothing in a trip changes the first three, and the leases (all, and the sharer's) are
+-- counted here as the trip's calls take them, so that each call of the trip is judged as if
+-- it had come alone, with the calls before it in place.
+local lim = {}
+local function limit(i)
+  if lim[i] then return lim[i] end
+  local b = (i - 1) * 7
+  local conf, leases, hold, state, want = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6]
+  local L = {hold = redis.call('PTTL', hold), c = redis.call('HMGET', conf, 'gen', 'parallelism', 'rate', 'burst', 'tpm', 'lease'), admitted = 0}
+  if L.hold <= 0 and L.c[1] then
 ` + limitDropExpired + `
-  redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
-  local share = w / math.max(tonumber(redis.call('HGET', state, 'W')) or 0, w)
-  if cap > 0 then
-    local busy = redis.call('ZCARD', leases)
-    local mine = tonumber(redis.call('HGET', state, 'h:' .. job)) or 0
-    if busy >= cap then
-      redis.call('ZADD', want, now, job)
-      if mine < cap * share then redis.call('ZADD', want, now, '!' .. job) end
-      local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-      return {2, i, busy, math.ceil(tonumber(first[2]) - now)}
-    end
-    if mine >= cap * share and (others(want)) then
-      redis.call('ZADD', want, now, job)
-      return {3, i, mine}
-    end
+    redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
+    L.W = tonumber(redis.call('HGET', state, 'W')) or 0
+    L.busy = redis.call('ZCARD', leases)
+    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[5 + (i - 1) * 4 + 1])) or 0
   end
-  if rate > 0 or (tpm > 0 and tokens > 0) then
-    local g = redis.call('HMGET', gk, 'gen', 'all', 'r:' .. job, 'tpm', 't:' .. job)
-    if g[1] ~= c[1] then
-      redis.call('DEL', gk)
-      g = {c[1], false, false, false, false}
-    end
-    p.gen = c[1]
-    if rate > 0 then
-      if cost > burst then return {9, i, burst, 1} end
-      local iv = 1000 / rate
-      local ok, new, wait = gcra(g[2], iv, burst, cost)
-      -- The job's own bucket holds two calls at least: a call a little late then does not
-      -- cost the job its turn (one of burst 1 would lose what lateness there is).
-      local ivj, bj = iv / share, math.max(2 * cost, burst * share)
-      local okj, newj, waitj = gcra(g[3], ivj, bj, cost)
-      local starved, waiting = others(want)
-      if not ok then
-        redis.call('ZADD', want, now, '~' .. job)
-        if okj then redis.call('ZADD', want, now, '!' .. job) end
-        -- Turns come at the job's share of the tokens while other jobs want them too.
-        if waiting then iv = ivj end
-        return {4, i, math.ceil(wait * 1000), math.ceil(iv * math.max(cost, 1) * 1000)}
-      end
-      if not okj then
-        if starved then
-          redis.call('ZADD', want, now, '~' .. job)
-          return {5, i, math.ceil(waitj * 1000), math.ceil(ivj * math.max(cost, 1) * 1000)}
-        end
-        newj = math.min(newj, now + ivj * bj)
-      end
-      p.all, p.mine = new, newj
-    end
-    if tpm > 0 and tokens > 0 then
-      if tokens > tpm then return {9, i, tpm, 2} end
-      local iv = 60000 / tpm
-      local bt = math.max(tpm / 60, tokens)
-      local ok, new, wait = gcra(g[4], iv, bt, tokens)
-      local ivj, bj = iv / share, math.max(2 * tokens, bt * share)
-      local okj, newj, waitj = gcra(g[5], ivj, bj, tokens)
-      local starved, waiting = others(want)
-      if not ok then
-        redis.call('ZADD', want, now, '~' .. job)
-        if okj then redis.call('ZADD', want, now, '!' .. job) end
-        if waiting then iv = ivj end
-        return {6, i, math.ceil(wait * 1000), math.ceil(iv * tokens * 1000)}
-      end
-      if not okj then
-        if starved then
-          redis.call('ZADD', want, now, '~' .. job)
-          return {7, i, math.ceil(waitj * 1000), math.ceil(ivj * tokens * 1000)}
-        end
-        newj = math.min(newj, now + ivj * bj)
-      end
-      p.tpm, p.tmine = new, newj
-    end
-  end
-  plan[i] = p
+  lim[i] = L
+  return L
 end
 
-local answer = {0}
-local sec = math.floor(now / 1000)
-for i = 1, n do
-  local b = (i - 1) * 6
-  local gk, state, p = KEYS[b + 4], KEYS[b + 5], plan[i]
-  local a = 3 + (i - 1) * 5
-  job = ARGV[a + 1]
-  redis.call('ZADD', KEYS[b + 2], now + p.lease, job .. '|' .. seq)
-  if ARGV[a + 5] == '0' then redis.call('ZREM', KEYS[b + 6], '!' .. job) end
-  redis.call('HINCRBY', state, 'h:' .. job, 1)
-  redis.call('HINCRBY', state, 'c:' .. job, 1)
-  local s = redis.call('HMGET', state, 'sec', 'n')
-  if tonumber(s[1]) == sec then
-    redis.call('HINCRBY', state, 'n', 1)
-  else
-    local prev = 0
-    if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
-    redis.call('HSET', state, 'sec', sec, 'n', 1, 'prev', prev)
-  end
-  if p.gen then
-    local f = {'gen', p.gen}
-    if p.all then
-      f[#f + 1] = 'all'; f[#f + 1] = string.format('%.4f', p.all)
-      f[#f + 1] = 'r:' .. job; f[#f + 1] = string.format('%.4f', p.mine)
-    end
-    if p.tpm then
-      f[#f + 1] = 'tpm'; f[#f + 1] = string.format('%.4f', p.tpm)
-      f[#f + 1] = 't:' .. job; f[#f + 1] = string.format('%.4f', p.tmine)
-    end
-    redis.call('HSET', gk, unpack(f))
-  end
-  answer[#answer + 1] = p.lease
+-- starve marks the sharer of limit i starved in want; the trip remembers it, so that of its
+-- admissions only the first after a mark takes the mark away (the others would repeat it).
+local function starve(i, want)
+  redis.call('ZADD', want, now, '!' .. job)
+  lim[i].starved = true
 end
-return answer
+
+local function try(seq, tokens, costs)
+  local plan = {}
+  for i = 1, n do
+    local b = (i - 1) * 7
+    local leases, gk, want = KEYS[b + 2], KEYS[b + 4], KEYS[b + 6]
+    local a = 5 + (i - 1) * 4
+    job = ARGV[a + 1]
+    local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), costs[i]
+    local L = limit(i)
+    if L.hold > 0 then return {1, i, L.hold} end
+    local c = L.c
+    if not c[1] then return {8, i, 0} end
+    local cap, rate, burst, tpm = tonumber(c[2]) or 0, tonumber(c[3]) or 0, tonumber(c[4]) or 1, tonumber(c[5]) or 0
+    local p = {lease = tonumber(c[6]) or deflease}
+    local share = w / math.max(L.W, w)
+    if cap > 0 then
+      local busy, mine = L.busy, L.mine
+      if busy >= cap then
+        redis.call('ZADD', want, now, job)
+        if mine < cap * share then starve(i, want) end
+        local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+        return {2, i, busy, math.ceil(tonumber(first[2]) - now)}
+      end
+      if mine >= cap * share and (others(want)) then
+        redis.call('ZADD', want, now, job)
+        return {3, i, mine}
+      end
+    end
+    if rate > 0 or (tpm > 0 and tokens > 0) then
+      local g = redis.call('HMGET', gk, 'gen', 'all', 'r:' .. job, 'tpm', 't:' .. job)
+      if g[1] ~= c[1] then
+        redis.call('DEL', gk)
+        g = {c[1], false, false, false, false}
+      end
+      p.gen = c[1]
+      if rate > 0 then
+        if cost > burst then return {9, i, burst, 1} end
+        local iv = 1000 / rate
+        local ok, new, wait = gcra(g[2], iv, burst, cost)
+        -- The job's own bucket holds two calls at least: a call a little late then does not
+        -- cost the job its turn (one of burst 1 would lose what lateness there is).
+        local ivj, bj = iv / share, math.max(2 * cost, burst * share)
+        local okj, newj, waitj = gcra(g[3], ivj, bj, cost)
+        local starved, waiting = others(want)
+        if not ok then
+          redis.call('ZADD', want, now, '~' .. job)
+          if okj then starve(i, want) end
+          -- Turns come at the job's share of the tokens while other jobs want them too.
+          if waiting then iv = ivj end
+          return {4, i, math.ceil(wait * 1000), math.ceil(iv * math.max(cost, 1) * 1000)}
+        end
+        if not okj then
+          if starved then
+            redis.call('ZADD', want, now, '~' .. job)
+            return {5, i, math.ceil(waitj * 1000), math.ceil(ivj * math.max(cost, 1) * 1000)}
+          end
+          newj = math.min(newj, now + ivj * bj)
+        end
+        p.all, p.mine = new, newj
+      end
+      if tpm > 0 and tokens > 0 then
+        if tokens > tpm then return {9, i, tpm, 2} end
+        local iv = 60000 / tpm
+        local bt = math.max(tpm / 60, tokens)
+        local ok, new, wait = gcra(g[4], iv, bt, tokens)
+        local ivj, bj = iv / share, math.max(2 * tokens, bt * share)
+        local okj, newj, waitj = gcra(g[5], ivj, bj, tokens)
+        local starved, waiting = others(want)
+        if not ok then
+          redis.call('ZADD', want, now, '~' .. job)
+          if okj then starve(i, want) end
+          if waiting then iv = ivj end
+          return {6, i, math.ceil(wait * 1000), math.ceil(iv * tokens * 1000)}
+        end
+        if not okj then
+          if starved then
+            redis.call('ZADD', want, now, '~' .. job)
+            return {7, i, math.ceil(waitj * 1000), math.ceil(ivj * tokens * 1000)}
+          end
+          newj = math.min(newj, now + ivj * bj)
+        end
+        p.tpm, p.tmine = new, newj
+      end
+    end
+    plan[i] = p
+  end
+
+  local answer = {0}
+  for i = 1, n do
+    local b = (i - 1) * 7
+    local gk, p = KEYS[b + 4], plan[i]
+    local a = 5 + (i - 1) * 4
+    job = ARGV[a + 1]
+    -- A whole ms: Redis reads a score of 12 digits faster than one of 17, and a lease of
+    -- 100 ms or more lives as long within a ms.
+    redis.call('ZADD', KEYS[b + 2], math.floor(now + p.lease), job .. '|' .. seq)
+    if ARGV[a + 4] == '0' and lim[i].starved ~= false then
+      redis.call('ZREM', KEYS[b + 6], '!' .. job)
+      lim[i].starved = false
+    end
+    local L = lim[i]
+    L.busy, L.mine, L.admitted = L.busy + 1, L.mine + 1, L.admitted + 1
+    if p.gen then
+      local f = {'gen', p.gen}
+      if p.all then
+        f[#f + 1] = 'all'; f[#f + 1] = string.format('%.4f', p.all)
+        f[#f + 1] = 'r:' .. job; f[#f + 1] = string.format('%.4f', p.mine)
+      end
+      if p.tpm then
+        f[#f + 1] = 'tpm'; f[#f + 1] = string.format('%.4f', p.tpm)
+        f[#f + 1] = 't:' .. job; f[#f + 1] = string.format('%.4f', p.tmine)
+      end
+      redis.call('HSET', gk, unpack(f))
+    end
+    answer[#answer + 1] = p.lease
+  end
+  return answer
+end
+
+-- The trip's releases first: a slot one call gives back is there for the next.
+if M > 0 then
+  local keys, owners, members = {}, {}, {}
+  for i = 1, n do
+    local b = (i - 1) * 7
+    keys[i] = {KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]}
+    owners[i] = ARGV[5 + (i - 1) * 4 + 1]
+  end
+  for k = 1, M do members[k] = ARGV[5 + 4 * n + k] end
+  release(keys, owners, members, hold, ARGV[5], window)
+end
+
+local out = {}
+for r = 1, R do
+  local a = 5 + 4 * n + M + (r - 1) * (2 + n)
+  local costs = {}
+  for i = 1, n do costs[i] = tonumber(ARGV[a + 2 + i]) end
+  out[r] = try(ARGV[a + 1], tonumber(ARGV[a + 2]), costs)
+end
+
+-- The counts of the calls admitted, once a trip: the sharer's leases and calls, and the
+-- limit's calls in this second and the last.
+local sec = math.floor(now / 1000)
+for i, L in pairs(lim) do
+  if L.admitted > 0 then
+    local state, job = KEYS[(i - 1) * 7 + 5], ARGV[5 + (i - 1) * 4 + 1]
+    redis.call('HINCRBY', state, 'h:' .. job, L.admitted)
+    redis.call('HINCRBY', state, 'c:' .. job, L.admitted)
+    local s = redis.call('HMGET', state, 'sec', 'n')
+    if tonumber(s[1]) == sec then
+      redis.call('HINCRBY', state, 'n', L.admitted)
+    else
+      local prev = 0
+      if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
+      redis.call('HSET', state, 'sec', sec, 'n', L.admitted, 'prev', prev)
+    end
+  end
+end
+return out
 `)
 
 // limitReleaseScript gives leases back and, for a Retry-After, holds every job of each limit
-// (only ever lengthening the hold). A freed slot is announced on the limit's channel while
-// some job waits for one, to wake one of its waiting calls.
+// (only ever lengthening the hold: the calls of a batch that asked for holds take the
+// longest, as they would one after the other). Each freed slot is announced on the limit's
+// channel while some job waits for one, to wake one of its waiting calls.
 //
 // KEYS: per limit leases, hold, state, want, channel. ARGV: hold ms (0: none), holder,
 // starve window ms, the number of limits, then the sharer of each limit, then the leases'
 // sequence numbers (a lease is SHARER|SEQ).
-var limitReleaseScript = redis.NewScript(limitNow + `
+var limitReleaseScript = redis.NewScript(limitNow + limitRelease + `
 local hold, window, n = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-for b = 1, #KEYS, 5 do
-  local freed = 0
-  local owner = ARGV[4 + (b + 4) / 5]
-  for k = 5 + n, #ARGV do
-    if redis.call('ZREM', KEYS[b], owner .. '|' .. ARGV[k]) == 1 then
-      freed = freed + 1
-      if redis.call('HINCRBY', KEYS[b + 2], 'h:' .. owner, -1) < 0 then
-        redis.call('HSET', KEYS[b + 2], 'h:' .. owner, 0)
-      end
+local keys, owners, members = {}, {}, {}
+for i = 1, n do
+  local b = (i - 1) * 5
+  keys[i] = {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]}
+  owners[i] = ARGV[4 + i]
+end
+for k = 5 + n, #ARGV do members[#members + 1] = ARGV[k] end
+release(keys, owners, members, hold, ARGV[2], window)
+return 0
+`)
+
+// limitRelease defines release, the release of leases that the release script makes alone and
+// the acquire script before its acquisitions: for each limit (keys: leases, hold, state, want,
+// channel; owners: the sharer), the leases SHARER|MEMBER go back, a hold of hold ms (0: none)
+// is set by holder unless a longer one is, and each freed slot is announced on the limit's
+// channel while some job waits for one. It expects now.
+const limitRelease = `
+local function release(keys, owners, members, hold, holder, window)
+  for i, k in ipairs(keys) do
+    local all = {}
+    for j, m in ipairs(members) do all[j] = owners[i] .. '|' .. m end
+    local freed = redis.call('ZREM', k[1], unpack(all))
+    if freed > 0 and redis.call('HINCRBY', k[3], 'h:' .. owners[i], -freed) < 0 then
+      redis.call('HSET', k[3], 'h:' .. owners[i], 0)
     end
-  end
-  if hold > 0 and redis.call('PTTL', KEYS[b + 1]) < hold then
-    redis.call('SET', KEYS[b + 1], ARGV[2], 'PX', hold)
-  end
-  if freed > 0 then
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[b + 3], now - window, '+inf')) do
-      local c = string.sub(m, 1, 1)
-      if c ~= '!' and c ~= '~' then
-        redis.call('PUBLISH', KEYS[b + 4], 'free')
-        break
+    if hold > 0 and redis.call('PTTL', k[2]) < hold then
+      redis.call('SET', k[2], holder, 'PX', hold)
+    end
+    if freed > 0 then
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', k[4], now - window, '+inf')) do
+        local c = string.sub(m, 1, 1)
+        if c ~= '!' and c ~= '~' then
+          -- One 'free' a slot, as when each lease came back alone: each wakes one waiting call.
+          for _ = 1, freed do redis.call('PUBLISH', k[5], 'free') end
+          break
+        end
       end
     end
   end
 end
-return 0
-`)
+`
 
 // limitRenewScript pushes back the expiry of a call's leases still held, each by its limit's
 // lease (XX: a lease released or expired is not brought back).
@@ -758,7 +848,7 @@ var limitRenewScript = redis.NewScript(limitNow + `
 for b = 1, #KEYS, 2 do
   local a = b + 1
   local lease = tonumber(redis.call('HGET', KEYS[b], 'lease')) or tonumber(ARGV[a + 1])
-  redis.call('ZADD', KEYS[b + 1], 'XX', now + lease, ARGV[a] .. '|' .. ARGV[1])
+  redis.call('ZADD', KEYS[b + 1], 'XX', math.floor(now + lease), ARGV[a] .. '|' .. ARGV[1])
 end
 return 0
 `)
@@ -1013,24 +1103,22 @@ type limitRefusal struct {
 	interval time.Duration
 }
 
-// tryAdmit makes one round trip: a lease on every limit, or the refusal to wait out, or the
-// error to return.
+// tryAdmit asks once, with the next trip to Redis (see gateTrips): a lease on every limit, or
+// the refusal to wait out, or the error to return.
 func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*limitLease, limitRefusal, error) {
 	// The gate's own id in the member: the hosts of one job are one sharer of a named limit.
-	member := g.id + "." + strconv.FormatUint(g.seq.Add(1), 36)
-	args := []any{member, tokens, limitStarveWindow.Milliseconds()}
-	for i, u := range g.perLimit {
-		cost := 1
+	q := &acquireReq{member: g.id + "." + strconv.FormatUint(g.seq.Add(1), 36), tokens: tokens, costs: make([]int, len(g.limits))}
+	for i := range g.limits {
+		q.costs[i] = 1
 		if g.limits[i].cost && g.cost != nil {
-			cost = max(g.cost(items), 0)
+			q.costs[i] = max(g.cost(items), 0)
 		}
-		args = append(args, u[0], u[1], u[2], cost, g.waiters[i].count())
 	}
 	start := time.Now()
 	g.trips.Add(1)
-	res, err := limitAcquireScript.Run(ctx, g.rdb, g.acqKeys, args...).Slice()
+	res, err := g.round.acquire(ctx, q)
 	if err != nil {
-		g.releaseLater(member, 0, start)
+		g.releaseLater(q.member, 0, start)
 		return nil, limitRefusal{}, g.outageWait(ctx, err, start, -1)
 	}
 	status := gateInt(res, 0)
@@ -1042,7 +1130,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 		}
 		ttl = max(ttl, 100*time.Millisecond)
 		g.calling.Add(1)
-		l := &limitLease{g: g, member: member, ttl: ttl}
+		l := &limitLease{g: g, member: q.member, ttl: ttl}
 		l.mu.Lock()
 		l.timer = time.AfterFunc(ttl/2, l.renew)
 		l.mu.Unlock()
@@ -1101,12 +1189,13 @@ func (g *Gate) tooBig(i, tokens int, limit, what int64) error {
 	return fmt.Errorf("cluster: a call costing more than %s burst %d: it can never be allowed", which, limit)
 }
 
-// finish ends a call: stops the renewal, releases the leases and sets the hold.
-func (g *Gate) finish(ctx context.Context, l *limitLease, hold time.Duration) {
+// finish ends a call: stops the renewal, releases the leases and sets the hold, with the
+// next trip to Redis. The call's ctx does not bound it: an ended call's place must come back.
+func (g *Gate) finish(l *limitLease, hold time.Duration) {
 	g.calling.Add(-1)
 	l.stop()
 	start := time.Now()
-	if err := g.releaseOnce(context.WithoutCancel(ctx), []string{l.member}, hold); err != nil {
+	if err := g.round.release(l.member, hold); err != nil {
 		g.out.report(err, start)
 		g.releaseLater(l.member, hold, start)
 	}
@@ -1117,15 +1206,8 @@ func (g *Gate) releaseOnce(ctx context.Context, members []string, hold time.Dura
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for len(members) > 0 {
-		n := min(len(members), 1000)
-		args := []any{hold.Milliseconds(), g.host, limitStarveWindow.Milliseconds(), len(g.limits)}
-		for _, u := range g.limits {
-			args = append(args, u.sharer)
-		}
-		for _, m := range members[:n] {
-			args = append(args, m)
-		}
-		if err := limitReleaseScript.Run(ctx, g.rdb, g.relKeys, args...).Err(); err != nil {
+		n := min(len(members), maxTripReleases)
+		if err := limitReleaseScript.Run(ctx, g.rdb, g.relKeys, g.releaseArgs(members[:n], hold)...).Err(); err != nil {
 			return redisFailure(ctx, err)
 		}
 		members = members[n:]

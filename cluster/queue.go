@@ -282,7 +282,9 @@ type SourceOptions struct {
 	// for the hosts that can. Nil: no bound (an entry at a time, for tests and tools).
 	Slots func() int
 	// ReadAhead is how much work a host holds beyond its free slots, in time at its own pace
-	// (default 2 s): enough that a worker that frees finds its next item at hand.
+	// (default 250 ms): enough that a worker that frees finds its next item at hand (a read is
+	// one round trip), little enough that the job's last items are not queued on one host
+	// while the others have nothing left: the hosts of a job end together within about it.
 	ReadAhead time.Duration
 }
 
@@ -307,6 +309,7 @@ type Source struct {
 	cursor      string // where the next XAUTOCLAIM scan starts
 	tail        bool   // all entries were produced and delivered: only take-overs bring work
 	idle        bool   // the last look found nothing new: take-overs are looked for every second
+	waited      bool   // a read found nothing and the work list said more may come: reads block
 	recovering  bool   // a read failed: its reply may have been lost after Redis gave us entries
 
 	mu    sync.Mutex
@@ -364,7 +367,7 @@ func (j *Job) Source(ctx context.Context, opts SourceOptions) *Source {
 		opts.Block = time.Second
 	}
 	if opts.ReadAhead <= 0 {
-		opts.ReadAhead = 2 * time.Second
+		opts.ReadAhead = 250 * time.Millisecond
 	}
 	return &Source{
 		j: j, ctx: ctx, opt: opts, down: outage{report: opts.OnRedisError},
@@ -586,14 +589,22 @@ func (s *Source) fill() (eof bool, err error) {
 	}
 	s.idle = s.tail
 	if s.tail {
-		// Nothing new can come; poll quicker than Block so that the end is seen soon.
-		if err := sleep(s.ctx, min(s.opt.Block, 200*time.Millisecond)); err != nil {
+		// Nothing new can come; poll quicker than Block so that the end is seen soon: the
+		// job's last calls end at once on every host, and each host's run ends with it.
+		if err := sleep(s.ctx, min(s.opt.Block, tailPoll)); err != nil {
 			return false, err
 		}
 	} else {
+		// A read that finds nothing waits for new entries only once the work list said more
+		// may come: when the coordinator has added everything, a read that waited Block
+		// would hold this host's end back by as much.
+		block := time.Duration(-1) // no BLOCK
+		if s.waited {
+			block = s.opt.Block
+		}
 		res, err := s.j.rdb.XReadGroup(s.ctx, &redis.XReadGroupArgs{
 			Group: workGroup, Consumer: s.j.host, Streams: []string{s.j.Key("items"), ">"},
-			Count: s.perRead(), Block: s.opt.Block,
+			Count: s.perRead(), Block: block,
 		}).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
@@ -611,9 +622,11 @@ func (s *Source) fill() (eof bool, err error) {
 			}
 		}
 		if len(s.queue) > 0 {
+			s.waited = false
 			return false, nil
 		}
-		s.idle = true // a whole Block without a new entry
+		s.idle = s.waited // a whole Block without a new entry
+		s.waited = true
 	}
 	st, err := s.j.workState(s.ctx)
 	if notYet(err) {
@@ -766,10 +779,8 @@ func (s *Source) giveUp(m redis.XMessage, delivered int64) error {
 	for i, it := range items {
 		rows[i] = engine.EncodedRow{Index: it.Index, Line: engine.AppendRow(nil, &engine.Result{Item: it, At: now, Error: msg})}
 	}
-	if _, err := s.addRows(rows); err != nil {
-		return err
-	}
-	return s.ack([]string{m.ID})
+	_, err = s.addRowsAck(rows, []string{m.ID})
+	return err
 }
 
 func decodeEntry(m redis.XMessage) ([]engine.Item, error) {
@@ -852,41 +863,9 @@ func (s *Source) forget(ids []string) {
 	}
 }
 
-// ack acknowledges entries whose items all have rows, waiting out Redis outages.
-//
-// With a generation, it acknowledges only in that run of the job: entry IDs repeat from one
-// run to the next (0-1, 0-2, …), and a host of the previous run must not acknowledge the
-// new run's entries of the same IDs.
-func (s *Source) ack(ids []string) error {
-	if s.j.gen == "" {
-		return retry(s.ctx, &s.down, func() error {
-			return s.j.rdb.XAck(context.WithoutCancel(s.ctx), s.j.Key("items"), workGroup, ids...).Err()
-		})
-	}
-	args := make([]any, 0, len(ids)+2)
-	args = append(args, workGroup, s.j.gen)
-	for _, id := range ids {
-		args = append(args, id)
-	}
-	var n int64
-	err := retry(s.ctx, &s.down, func() (err error) {
-		n, err = ackScript.Run(context.WithoutCancel(s.ctx), s.j.rdb, []string{s.j.Key("items"), s.j.Key("meta")}, args...).Int64()
-		return err
-	})
-	if err == nil && n < 0 {
-		return ErrJobGone
-	}
-	return err
-}
-
-// ackScript acknowledges entries if the job is still of the generation given. KEYS[1] work
-// list, KEYS[2] meta. ARGV: group, generation, IDs. It returns -1 for another generation.
-var ackScript = redis.NewScript(`
-if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then
-  return -1
-end
-return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
-`)
+// tailPoll is how often a host that holds the last entries of a job (nothing new can come)
+// looks whether every entry is done: a look is one round trip.
+const tailPoll = 50 * time.Millisecond
 
 // notYet reports whether err says the work list does not exist yet: a host started before
 // the coordinator.

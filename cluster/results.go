@@ -30,26 +30,24 @@ func (k *Sink) Write([]byte) (int, error) {
 	return 0, errors.New("cluster: the results sink takes rows through WriteRows")
 }
 
-// WriteRows adds the rows to the results stream in one round trip, then acknowledges each
-// entry of this host whose last row this was. A row for an item this host does not hold (an
-// entry another host took over) is added all the same: the collector keeps the first row of
-// each item. While Redis is unreachable it waits, so that the run pauses rather than count
-// rows as lost; it returns an error only when the Source's ctx ended first, or when Redis
-// refuses a command.
+// WriteRows adds the rows to the results stream and acknowledges each entry of this host
+// whose last row this was, in one round trip: the rows go in before the acknowledgements, in
+// one script, so that no entry is acknowledged without its rows. A row for an item this host
+// does not hold (an entry another host took over) is added all the same: the collector keeps
+// the first row of each item. While Redis is unreachable it waits, so that the run pauses
+// rather than count rows as lost; it returns an error only when the Source's ctx ended first,
+// or when Redis refuses a command.
 func (k *Sink) WriteRows(rows []engine.EncodedRow) (int, error) {
 	k.s.rowsIn(len(rows)) // their workers are free: Next may take more work
 	if err := k.s.abandonedErr(); err != nil {
 		return 0, fmt.Errorf("cluster: writing results: %w", err)
 	}
-	n, err := k.s.addRows(rows)
-	if err != nil {
+	done := k.s.completes(rows)
+	n, err := k.s.addRowsAck(rows, done)
+	if n < len(rows) {
 		return n, fmt.Errorf("cluster: writing results: %w", err)
 	}
-	done := k.s.finished(rows)
-	if len(done) == 0 {
-		return n, nil
-	}
-	err = k.s.ack(done)
+	k.s.finished(rows)
 	k.s.forget(done) // held until acknowledged, so that a recovering Next does not take them again
 	if err != nil && !errors.Is(err, ErrRedis) {
 		// The rows are in; a refused XACK is a bug worth stopping for. An ack that ctx cut
@@ -59,58 +57,120 @@ func (k *Sink) WriteRows(rows []engine.EncodedRow) (int, error) {
 	return n, nil
 }
 
-// addRows adds rows to the results stream and returns how many, from the first, are in. A
-// try that failed halfway resends only the rest. The commands themselves do not end with ctx,
-// so that the rows of calls that ended as the run stopped get their try.
-func (s *Source) addRows(rows []engine.EncodedRow) (int, error) {
-	key, ctx := s.j.Key("results"), context.WithoutCancel(s.ctx)
-	written := 0
+// rowsAckScript adds rows to the results stream, then acknowledges work entries if the job
+// is still of the generation given. A row Redis refuses stops it before the acknowledgements.
+// KEYS: results, work list, meta. ARGV: group, generation ("": any), the number of rows, then
+// per row its index, line and ok, then the IDs to acknowledge. It answers {rows added, entries
+// acknowledged (-1: another generation), the error that stopped it or ""}.
+var rowsAckScript = redis.NewScript(`
+local group, gen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for r = 0, n - 1 do
+  local a = 4 + r * 3
+  local res
+  if gen == '' then
+    res = redis.pcall('XADD', KEYS[1], '*', 'index', ARGV[a], 'row', ARGV[a + 1], 'ok', ARGV[a + 2])
+  else
+    res = redis.pcall('XADD', KEYS[1], '*', 'index', ARGV[a], 'row', ARGV[a + 1], 'ok', ARGV[a + 2], 'gen', gen)
+  end
+  if type(res) == 'table' and res.err then return {r, 0, res.err} end
+end
+local first = 4 + n * 3
+if first > #ARGV then return {n, 0, ''} end
+if gen ~= '' and redis.call('HGET', KEYS[3], 'gen') ~= gen then return {n, -1, ''} end
+return {n, redis.call('XACK', KEYS[2], group, unpack(ARGV, first)), ''}
+`)
+
+// scriptError is an error a script caught from a command and returned, as Redis would have
+// answered it: transient says whether it is worth trying again (OOM, LOADING, …).
+type scriptError string
+
+func (e scriptError) Error() string { return string(e) }
+func (e scriptError) RedisError()   {}
+
+// addRowsAck adds rows to the results stream, then acknowledges the entries ids, in one round
+// trip a try, and returns how many rows, from the first, are in. A try that failed halfway
+// resends only the rows not in, and the acknowledgements. The commands themselves do not end
+// with ctx, so that the rows of calls that ended as the run stopped get their try; a wait for
+// Redis does. ErrJobGone when the job is of another generation now: the rows are in (the
+// collector skips them), nothing is acknowledged.
+func (s *Source) addRowsAck(rows []engine.EncodedRow, ids []string) (int, error) {
+	keys, ctx := []string{s.j.Key("results"), s.j.Key("items"), s.j.Key("meta")}, context.WithoutCancel(s.ctx)
+	written, acked := 0, int64(0)
 	err := retry(s.ctx, &s.down, func() error {
-		if written == len(rows) {
-			return nil
+		rest := rows[written:]
+		args := make([]any, 0, 3+3*len(rest)+len(ids))
+		args = append(args, workGroup, s.j.gen, len(rest))
+		for _, r := range rest {
+			ok := "0"
+			if r.OK {
+				ok = "1"
+			}
+			args = append(args, r.Index, r.Line, ok)
 		}
-		cmds, _ := s.j.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, r := range rows[written:] {
-				ok := "0"
-				if r.OK {
-					ok = "1"
-				}
-				p.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: s.j.withGen("index", r.Index, "row", r.Line, "ok", ok)})
-			}
-			return nil
-		})
-		for _, c := range cmds {
-			if err := c.Err(); err != nil {
-				return err
-			}
-			written++
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		res, err := rowsAckScript.Run(ctx, s.j.rdb, keys, args...).Slice()
+		if err != nil {
+			return err
+		}
+		if len(res) != 3 {
+			return fmt.Errorf("cluster: unexpected answer %v writing results", res)
+		}
+		n, _ := res[0].(int64)
+		written += int(n)
+		acked, _ = res[1].(int64)
+		if msg, _ := res[2].(string); msg != "" {
+			return scriptError(msg)
 		}
 		return nil
 	})
+	if err == nil && acked < 0 {
+		return written, ErrJobGone
+	}
 	return written, err
 }
 
-// finished counts the rows against the entries their items came from and returns the entries
-// now complete.
-func (s *Source) finished(rows []engine.EncodedRow) []string {
+// completes returns the entries whose last rows these are, without counting the rows off:
+// [Source.finished] does, once the rows are in.
+func (s *Source) completes(rows []engine.EncodedRow) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var done []string
+	var seen map[string]int
+	for _, r := range rows {
+		id, ok := s.owner[r.Index]
+		if !ok {
+			continue
+		}
+		e := s.held[id]
+		if e == nil {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]int{}
+		}
+		if seen[id]++; e.left == seen[id] {
+			done = append(done, id)
+		}
+	}
+	return done
+}
+
+// finished counts the rows, now in the results, against the entries their items came from.
+func (s *Source) finished(rows []engine.EncodedRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, r := range rows {
 		id, ok := s.owner[r.Index]
 		if !ok {
 			continue
 		}
 		delete(s.owner, r.Index)
-		e := s.held[id]
-		if e == nil {
-			continue
-		}
-		if e.left--; e.left == 0 {
-			done = append(done, id)
+		if e := s.held[id]; e != nil {
+			e.left--
 		}
 	}
-	return done
 }
 
 // CollectOptions tune the coordinator's collector.

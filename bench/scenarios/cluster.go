@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/throttle-dev/throttle/cluster"
 )
 
 // clusterScenario measures, with the real binary and a Redis from THROTTLE_TEST_REDIS, each
@@ -20,7 +23,9 @@ import (
 //     answers at once, on one host, without and with --redis (calls/s, and the difference as
 //     microseconds per call);
 //   - scaling: 3,000 items against a server that takes 50 ms, each host holding at most 16
-//     calls (--host-parallelism 16) under a global cap that does not bind, on 1 and on 3 hosts.
+//     calls (--host-parallelism 16) under a global cap that does not bind, on 1 and on 3 hosts,
+//     every host's process started and in the job before the clock starts (see startedHosts):
+//     what is measured is the work across hosts, not how soon a process joins.
 func clusterScenario(o *options) ([]*figure, error) {
 	url := os.Getenv("THROTTLE_TEST_REDIS")
 	if url == "" {
@@ -56,12 +61,21 @@ func clusterScenario(o *options) ([]*figure, error) {
 	scaled := func(i int) []string {
 		return append(base(slowIn, slow), "--parallelism", "1000", "--host-parallelism", "16", "--redis", url, "--job", job(i))
 	}
+	// The coordinator's control socket, in a directory of mode 0700 as the socket wants.
+	ctlDir, err := os.MkdirTemp("", "throttle-bench-ctl-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = os.RemoveAll(ctlDir) }() // a temporary directory
+	sock := filepath.Join(ctlDir, "coordinator.sock")
 	off := &figure{name: "20,000 calls, one host: calls/s without --redis", unit: "calls/s", goal: "—", command: o.bin + " " + join(plain), worst: slices.Min[[]float64]}
 	on := &figure{name: "same, with --redis (one host)", unit: "calls/s", goal: "—", command: o.bin + " " + join(shared(0)), worst: slices.Min[[]float64]}
 	cost := &figure{name: "redis coordination per call", unit: "µs", goal: "—", command: "(1/with − 1/without)", decimals: 1}
-	one := &figure{name: "3,000 calls of 50 ms, 16 per host: 1 host", unit: "calls/s", goal: "≈ 320", command: o.bin + " " + join(scaled(0)), worst: slices.Min[[]float64]}
-	three := &figure{name: "same, 3 hosts (2 join with throttle join)", unit: "calls/s", goal: "≈ 960", command: "+ 2 × " + o.bin + " join --redis URL --job NAME", worst: slices.Min[[]float64]}
-	figs := []*figure{off, on, cost, one, three}
+	kept := &figure{name: "with --redis over without, same run", unit: "%", goal: "≥ 50%", command: "(with / without)", worst: slices.Min[[]float64]}
+	one := &figure{name: "3,000 calls of 50 ms, 16 per host: 1 host", unit: "calls/s", goal: "≈ 320", command: o.bin + " " + join(scaled(0)) + " (held by --rate 1/h, then ctl set rate 0)", worst: slices.Min[[]float64]}
+	three := &figure{name: "same, 3 hosts (2 join with throttle join)", unit: "calls/s", goal: "≈ 960", command: "+ 2 × " + o.bin + " join --redis URL --job NAME, all in the job before the clock", worst: slices.Min[[]float64]}
+	linear := &figure{name: "1 → 3 hosts: 3-host calls/s over 3 × 1-host", unit: "×", goal: "≥ 0.85", command: "(same runs)", decimals: 2}
+	figs := []*figure{off, on, cost, kept, one, three, linear}
 	for i := range o.n {
 		w0, err := timed(o.bin, plain)
 		if err != nil {
@@ -74,15 +88,18 @@ func clusterScenario(o *options) ([]*figure, error) {
 		off.values = append(off.values, fastItems/w0.Seconds())
 		on.values = append(on.values, fastItems/w1.Seconds())
 		cost.values = append(cost.values, (w1-w0).Seconds()/fastItems*1e6)
-		w, err := timed(o.bin, scaled(10*i+2))
+		kept.values = append(kept.values, 100*w0.Seconds()/w1.Seconds())
+		w, err := startedHosts(o.bin, append(scaled(10*i+2), "--control", sock), sock, url, job(10*i+2), 0)
 		if err != nil {
 			return figs, err
 		}
 		one.values = append(one.values, slowItems/w.Seconds())
-		if w, err = timedWithJoiners(o.bin, scaled(10*i+3), url, job(10*i+3), 2); err != nil {
+		w3, err := startedHosts(o.bin, append(scaled(10*i+3), "--control", sock), sock, url, job(10*i+3), 2)
+		if err != nil {
 			return figs, err
 		}
-		three.values = append(three.values, slowItems/w.Seconds())
+		three.values = append(three.values, slowItems/w3.Seconds())
+		linear.values = append(linear.values, w.Seconds()/(3*w3.Seconds()))
 	}
 	return figs, nil
 }
@@ -115,24 +132,34 @@ func timed(bin string, args []string) (time.Duration, error) {
 	return r.wall, nil
 }
 
-// timedWithJoiners runs a coordinator and n hosts that join its job, and returns the
-// coordinator's wall time.
-func timedWithJoiners(bin string, args []string, url, job string, n int) (time.Duration, error) {
+// startedHosts runs a coordinator and n hosts that join its job, every one of them started
+// and in the job before the clock starts, and returns the time from then to the
+// coordinator's end. The coordinator starts held (--rate 1/h: its first call goes, the others
+// wait), the joiners join, and once every host beats the clock starts and `ctl set rate 0`
+// lets the job go on every host at once. args must hold --control sock.
+func startedHosts(bin string, args []string, sock, url, job string, n int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var joiners []*exec.Cmd
 	defer func() {
 		for _, c := range joiners {
 			_ = c.Process.Kill()
-			_ = c.Wait()
+			_ = c.Wait() // killed: its exit status tells nothing
 		}
 	}()
-	start := time.Now()
-	coord := exec.CommandContext(ctx, bin, args...)
+	_ = os.Remove(sock) // a previous run's
+	coord := exec.CommandContext(ctx, bin, append(slices.Clone(args), "--rate", "1/h")...)
 	if err := coord.Start(); err != nil {
 		return 0, err
 	}
-	time.Sleep(300 * time.Millisecond) // the coordinator defines the job first
+	cj, err := cluster.Connect(ctx, url, job, "bench")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = cj.Close() }()             // only read from
+	if err := waitHosts(ctx, cj, 1); err != nil { // the coordinator defined the job
+		return 0, err
+	}
 	for range n {
 		c := exec.CommandContext(ctx, bin, "join", "--redis", url, "--job", job, "--headless")
 		if err := c.Start(); err != nil {
@@ -140,10 +167,38 @@ func timedWithJoiners(bin string, args []string, url, job string, n int) (time.D
 		}
 		joiners = append(joiners, c)
 	}
+	if err := waitHosts(ctx, cj, n+1); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if out, err := exec.CommandContext(ctx, bin, "ctl", "--control", sock, "set", "rate", "0").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("%s ctl set rate 0: %w: %s", bin, err, out)
+	}
 	if err := coord.Wait(); err != nil {
 		return 0, fmt.Errorf("%s %s: %w", bin, join(args), err)
 	}
 	return time.Since(start), nil
+}
+
+// waitHosts returns once n hosts of the job are alive (they beat).
+func waitHosts(ctx context.Context, cj *cluster.Job, n int) error {
+	for {
+		hosts, _ := cj.Hosts(ctx) // before the coordinator defined the job: none yet
+		alive := 0
+		for _, h := range hosts {
+			if h.Alive {
+				alive++
+			}
+		}
+		if alive >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d hosts in the job: %w", alive, n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func join(args []string) string {
