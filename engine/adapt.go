@@ -439,11 +439,6 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		if confirmed && e.cfg.Hold == HoldStrict {
 			to, k = top, rateKConfirmed
 		}
-		if a.rateCurve.rough && plateau != preciseShare && e.cfg.Hold == HoldStrict {
-			// The climb from a rough estimate was fast: the window's flow lags the rate that
-			// met the limit. Look again soon, from a steady flow that measures it.
-			k, rough = semiK, true
-		}
 		measured = true
 		a.limit = long
 		why = "target accepted " + FormatComputedRate(long)
