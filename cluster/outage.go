@@ -18,18 +18,21 @@ const outageQuiet = time.Second
 // see is told once, however many of them fail through it.
 //
 // An outage starts with the first failure of an operation begun after the last outage ended
-// (an operation begun during it that fails late is part of it), and ends with the first
-// success once no operation failed for a second. Report is safe for concurrent use; a
-// success while Redis answers costs an atomic load.
+// (an operation begun during it that fails late is part of it), and ends a second after its
+// last failure if an operation succeeded since (else on the next success). Report is safe
+// for concurrent use and waits on nothing but the Outage's own lock; a success while Redis
+// answers costs an atomic load.
 type Outage struct {
 	tell  func(error)
 	quiet time.Duration
 	down  atomic.Bool // out, for Report's lock-free path
 
 	mu       sync.Mutex
-	out      bool      // an outage was told and its end not yet
-	lastFail time.Time // the last failure reported
-	upAt     time.Time // when the last outage was told over
+	out      bool        // an outage was told and its end not yet
+	lastFail time.Time   // the last failure reported
+	lastOK   time.Time   // the last success reported while out
+	upAt     time.Time   // when the last outage was told over
+	settling *time.Timer // set while a success waits out the quiet period
 }
 
 // NewOutage returns an Outage that calls tell with the error that started an outage, then
@@ -55,14 +58,50 @@ func (o *Outage) Report(err error, start time.Time) {
 			return
 		}
 		o.out = true
-	case o.out && now.Sub(o.lastFail) >= o.quiet:
-		o.out = false
-		o.upAt = now
+		o.down.Store(true)
+		if o.tell != nil {
+			o.tell(err)
+		}
+	case !o.out:
+	case now.Sub(o.lastFail) < o.quiet:
+		// Redis answers, but too soon to say: said once the quiet period is over unless
+		// something fails by then, even if no operation comes to report it.
+		o.lastOK = now
+		if o.settling == nil {
+			o.settling = time.AfterFunc(o.lastFail.Add(o.quiet).Sub(now), o.settle)
+		}
 	default:
-		return
+		o.back(now)
 	}
-	o.down.Store(o.out)
+}
+
+// settle ends the outage once the quiet period after the last failure is over, if Redis
+// answered since: a job whose operations stopped (it ended, or waits) hears it is back too.
+func (o *Outage) settle() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.settling = nil
+	now := time.Now()
+	switch {
+	case !o.out || o.lastOK.Before(o.lastFail):
+		// Over already, or nothing answered since the last failure: the next success looks again.
+	case now.Sub(o.lastFail) < o.quiet:
+		o.settling = time.AfterFunc(o.lastFail.Add(o.quiet).Sub(now), o.settle)
+	default:
+		o.back(now)
+	}
+}
+
+// back tells the outage over; o.mu is held.
+func (o *Outage) back(now time.Time) {
+	o.out = false
+	o.upAt = now
+	o.down.Store(false)
+	if o.settling != nil {
+		o.settling.Stop()
+		o.settling = nil
+	}
 	if o.tell != nil {
-		o.tell(err)
+		o.tell(nil)
 	}
 }
