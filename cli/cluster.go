@@ -108,9 +108,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 
 	// Reports of Redis going away and coming back go where the run's lines go, once the
-	// plan starts; they may come before (from the source's first read).
-	// One Outage for the gate, the work list and the collector: an outage they all see is
-	// told once.
+	// plan starts; they may come before (from the source's first read). One Outage for the
+	// gate, the work list and the collector: an outage they all see is told once.
 	var (
 		mu      sync.Mutex
 		say     = func(line string) { fmt.Fprintln(env.Stderr, line) }
