@@ -108,45 +108,43 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 
 	// Reports of Redis going away and coming back go where the run's lines go, once the
-	// plan starts; they may come before (from the source's first read).
+	// plan starts; they may come before (from the source's first read). One Outage for the
+	// gate, the work list and the collector: an outage they all see is told once.
 	var (
 		mu      sync.Mutex
 		say     = func(line string) { fmt.Fprintln(env.Stderr, line) }
-		outage  bool
 		gone    atomic.Bool
 		jobGone func() // set below, once the source exists
 	)
-	report := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case err != nil && !outage:
-			outage = true
+	outage := cluster.NewOutage(func(err error) {
+		if err != nil {
+			mu.Lock()
+			defer mu.Unlock()
 			say("redis unavailable (" + err.Error() + "): the job is paused; nothing is lost, it resumes when redis is back")
-		case err == nil && outage:
-			outage = false
-			// Back, but with the job? A Redis that restarted empty answers too.
-			go func() {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				defer cancel()
-				switch err := cj.CheckGeneration(cctx); {
-				case errors.Is(err, cluster.ErrJobGone):
-					jobGone()
-				case err == nil:
-					mu.Lock()
-					say("redis is back: the job resumes")
-					mu.Unlock()
-				}
-			}()
+			return
 		}
-	}
+		// Back, but with the job? A Redis that restarted empty answers too. Not here: the
+		// Outage must not wait on a round trip.
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			switch err := cj.CheckGeneration(cctx); {
+			case errors.Is(err, cluster.ErrJobGone):
+				jobGone()
+			case err == nil:
+				mu.Lock()
+				say("redis is back: the job resumes")
+				mu.Unlock()
+			}
+		}()
+	})
 
 	lease := rf.lease
 	if lease <= 0 {
 		lease = max(10*time.Second, 2*rf.timeout)
 	}
 	// The job's cap and rate are the job's own limit, shared fairly by its live hosts.
-	if gate, err = cj.Gate(ctx, j.adapter, cluster.GateOptions{Label: "job " + rf.job, OnRedisError: report}); err != nil {
+	if gate, err = cj.Gate(ctx, j.adapter, cluster.GateOptions{Label: "job " + rf.job, Outage: outage}); err != nil {
 		return nil, usageError("--redis: %v", err)
 	}
 	j.adapter = gate.Adapter()
@@ -169,7 +167,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	local := settings
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
 	var eng atomic.Pointer[engine.Engine] // set once the engine exists
-	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, OnRedisError: report, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
+	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, Outage: outage, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
 	// A Redis without the job's state (it restarted empty): the work list, the leases and the
 	// rows not yet collected are gone, and waiting would wait for ever. Every host stops: the
 	// calls in flight get 5 s to end, then they are cancelled; their rows have nowhere to go.
@@ -248,7 +246,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 					beatCtx, stopBeat := context.WithCancel(collectCtx)
 					beat := make(chan struct{})
 					go func() { defer close(beat); cj.CollectorBeat(beatCtx) }()
-					stats, collect = cj.Collect(collectCtx, tally, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume})
+					stats, collect = cj.Collect(collectCtx, tally, total, cluster.CollectOptions{OnRows: progress.store, AnyIndex: rf.resume, Outage: outage})
 					stopBeat()
 					<-beat
 				}()

@@ -108,7 +108,8 @@ func TestClusterSummaryCountsEveryHostsFailures(t *testing.T) {
 	joined := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
 	for _, h := range []*host{coord, joined} {
 		select {
-		case <-h.done: // the coordinator exits 1: items failed
+		case err := <-h.done: // the coordinator exits 1: items failed
+			t.Logf("host exited: %v", err)
 		case <-time.After(60 * time.Second):
 			t.Fatalf("the job did not end:\n%s", h.stderr())
 		}

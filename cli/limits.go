@@ -61,23 +61,19 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	if len(names) > 1 {
 		which = "the shared limits " + strings.Join(names, ", ")
 	}
-	// The gate tells each outage once, in order, under a lock of its own.
-	down := false
-	report := func(err error) {
+	// The Outage tells each outage once, and its end, in order: here, only the words.
+	outage := cluster.NewOutage(func(err error) {
 		gone, isGone := errors.AsType[*cluster.NoLimitError](err)
 		switch {
 		case isGone:
-			down = true
 			name := gone.Name
 			say(fmt.Sprintf("shared limit %s is gone from redis (throttle limit rm --force?): calls wait for it; nothing is lost; throttle limit set %s … brings it back", name, name))
 		case err != nil:
-			down = true
 			say(fmt.Sprintf("redis unavailable: calls wait for %s; nothing is lost (%v)", which, err))
-		case down:
-			down = false
+		default:
 			say("redis is back: calls take from " + which + " again")
 		}
-	}
+	})
 	onChange := func(name, by string, changes []cluster.LimitChange) {
 		parts := make([]string, len(changes))
 		for i, c := range changes {
@@ -85,7 +81,7 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 		}
 		say(fmt.Sprintf("limit %s: %s (by %s)", name, strings.Join(parts, ", "), by))
 	}
-	opts := cluster.GateOptions{Label: limitLabel(rf), OnRedisError: report, OnChange: onChange}
+	opts := cluster.GateOptions{Label: limitLabel(rf), Outage: outage, OnChange: onChange}
 	if rf.job != "" {
 		// The hosts of one job across hosts are one job of the limit: one share between them.
 		opts.Job = "job:" + rf.job

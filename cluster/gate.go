@@ -157,11 +157,11 @@ type GateOptions struct {
 	// batch included, as the engine counts calls. A cost above the burst fails the items.
 	// A named limit's rate counts calls.
 	Cost func(items []engine.Item) int
-	// OnRedisError is told when the limits become unavailable — Redis cannot be reached, a
-	// limit was removed (errors.Is ErrNoLimit) or the job has no settings (ErrNoSettings) —
-	// once per outage, and when they are back (nil, once Redis answered without a failure
-	// for a second). It is called with a lock held, in order: it must not block.
-	OnRedisError func(err error)
+	// Outage, when set, is told when the limits become unavailable — Redis cannot be reached,
+	// a limit was removed (errors.Is ErrNoLimit) or the job has no settings (ErrNoSettings) —
+	// and when they are back. Shared with the job's Source and collector, an outage they all
+	// see is told once.
+	Outage *Outage
 	// OnChange is told of each `limit set` or `limit rm` of a named limit in use, from the
 	// limit's channel. It must not block.
 	OnChange func(name, by string, changes []LimitChange)
@@ -237,7 +237,7 @@ type Gate struct {
 	binds      []bindCounter
 	subscribed atomic.Bool
 
-	out gateOutage
+	out *Outage // nil: outages are waited out untold
 
 	pendMu    sync.Mutex
 	pending   map[string]gatePending
@@ -378,11 +378,10 @@ func newGate(ctx context.Context, rdb *redis.Client, inner engine.Adapter, limit
 		opts.MaxHold = 60 * time.Second
 	}
 	g := &Gate{
-		rdb: rdb, inner: inner, opts: opts, limits: limits, host: opts.Host, id: strconv.FormatUint(rand.Uint64(), 36),
+		rdb: rdb, inner: inner, opts: opts, out: opts.Outage, limits: limits, host: opts.Host, id: strconv.FormatUint(rand.Uint64(), 36),
 		cfg: make([]LimitConfig, len(limits)), waiters: make([]limitWaiters, len(limits)), binds: make([]bindCounter, len(limits)),
 		blocked: make([]atomic.Int64, len(limits)),
 	}
-	g.out.notify = opts.OnRedisError
 	g.round.g = g
 	g.round.open(rdb)
 	g.batcher, _ = inner.(engine.Batcher)
@@ -1123,7 +1122,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 	}
 	status := gateInt(res, 0)
 	if status == limitAdmitted {
-		g.out.report(nil, start)
+		g.out.Report(nil, start)
 		ttl := time.Duration(math.MaxInt64)
 		for k := 1; k < len(res); k++ {
 			ttl = min(ttl, time.Duration(gateInt(res, k))*time.Millisecond)
@@ -1145,7 +1144,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 		v = time.Duration(gateInt(res, 2)) * time.Microsecond
 	}
 	if status != limitMissing {
-		g.out.report(nil, start)
+		g.out.Report(nil, start)
 	}
 	g.binds[i].add(status)
 	r := limitRefusal{limit: i}
@@ -1196,7 +1195,7 @@ func (g *Gate) finish(l *limitLease, hold time.Duration) {
 	l.stop()
 	start := time.Now()
 	if err := g.round.release(l.member, hold); err != nil {
-		g.out.report(err, start)
+		g.out.Report(err, start)
 		g.releaseLater(l.member, hold, start)
 	}
 }
@@ -1271,10 +1270,10 @@ func (g *Gate) releaseLoop() {
 		g.pendMu.Unlock()
 		start := time.Now()
 		if err := g.releaseOnce(context.Background(), members, hold); err != nil {
-			g.out.report(err, start)
+			g.out.Report(err, start)
 			continue
 		}
-		g.out.report(nil, start)
+		g.out.Report(nil, start)
 		g.pendMu.Lock()
 		for _, m := range members {
 			delete(g.pending, m)
@@ -1295,7 +1294,7 @@ func (l *limitLease) renew() {
 	err := limitRenewScript.Run(ctx, g.rdb, g.renKeys, args...).Err()
 	next := l.ttl / 2
 	if err != nil {
-		g.out.report(redisFailure(ctx, err), start)
+		g.out.Report(redisFailure(ctx, err), start)
 		next = l.ttl / 8 // try again before the lease lapses
 	}
 	l.mu.Lock()
@@ -1357,7 +1356,7 @@ func (g *Gate) outageWait(ctx context.Context, err error, start time.Time, i int
 	if !errors.Is(err, ErrNoLimit) && !errors.Is(err, ErrNoSettings) {
 		err = redisFailure(ctx, err)
 	}
-	g.out.report(err, start)
+	g.out.Report(err, start)
 	for k := range g.binds {
 		if i < 0 || k == i {
 			g.binds[k].add(-1)
@@ -1575,50 +1574,6 @@ func limitReason(status int64) string {
 		return "unavailable"
 	}
 	return ""
-}
-
-// gateQuiet is how long Redis must have answered every call before the gate says it is back.
-// Just after an outage some calls still fail (a connection pool dials again, calls begun
-// during the outage end late) while others succeed: without it the gate would report the
-// outage over and again.
-const gateQuiet = time.Second
-
-// gateOutage is the gate's one outage reporter: it reports an outage once, when an operation
-// begun after the last one ended fails, and its end once Redis answered without failure for
-// gateQuiet.
-type gateOutage struct {
-	notify   func(error)
-	down     atomic.Bool
-	mu       sync.Mutex
-	outDown  bool
-	lastFail time.Time
-	upAt     time.Time
-}
-
-func (o *gateOutage) report(err error, start time.Time) {
-	if err == nil && !o.down.Load() {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	now := time.Now()
-	switch {
-	case err != nil:
-		o.lastFail = now
-		if o.outDown || start.Before(o.upAt) {
-			return
-		}
-		o.outDown = true
-	case o.outDown && now.Sub(o.lastFail) >= gateQuiet:
-		o.outDown = false
-		o.upAt = now
-	default:
-		return
-	}
-	o.down.Store(o.outDown)
-	if o.notify != nil {
-		o.notify(err)
-	}
 }
 
 // gatePending is a lease to give back once Redis answers: the hold its call asked for and

@@ -113,9 +113,9 @@ func gateHosts(t *testing.T, s engine.Settings, calls *gateCalls, d time.Duratio
 		if answer != nil {
 			a = func(n int64) (engine.Outcome, bool) { return answer(i, n) }
 		}
-		gates[i] = jobGate(t, j, calls.adapter(i, d, a), GateOptions{OnRedisError: func(err error) {
+		gates[i] = jobGate(t, j, calls.adapter(i, d, a), GateOptions{Outage: NewOutage(func(err error) {
 			t.Errorf("host %d: unexpected redis error %v", i, err)
-		}})
+		})})
 	}
 	return jobs, gates
 }
@@ -419,11 +419,11 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 		inner.Add(1)
 		time.Sleep(2 * time.Millisecond)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), GateOptions{OutageWait: 50 * time.Millisecond, Lease: leaseTTL, OnRedisError: func(err error) {
+	}), GateOptions{OutageWait: 50 * time.Millisecond, Lease: leaseTTL, Outage: NewOutage(func(err error) {
 		mu.Lock()
 		reports = append(reports, err)
 		mu.Unlock()
-	}})
+	})})
 	reported := func() []error { mu.Lock(); defer mu.Unlock(); return append([]error(nil), reports...) }
 
 	if _, err := g.Do(ctx, engine.Item{}); err != nil || inner.Load() != 1 {
@@ -497,7 +497,7 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 		t.Fatalf("run across an outage: %+v, %v: want %d ok and no failure", sum, err, items)
 	}
 	// Calls begun during the outage end, some of them late: the outage is still said once.
-	time.Sleep(gateQuiet)
+	time.Sleep(outageQuiet)
 	if _, err := g.Do(ctx, engine.Item{}); err != nil {
 		t.Fatalf("a call after the run: %v", err)
 	}
@@ -631,9 +631,9 @@ func TestGateSharesTheCapAmongHosts(t *testing.T) {
 	}
 	const items = 150
 	run := func(i int, done chan<- engine.Summary) {
-		g := jobGate(t, jobs[i], calls.adapter(i, 20*time.Millisecond, nil), GateOptions{OnRedisError: func(err error) {
+		g := jobGate(t, jobs[i], calls.adapter(i, 20*time.Millisecond, nil), GateOptions{Outage: NewOutage(func(err error) {
 			t.Errorf("host %d: unexpected redis error %v", i, err)
-		}})
+		})})
 		var lines strings.Builder
 		for k := range items {
 			fmt.Fprintf(&lines, "h%d-%d\n", i, k)

@@ -52,8 +52,8 @@ func ptr[T any](v T) *T { return &v }
 func namedGate(t *testing.T, l *Limits, inner engine.Adapter, job string, opts GateOptions, uses ...LimitUse) *Gate {
 	t.Helper()
 	opts.Job = job
-	if opts.OnRedisError == nil {
-		opts.OnRedisError = func(err error) { t.Errorf("job %s: unexpected redis error %v", job, err) }
+	if opts.Outage == nil {
+		opts.Outage = NewOutage(func(err error) { t.Errorf("job %s: unexpected redis error %v", job, err) })
 	}
 	g, err := l.Use(context.Background(), inner, uses, opts)
 	if err != nil {
@@ -529,7 +529,7 @@ func TestLimitDeadJobsSlotsComeBack(t *testing.T) {
 		inside.Done()
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "dying", GateOptions{OnRedisError: func(error) {}}, LimitUse{Name: name})
+	}), "dying", GateOptions{Outage: NewOutage(func(error) {})}, LimitUse{Name: name})
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() { _, _ = dying.Do(ctx, engine.Item{}) })
@@ -596,11 +596,11 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 		inner.Add(1)
 		time.Sleep(2 * time.Millisecond)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "job", GateOptions{OutageWait: 50 * time.Millisecond, OnRedisError: func(err error) {
+	}), "job", GateOptions{OutageWait: 50 * time.Millisecond, Outage: NewOutage(func(err error) {
 		mu.Lock()
 		reports = append(reports, err)
 		mu.Unlock()
-	}}, LimitUse{Name: name})
+	})}, LimitUse{Name: name})
 	if _, err := g.Do(ctx, engine.Item{}); err != nil {
 		t.Fatal(err)
 	}

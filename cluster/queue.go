@@ -273,9 +273,9 @@ type SourceOptions struct {
 	// Block is how long one read waits for new entries (default 1 s); it also bounds how soon
 	// Next sees that the job is complete.
 	Block time.Duration
-	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
-	// when it answers again: once each per outage. It must not block.
-	OnRedisError func(error)
+	// Outage, when set, is told when Redis stops answering and when it answers again. Shared
+	// with the job's gate and collector, an outage they all see is told once.
+	Outage *Outage
 	// Slots, when set, says how many items this host can have started at once (its engine's
 	// workers, plus items waiting for a retry): the host then holds no more than that plus
 	// ReadAhead of its own throughput, so that the work it cannot start soon stays in the list
@@ -292,10 +292,9 @@ type SourceOptions struct {
 // takes the rows and acknowledges the entries they complete. Next is called by one goroutine
 // at a time; the Sink may be used from another.
 type Source struct {
-	j    *Job
-	ctx  context.Context
-	opt  SourceOptions
-	down outage
+	j   *Job
+	ctx context.Context
+	opt SourceOptions
 
 	renewing sync.Once
 	ended    chan struct{} // closed when Next returns io.EOF: nothing is held any more
@@ -370,7 +369,7 @@ func (j *Job) Source(ctx context.Context, opts SourceOptions) *Source {
 		opts.ReadAhead = 250 * time.Millisecond
 	}
 	return &Source{
-		j: j, ctx: ctx, opt: opts, down: outage{report: opts.OnRedisError},
+		j: j, ctx: ctx, opt: opts,
 		ended: make(chan struct{}), held: map[string]*heldEntry{}, owner: map[int64]string{},
 		room: make(chan struct{}, 1),
 	}
@@ -542,7 +541,7 @@ func (s *Source) Next() (engine.Item, error) {
 	}
 	for len(s.queue) == 0 {
 		var eof bool
-		err := retry(s.ctx, &s.down, func() (err error) {
+		err := retry(s.ctx, s.opt.Outage, func() (err error) {
 			eof, err = s.fill()
 			s.recovering = s.recovering || err != nil
 			return err
@@ -875,37 +874,17 @@ func notYet(err error) bool {
 
 var errNoWork = errors.New("cluster: the work list does not exist yet")
 
-// outage reports when Redis stops answering and when it answers again, once each.
-type outage struct {
-	mu     sync.Mutex
-	down   bool
-	report func(error)
-}
-
-func (o *outage) set(err error) {
-	if o == nil {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.down == (err != nil) {
-		return
-	}
-	o.down = err != nil
-	if o.report != nil {
-		o.report(err)
-	}
-}
-
 // retry runs op until it succeeds, fails for another reason than Redis being unreachable, or
-// ctx ends; it waits between tries, from 100 ms doubling to 3 s, and reports the outage to o.
-func retry(ctx context.Context, o *outage, op func() error) error {
+// ctx ends; it waits between tries, from 100 ms doubling to 3 s, and reports each try to o
+// (nil: to nobody).
+func retry(ctx context.Context, o *Outage, op func() error) error {
 	wait := 50 * time.Millisecond
 	for {
+		start := time.Now()
 		err := op()
 		switch {
 		case err == nil:
-			o.set(nil)
+			o.Report(nil, start)
 			return nil
 		case !transient(err):
 			return err
@@ -914,7 +893,7 @@ func retry(ctx context.Context, o *outage, op func() error) error {
 			// reason the wait ended, never the client's own error types.
 			return fmt.Errorf("%w: %w (%v)", ErrRedis, ctx.Err(), err) //nolint:errorlint // see above
 		}
-		o.set(err)
+		o.Report(err, start)
 		wait = min(2*wait, 3*time.Second)
 		// Jitter, so that hosts that lost Redis together do not all come back in one instant.
 		if serr := sleep(ctx, wait/2+rand.N(wait/2)); serr != nil {

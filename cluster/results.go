@@ -96,7 +96,7 @@ func (e scriptError) RedisError()   {}
 func (s *Source) addRowsAck(rows []engine.EncodedRow, ids []string) (int, error) {
 	keys, ctx := []string{s.j.Key("results"), s.j.Key("items"), s.j.Key("meta")}, context.WithoutCancel(s.ctx)
 	written, acked := 0, int64(0)
-	err := retry(s.ctx, &s.down, func() error {
+	err := retry(s.ctx, s.opt.Outage, func() error {
 		rest := rows[written:]
 		args := make([]any, 0, 3+3*len(rest)+len(ids))
 		args = append(args, workGroup, s.j.gen, len(rest))
@@ -181,9 +181,9 @@ type CollectOptions struct {
 	// (XTRIM MINID) as soon as w took it, so that Redis's memory stays bounded however long
 	// the job: a row is then only in w.
 	KeepRows bool
-	// OnRedisError, when set, is called with the error when Redis stops answering and with nil
-	// when it answers again: once each per outage. It must not block.
-	OnRedisError func(error)
+	// Outage, when set, is told when Redis stops answering and when it answers again. Shared
+	// with the job's gate and Sources, an outage they all see is told once.
+	Outage *Outage
 	// OnRows, when set, is called with the counts so far after each batch is written to w, and
 	// with the job's total (-1 while unknown): the job's progress. It must not block.
 	OnRows func(st CollectStats, total int64)
@@ -211,7 +211,6 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 	var (
 		st   CollectStats
 		seen bitset
-		down = outage{report: opts.OnRedisError}
 		last = "0-0"
 		buf  []byte
 		key  = j.Key("results")
@@ -221,7 +220,7 @@ func (j *Job) Collect(ctx context.Context, w io.Writer, total int64, opts Collec
 	}
 	for total < 0 || st.Rows < total {
 		var msgs []redis.XMessage
-		err := retry(ctx, &down, func() error {
+		err := retry(ctx, opts.Outage, func() error {
 			if total < 0 {
 				n, err := j.rdb.HGet(ctx, j.Key("meta"), "total").Int64()
 				if err != nil && !errors.Is(err, redis.Nil) {

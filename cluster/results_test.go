@@ -99,7 +99,7 @@ func TestSinkRefusesWrite(t *testing.T) {
 	}
 }
 
-// outages records what OnRedisError was told.
+// outages records what an Outage told.
 type outages struct {
 	mu     sync.Mutex
 	events []error
@@ -135,7 +135,7 @@ func TestSinkWaitsWhileRedisIsAway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	var o outages
-	src := j.Source(ctx, SourceOptions{OnRedisError: o.report})
+	src := j.Source(ctx, SourceOptions{Outage: NewOutage(o.report)})
 	start := time.Now()
 	n, err := src.Sink().WriteRows([]engine.EncodedRow{row(0, true, ""), row(1, true, "")})
 	if took := time.Since(start); took < wait {
@@ -179,7 +179,7 @@ func TestJobPausesThroughRedisOutage(t *testing.T) {
 		collected <- st
 	}()
 	var o outages
-	wait := runHost(t, ctx, host, SourceOptions{Block: 100 * time.Millisecond, OnRedisError: o.report}, 2*time.Millisecond)
+	wait := runHost(t, ctx, host, SourceOptions{Block: 100 * time.Millisecond, Outage: NewOutage(o.report)}, 2*time.Millisecond)
 
 	for out.lines() < 500 {
 		time.Sleep(5 * time.Millisecond)
