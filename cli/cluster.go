@@ -302,7 +302,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			say(role)
 			return clusterLines(say, clusterHosts(cj, ctrl, progress.load), 5*rf.progressEvery)
 		},
-		close: func() { stopCollect(); stopWork(); closeAll() },
+		close: func() { stopCollect(); stopWork(); outage.Close(); closeAll() }, // an outage's end after the summary is no news
 	}
 	if coordinator && tally != nil {
 		p.rows = tally.snapshot // the job's rows, every host's, as the file holds them

@@ -113,7 +113,8 @@ func wrapLimits(ctx context.Context, env *Env, rf *runFlags, a engine.Adapter) (
 	return g.Adapter(), func() {
 		stop()
 		g.Close()
-		_ = lim.Close() // the setup failed: that error is the one to tell
+		outage.Close()  // the run is over: an outage's end is no news under its summary
+		_ = lim.Close() // the run is over: a failure to drop the connection changes nothing
 	}, nil
 }
 

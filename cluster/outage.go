@@ -33,6 +33,7 @@ type Outage struct {
 	lastOK   time.Time   // the last success reported while out
 	upAt     time.Time   // when the last outage was told over
 	settling *time.Timer // set while a success waits out the quiet period
+	closed   bool        // Close was called: nothing more is told
 }
 
 // NewOutage returns an Outage that calls tell with the error that started an outage, then
@@ -50,6 +51,9 @@ func (o *Outage) Report(err error, start time.Time) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
 	now := time.Now()
 	switch {
 	case err != nil:
@@ -83,7 +87,7 @@ func (o *Outage) settle() {
 	o.settling = nil
 	now := time.Now()
 	switch {
-	case !o.out || o.lastOK.Before(o.lastFail):
+	case o.closed, !o.out || o.lastOK.Before(o.lastFail):
 		// Over already, or nothing answered since the last failure: the next success looks again.
 	case now.Sub(o.lastFail) < o.quiet:
 		o.settling = time.AfterFunc(o.lastFail.Add(o.quiet).Sub(now), o.settle)
@@ -103,5 +107,21 @@ func (o *Outage) back(now time.Time) {
 	}
 	if o.tell != nil {
 		o.tell(nil)
+	}
+}
+
+// Close ends the Outage's telling: once a run has ended and said its summary, a quiet
+// second that ends after it must not print "redis is back" under it. Close is safe to call
+// more than once and on a nil Outage.
+func (o *Outage) Close() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	if o.settling != nil {
+		o.settling.Stop()
+		o.settling = nil
 	}
 }

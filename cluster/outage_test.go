@@ -152,3 +152,22 @@ func TestOutageNil(t *testing.T) {
 	o.Report(nil, time.Now())
 	NewOutage(nil).Report(errGone, time.Now()) // and an Outage may tell nobody
 }
+
+// TestOutageClose: once closed (the run ended and said its summary), an Outage tells
+// nothing more: not the end of an outage whose quiet second was still running, nor the end
+// that a later success would tell.
+func TestOutageClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		k := &told{t0: time.Now()}
+		o := NewOutage(k.tell)
+		o.Report(errGone, time.Now())
+		o.Report(nil, time.Now()) // back, but the quiet second is not over
+		o.Close()
+		time.Sleep(2 * outageQuiet)
+		o.Report(nil, time.Now()) // would tell the end, a quiet second after the last failure
+		o.Close()
+		k.want(t, []bool{true}, []time.Duration{0})
+		var none *Outage
+		none.Close()
+	})
+}
