@@ -25,14 +25,8 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 		okJSON(w, r)
 	})
 	const items = 600
-	in, out := writeItems(t, items), outPath(t)
-	job := jobName("test-share")
-	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
-		"--parallelism", "6", "--timeout", "5s", "--redis", url, "--job", job)
-	coord.waitFor(t, "coordinator", 10*time.Second)
-	j1 := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
-	j2 := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
-	hosts := []*host{coord, j1, j2}
+	hosts, out := startSharedJob(t, bin, url, "test-share", items, 6, 2, srv.URL)
+	coord := hosts[0]
 	for _, h := range hosts {
 		select {
 		case err := <-h.done:
@@ -89,4 +83,21 @@ func hostCalls(t *testing.T, h *host, stdout string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// startSharedJob starts the coordinator of a job of n items against the server at srvURL
+// under a global cap of parallelism, waits until it coordinates, and starts joins hosts that
+// join it. It returns the hosts, the coordinator first, and the results file.
+func startSharedJob(t *testing.T, bin, redisURL, name string, n, parallelism, joins int, srvURL string) ([]*host, string) {
+	t.Helper()
+	in, out := writeItems(t, n), outPath(t)
+	job := jobName(name)
+	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srvURL+"/{item}", "--headless",
+		"--parallelism", strconv.Itoa(parallelism), "--timeout", "5s", "--redis", redisURL, "--job", job)
+	coord.waitFor(t, "coordinator", 10*time.Second)
+	hosts := []*host{coord}
+	for range joins {
+		hosts = append(hosts, startHost(t, bin, "join", "--redis", redisURL, "--job", job, "--headless"))
+	}
+	return hosts, out
 }

@@ -99,14 +99,9 @@ func TestClusterSummaryCountsEveryHostsFailures(t *testing.T) {
 		}
 		okJSON(w, r)
 	})
-	const items = 300
-	in, out := writeItems(t, items), outPath(t)
-	job := jobName("test-sumfail")
-	coord := startHost(t, bin, "run", "http", "--input", in, "--out", out, "--url", srv.URL+"/{item}", "--headless",
-		"--parallelism", "4", "--timeout", "5s", "--redis", url, "--job", job)
-	coord.waitFor(t, "coordinator", 10*time.Second)
-	joined := startHost(t, bin, "join", "--redis", url, "--job", job, "--headless")
-	for _, h := range []*host{coord, joined} {
+	hosts, out := startSharedJob(t, bin, url, "test-sumfail", 300, 4, 1, srv.URL)
+	coord, joined := hosts[0], hosts[1]
+	for _, h := range hosts {
 		select {
 		case err := <-h.done: // the coordinator exits 1: items failed
 			t.Logf("host exited: %v", err)
