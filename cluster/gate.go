@@ -627,6 +627,34 @@ local function starve(i, want)
   lim[i].starved = true
 end
 
+-- meter judges n units of limit i (a rate's calls, a tpm's tokens) against its bucket (tat
+-- all, interval iv, burst b) and this job's share of it (tat mine): the two new tats when they
+-- fit, else the refusal: status refused (the limit's), or refused + 1 (the share's, while
+-- another job is starved).
+local function meter(i, want, share, all, mine, iv, b, n, refused)
+  local ok, new, wait = gcra(all, iv, b, n)
+  -- The job's own bucket holds two at least: a call a little late then does not cost the job
+  -- its turn (one of burst 1 would lose what lateness there is).
+  local ivj, bj = iv / share, math.max(2 * n, b * share)
+  local okj, newj, waitj = gcra(mine, ivj, bj, n)
+  local starved, waiting = others(want)
+  if not ok then
+    redis.call('ZADD', want, now, '~' .. job)
+    if okj then starve(i, want) end
+    -- Turns come at the job's share of the tokens while other jobs want them too.
+    if waiting then iv = ivj end
+    return nil, nil, {refused, i, math.ceil(wait * 1000), math.ceil(iv * math.max(n, 1) * 1000)}
+  end
+  if not okj then
+    if starved then
+      redis.call('ZADD', want, now, '~' .. job)
+      return nil, nil, {refused + 1, i, math.ceil(waitj * 1000), math.ceil(ivj * math.max(n, 1) * 1000)}
+    end
+    newj = math.min(newj, now + ivj * bj)
+  end
+  return new, newj
+end
+
 local function try(seq, tokens, costs)
   local plan = {}
   for i = 1, n do
@@ -664,50 +692,14 @@ local function try(seq, tokens, costs)
       p.gen = c[1]
       if rate > 0 then
         if cost > burst then return {9, i, burst, 1} end
-        local iv = 1000 / rate
-        local ok, new, wait = gcra(g[2], iv, burst, cost)
-        -- The job's own bucket holds two calls at least: a call a little late then does not
-        -- cost the job its turn (one of burst 1 would lose what lateness there is).
-        local ivj, bj = iv / share, math.max(2 * cost, burst * share)
-        local okj, newj, waitj = gcra(g[3], ivj, bj, cost)
-        local starved, waiting = others(want)
-        if not ok then
-          redis.call('ZADD', want, now, '~' .. job)
-          if okj then starve(i, want) end
-          -- Turns come at the job's share of the tokens while other jobs want them too.
-          if waiting then iv = ivj end
-          return {4, i, math.ceil(wait * 1000), math.ceil(iv * math.max(cost, 1) * 1000)}
-        end
-        if not okj then
-          if starved then
-            redis.call('ZADD', want, now, '~' .. job)
-            return {5, i, math.ceil(waitj * 1000), math.ceil(ivj * math.max(cost, 1) * 1000)}
-          end
-          newj = math.min(newj, now + ivj * bj)
-        end
+        local new, newj, refusal = meter(i, want, share, g[2], g[3], 1000 / rate, burst, cost, 4)
+        if refusal then return refusal end
         p.all, p.mine = new, newj
       end
       if tpm > 0 and tokens > 0 then
         if tokens > tpm then return {9, i, tpm, 2} end
-        local iv = 60000 / tpm
-        local bt = math.max(tpm / 60, tokens)
-        local ok, new, wait = gcra(g[4], iv, bt, tokens)
-        local ivj, bj = iv / share, math.max(2 * tokens, bt * share)
-        local okj, newj, waitj = gcra(g[5], ivj, bj, tokens)
-        local starved, waiting = others(want)
-        if not ok then
-          redis.call('ZADD', want, now, '~' .. job)
-          if okj then starve(i, want) end
-          if waiting then iv = ivj end
-          return {6, i, math.ceil(wait * 1000), math.ceil(iv * tokens * 1000)}
-        end
-        if not okj then
-          if starved then
-            redis.call('ZADD', want, now, '~' .. job)
-            return {7, i, math.ceil(waitj * 1000), math.ceil(ivj * tokens * 1000)}
-          end
-          newj = math.min(newj, now + ivj * bj)
-        end
+        local new, newj, refusal = meter(i, want, share, g[4], g[5], 60000 / tpm, math.max(tpm / 60, tokens), tokens, 6)
+        if refusal then return refusal end
         p.tpm, p.tmine = new, newj
       end
     end
