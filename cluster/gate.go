@@ -909,18 +909,10 @@ func (g *Gate) beat(ctx context.Context, leave bool) error {
 // heartbeat beats every limitBeat until ctx ends. A beat that fails is skipped (the calls
 // report the outage); the next one tries again.
 func (g *Gate) heartbeat(ctx context.Context) {
-	t := time.NewTicker(limitBeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		bctx, cancel := context.WithTimeout(ctx, limitBeat)
-		_ = g.beat(bctx, false)
-		cancel()
-	}
+	tick(ctx, limitBeat, limitBeat, false, func(ctx context.Context) bool {
+		_ = g.beat(ctx, false)
+		return true
+	})
 }
 
 // limitMessage is what a limit's channel carries besides "free".

@@ -64,23 +64,15 @@ func (j *Job) Heartbeat(ctx context.Context, every time.Duration, snap func() en
 	if every <= 0 {
 		every = time.Second
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
+	tick(ctx, every, max(every, time.Second), true, func(bctx context.Context) bool {
 		s := snap()
 		b, _ := json.Marshal(hostBeat{InFlight: s.InFlight, Calls: s.Calls, OK: s.OK, Failed: s.Failed, EveryMS: every.Milliseconds()})
-		bctx, cancel := context.WithTimeout(ctx, max(every, time.Second))
 		_ = hostsBeatScript.Run(bctx, j.rdb, []string{j.Key("hosts")}, j.host, string(b)).Err()
-		cancel()
-		select {
-		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = j.rdb.HDel(lctx, j.Key("hosts"), j.host).Err()
-			cancel()
-			return
-		case <-tick.C:
-		}
-	}
+		return true
+	})
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	_ = j.rdb.HDel(lctx, j.Key("hosts"), j.host).Err()
+	cancel()
 }
 
 // Hosts returns the job's hosts sorted by name: those alive, and those that stopped beating
@@ -121,18 +113,10 @@ const collectorTTL = 5 * time.Second
 // CollectorBeat marks, every second until ctx ends, that this host collects the job's rows
 // (the coordinator, while Collect runs). A beat that fails is skipped.
 func (j *Job) CollectorBeat(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		bctx, cancel := context.WithTimeout(ctx, time.Second)
+	tick(ctx, time.Second, time.Second, true, func(bctx context.Context) bool {
 		_ = j.rdb.Set(bctx, j.Key("collector"), j.host, collectorTTL).Err()
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+		return true
+	})
 }
 
 // Collected marks that every row of the job is in the coordinator's file: the hosts that
@@ -164,18 +148,9 @@ const collectorGrace = 5 * time.Second
 // told(true, ""), and told(false, host) when one is back. An outage is told elsewhere: a look
 // that fails changes nothing.
 func (j *Job) WatchCollector(ctx context.Context, told func(missing bool, host string)) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
 	seen, missing := time.Now(), false // the start counts as a look that found one
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
+	tick(ctx, time.Second, time.Second, false, func(lctx context.Context) bool {
 		host, done, err := j.Collector(lctx)
-		cancel()
 		if host != "" {
 			seen = time.Now()
 		}
@@ -188,7 +163,8 @@ func (j *Job) WatchCollector(ctx context.Context, told func(missing bool, host s
 			missing = false
 			told(false, host)
 		}
-	}
+		return true
+	})
 }
 
 // Uncollected reports whether nobody collects the job's rows and they were not all collected:

@@ -206,22 +206,13 @@ func (j *Job) WatchGeneration(ctx context.Context, every time.Duration, gone fun
 	if j.gen == "" {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, max(every, time.Second))
-		err := j.CheckGeneration(cctx)
-		cancel()
-		if errors.Is(err, ErrJobGone) {
+	tick(ctx, every, max(every, time.Second), false, func(ctx context.Context) bool {
+		if errors.Is(j.CheckGeneration(ctx), ErrJobGone) {
 			gone()
-			return
+			return false
 		}
-	}
+		return true
+	})
 }
 
 // Definition returns the command line stored by Define and the coordinator's name.
