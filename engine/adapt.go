@@ -171,7 +171,6 @@ type adaptState struct {
 	rate       float64 // effective rate; 0 = none
 	rateCurve  cubic
 	rateCut    time.Time // when the rate was last cut; calls started before do not count
-	rateBlind  bool      // the last cut had no measure
 	rateLogged float64
 	limit      float64
 
@@ -415,7 +414,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		// A refusal past the plateau that measures what the last one did: the limit has not
 		// moved. The pool comes back from the hold at the plateau (a deeper cut would only
 		// give away calls), and the next look past it waits longer: each look costs a hold.
-		confirmed := !a.rateBlind && !a.rateCurve.rough && !a.rateCut.IsZero() &&
+		confirmed := !a.rateCurve.blind && !a.rateCurve.rough && !a.rateCut.IsZero() &&
 			w > a.rateCurve.top*1.005 && math.Abs(w-a.limit) <= 0.03*a.limit
 		// CUBIC's fast convergence: pushed back at or under the last plateau, the limit is
 		// lower than it was thought; the new plateau goes a little further down.
@@ -425,7 +424,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			plateau, converge, k = 1, 0.99, probeK
 		}
 		switch {
-		case a.rateBlind:
+		case a.rateCurve.blind:
 			// Measured at the end of a blind climb, which began at the end of a hold: the
 			// window holds the calls of the burst the bucket saved up during the hold, above
 			// its rate; the plateau keeps a margin for them.
@@ -458,7 +457,7 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 			w = min(w, old)
 		}
 		top, to = w*plateauShare, w*semiBeta
-		if !a.rateBlind && !a.rateCut.IsZero() && w <= a.rateCurve.top*1.005 {
+		if !a.rateCurve.blind && !a.rateCut.IsZero() && w <= a.rateCurve.top*1.005 {
 			top = w * convergeShare * plateauShare // refused under the last plateau: lower
 		}
 		// The estimate is rough: the climb comes back to it soon, so that the next refusal
@@ -488,7 +487,6 @@ func (e *Engine) cutRateLocked(inflight int, start, now time.Time) {
 		to = min(to, old)
 	}
 	a.signals++
-	a.rateBlind = blind
 	a.rateCut = now
 	a.rateCurve = cubic{at: now, w0: to, top: max(top, to), k: k, blind: blind, rough: rough}
 	from := e.rateCapLocked()
