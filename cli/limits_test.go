@@ -262,7 +262,9 @@ func TestSharedLimitAcrossJobs(t *testing.T) {
 }
 
 // TestSharedLimitRedisOutage: Redis goes away mid-run: the job says so once, makes no call
-// while it cannot take from its limit, and goes on when Redis is back; no item fails.
+// while it cannot take from its limit, and goes on when Redis is back; no item fails. A lease
+// held when Redis went away is still a place in the limit: the host may hand it to its next
+// call for keepFor (50 ms) after Redis admitted it, not later.
 func TestSharedLimitRedisOutage(t *testing.T) {
 	rurl := redisURL(t)
 	name := limitName(t, rurl)
@@ -270,28 +272,31 @@ func TestSharedLimitRedisOutage(t *testing.T) {
 		t.Fatalf("limit set: %d %s", r.code, r.stderr)
 	}
 	proxy, via := cuttest.StartURL(t, rurl)
-	var calls atomic.Int64
+	var calls, during atomic.Int64
+	var cut atomic.Bool
+	var cutAt, backAt time.Time
 	srv := newRecServer(t, func(w http.ResponseWriter, r *http.Request, a arrival) {
 		calls.Add(1)
+		if cut.Load() && a.at.Sub(cutAt) > 150*time.Millisecond {
+			during.Add(1)
+		}
 		time.Sleep(20 * time.Millisecond)
 		okJSON(w, r)
 	})
 	const items = 150
 	in, out := writeItems(t, items), outPath(t)
 	stderr := &syncBuffer{}
-	var cutAt, backAt time.Time
-	var during atomic.Int64
 	go func() {
 		if !waitFor(10*time.Second, func() bool { return calls.Load() >= 20 }) {
 			return
 		}
 		proxy.Cut()
 		cutAt = time.Now()
-		n := calls.Load()
+		cut.Store(true)
 		// Longer than go-redis's own retries of a command (about a second), which a blip
 		// does not outlast.
 		time.Sleep(2 * time.Second)
-		during.Store(calls.Load() - n)
+		cut.Store(false)
 		proxy.Restore(t)
 		backAt = time.Now()
 	}()
@@ -307,9 +312,10 @@ func TestSharedLimitRedisOutage(t *testing.T) {
 	if strings.Count(r.stderr, want) != 1 || strings.Count(r.stderr, "redis is back: calls take from the shared limit "+name+" again") != 1 {
 		t.Fatalf("want the outage and its end said once each:\n%s", r.stderr)
 	}
-	// The 2 calls in flight when Redis went away may end; no other starts.
-	if n := during.Load(); n > 2 {
-		t.Fatalf("%d calls reached the server while redis was away: want none beyond those in flight", n)
+	// The calls in flight when Redis went away end, and their kept leases may serve the next
+	// calls for keepFor; no call starts later than that (150 ms, for a loaded machine).
+	if n := during.Load(); n > 0 {
+		t.Fatalf("%d calls reached the server more than 150 ms after redis went away: want none", n)
 	}
 	rows := readRows(t, out)
 	if len(rowsByItem(t, rows)) != items {

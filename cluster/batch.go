@@ -66,12 +66,13 @@ type acquireReq struct {
 	done   chan struct{}
 }
 
-// releaseReq is one call's release: its lease's member and the hold its answer asks for.
+// releaseReq is one call's release (or the kept leases' that go back together): the leases'
+// members and the hold the call's answer asks for.
 type releaseReq struct {
-	member string
-	hold   time.Duration
-	err    error
-	done   chan struct{}
+	members []string
+	hold    time.Duration
+	err     error
+	done    chan struct{}
 }
 
 // open makes the trips' client, like rdb but for its retries.
@@ -116,10 +117,10 @@ func (t *gateTrips) acquire(ctx context.Context, r *acquireReq) ([]any, error) {
 	}
 }
 
-// release sends the release of member with the next trip and returns once it was made (or
+// release sends the release of members with the next trip and returns once it was made (or
 // failed): when a call's Do returns, its place in the limits is free.
-func (t *gateTrips) release(member string, hold time.Duration) error {
-	r := &releaseReq{member: member, hold: hold, done: make(chan struct{})}
+func (t *gateTrips) release(members []string, hold time.Duration) error {
+	r := &releaseReq{members: members, hold: hold, done: make(chan struct{})}
 	t.mu.Lock()
 	t.rel = append(t.rel, r)
 	t.go1()
@@ -197,22 +198,26 @@ func (t *gateTrips) send(rdb *redis.Client, acq []*acquireReq, rel []*releaseReq
 	defer cancel()
 	var res []any
 	var err error
+	// The calls started on kept leases since the last trip are counted with this one (or,
+	// if it fails, with the next).
+	calls := g.kept.calls.Swap(0)
 	if len(acq) == 0 {
 		// Releases alone: the release script, which does only that, costs Redis less.
-		members := make([]string, len(rel))
+		var members []string
 		var hold time.Duration
-		for i, r := range rel {
-			members[i], hold = r.member, max(hold, r.hold)
+		for _, r := range rel {
+			members, hold = append(members, r.members...), max(hold, r.hold)
 		}
-		err = limitReleaseScript.Run(ctx, rdb, g.relKeys, g.releaseArgs(members, hold)...).Err()
+		err = limitReleaseScript.Run(ctx, rdb, g.relKeys, g.releaseArgs(members, hold, calls)...).Err()
 	} else {
-		res, err = limitAcquireScript.Run(ctx, rdb, g.acqKeys, g.tripArgs(acq, rel)...).Slice()
+		res, err = limitAcquireScript.Run(ctx, rdb, g.acqKeys, g.tripArgs(acq, rel, calls)...).Slice()
 	}
 	if err == nil && len(res) != len(acq) {
 		err = fmt.Errorf("cluster: %d answers of the limits for %d calls", len(res), len(acq))
 	}
 	if err != nil {
 		err = redisFailure(ctx, err)
+		g.kept.calls.Add(calls)
 	}
 	for _, r := range rel {
 		r.err = err
@@ -228,19 +233,21 @@ func (t *gateTrips) send(rdb *redis.Client, acq []*acquireReq, rel []*releaseReq
 }
 
 // tripArgs is the acquire script's ARGV for a trip: the leases of rel to give back, with the
-// longest hold they asked for, and the calls of acq.
-func (g *Gate) tripArgs(acq []*acquireReq, rel []*releaseReq) []any {
+// longest hold they asked for, the calls started on kept leases, and the calls of acq.
+func (g *Gate) tripArgs(acq []*acquireReq, rel []*releaseReq, calls int64) []any {
 	var hold time.Duration
+	var members []string
 	for _, r := range rel {
 		hold = max(hold, r.hold)
+		members = append(members, r.members...)
 	}
-	args := make([]any, 0, 5+4*len(g.limits)+len(rel)+len(acq)*(2+len(g.limits)))
-	args = append(args, limitStarveWindow.Milliseconds(), len(acq), len(rel), hold.Milliseconds(), g.host)
+	args := make([]any, 0, 6+4*len(g.limits)+len(members)+len(acq)*(2+len(g.limits)))
+	args = append(args, limitStarveWindow.Milliseconds(), len(acq), len(members), hold.Milliseconds(), g.host, calls)
 	for i, u := range g.perLimit {
 		args = append(args, u[0], u[1], u[2], g.waiters[i].count())
 	}
-	for _, r := range rel {
-		args = append(args, r.member)
+	for _, m := range members {
+		args = append(args, m)
 	}
 	for _, r := range acq {
 		args = append(args, r.member, r.tokens)
@@ -251,10 +258,11 @@ func (g *Gate) tripArgs(acq []*acquireReq, rel []*releaseReq) []any {
 	return args
 }
 
-// releaseArgs is the release script's ARGV for members, with hold.
-func (g *Gate) releaseArgs(members []string, hold time.Duration) []any {
-	args := make([]any, 0, 4+len(g.limits)+len(members))
-	args = append(args, hold.Milliseconds(), g.host, limitStarveWindow.Milliseconds(), len(g.limits))
+// releaseArgs is the release script's ARGV for members, with hold, and the calls started on
+// kept leases to count.
+func (g *Gate) releaseArgs(members []string, hold time.Duration, calls int64) []any {
+	args := make([]any, 0, 5+len(g.limits)+len(members))
+	args = append(args, hold.Milliseconds(), g.host, limitStarveWindow.Milliseconds(), len(g.limits), calls)
 	for _, u := range g.limits {
 		args = append(args, u.sharer)
 	}

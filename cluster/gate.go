@@ -228,6 +228,7 @@ type Gate struct {
 	calling atomic.Int64
 	trips   atomic.Int64 // acquisitions asked of Redis, admitted or not
 	round   gateTrips    // the round trips that carry them, and the releases
+	kept    keptLeases   // leases of ended calls, for this host's next calls
 
 	cfgMu sync.Mutex
 	cfg   []LimitConfig // as last heard: at the start, at each (re)subscription and change
@@ -428,6 +429,7 @@ func (g *Gate) Close() {
 	g.closeOnce.Do(func() {
 		g.cancel()
 		g.done.Wait()
+		g.dropKept()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = g.beat(ctx, true)
@@ -559,17 +561,20 @@ const (
 //
 // KEYS: per limit conf, leases, hold, gcra, state, want, channel. ARGV: starve window ms, the
 // number of calls R, the number of leases to give back M, the hold ms they ask for (0: none),
-// the holder; then per limit the sharer, its weight, the default lease ms and how many of the
+// the holder, the calls the host started on kept leases since its last trip; then per limit the sharer, its weight, the default lease ms and how many of the
 // sharer's calls wait on the limit (refused before, none of the trip); then the M leases'
 // sequence numbers; then per call its seq, its tokens and per limit what it takes from the
 // rate.
-// Answer: per call, {0, lease ms per limit} or {status, limit index (1-based), value, more}:
+// Answer: per call, {0, keep, lease ms per limit} (keep: 1 if the host may hand the lease on
+// to its next calls, see keptLeases) or {status, limit index (1-based), value, more}:
 // the hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
 // wait for a token and the interval between turns at tokens (µs: the limit's, or the job's
 // share's while other jobs want tokens too), for this job's waiters to take turns; or, too
 // big, the limit (tpm, burst) and 1 for the rate, 2 for the tpm.
-var limitAcquireScript = redis.NewScript(limitNow + limitRelease + `
-local window, R, M, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+var limitAcquireScript = redis.NewScript(limitNow + limitRelease + limitCount + `
+local window, R, M, hold, calls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+-- H is the length of ARGV's head, before the limits' part.
+local H = 6
 local n = #KEYS / 7
 local job
 
@@ -614,7 +619,7 @@ local function limit(i)
     redis.call('ZREMRANGEBYSCORE', want, '-inf', now - window)
     L.W = tonumber(redis.call('HGET', state, 'W')) or 0
     L.busy = redis.call('ZCARD', leases)
-    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[5 + (i - 1) * 4 + 1])) or 0
+    L.mine = tonumber(redis.call('HGET', state, 'h:' .. ARGV[H + (i - 1) * 4 + 1])) or 0
   end
   lim[i] = L
   return L
@@ -657,10 +662,13 @@ end
 
 local function try(seq, tokens, costs)
   local plan = {}
+  -- keep: the host may hand this lease on to its next calls for a while (see keptLeases):
+  -- no limit meters the calls (a rate, a tpm), and no other sharer waits on any of them.
+  local keep = 1
   for i = 1, n do
     local b = (i - 1) * 7
     local leases, gk, want = KEYS[b + 2], KEYS[b + 4], KEYS[b + 6]
-    local a = 5 + (i - 1) * 4
+    local a = H + (i - 1) * 4
     job = ARGV[a + 1]
     local w, deflease, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), costs[i]
     local L = limit(i)
@@ -670,6 +678,10 @@ local function try(seq, tokens, costs)
     local cap, rate, burst, tpm = tonumber(c[2]) or 0, tonumber(c[3]) or 0, tonumber(c[4]) or 1, tonumber(c[5]) or 0
     local p = {lease = tonumber(c[6]) or deflease}
     local share = w / math.max(L.W, w)
+    if keep == 1 then
+      if L.waiting == nil then L.waiting = select(2, others(want)) end
+      if rate > 0 or tpm > 0 or L.waiting then keep = 0 end
+    end
     if cap > 0 then
       local busy, mine = L.busy, L.mine
       if busy >= cap then
@@ -706,11 +718,11 @@ local function try(seq, tokens, costs)
     plan[i] = p
   end
 
-  local answer = {0}
+  local answer = {0, keep}
   for i = 1, n do
     local b = (i - 1) * 7
     local gk, p = KEYS[b + 4], plan[i]
-    local a = 5 + (i - 1) * 4
+    local a = H + (i - 1) * 4
     job = ARGV[a + 1]
     -- A whole ms: Redis reads a score of 12 digits faster than one of 17, and a lease of
     -- 100 ms or more lives as long within a ms.
@@ -744,37 +756,25 @@ if M > 0 then
   for i = 1, n do
     local b = (i - 1) * 7
     keys[i] = {KEYS[b + 2], KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]}
-    owners[i] = ARGV[5 + (i - 1) * 4 + 1]
+    owners[i] = ARGV[H + (i - 1) * 4 + 1]
   end
-  for k = 1, M do members[k] = ARGV[5 + 4 * n + k] end
+  for k = 1, M do members[k] = ARGV[H + 4 * n + k] end
   release(keys, owners, members, hold, ARGV[5], window)
 end
 
 local out = {}
 for r = 1, R do
-  local a = 5 + 4 * n + M + (r - 1) * (2 + n)
+  local a = H + 4 * n + M + (r - 1) * (2 + n)
   local costs = {}
   for i = 1, n do costs[i] = tonumber(ARGV[a + 2 + i]) end
   out[r] = try(ARGV[a + 1], tonumber(ARGV[a + 2]), costs)
 end
 
--- The counts of the calls admitted, once a trip: the sharer's leases and calls, and the
--- limit's calls in this second and the last.
-local sec = math.floor(now / 1000)
-for i, L in pairs(lim) do
-  if L.admitted > 0 then
-    local state, job = KEYS[(i - 1) * 7 + 5], ARGV[5 + (i - 1) * 4 + 1]
-    redis.call('HINCRBY', state, 'h:' .. job, L.admitted)
-    redis.call('HINCRBY', state, 'c:' .. job, L.admitted)
-    local s = redis.call('HMGET', state, 'sec', 'n')
-    if tonumber(s[1]) == sec then
-      redis.call('HINCRBY', state, 'n', L.admitted)
-    else
-      local prev = 0
-      if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
-      redis.call('HSET', state, 'sec', sec, 'n', L.admitted, 'prev', prev)
-    end
-  end
+-- The counts, once a trip: of the calls admitted, and of those the host started on kept
+-- leases since its last trip.
+for i = 1, n do
+  local admitted = lim[i] and lim[i].admitted or 0
+  count(KEYS[(i - 1) * 7 + 5], ARGV[H + (i - 1) * 4 + 1], admitted, admitted + calls)
 end
 return out
 `)
@@ -785,20 +785,42 @@ return out
 // channel while some job waits for one, to wake one of its waiting calls.
 //
 // KEYS: per limit leases, hold, state, want, channel. ARGV: hold ms (0: none), holder,
-// starve window ms, the number of limits, then the sharer of each limit, then the leases'
-// sequence numbers (a lease is SHARER|SEQ).
-var limitReleaseScript = redis.NewScript(limitNow + limitRelease + `
-local hold, window, n = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+// starve window ms, the number of limits, the calls the host started on kept leases since its
+// last trip, then the sharer of each limit, then the leases' sequence numbers (a lease is
+// SHARER|SEQ).
+var limitReleaseScript = redis.NewScript(limitNow + limitRelease + limitCount + `
+local hold, window, n, calls = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keys, owners, members = {}, {}, {}
 for i = 1, n do
   local b = (i - 1) * 5
   keys[i] = {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]}
-  owners[i] = ARGV[4 + i]
+  owners[i] = ARGV[5 + i]
 end
-for k = 5 + n, #ARGV do members[#members + 1] = ARGV[k] end
+for k = 6 + n, #ARGV do members[#members + 1] = ARGV[k] end
 release(keys, owners, members, hold, ARGV[2], window)
+for i = 1, n do count(keys[i][3], owners[i], 0, calls) end
 return 0
 `)
+
+// limitCount defines count, which counts on a limit (its state) the sharer job's leases taken
+// (taken) and its calls made (calls), and the limit's calls in this second and the last. It
+// expects now.
+const limitCount = `
+local function count(state, job, taken, calls)
+  if taken > 0 then redis.call('HINCRBY', state, 'h:' .. job, taken) end
+  if calls <= 0 then return end
+  redis.call('HINCRBY', state, 'c:' .. job, calls)
+  local sec = math.floor(now / 1000)
+  local s = redis.call('HMGET', state, 'sec', 'n')
+  if tonumber(s[1]) == sec then
+    redis.call('HINCRBY', state, 'n', calls)
+  else
+    local prev = 0
+    if tonumber(s[1]) == sec - 1 then prev = tonumber(s[2]) or 0 end
+    redis.call('HSET', state, 'sec', sec, 'n', calls, 'prev', prev)
+  end
+end
+`
 
 // limitRelease defines release, the release of leases that the release script makes alone and
 // the acquire script before its acquisitions: for each limit (keys: leases, hold, state, want,
@@ -973,8 +995,10 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 				return true
 			}
 			// The waiting calls first: their script reads the new settings itself; the
-			// refresh, a round trip, is for Status only.
+			// refresh, a round trip, is for Status only. The leases kept go back to be
+			// judged by the new settings.
 			g.waiters[i].wakeAll()
+			g.dropKept()
 			g.refresh(ctx, i)
 			if g.opts.OnChange != nil && g.limits[i].name != "" {
 				changes := decodeChanges(string(lm.Changes))
@@ -1012,9 +1036,13 @@ type limitLease struct {
 	g      *Gate
 	member string
 	ttl    time.Duration
-	mu     sync.Mutex
-	timer  *time.Timer
-	done   bool
+	// keepUntil is until when the lease may go from call to call (see keptLeases); zero
+	// when Redis did not allow it. gen is the gate's kept.gen when it was admitted.
+	keepUntil time.Time
+	gen       uint64
+	mu        sync.Mutex
+	timer     *time.Timer
+	done      bool
 }
 
 // admit lets a call of items start, holding a lease on every limit, or returns the error Do
@@ -1089,6 +1117,9 @@ type limitRefusal struct {
 // tryAdmit asks once, with the next trip to Redis (see gateTrips): a lease on every limit, or
 // the refusal to wait out, or the error to return.
 func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*limitLease, limitRefusal, error) {
+	if l := g.takeKept(); l != nil {
+		return l, limitRefusal{}, nil
+	}
 	// The gate's own id in the member: the hosts of one job are one sharer of a named limit.
 	q := &acquireReq{member: g.id + "." + strconv.FormatUint(g.seq.Add(1), 36), tokens: tokens, costs: make([]int, len(g.limits))}
 	for i := range g.limits {
@@ -1099,6 +1130,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 	}
 	start := time.Now()
 	g.trips.Add(1)
+	gen := g.kept.gen.Load() // before the trip: a change during it is one the lease may predate
 	res, err := g.round.acquire(ctx, q)
 	if err != nil {
 		g.releaseLater(q.member, 0, start)
@@ -1108,12 +1140,15 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 	if status == limitAdmitted {
 		g.out.Report(nil, start)
 		ttl := time.Duration(math.MaxInt64)
-		for k := 1; k < len(res); k++ {
+		for k := 2; k < len(res); k++ {
 			ttl = min(ttl, time.Duration(gateInt(res, k))*time.Millisecond)
 		}
 		ttl = max(ttl, 100*time.Millisecond)
 		g.calling.Add(1)
-		l := &limitLease{g: g, member: q.member, ttl: ttl}
+		l := &limitLease{g: g, member: q.member, ttl: ttl, gen: gen}
+		if gateInt(res, 1) == 1 {
+			l.keepUntil = start.Add(keepFor)
+		}
 		l.mu.Lock()
 		l.timer = time.AfterFunc(ttl/2, l.renew)
 		l.mu.Unlock()
@@ -1172,16 +1207,18 @@ func (g *Gate) tooBig(i, tokens int, limit, what int64) error {
 	return fmt.Errorf("cluster: a call costing more than %s burst %d: it can never be allowed", which, limit)
 }
 
-// finish ends a call: stops the renewal, releases the leases and sets the hold, with the
-// next trip to Redis. The call's ctx does not bound it: an ended call's place must come back.
+// finish ends a call: its lease goes to this host's next call if it may (see keptLeases),
+// else it stops the renewal, releases the leases and sets the hold, with the next trip to
+// Redis. The call's ctx does not bound it: an ended call's place must come back. A hold ends
+// the keeping of every lease admitted before it.
 func (g *Gate) finish(l *limitLease, hold time.Duration) {
 	g.calling.Add(-1)
-	l.stop()
-	start := time.Now()
-	if err := g.round.release(l.member, hold); err != nil {
-		g.out.Report(err, start)
-		g.releaseLater(l.member, hold, start)
+	if hold > 0 {
+		g.dropKept()
+	} else if g.keep(l) {
+		return
 	}
+	g.giveBack([]*limitLease{l}, hold)
 }
 
 // releaseOnce gives back leases and sets the hold, in round trips of up to 1,000 leases.
@@ -1190,7 +1227,7 @@ func (g *Gate) releaseOnce(ctx context.Context, members []string, hold time.Dura
 	defer cancel()
 	for len(members) > 0 {
 		n := min(len(members), maxTripReleases)
-		if err := limitReleaseScript.Run(ctx, g.rdb, g.relKeys, g.releaseArgs(members[:n], hold)...).Err(); err != nil {
+		if err := limitReleaseScript.Run(ctx, g.rdb, g.relKeys, g.releaseArgs(members[:n], hold, 0)...).Err(); err != nil {
 			return redisFailure(ctx, err)
 		}
 		members = members[n:]
