@@ -608,7 +608,9 @@ func (s *Source) fill() (eof bool, err error) {
 		switch {
 		case errors.Is(err, redis.Nil):
 		case notYet(err):
-			return false, sleep(s.ctx, s.opt.Block)
+			// No work list yet: the coordinator makes it as its feed starts, which may be a
+			// moment after its own host's first read. Its first entries are there soon.
+			return false, sleep(s.ctx, min(s.opt.Block, tailPoll))
 		case err != nil:
 			return false, err
 		}
@@ -863,7 +865,8 @@ func (s *Source) forget(ids []string) {
 }
 
 // tailPoll is how often a host that holds the last entries of a job (nothing new can come)
-// looks whether every entry is done: a look is one round trip.
+// looks whether every entry is done, and how often a host that found no work list yet looks
+// again: a look is one round trip.
 const tailPoll = 50 * time.Millisecond
 
 // notYet reports whether err says the work list does not exist yet: a host started before

@@ -809,3 +809,34 @@ func TestOlderGenerationIsKeptOut(t *testing.T) {
 		t.Errorf("collected %+v:\n%s\nwant the new run's 4 rows only", st, out.String())
 	}
 }
+
+// TestSourceBeforeTheWorkList: a host whose first read comes before the coordinator made the
+// work list (the coordinator's own host starts beside its feed) takes the first entries
+// within a short poll of their coming, not a whole Block later.
+func TestSourceBeforeTheWorkList(t *testing.T) {
+	t.Parallel()
+	j := queueJob(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := j.Source(ctx, SourceOptions{Block: 2 * time.Second})
+	first := make(chan time.Time, 1)
+	go func() {
+		if _, err := src.Next(); err != nil {
+			t.Error(err)
+		}
+		first <- time.Now()
+	}()
+	time.Sleep(100 * time.Millisecond) // the host has read, and found no work list
+	fed := time.Now()
+	if _, err := j.Produce(ctx, numbered(3), 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-first:
+		if d := at.Sub(fed); d > 500*time.Millisecond {
+			t.Fatalf("the first entry taken %v after the feed began: want within a short poll, not Block (2 s)", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no entry taken 5 s after the feed")
+	}
+}
