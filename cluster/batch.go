@@ -241,8 +241,8 @@ func (g *Gate) tripArgs(acq []*acquireReq, rel []*releaseReq, calls int64) []any
 		hold = max(hold, r.hold)
 		members = append(members, r.members...)
 	}
-	args := make([]any, 0, 6+4*len(g.limits)+len(members)+len(acq)*(2+len(g.limits)))
-	args = append(args, limitStarveWindow.Milliseconds(), len(acq), len(members), hold.Milliseconds(), g.host, calls)
+	args := make([]any, 0, 7+4*len(g.limits)+len(members)+len(acq)*(2+len(g.limits)))
+	args = append(args, limitStarveWindow.Milliseconds(), len(acq), len(members), hold.Milliseconds(), g.host, calls, limitAhead.Milliseconds())
 	for i, u := range g.perLimit {
 		args = append(args, u[0], u[1], u[2], g.waiters[i].count())
 	}

@@ -525,6 +525,11 @@ func (g *Gate) Config(i int) LimitConfig {
 	return g.cfg[i]
 }
 
+// limitAhead is how far ahead of its due time a call may take a token of a rate (or a tpm's
+// tokens), to start when it is due (see the acquire script's meter): more than a round trip to
+// Redis under load, so that a call asking at its token's time is not late for it.
+const limitAhead = 10 * time.Millisecond
+
 // The acquire script's answers.
 const (
 	limitAdmitted = iota
@@ -561,20 +566,22 @@ const (
 //
 // KEYS: per limit conf, leases, hold, gcra, state, want, channel. ARGV: starve window ms, the
 // number of calls R, the number of leases to give back M, the hold ms they ask for (0: none),
-// the holder, the calls the host started on kept leases since its last trip; then per limit the sharer, its weight, the default lease ms and how many of the
+// the holder, the calls the host started on kept leases since its last trip, how far ahead (ms)
+// a call may take the units of a rate or tpm (see meter); then per limit the sharer, its weight, the default lease ms and how many of the
 // sharer's calls wait on the limit (refused before, none of the trip); then the M leases'
 // sequence numbers; then per call its seq, its tokens and per limit what it takes from the
 // rate.
-// Answer: per call, {0, keep, lease ms per limit} (keep: 1 if the host may hand the lease on
-// to its next calls, see keptLeases) or {status, limit index (1-based), value, more}:
+// Answer: per call, {0, keep, due, lease ms per limit} (keep: 1 if the host may hand the lease
+// on to its next calls, see keptLeases; due: the µs until the call may start, its tokens taken
+// ahead) or {status, limit index (1-based), value, more}:
 // the hold's pttl (ms); the leases and the ms until the first expires; the job's leases; the
 // wait for a token and the interval between turns at tokens (µs: the limit's, or the job's
 // share's while other jobs want tokens too), for this job's waiters to take turns; or, too
 // big, the limit (tpm, burst) and 1 for the rate, 2 for the tpm.
 var limitAcquireScript = redis.NewScript(limitNow + limitRelease + limitCount + `
-local window, R, M, hold, calls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local window, R, M, hold, calls, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- H is the length of ARGV's head, before the limits' part.
-local H = 6
+local H = 7
 local n = #KEYS / 7
 local job
 
@@ -634,10 +641,20 @@ end
 
 -- meter judges n units of limit i (a rate's calls, a tpm's tokens) against its bucket (tat
 -- all, interval iv, burst b) and this job's share of it (tat mine): the two new tats when they
--- fit, else the refusal: status refused (the limit's), or refused + 1 (the share's, while
--- another job is starved).
+-- fit, and the wait until the units are due, else the refusal: status refused (the limit's),
+-- or refused + 1 (the share's, while another job is starved).
+--
+-- Units due within ahead ms are taken now, the call to start when they are due: a call that
+-- asked at its token's time would reach Redis a round trip late, and a bucket of burst 1 loses
+-- what lateness there is (a quarter of a rate of 400/s, measured). Taken ahead, the next
+-- token counts from this one's due time, not from the call's arrival.
 local function meter(i, want, share, all, mine, iv, b, n, refused)
   local ok, new, wait = gcra(all, iv, b, n)
+  local due = 0
+  if not ok and wait <= ahead then
+    ok, due = true, wait
+    redis.call('ZADD', want, now, '~' .. job)
+  end
   -- The job's own bucket holds two at least: a call a little late then does not cost the job
   -- its turn (one of burst 1 would lose what lateness there is).
   local ivj, bj = iv / share, math.max(2 * n, b * share)
@@ -657,7 +674,7 @@ local function meter(i, want, share, all, mine, iv, b, n, refused)
     end
     newj = math.min(newj, now + ivj * bj)
   end
-  return new, newj
+  return new, newj, nil, due
 end
 
 local function try(seq, tokens, costs)
@@ -665,6 +682,8 @@ local function try(seq, tokens, costs)
   -- keep: the host may hand this lease on to its next calls for a while (see keptLeases):
   -- no limit meters the calls (a rate, a tpm), and no other sharer waits on any of them.
   local keep = 1
+  -- wait: the ms until the call's units of every rate and tpm are due (see meter).
+  local wait = 0
   for i = 1, n do
     local b = (i - 1) * 7
     local leases, gk, want = KEYS[b + 2], KEYS[b + 4], KEYS[b + 6]
@@ -704,21 +723,21 @@ local function try(seq, tokens, costs)
       p.gen = c[1]
       if rate > 0 then
         if cost > burst then return {9, i, burst, 1} end
-        local new, newj, refusal = meter(i, want, share, g[2], g[3], 1000 / rate, burst, cost, 4)
+        local new, newj, refusal, due = meter(i, want, share, g[2], g[3], 1000 / rate, burst, cost, 4)
         if refusal then return refusal end
-        p.all, p.mine = new, newj
+        p.all, p.mine, wait = new, newj, math.max(wait, due)
       end
       if tpm > 0 and tokens > 0 then
         if tokens > tpm then return {9, i, tpm, 2} end
-        local new, newj, refusal = meter(i, want, share, g[4], g[5], 60000 / tpm, math.max(tpm / 60, tokens), tokens, 6)
+        local new, newj, refusal, due = meter(i, want, share, g[4], g[5], 60000 / tpm, math.max(tpm / 60, tokens), tokens, 6)
         if refusal then return refusal end
-        p.tpm, p.tmine = new, newj
+        p.tpm, p.tmine, wait = new, newj, math.max(wait, due)
       end
     end
     plan[i] = p
   end
 
-  local answer = {0, keep}
+  local answer = {0, keep, math.ceil(wait * 1000)}
   for i = 1, n do
     local b = (i - 1) * 7
     local gk, p = KEYS[b + 4], plan[i]
@@ -1140,7 +1159,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 	if status == limitAdmitted {
 		g.out.Report(nil, start)
 		ttl := time.Duration(math.MaxInt64)
-		for k := 2; k < len(res); k++ {
+		for k := 3; k < len(res); k++ {
 			ttl = min(ttl, time.Duration(gateInt(res, k))*time.Millisecond)
 		}
 		ttl = max(ttl, 100*time.Millisecond)
@@ -1148,6 +1167,11 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 		l := &limitLease{g: g, member: q.member, ttl: ttl, gen: gen}
 		if gateInt(res, 1) == 1 {
 			l.keepUntil = start.Add(keepFor)
+		}
+		if due := time.Duration(gateInt(res, 2)) * time.Microsecond; due > 0 {
+			// The call's tokens were taken ahead (at most limitAhead): it starts when they
+			// are due, holding its place meanwhile.
+			time.Sleep(due)
 		}
 		l.mu.Lock()
 		l.timer = time.AfterFunc(ttl/2, l.renew)

@@ -133,3 +133,29 @@ func TestGateHoldEndsKeeping(t *testing.T) {
 		t.Fatalf("%d calls reached the target, want 3", n)
 	}
 }
+
+// TestGateTakesTokensAhead: a call whose token of the rate is due within limitAhead takes it
+// in its one round trip and starts when it is due: calls in a row under a rate of 200/s
+// (burst 1) ask Redis once each, and start 5 ms apart.
+func TestGateTakesTokensAhead(t *testing.T) {
+	t.Parallel()
+	l, name := namedLimit(t, LimitSet{Rate: ptr(200.0), Burst: ptr(1)})
+	var starts []time.Time
+	g := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
+		starts = append(starts, time.Now())
+		return engine.Outcome{Verdict: engine.OK}, nil
+	}), "ahead", GateOptions{}, LimitUse{Name: name})
+	const n = 20
+	for range n {
+		if _, err := g.Do(context.Background(), engine.Item{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if trips := g.trips.Load(); trips != n {
+		t.Fatalf("%d acquisitions asked of Redis for %d calls: want one each, its token taken ahead", trips, n)
+	}
+	// Redis's clock and this one tick apart: a ms of slack for the 5 ms spacing.
+	if span, least := starts[n-1].Sub(starts[0]), time.Duration(n-1)*5*time.Millisecond; span < least-time.Millisecond {
+		t.Fatalf("%d calls in %v: a rate of 200/s allows them in no less than %v", n, span, least)
+	}
+}

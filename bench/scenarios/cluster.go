@@ -22,6 +22,8 @@ import (
 //   - the coordination's cost: `run http` of 20,000 items against a loopback server that
 //     answers at once, on one host, without and with --redis (calls/s, and the difference as
 //     microseconds per call);
+//   - a job's own rate under --redis: 3,000 items at --rate 400 (burst 1), parallelism 8, on
+//     one host, as the server sees them arrive (the mean rate and the busiest second);
 //   - scaling: 3,000 items against a server that takes 50 ms, each host holding at most 16
 //     calls (--host-parallelism 16) under a global cap that does not bind, on 1 and on 3 hosts,
 //     every host's process started and in the job before the clock starts (see startedHosts):
@@ -75,7 +77,25 @@ func clusterScenario(o *options) ([]*figure, error) {
 	one := &figure{name: "3,000 calls of 50 ms, 16 per host: 1 host", unit: "calls/s", goal: "≈ 320", command: o.bin + " " + join(scaled(0)) + " (held by --rate 1/h, then ctl set rate 0)", worst: slices.Min[[]float64]}
 	three := &figure{name: "same, 3 hosts (2 join with throttle join)", unit: "calls/s", goal: "≈ 960", command: "+ 2 × " + o.bin + " join --redis URL --job NAME, all in the job before the clock", worst: slices.Min[[]float64]}
 	linear := &figure{name: "1 → 3 hosts: 3-host calls/s over 3 × 1-host", unit: "×", goal: "≥ 0.85", command: "(same runs)", decimals: 2}
-	figs := []*figure{off, on, cost, kept, one, three, linear}
+	// A job's own rate under --redis, held as the target sees it: the gate takes each call's
+	// token of the rate in Redis, ahead of its due time, so that the round trip makes no call
+	// late (burst 1 would lose the lateness).
+	arr := &arrivals{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	arrSrv := &http.Server{Handler: arr, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = arrSrv.Serve(ln) }()  // ErrServerClosed once closed
+	defer func() { _ = arrSrv.Close() }() // the scenario is over
+	const rateItems, rate = 3000, 400
+	rated := func(i int) []string {
+		return append(base(slowIn, "http://"+ln.Addr().String()), "--parallelism", "8", "--rate", strconv.Itoa(rate), "--redis", url, "--job", job(i))
+	}
+	rateMean := &figure{name: "--redis --rate 400 (burst 1), one host: mean rate (server), (calls−1)/(last−first)", unit: "/s", goal: "≥ 388 (97%)", command: o.bin + " " + join(rated(0)), decimals: 1, worst: slices.Min[[]float64]}
+	rateMost := &figure{name: "same: max calls in any 1 s window (server)", unit: "", goal: "≤ 401", command: "(same runs)", worst: slices.Max[[]float64]}
+	rateMost.notes = []string{loopbackJitter}
+	figs := []*figure{off, on, cost, kept, one, three, linear, rateMean, rateMost}
 	for i := range o.n {
 		w0, err := timed(o.bin, plain)
 		if err != nil {
@@ -100,6 +120,17 @@ func clusterScenario(o *options) ([]*figure, error) {
 		}
 		three.values = append(three.values, slowItems/w3.Seconds())
 		linear.values = append(linear.values, w.Seconds()/(3*w3.Seconds()))
+		arr.take()
+		if _, err := timed(o.bin, rated(10*i+4)); err != nil {
+			return figs, err
+		}
+		at := arr.take()
+		if len(at) != rateItems {
+			return figs, fmt.Errorf("--redis --rate %d: the server saw %d calls, want %d", rate, len(at), rateItems)
+		}
+		slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+		rateMean.values = append(rateMean.values, float64(len(at)-1)/at[len(at)-1].Sub(at[0]).Seconds())
+		rateMost.values = append(rateMost.values, float64(maxInWindow(at, time.Second)))
 	}
 	return figs, nil
 }

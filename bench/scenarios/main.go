@@ -434,6 +434,9 @@ func (a *arrivals) take() []time.Time {
 	return at
 }
 
+// loopbackJitter says why a window the server measures may hold a call or two more than the cap.
+const loopbackJitter = "a server-side window can exceed the cap by 1 or 2 when a call's delivery is delayed by a millisecond or two on the loopback (the window then starts at a late arrival and ends at prompt ones)"
+
 // maxInWindow returns the most times that fall in any half-open window [t, t+w); ts is sorted.
 func maxInWindow(ts []time.Time, w time.Duration) int {
 	best, j := 0, 0
@@ -470,7 +473,7 @@ func rateAdherence(o *options) ([]*figure, error) {
 		cap100 := c.rate/10 + float64(c.burst)
 		w1 := &figure{name: label + "max calls in any 1 s window (server)", unit: "", goal: "≤ " + format(cap1, ""), command: cmdline, worst: slices.Max[[]float64]}
 		w100 := &figure{name: label + "max calls in any 100 ms window (server)", unit: "", goal: "≤ " + format(cap100, ""), command: cmdline, worst: slices.Max[[]float64]}
-		w1.notes = []string{"a server-side window can exceed the cap by 1 or 2 when a call's delivery is delayed by a millisecond or two on the loopback (the window then starts at a late arrival and ends at prompt ones); the engine-side rows measure the limiter itself"}
+		w1.notes = []string{loopbackJitter + "; the engine-side rows measure the limiter itself"}
 		mean := &figure{name: label + "mean rate (server), (calls−burst)/(last−first)", unit: "/s", goal: format(c.rate, "/s"), command: cmdline, decimals: 1}
 		eng1 := &figure{name: label + "max call starts in any 1 s window (engine)", unit: "", goal: "≤ " + format(cap1, ""), command: cmdline, worst: slices.Max[[]float64]}
 		eng100 := &figure{name: label + "max call starts in any 100 ms window (engine)", unit: "", goal: "≤ " + format(cap100, ""), command: cmdline, worst: slices.Max[[]float64]}
