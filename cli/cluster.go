@@ -220,6 +220,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
 		controls: func(e *engine.Engine) controlsWithNote {
 			ctrl = cj.Controls(e)
+			ctrl.Update(settings) // the job's, read or written above: shown from the first line
 			return ctrl
 		},
 		hosts: func() func(int) tui.Hosts { return clusterHosts(cj, ctrl, progress.load) },
@@ -306,6 +307,12 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 	if coordinator && tally != nil {
 		p.rows = tally.snapshot // the job's rows, every host's, as the file holds them
+	}
+	if coordinator {
+		p.progress = func() jobRows {
+			rows, total, eta := progress.load()
+			return jobRows{rows: rows, total: total, eta: eta}
+		}
 	}
 	if coordinator {
 		p.summaryJSON = func(f *os.File, r endReport) error {

@@ -23,8 +23,9 @@ type headless struct {
 	every   time.Duration
 	sub     *engine.Subscription
 	mon     *probes.Monitor
-	binding func() string // which shared limit holds the job back, "" when none (nil: no --limit)
-	said    string        // the last advice printed
+	binding func() string  // which shared limit holds the job back, "" when none (nil: no --limit)
+	job     func() jobRows // a shared job's rows against its total (nil: this host's run is the job)
+	said    string         // the last advice printed
 
 	mu   sync.Mutex      // serialises writes to w
 	last engine.Snapshot // the previous progress line's, or the one at start: rates count from it
@@ -47,18 +48,14 @@ func changeLine(c engine.Change, started time.Time) string {
 // columns, and a longer line wraps where the reader cannot choose.
 const progressWidth = 80
 
-// startHeadless prints progress lines for e to w every so often until stop. binding, when not
-// nil, names the shared limit that binds the job. Started in the middle of a run (a screen
-// whose terminal went away), its first rates count from its start, not the run's.
-func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration, binding func() string) *headless {
-	h := &headless{w: w, e: e, mon: mon, every: every, binding: binding, quit: make(chan struct{})}
+// startHeadless prints progress lines for e, the engine of j, to w every so often until stop.
+// Started in the middle of a run (a screen whose terminal went away), its first rates count
+// from its start, not the run's.
+func startHeadless(w io.Writer, e *engine.Engine, mon *probes.Monitor, title string, every time.Duration, j job) *headless {
+	h := &headless{w: w, e: e, mon: mon, every: every, binding: j.binding, job: j.progress, quit: make(chan struct{})}
 	h.sub = e.Subscribe(64, engine.Warning, engine.ControlChange)
 	s := e.Snapshot()
-	total := "unknown total"
-	if s.Total >= 0 {
-		total = human.Count(s.Total) + " items"
-	}
-	h.report(fmt.Sprintf("%s · %s · %s", title, total, describeSettings(s.Settings)))
+	h.report(title + " · " + runHeader(s, j))
 	h.last = s
 	h.done.Add(2)
 	go func() {
@@ -116,16 +113,41 @@ func (h *headless) report(line string) {
 	}
 }
 
+// runHeader is what the first headless line says of a run after its title: its total and
+// its settings. A host of a shared job says the job's (the settings every host follows, the
+// total its coordinator knows) and what this host may hold of its cap.
+func runHeader(s engine.Snapshot, j job) string {
+	if j.controls == nil {
+		total := "unknown total"
+		if s.Total >= 0 {
+			total = human.Count(s.Total) + " items"
+		}
+		return total + " · " + describeSettings(s.Settings)
+	}
+	total := "the job's total is its coordinator's"
+	if j.progress != nil {
+		total = "a job of unknown total"
+		if p := j.progress(); p.total > 0 {
+			total = "a job of " + human.Count(p.total) + " items"
+		}
+	}
+	return fmt.Sprintf("%s · the job's %s · this host up to %d in flight", total, describeSettings(j.controls.Snapshot().Settings), s.Settings.Parallelism)
+}
+
 func (h *headless) progress() {
 	s := h.e.Snapshot()
 	binding := ""
 	if h.binding != nil {
 		binding = h.binding()
 	}
+	var jr jobRows
+	if h.job != nil {
+		jr = h.job()
+	}
 	// The rate is the screen's (probes.Measure): over the last complete seconds since the
 	// last change of the cap or the state, with its window.
 	fig := probes.Measure(s, h.mon.Points(s.At, probes.RateWindow+2*time.Second))
-	for _, l := range progressLines(h.last, s, h.mon.Latency(s.At), fig, binding) {
+	for _, l := range progressLines(h.last, s, h.mon.Latency(s.At), fig, binding, jr) {
 		h.report(l)
 	}
 	h.last = s
@@ -139,28 +161,36 @@ func (h *headless) progress() {
 // progressLines renders the progress of s, its rates (fig, with their window), the 429s since
 // prev (the previous lines' snapshot, or the one when the lines began), and lat, the latency of the monitor's
 // latest window (probes.Monitor.Latency). binding names the shared limit that binds the job ("" when none).
+// A shared job's coordinator (jr with a total) leads with the job's rows, then this host's.
 // Each figure says its window — the whole run, the last interval, the latency's window, or
 // now — and the lines fit progressWidth: two or three lines rather than one of 150 columns.
-func progressLines(prev, s engine.Snapshot, lat probes.Stats, fig probes.Figures, binding string) []string {
+func progressLines(prev, s engine.Snapshot, lat probes.Stats, fig probes.Figures, binding string, jr jobRows) []string {
 	var segs []string
 	add := func(format string, a ...any) { segs = append(segs, fmt.Sprintf(format, a...)) }
 
-	head := fmt.Sprintf("%s  %s", human.Clock(s.At.Sub(s.Started)), s.State)
-	done := s.Done()
-	if s.Total >= 0 {
-		pct := 100.0
-		if s.Total > 0 {
-			pct = 100 * float64(done) / float64(s.Total)
+	clock := fmt.Sprintf("%s  %s", human.Clock(s.At.Sub(s.Started)), s.State)
+	if jr.total > 0 {
+		add("%s  job %s/%s rows %.1f%%", clock, human.Count(jr.rows), human.Count(jr.total), 100*float64(jr.rows)/float64(jr.total))
+		if jr.eta > 0 {
+			add("ETA %s", human.Clock(jr.eta))
 		}
-		head += fmt.Sprintf("  %s/%s %.1f%%", human.Count(done), human.Count(s.Total), pct)
+		add("this host: %s done, failed %s · 429s %s · errors %s", human.Count(s.Done()), human.Count(s.Failed), human.Count(s.TooMany), human.Count(s.Errors))
 	} else {
-		head += fmt.Sprintf("  %s done", human.Count(done))
+		done := s.Done()
+		if s.Total >= 0 {
+			pct := 100.0
+			if s.Total > 0 {
+				pct = 100 * float64(done) / float64(s.Total)
+			}
+			add("%s  %s/%s %.1f%%", clock, human.Count(done), human.Count(s.Total), pct)
+		} else {
+			add("%s  %s done", clock, human.Count(done))
+		}
+		if eta, ok := s.ETA(); ok {
+			add("ETA %s", human.Clock(eta))
+		}
+		add("whole run: failed %s · 429s %s · errors %s", human.Count(s.Failed), human.Count(s.TooMany), human.Count(s.Errors))
 	}
-	segs = append(segs, head)
-	if eta, ok := s.ETA(); ok {
-		add("ETA %s", human.Clock(eta))
-	}
-	add("whole run: failed %s · 429s %s · errors %s", human.Count(s.Failed), human.Count(s.TooMany), human.Count(s.Errors))
 
 	// The rate of the screen and ctl get (probes.Measure), over the time it was measured.
 	rate := fig.Window() + ": – calls/s" // "measuring" right after a change

@@ -45,7 +45,7 @@ func TestProgressLineNamesTheCapInForce(t *testing.T) {
 			[]string{"in flight 6/6 (effective · ceiling 8)"}, []string{"cap"}},
 	} {
 		fig := probes.Figures{From: start.Add(10 * time.Second), To: start.Add(12 * time.Second), Calls: 50}
-		line := strings.Join(progressLines(prev, tc.s, probes.Stats{}, fig, ""), "\n")
+		line := strings.Join(progressLines(prev, tc.s, probes.Stats{}, fig, "", jobRows{}), "\n")
 		for _, w := range tc.want {
 			if !strings.Contains(line, w) {
 				t.Errorf("%s: progress lines %q lack %q", tc.name, line, w)
@@ -75,7 +75,7 @@ func TestProgressLinesFit80(t *testing.T) {
 	prev := engine.Snapshot{At: s.At.Add(-2 * time.Second), Calls: s.Calls - 300000, TooMany: s.TooMany - 1234}
 	fig := probes.Figures{From: s.At.Add(-2 * time.Second), To: s.At, Calls: 300000}
 	lines := progressLines(prev, s, probes.Stats{Calls: 10, P50: 3400 * time.Microsecond, P95: 29 * time.Millisecond},
-		fig, "shared limit "+long+": share of parallelism 128")
+		fig, "shared limit "+long+": share of parallelism 128", jobRows{})
 	if len(lines) > 14 {
 		t.Errorf("%d lines: want 14 at most", len(lines))
 	}
@@ -106,15 +106,13 @@ func TestProgressLinesSharedLimit(t *testing.T) {
 	s.ByState[engine.WorkerWaiting] = 16
 	prev := engine.Snapshot{At: start.Add(4 * time.Second), Calls: 19}
 	fig := probes.Figures{From: prev.At, To: s.At, Calls: 9}
-	lines := progressLines(prev, s, probes.Stats{Calls: 9, P50: 3400 * time.Microsecond, P95: 4800 * time.Microsecond}, fig, "shared limit tmdb: rate 5/s")
+	lines := progressLines(prev, s, probes.Stats{Calls: 9, P50: 3400 * time.Microsecond, P95: 4800 * time.Microsecond}, fig, "shared limit tmdb: rate 5/s", jobRows{})
 	want := []string{
 		"0:06  running  28/200 14.0%  ETA 0:37  whole run: failed 0 · 429s 0 · errors 0",
 		"  last 2s: 4.5 calls/s  in flight 0/16  16 waiting for limit tmdb",
 		"  5s window: p50 3.4ms p95 4.8ms  binding: shared limit tmdb: rate 5/s",
 	}
-	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
-		t.Errorf("progress lines:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
-	}
+	sameLines(t, "progress lines", lines, want)
 }
 
 // TestWrapLine: a line wider than the width breaks at a space, after a " · " or a comma
@@ -158,7 +156,7 @@ func TestHeadlessStartedMidRun(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	var buf lockedBuffer
-	h := startHeadless(&buf, e, probes.NewMonitor(probes.AdvisorConfig{}, false), "t", 300*time.Millisecond, nil)
+	h := startHeadless(&buf, e, probes.NewMonitor(probes.AdvisorConfig{}, false), "t", 300*time.Millisecond, job{})
 	re := regexp.MustCompile(`last ([\d.]+)s: ([\d.]+) calls/s \(cap 50/s\)`)
 	var m []string
 	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); {
@@ -227,4 +225,54 @@ func (s *lockedBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestProgressLinesSharedJob: a shared job's coordinator leads its progress lines with the
+// job's rows against the input's total and the job's ETA, then this host's own counts; its
+// first line says the job's total and settings, not this host's engine's (no total, no rate).
+func TestProgressLinesSharedJob(t *testing.T) {
+	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s := engine.Snapshot{At: start.Add(4 * time.Second), Started: start, State: engine.Running,
+		Settings: engine.Settings{Parallelism: 16, Burst: 1}, Effective: engine.Effective{QuotaLeft: -1},
+		Total: -1, OK: 400, Failed: 2, Calls: 402, InFlight: 7}
+	prev := engine.Snapshot{At: start.Add(2 * time.Second), Calls: 200}
+	fig := probes.Figures{From: prev.At, To: s.At, Calls: 202}
+	lines := progressLines(prev, s, probes.Stats{}, fig, "", jobRows{rows: 1191, total: 3000, eta: 6 * time.Second})
+	want := []string{
+		"0:04  running  job 1,191/3,000 rows 39.7%  ETA 0:06",
+		"  this host: 402 done, failed 2 · 429s 0 · errors 0  last 2s: 101.0 calls/s",
+		"  in flight 7/16",
+	}
+	sameLines(t, "progress lines", lines, want)
+
+	// The job's settings as a shared job's controls answer them: an engine's snapshot's.
+	ctl, err := engine.New(engine.Config{Settings: engine.Settings{Parallelism: 48, MaxParallelism: 64, Rate: 300, Burst: 1},
+		Adapter: engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) { return engine.Outcome{}, nil }),
+		Source:  engine.NewLineReader(strings.NewReader(""), false), Results: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		j    job
+		want string
+	}{
+		{"one host", job{}, "unknown total · parallelism 16, pace none, rate unlimited (burst 1)"},
+		{"coordinator", job{controls: ctl, progress: func() jobRows { return jobRows{total: 3000} }},
+			"a job of 3,000 items · the job's parallelism 48, pace none, rate 300/s (burst 1), max parallelism 64 · this host up to 16 in flight"},
+		{"joined host", job{controls: ctl},
+			"the job's total is its coordinator's · the job's parallelism 48, pace none, rate 300/s (burst 1), max parallelism 64 · this host up to 16 in flight"},
+	} {
+		if got := runHeader(s, tc.j); got != tc.want {
+			t.Errorf("%s: header %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// sameLines fails t unless got is want, line for line.
+func sameLines(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if g, w := strings.Join(got, "\n"), strings.Join(want, "\n"); g != w {
+		t.Errorf("%s:\n%s\nwant:\n%s", what, g, w)
+	}
 }

@@ -31,7 +31,17 @@ type job struct {
 	// controls, when set, is what the screen steers instead of the local engine (a shared job's
 	// settings, which every host follows).
 	controls engine.Controls
+	// progress, when set, is the whole job's rows against its total (a shared job's
+	// coordinator): the progress lines count those, not this host's.
+	progress func() jobRows
 	title    string // the screen's title; default "name · input"
+}
+
+// jobRows is a shared job's progress: its rows from every host, its total (0: unknown) and
+// when the rest should be in (0: cannot tell yet).
+type jobRows struct {
+	rows, total int64
+	eta         time.Duration
 }
 
 // input is an opened --input.
@@ -219,6 +229,7 @@ type runPlan struct {
 	// shared job's settings, which every host follows).
 	controls func(e *engine.Engine) controlsWithNote
 	hosts    func() func(n int) tui.Hosts // after controls: the hosts panel of a shared job
+	progress func() jobRows               // the whole job's rows against its total, when this host collects them
 	tune     bool                         // whether the tuner runs on this host (--auto; one host of a shared job)
 	// start starts the plan's own work once the engine exists (a shared job's feed, collection,
 	// settings and heartbeat) and returns what stops it; say is where its reports go.
@@ -295,6 +306,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	if p.hosts != nil {
 		j.hosts = p.hosts()
 	}
+	j.progress = p.progress
 	title := j.title
 	if title == "" {
 		title = fmt.Sprintf("%s · %s", j.name, p.in.name)
@@ -334,7 +346,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 		sum, runErr = runScreen(ctx, env, e, mon, title, rf, j)
 		stopRecording(env, rec, sum, rf.record)
 	} else {
-		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j.binding)
+		rep := startHeadless(env.Stderr, e, mon, title, rf.progressEvery, j)
 		sayMu.Lock()
 		say = rep.say
 		sayMu.Unlock()

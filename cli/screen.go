@@ -71,7 +71,7 @@ func runScreen(ctx context.Context, env *Env, e *engine.Engine, mon *probes.Moni
 			if err != nil {
 				return
 			}
-			rep = startHeadless(f, e, mon, title, rf.progressEvery, j.binding)
+			rep = startHeadless(f, e, mon, title, rf.progressEvery, j)
 			rep.say(why + ": the terminal went away; the job goes on (throttle attach to watch it)")
 		})
 	}

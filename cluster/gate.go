@@ -182,13 +182,18 @@ type gateLimit struct {
 	gone func() error
 }
 
-// what names the limit as a waiting worker's state says it: "limit tmdb", or "the job's cap"
-// for the job's own (its cap and rate across hosts).
-func (l gateLimit) what() string {
-	if l.name == "" {
+// what names the limit as a waiting worker's state says it: "limit tmdb", or for the job's
+// own (its cap and rate across hosts) the part that refused the call (status, the acquire
+// script's answer): "the job's rate" or "the job's cap".
+func (l gateLimit) what(status int) string {
+	switch {
+	case l.name != "":
+		return "limit " + l.name
+	case status >= limitRate && status <= limitTPMShare:
+		return "the job's rate"
+	default:
 		return "the job's cap"
 	}
-	return "limit " + l.name
 }
 
 // Gate holds one host's calls to its limits. Before each call, one script takes from every
@@ -1114,7 +1119,7 @@ func (g *Gate) admit(ctx context.Context, items []engine.Item) (*limitLease, err
 			}
 			turned = true
 		}
-		engine.WaitingFor(ctx, g.limits[r.limit].what())
+		engine.WaitingFor(ctx, g.limits[r.limit].what(r.status))
 		woken := g.sleep(ctx, r.limit, min(r.wait, left), r.slot)
 		if ctx.Err() != nil || (!woken && r.wait >= left) {
 			return nil, engine.Later(0)
@@ -1125,9 +1130,10 @@ func (g *Gate) admit(ctx context.Context, items []engine.Item) (*limitLease, err
 // limitRefusal is why a call may not start yet: how long to wait, on which limit, and
 // whether for a slot (a release may wake it) or for time to pass.
 type limitRefusal struct {
-	wait  time.Duration
-	limit int
-	slot  bool
+	wait   time.Duration
+	limit  int
+	status int // the acquire script's answer
+	slot   bool
 	// interval is the time between two tokens of the rate or tpm that refused the call (the
 	// limit's, or this job's for its share); 0 for other refusals.
 	interval time.Duration
@@ -1190,7 +1196,7 @@ func (g *Gate) tryAdmit(ctx context.Context, items []engine.Item, tokens int) (*
 		g.out.Report(nil, start)
 	}
 	g.binds[i].add(status)
-	r := limitRefusal{limit: i}
+	r := limitRefusal{limit: i, status: int(status)}
 	switch status {
 	case limitHeld:
 		// Past the hold by a random part of its spread, as the engine does, so that the jobs
@@ -1409,7 +1415,7 @@ func (g *Gate) outageWait(ctx context.Context, err error, start time.Time, i int
 	}
 	what := "Redis" // unreachable: every limit waits for it
 	if i >= 0 {
-		what = g.limits[i].what()
+		what = g.limits[i].what(limitMissing)
 	}
 	engine.WaitingFor(ctx, what)
 	g.sleep(ctx, max(i, 0), g.opts.OutageWait, false)

@@ -688,3 +688,26 @@ func TestGateSharesTheCapAmongHosts(t *testing.T) {
 	}
 	t.Logf("calls per host while all three ran: %v of %d (at most %d in flight)", per, total, most)
 }
+
+// TestGateLimitNamesWhatHolds: a worker waiting on the job's own limit says whether its cap
+// or its rate holds it; on a named limit, the limit's name.
+func TestGateLimitNamesWhatHolds(t *testing.T) {
+	job, named := gateLimit{}, gateLimit{name: "tmdb"}
+	for _, tc := range []struct {
+		l      gateLimit
+		status int
+		want   string
+	}{
+		{job, limitFull, "the job's cap"},
+		{job, limitShare, "the job's cap"},
+		{job, limitRate, "the job's rate"},
+		{job, limitRateShare, "the job's rate"},
+		{job, limitTPM, "the job's rate"},
+		{named, limitRate, "limit tmdb"},
+		{named, limitFull, "limit tmdb"},
+	} {
+		if got := tc.l.what(tc.status); got != tc.want {
+			t.Errorf("what(%d) of %q = %q, want %q", tc.status, tc.l.name, got, tc.want)
+		}
+	}
+}

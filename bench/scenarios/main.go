@@ -434,6 +434,19 @@ func (a *arrivals) take() []time.Time {
 	return at
 }
 
+// serveArrivals starts a loopback server that notes when each call arrives: its address
+// ("http://127.0.0.1:port") and what stops it.
+func serveArrivals() (arr *arrivals, addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	arr = &arrivals{}
+	srv := &http.Server{Handler: arr, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed once closed
+	return arr, "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
 // loopbackJitter says why a window the server measures may hold a call or two more than the cap.
 const loopbackJitter = "a server-side window can exceed the cap by 1 or 2 when a call's delivery is delayed by a millisecond or two on the loopback (the window then starts at a late arrival and ends at prompt ones)"
 
@@ -450,15 +463,12 @@ func maxInWindow(ts []time.Time, w time.Duration) int {
 }
 
 func rateAdherence(o *options) ([]*figure, error) {
-	srvArr := &arrivals{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srvArr, addr, stop, err := serveArrivals()
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: srvArr, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()  // ErrServerClosed once closed
-	defer func() { _ = srv.Close() }() // the scenario is over
-	url := "http://" + ln.Addr().String() + "/items/{item}"
+	defer stop() // the scenario is over
+	url := addr + "/items/{item}"
 
 	const parallelism = 32
 	var figs []*figure
