@@ -118,3 +118,29 @@ func TestHostsPanelWrapsHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderCountsTheJobsRows: on a shared job's coordinator the bar, the count and the ETA
+// are the whole job's rows against the input's total (this host's engine knows neither: its
+// items come from the job's work list), at 80x24 as at 120x40.
+func TestHeaderCountsTheJobsRows(t *testing.T) {
+	snap := busySnapshot()
+	snap.Total = -1
+	loads := Hosts{Job: &JobLoad{Hosts: 3, InFlight: 5, Cap: 48, PerSecond: 300, Rate: 300, Over: 5 * time.Second,
+		Rows: 1_191, Total: 3_000, ETA: 6 * time.Second}}
+	for _, size := range [][2]int{{80, 24}, {120, 40}} {
+		m := New(&fakeEngine{snap: snap}, busySeries(), Options{Title: "http · job users", Plain: true, Now: func() time.Time { return fixedNow },
+			Hosts: func(int) Hosts { return loads }})
+		m.width, m.height = size[0], size[1]
+		frame := m.Render()
+		checkFrame(t, frame, size[0], size[1])
+		head := strings.Join(strings.Split(frame, "\n")[:2], "\n")
+		for _, want := range []string{"3,000 job rows", "ETA 0:06", "39.7%  1,191 / 3,000"} {
+			if !strings.Contains(head, want) {
+				t.Errorf("%dx%d: no %q in the header:\n%s", size[0], size[1], want, head)
+			}
+		}
+		if strings.Contains(head, "unknown total") {
+			t.Errorf("%dx%d: the header says the total is unknown:\n%s", size[0], size[1], head)
+		}
+	}
+}

@@ -141,29 +141,36 @@ func (m Model) header(w int) []string {
 	if s.Started.IsZero() {
 		elapsed = 0
 	}
+	// A shared job's coordinator counts the job's rows, every host's, against the input's
+	// total: the bar and the ETA are the job's, not this host's share of it.
+	done, of, unit := s.Done(), s.Total, " items"
+	eta, etaOK := s.ETA()
+	if j := m.hosts.Job; j != nil && j.Total > 0 {
+		done, of, unit = j.Rows, j.Total, " job rows"
+		eta, etaOK = j.ETA, j.ETA > 0 && s.Ended.IsZero()
+	}
 	total := "unknown total"
-	if s.Total >= 0 {
-		total = human.Count(s.Total) + " items"
+	if of >= 0 {
+		total = human.Count(of) + unit
 	}
 	right := m.stateWord() + "  " + human.Clock(elapsed)
-	if eta, ok := s.ETA(); ok {
+	if etaOK {
 		right += "  ETA " + human.Clock(eta)
 	}
 	if m.replaying() { // the position is the elapsed time, and an ETA of the past is noise
 		right = m.stateWord() + "  " + m.replayLabel()
 	}
-	lines, moved := titleLines(st.Title.Render(" throttle ")+" ", m.opt.Title, " · "+total, right, w, s.Total >= 0)
+	lines, moved := titleLines(st.Title.Render(" throttle ")+" ", m.opt.Title, " · "+total, right, w, of >= 0)
 
-	done := s.Done()
 	frac := 0.0
-	if s.Total > 0 {
-		frac = float64(done) / float64(s.Total)
+	if of > 0 {
+		frac = float64(done) / float64(of)
 	}
-	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, human.Count(done), human.Count(s.Total))
+	tail := fmt.Sprintf(" %5.1f%%  %s / %s", 100*frac, human.Count(done), human.Count(of))
 	if moved { // the first line had no room for the count of items: it ends this one
-		tail += " items"
+		tail += unit
 	}
-	if s.Total < 0 {
+	if of < 0 {
 		tail = fmt.Sprintf("  %s done", human.Count(done))
 		frac = 0
 	}
