@@ -339,61 +339,76 @@ func TestGateDeadHostsLeasesExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ttl = 400 * time.Millisecond
+	slotsOfTheDead(t, "host", ttl, 200*time.Millisecond,
+		func(a engine.Adapter) *Gate { return jobGate(t, jobs[0], a, GateOptions{Lease: ttl}) },
+		func(a engine.Adapter) *Gate { return jobGate(t, jobs[1], a, GateOptions{Lease: ttl}) },
+		func(*Gate) {
+			if n, err := jobs[1].InFlight(ctx); err != nil || n != 2 {
+				t.Fatalf("in flight %d, %v: want the 2 hanging calls", n, err)
+			}
+		},
+		func() { _ = jobs[0].Close() }) // the host dies: no renewal, no release
+}
+
+// slotsOfTheDead is the test of a dead holder's slots, on a cap of 2 that lease expires: the
+// gate of dying holds both with calls that hang, renewing their leases; the gate of other is
+// refused (engine.Later) for three leases, then held checks it; once die ends the holder
+// (its Redis connection gone), other's first call gets through within lease + slack.
+func slotsOfTheDead(t *testing.T, who string, lease, slack time.Duration, dying, other func(engine.Adapter) *Gate, held func(other *Gate), die func()) {
+	t.Helper()
+	ctx := context.Background()
 	release := make(chan struct{})
 	var inside sync.WaitGroup
 	inside.Add(2)
-	hang := engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	d := dying(engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		inside.Done()
 		<-release
 		return engine.Outcome{Verdict: engine.OK}, nil
-	})
-	dying := jobGate(t, jobs[0], hang, GateOptions{Lease: ttl})
+	}))
 	var wg sync.WaitGroup
 	for i := range 2 {
-		wg.Go(func() {
-			if _, err := dying.Do(ctx, engine.Item{Index: int64(i)}); err != nil {
-				t.Errorf("dying host's call: %v", err)
-			}
-		})
+		wg.Go(func() { _, _ = d.Do(ctx, engine.Item{Index: int64(i)}) }) // the holder dies under it
 	}
 	inside.Wait()
 	defer wg.Wait()
 	defer close(release)
 
 	var got atomic.Int64
-	other := jobGate(t, jobs[1], engine.AdapterFunc(func(ctx context.Context, it engine.Item) (engine.Outcome, error) {
+	o := other(engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
 		got.Add(1)
 		return engine.Outcome{Verdict: engine.OK}, nil
-	}), GateOptions{Lease: ttl})
-	// Three TTLs: the hanging calls' leases live on by renewal.
-	for end := time.Now().Add(3 * ttl); time.Now().Before(end); {
-		if _, err := other.Do(ctx, engine.Item{}); err == nil {
-			t.Fatal("a call got through while the cap was held by live calls")
+	}))
+	refused := func(err error) {
+		if err == nil {
+			t.Fatal("a call got through while live calls held the cap")
 		} else if _, ok := engine.IsLater(err); !ok {
 			t.Fatalf("a call under a full cap: %v, want engine.Later", err)
 		}
 	}
-	if n, err := jobs[1].InFlight(ctx); err != nil || n != 2 {
-		t.Fatalf("in flight %d, %v: want the 2 hanging calls", n, err)
+	// Three leases: the hanging calls' leases live on by renewal.
+	for end := time.Now().Add(3 * lease); time.Now().Before(end); {
+		_, err := o.Do(ctx, engine.Item{})
+		refused(err)
 	}
+	held(o)
 
-	jobs[0].Close() // the host dies: no renewal, no release
+	die()
 	died := time.Now()
 	var through time.Duration
 	for through == 0 {
-		if _, err := other.Do(ctx, engine.Item{}); err == nil {
+		if _, err := o.Do(ctx, engine.Item{}); err == nil {
 			through = time.Since(died)
-		} else if _, ok := engine.IsLater(err); !ok {
-			t.Fatalf("a call under a full cap: %v, want engine.Later", err)
+		} else {
+			refused(err)
 		}
-		if time.Since(died) > 3*ttl {
-			t.Fatalf("no call got through %v after the host died: its leases did not expire", time.Since(died))
+		if time.Since(died) > 3*lease {
+			t.Fatalf("no call got through %v after the %s died: its leases did not expire", time.Since(died), who)
 		}
 	}
-	if got.Load() != 1 || through > ttl+200*time.Millisecond {
-		t.Fatalf("%d calls, the first %v after the host died: want one, within the lease TTL %v", got.Load(), through, ttl)
+	if got.Load() != 1 || through > lease+slack {
+		t.Fatalf("%d calls, the first %v after the %s died: want one, within the lease %v", got.Load(), through, who, lease)
 	}
-	t.Logf("a dead host's leases freed %v after it died (TTL %v)", through.Round(time.Millisecond), ttl)
+	t.Logf("a dead %s's slots came back %v after it died (lease %v)", who, through.Round(time.Millisecond), lease)
 }
 
 // TestGateWaitsOutARedisOutage: with Redis cut, a call returns engine.Later without reaching

@@ -521,60 +521,24 @@ func TestLimitRetryAfterHoldsEveryJob(t *testing.T) {
 func TestLimitDeadJobsSlotsComeBack(t *testing.T) {
 	const lease = 400 * time.Millisecond
 	l, name := namedLimit(t, LimitSet{Parallelism: ptr(2), Lease: ptr(lease)})
-	ctx := context.Background()
-	dyingConn, err := ConnectLimits(ctx, limitsRedisURL(t))
+	dyingConn, err := ConnectLimits(context.Background(), limitsRedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	var inside sync.WaitGroup
-	inside.Add(2)
-	dying := namedGate(t, dyingConn, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
-		inside.Done()
-		<-release
-		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "dying", GateOptions{Outage: NewOutage(func(error) {})}, LimitUse{Name: name})
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Go(func() { _, _ = dying.Do(ctx, engine.Item{}) })
-	}
-	inside.Wait()
-	defer wg.Wait()
-	defer close(release)
-
-	var got atomic.Int64
-	other := namedGate(t, l, engine.AdapterFunc(func(context.Context, engine.Item) (engine.Outcome, error) {
-		got.Add(1)
-		return engine.Outcome{Verdict: engine.OK}, nil
-	}), "other", GateOptions{}, LimitUse{Name: name})
-	for end := time.Now().Add(3 * lease); time.Now().Before(end); {
-		if _, err := other.Do(ctx, engine.Item{}); err == nil {
-			t.Fatal("a call got through while live calls held the limit")
-		} else if _, ok := engine.IsLater(err); !ok {
-			t.Fatalf("a call under a full limit: %v, want engine.Later", err)
-		}
-	}
-	if st := other.Status(); st[0].Binds != "parallelism" {
-		t.Fatalf("status %+v: want the limit's parallelism binding", st)
-	}
-	if b := other.Binding(); b != "shared limit "+name+": parallelism 2" {
-		t.Fatalf("binding %q", b)
-	}
-	dyingConn.Close() // the job dies: no renewal, no release
-	died := time.Now()
-	var through time.Duration
-	for through == 0 {
-		if _, err := other.Do(ctx, engine.Item{}); err == nil {
-			through = time.Since(died)
-		}
-		if time.Since(died) > 3*lease {
-			t.Fatalf("no call got through %v after the job died", time.Since(died))
-		}
-	}
-	if got.Load() != 1 || through > lease+150*time.Millisecond {
-		t.Fatalf("%d calls, the first %v after the job died: want one, within the lease %v", got.Load(), through, lease)
-	}
-	t.Logf("a dead job's slots came back %v after it died (lease %v)", through.Round(time.Millisecond), lease)
+	slotsOfTheDead(t, "job", lease, 150*time.Millisecond,
+		func(a engine.Adapter) *Gate {
+			return namedGate(t, dyingConn, a, "dying", GateOptions{Outage: NewOutage(func(error) {})}, LimitUse{Name: name})
+		},
+		func(a engine.Adapter) *Gate { return namedGate(t, l, a, "other", GateOptions{}, LimitUse{Name: name}) },
+		func(other *Gate) {
+			if st := other.Status(); st[0].Binds != "parallelism" {
+				t.Fatalf("status %+v: want the limit's parallelism binding", st)
+			}
+			if b := other.Binding(); b != "shared limit "+name+": parallelism 2" {
+				t.Fatalf("binding %q", b)
+			}
+		},
+		func() { _ = dyingConn.Close() }) // the job dies: no renewal, no release
 }
 
 // TestLimitWaitsOutARedisOutageAndARemoval: with Redis cut, calls return engine.Later
