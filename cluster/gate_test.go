@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/internal/cuttest"
 )
 
 // gateCalls records the calls that got through the gates of every host: when each started,
@@ -66,15 +67,28 @@ func (g *gateCalls) snapshot() []gateStart {
 // and returns their summaries once all ended. during, if not nil, runs alongside.
 func gateEngines(t *testing.T, gates []*Gate, items int, during func(es []*engine.Engine)) []engine.Summary {
 	t.Helper()
-	es := make([]*engine.Engine, len(gates))
+	adapters := make([]engine.Adapter, len(gates))
 	for i, g := range gates {
+		adapters[i] = g.Adapter()
+	}
+	sums, _ := runEngines(t, adapters, "h", items, 16, 0, during)
+	return sums
+}
+
+// runEngines runs one engine per adapter (local parallelism par) on items of its own (named
+// prefix, engine, item) until they end or, when stopAfter > 0, until they are drained after
+// it. It returns their summaries and when they started; during, if not nil, runs alongside.
+func runEngines(t *testing.T, adapters []engine.Adapter, prefix string, items, par int, stopAfter time.Duration, during func(es []*engine.Engine)) ([]engine.Summary, time.Time) {
+	t.Helper()
+	es := make([]*engine.Engine, len(adapters))
+	for i, a := range adapters {
 		var lines strings.Builder
 		for k := range items {
-			fmt.Fprintf(&lines, "h%d-%d\n", i, k)
+			fmt.Fprintf(&lines, "%s%d-%d\n", prefix, i, k)
 		}
 		e, err := engine.New(engine.Config{
-			Settings: engine.Settings{Parallelism: 16, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,
-			Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
+			Settings: engine.Settings{Parallelism: par, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,
+			Adapter: a, Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
 			Total: int64(items), Results: io.Discard,
 		})
 		if err != nil {
@@ -84,6 +98,7 @@ func gateEngines(t *testing.T, gates []*Gate, items int, during func(es []*engin
 	}
 	sums := make([]engine.Summary, len(es))
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i, e := range es {
 		wg.Go(func() {
 			s, err := e.Run(context.Background())
@@ -96,8 +111,14 @@ func gateEngines(t *testing.T, gates []*Gate, items int, during func(es []*engin
 	if during != nil {
 		during(es)
 	}
+	if stopAfter > 0 {
+		time.Sleep(stopAfter - time.Since(start))
+		for _, e := range es {
+			e.Drain("test")
+		}
+	}
 	wg.Wait()
-	return sums
+	return sums, start
 }
 
 // gateHosts makes three hosts of one job, with settings s, and a gate on each over calls.
@@ -306,27 +327,34 @@ func TestGateRetryAfterHoldsEveryHost(t *testing.T) {
 	const items = 100
 	sums := gateEngines(t, gates, items, nil)
 	checkAllOK(t, sums, items)
-	at := time.Unix(0, told.Load())
-	if told.Load() == 0 {
+	checkHeld(t, calls, told.Load(), hold, 3, "host")
+}
+
+// checkHeld fails t unless the 429 answered at told (ns since the epoch; 0: never) held the
+// calls of every one of the sharers (hosts or jobs, calls' host) for hold, and each came back
+// soon after it.
+func checkHeld(t *testing.T, calls *gateCalls, told int64, hold time.Duration, sharers int, who string) {
+	t.Helper()
+	if told == 0 {
 		t.Fatal("the 429 was never answered")
 	}
+	at := time.Unix(0, told)
 	resumed := map[int]time.Duration{}
 	for _, s := range calls.snapshot() {
 		d := s.at.Sub(at)
 		if d > 30*time.Millisecond && d < hold {
-			t.Fatalf("host %d started a call %v after the 429: want every host held for %v", s.host, d, hold)
+			t.Fatalf("%s %d started a call %v after the 429: want every %s held for %v", who, s.host, d, who, hold)
 		}
 		if _, ok := resumed[s.host]; !ok && d >= hold {
 			resumed[s.host] = d
 		}
 	}
-	for h := range 3 {
-		d, ok := resumed[h]
-		if !ok || d > hold+engine.HoldSpread(hold)+300*time.Millisecond {
-			t.Fatalf("host %d resumed %v after the 429 (%v): want soon after the hold of %v", h, d, ok, hold)
+	for h := range sharers {
+		if d, ok := resumed[h]; !ok || d > hold+engine.HoldSpread(hold)+300*time.Millisecond {
+			t.Fatalf("%s %d resumed %v after the 429 (%v): want soon after the hold of %v", who, h, d, ok, hold)
 		}
 	}
-	t.Logf("hosts resumed %v after the 429 (hold %v)", resumed, hold)
+	t.Logf("%ss resumed %v after the 429 (hold %v)", who, resumed, hold)
 }
 
 // TestGateDeadHostsLeasesExpire: a host whose calls hang keeps their leases alive by
@@ -485,32 +513,7 @@ func TestGateWaitsOutARedisOutage(t *testing.T) {
 		t.Fatalf("reports %v: want the outage, then its end (nil)", r)
 	}
 
-	// An engine across an outage: calls wait, no item fails.
-	const items = 300
-	var lines strings.Builder
-	for k := range items {
-		fmt.Fprintf(&lines, "%d\n", k)
-	}
-	e, err := engine.New(engine.Config{
-		Settings: engine.Settings{Parallelism: 16, Burst: 1}, Retries: 0, Timeout: 5 * time.Second,
-		Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
-		Total: items, Results: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		proxy.Cut()
-		time.Sleep(500 * time.Millisecond)
-		proxy.Restore(t)
-	}()
-	began := time.Now()
-	sum, err := e.Run(ctx)
-	t.Logf("%d items across a 500 ms outage in %v", items, time.Since(began).Round(time.Millisecond))
-	if err != nil || sum.OK != items || sum.Failed != 0 {
-		t.Fatalf("run across an outage: %+v, %v: want %d ok and no failure", sum, err, items)
-	}
+	runAcrossOutage(t, g, proxy)
 	// Calls begun during the outage end, some of them late: the outage is still said once.
 	time.Sleep(outageQuiet)
 	if _, err := g.Do(ctx, engine.Item{}); err != nil {
@@ -724,5 +727,36 @@ func TestGateLimitNamesWhatHolds(t *testing.T) {
 		if got := tc.l.what(tc.status); got != tc.want {
 			t.Errorf("what(%d) of %q = %q, want %q", tc.status, tc.l.name, got, tc.want)
 		}
+	}
+}
+
+// runAcrossOutage runs an engine of 300 items (parallelism 16, no retries) through g while
+// proxy cuts Redis for 500 ms: calls wait, no item fails.
+func runAcrossOutage(t *testing.T, g *Gate, proxy *cuttest.Proxy) {
+	t.Helper()
+	const items = 300
+	var lines strings.Builder
+	for k := range items {
+		fmt.Fprintf(&lines, "%d\n", k)
+	}
+	e, err := engine.New(engine.Config{
+		Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 5 * time.Second,
+		Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
+		Total: items, Results: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		proxy.Cut()
+		time.Sleep(500 * time.Millisecond)
+		proxy.Restore(t)
+	}()
+	began := time.Now()
+	sum, err := e.Run(context.Background())
+	t.Logf("%d items across a 500 ms outage in %v", items, time.Since(began).Round(time.Millisecond))
+	if err != nil || sum.OK != items || sum.Failed != 0 {
+		t.Fatalf("run across an outage: %+v, %v: want %d ok and no failure", sum, err, items)
 	}
 }

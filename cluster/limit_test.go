@@ -68,44 +68,11 @@ func namedGate(t *testing.T, l *Limits, inner engine.Adapter, job string, opts G
 // summaries and when they started.
 func namedEngines(t *testing.T, adapters []engine.Adapter, items, par int, stopAfter time.Duration, during func()) ([]engine.Summary, time.Time) {
 	t.Helper()
-	es := make([]*engine.Engine, len(adapters))
-	for i, a := range adapters {
-		var lines strings.Builder
-		for k := range items {
-			fmt.Fprintf(&lines, "j%d-%d\n", i, k)
-		}
-		e, err := engine.New(engine.Config{
-			Settings: engine.Settings{Parallelism: par, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,
-			Adapter: a, Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
-			Total: int64(items), Results: io.Discard,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		es[i] = e
-	}
-	sums := make([]engine.Summary, len(es))
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i, e := range es {
-		wg.Go(func() {
-			s, err := e.Run(context.Background())
-			if err != nil {
-				t.Errorf("engine %d: %v", i, err)
-			}
-			sums[i] = s
-		})
-	}
+	var alongside func([]*engine.Engine)
 	if during != nil {
-		during()
+		alongside = func([]*engine.Engine) { during() }
 	}
-	if stopAfter > 0 {
-		time.Sleep(stopAfter - time.Since(start))
-		for _, e := range es {
-			e.Drain("test")
-		}
-	}
-	wg.Wait()
+	sums, start := runEngines(t, adapters, "j", items, par, stopAfter, alongside)
 	for i, s := range sums {
 		if s.Failed != 0 {
 			t.Fatalf("engine %d: %+v: want no failed item", i, s)
@@ -495,25 +462,7 @@ func TestLimitRetryAfterHoldsEveryJob(t *testing.T) {
 	a := namedGate(t, l, calls.adapter(0, 20*time.Millisecond, answer), "job-a", GateOptions{}, LimitUse{Name: name})
 	b := namedGate(t, l, calls.adapter(1, 20*time.Millisecond, nil), "job-b", GateOptions{}, LimitUse{Name: name})
 	namedEngines(t, []engine.Adapter{a.Adapter(), b.Adapter()}, 100, 8, 0, nil)
-	if told.Load() == 0 {
-		t.Fatal("the 429 was never answered")
-	}
-	at := time.Unix(0, told.Load())
-	resumed := map[int]time.Duration{}
-	for _, s := range calls.snapshot() {
-		d := s.at.Sub(at)
-		if d > 30*time.Millisecond && d < hold {
-			t.Fatalf("job %d started a call %v after the 429: want every job held for %v", s.host, d, hold)
-		}
-		if _, ok := resumed[s.host]; !ok && d >= hold {
-			resumed[s.host] = d
-		}
-	}
-	for j := range 2 {
-		if d, ok := resumed[j]; !ok || d > hold+engine.HoldSpread(hold)+300*time.Millisecond {
-			t.Fatalf("job %d resumed %v after the 429 (%v): want soon after the hold of %v", j, d, ok, hold)
-		}
-	}
+	checkHeld(t, calls, told.Load(), hold, 2, "job")
 }
 
 // TestLimitDeadJobsSlotsComeBack: a job whose calls hang keeps their slots by renewing its
@@ -614,29 +563,7 @@ func TestLimitWaitsOutARedisOutageAndARemoval(t *testing.T) {
 	waitCalls(t, g, 3*time.Second)
 	waitReports(t, g, reported, 4, 3*time.Second)
 
-	// An engine across an outage: calls wait, no item fails.
-	const items = 300
-	var lines strings.Builder
-	for k := range items {
-		fmt.Fprintf(&lines, "%d\n", k)
-	}
-	e, err := engine.New(engine.Config{
-		Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 5 * time.Second, Adapter: g.Adapter(),
-		Source: engine.NewLineReader(strings.NewReader(lines.String()), false), Total: items, Results: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		proxy.Cut()
-		time.Sleep(500 * time.Millisecond)
-		proxy.Restore(t)
-	}()
-	sum, err := e.Run(ctx)
-	if err != nil || sum.OK != items || sum.Failed != 0 {
-		t.Fatalf("run across an outage: %+v, %v: want %d ok", sum, err, items)
-	}
+	runAcrossOutage(t, g, proxy)
 	// The leases of calls that ended during the outage are given back once Redis is back. An
 	// acquisition whose request sat in the cut connection can reach Redis after its release was
 	// sent: that lease frees itself at its expiry (10 s here), which bounds what an outage holds.
