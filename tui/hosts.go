@@ -57,7 +57,11 @@ func (j JobLoad) Caption() string {
 	if j.Over > 0 {
 		rate, window = fmt.Sprintf("%.0f", j.PerSecond), "last "+human.Span(j.Over)
 	}
-	s := fmt.Sprintf("all %d hosts (cap %d, %s calls/s of %s · %s", j.Hosts, j.Cap, rate, engine.FormatRate(j.Rate), window)
+	hosts := fmt.Sprintf("all %d hosts", j.Hosts)
+	if j.Hosts == 1 {
+		hosts = "1 host"
+	}
+	s := fmt.Sprintf("%s (cap %d, %s calls/s of %s · %s", hosts, j.Cap, rate, engine.FormatRate(j.Rate), window)
 	if j.Total > 0 {
 		s += fmt.Sprintf("; %s/%s rows %.1f%%", human.Count(j.Rows), human.Count(j.Total), 100*float64(j.Rows)/float64(j.Total))
 		if j.ETA >= time.Second {

@@ -55,6 +55,9 @@ func TestHostsPanelLeadsWithTheWholeJob(t *testing.T) {
 	if got := hostLoads(Hosts{Job: &JobLoad{Hosts: 0, Cap: 8}}); got != "all 0 hosts (cap 8, – calls/s of unlimited · measuring): 0" {
 		t.Errorf("job alone: %q", got)
 	}
+	if got := (JobLoad{Hosts: 1, Cap: 8}).Caption(); got != "1 host (cap 8, – calls/s of unlimited · measuring)" {
+		t.Errorf("a job of one host: %q", got)
+	}
 }
 
 func TestConnectionsShownForAnAdapterWithOnePerWorker(t *testing.T) {
