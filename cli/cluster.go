@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/throttle-dev/throttle/cluster"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/internal/redact"
 	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/tui"
 )
@@ -29,7 +31,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	coordinator := !rf.joined
 	switch {
 	case coordinator && rf.input == "":
-		return nil, usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", rf.redis, rf.job)
+		return nil, usageError("--redis: the host that starts a job needs --input; other hosts join it with throttle join --redis %s --job %s", redact.URL(rf.redis), rf.job)
 	case rf.config != "":
 		return nil, usageError("--config with --job: a joining host would need the same file; give the flags on the command line (or print them with --print-config)")
 	case rf.joined && (rf.resume || rf.reset):
@@ -81,7 +83,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			if len(alive) > 0 {
 				return nil, usageError("--redis: job %s is running (hosts %s): add this host with throttle join --redis %s --job %s; "+
 					"--reset starts it anew, and with --resume finishes it from %s (its hosts stop; the rows not yet collected are run again)",
-					rf.job, strings.Join(alive, ", "), rf.redis, rf.job, rf.out)
+					rf.job, strings.Join(alive, ", "), redact.URL(rf.redis), rf.job, rf.out)
 			}
 		}
 		// The input, the results file and, with --resume, the items already ok in it skipped.
@@ -274,11 +276,17 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				defer wg.Done()
 				_ = cj.Watch(runCtx, func(s engine.Settings, c engine.Change) {
 					ctrl.Update(s)
-					// This host's engine follows the job's cap (within its own) and pace, as one change.
+					// This host's engine follows the job's cap (within its own) and pace, as one
+					// change; its log says the job's change as it was made (the rate too, which
+					// the gate keeps), not this host's part of it.
 					cur := e.Snapshot().Settings
 					next := cur
 					next.Parallelism, next.Pace = localCap(s.Parallelism), s.Pace
-					_ = e.Set(engine.Diff(cur, next), c.Origin)
+					if c.Knob == "sync" || c.Knob == "start" { // the settings read or begun: no knob was turned
+						_ = e.Set(engine.Diff(cur, next), c.Origin)
+						return
+					}
+					_ = e.Follow(engine.Diff(cur, next), c)
 				})
 			}()
 			go func() {
@@ -298,7 +306,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 				if total >= 0 {
 					of = fmt.Sprintf(" (a job of %s items)", human.Count(total))
 				}
-				role = fmt.Sprintf("coordinator %s%s: other hosts join with throttle join --redis %s --job %s", cj.Host(), of, rf.redis, rf.job)
+				role = fmt.Sprintf("coordinator %s%s: other hosts join with throttle join --redis %s --job %s", cj.Host(), of, redact.URL(rf.redis), rf.job)
 			}
 			say(role)
 			return clusterLines(say, clusterHosts(cj, ctrl, progress.load), 5*rf.progressEvery)
@@ -441,13 +449,13 @@ func (p *jobProgress) load() (rows, total int64, eta time.Duration) {
 	return rows, total, eta
 }
 
-// clusterHosts lists the job's hosts for the screen's hosts panel, after the whole job: calls
-// in flight across hosts against the global cap, calls/s against the rate and, on the
+// clusterHosts lists the job's live hosts for the screen's hosts panel, after the whole job:
+// calls in flight across hosts against the global cap, calls/s against the rate and, on the
 // coordinator, the rows of the whole job against its total.
 func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64, int64, time.Duration)) func(int) tui.Hosts {
 	// One rate for the screen and the progress lines, which both look: over the last seconds
 	// measured, never over the moment between two looks.
-	rate := &probes.CounterRate{}
+	rate := &jobRate{hosts: map[string]*probes.CounterRate{}}
 	return func(n int) tui.Hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
@@ -457,19 +465,54 @@ func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64,
 		if v, err := cj.InFlight(ctx); err == nil {
 			job.InFlight = v
 		}
-		hosts, _ := cj.Hosts(ctx)
+		all, _ := cj.Hosts(ctx)
+		// A host that stopped beating (it died) is no longer one of the job's: its calls in
+		// flight are not, and its leases expire.
+		hosts := slices.DeleteFunc(all, func(h cluster.HostStatus) bool { return !h.Alive })
 		job.Hosts = len(hosts)
 		var rows []tui.HostLoad
-		var calls int64
 		for _, h := range hosts {
-			calls += h.Calls
 			if len(rows) < n-1 { // the job takes the panel's first place
 				rows = append(rows, tui.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
 			}
 		}
-		job.PerSecond, job.Over = rate.Look(time.Now(), calls)
+		job.PerSecond, job.Over = rate.look(hosts)
 		return tui.Hosts{Job: job, Rows: rows}
 	}
+}
+
+// jobRate is the calls per second of a job across its hosts: the sum of each live host's own
+// rate, each measured between its heartbeats by the time Redis stamped on them. (The sum of
+// the hosts' counts at the moment of a look mixes beats up to a second old, and falls when
+// a host leaves: it read 206/s under a rate of 200/s, and -83/s after a host died.)
+type jobRate struct {
+	mu    sync.Mutex
+	hosts map[string]*probes.CounterRate
+}
+
+// look takes the hosts' latest beats and returns the job's calls per second and the longest
+// time over which a host's rate was measured (0 while none was measured for a second).
+func (r *jobRate) look(hosts []cluster.HostStatus) (perSecond float64, over time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		seen[h.Host] = true
+		c := r.hosts[h.Host]
+		if c == nil {
+			c = &probes.CounterRate{}
+			r.hosts[h.Host] = c
+		}
+		ps, o := c.Look(h.At, h.Calls)
+		perSecond += ps
+		over = max(over, o)
+	}
+	for name := range r.hosts {
+		if !seen[name] {
+			delete(r.hosts, name)
+		}
+	}
+	return perSecond, over
 }
 
 // clusterLines says how the whole job goes every so often, under the host's own progress

@@ -151,6 +151,15 @@ func TestClusterThreeHosts(t *testing.T) {
 		t.Errorf("the raise reached the server after %v; want within 200 ms", seen)
 	}
 
+	// A lowered rate, which the gate keeps and no engine applies, is in every host's log as
+	// the operator turned it.
+	if b, err := exec.Command(bin, "ctl", "--control", sock, "set", "rate", "100/s").CombinedOutput(); err != nil {
+		t.Fatalf("ctl set rate: %v\n%s", err, b)
+	}
+	for _, h := range append([]*host{coord}, joiners...) {
+		h.waitFor(t, "rate 120/s → 100/s (", 5*time.Second)
+	}
+
 	// Kill a host mid-run: its items go to the others after the lease.
 	time.Sleep(time.Second)
 	if err := joiners[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {

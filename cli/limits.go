@@ -13,6 +13,7 @@ import (
 	"github.com/throttle-dev/throttle/cluster"
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 // wrapLimits puts the named shared limits of --limit in front of the adapter: every call
@@ -138,6 +139,7 @@ func parseLimitUses(vals []string) ([]cluster.LimitUse, error) {
 // limitError is the usage error for a limit that cannot be used: it does not exist (with
 // how to make it), or Redis failed.
 func limitError(url string, err error) error {
+	url = redact.URL(url) // a password in it goes to no terminal
 	if gone, ok := errors.AsType[*cluster.NoLimitError](err); ok {
 		name := gone.Name
 		return usageError("--limit %s: no such shared limit in the redis at %s; create it first: throttle limit set %s --rate 50/s --parallelism 16 --redis %s", name, url, name, url)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/throttle-dev/throttle/internal/redact"
 )
 
 func init() {
@@ -60,16 +61,27 @@ func Connect(ctx context.Context, url, name, host string) (*Job, error) {
 func dial(ctx context.Context, url string) (*redis.Client, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: --redis %s: %w", redactRedis(url), err)
+		return nil, fmt.Errorf("cluster: --redis %s: %w (want a URL: redis://HOST:PORT/DB, or rediss:// for TLS)", redact.URL(url), err)
 	}
 	rdb := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close() // the ping failed: that error is the one to tell
-		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redactRedis(url), err)
+		if redisRefused(err) {
+			// It answered, with a refusal (a database it does not have, a wrong password).
+			return nil, fmt.Errorf("cluster: redis at %s refuses: %w", redact.URL(url), err)
+		}
+		return nil, fmt.Errorf("cluster: redis at %s does not answer: %w", redact.URL(url), err)
 	}
 	return rdb, nil
+}
+
+// redisRefused says whether err is Redis's own answer (an ERR, WRONGPASS, NOAUTH … reply),
+// not a failure to reach it.
+func redisRefused(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // Close closes the connection.
@@ -116,16 +128,6 @@ func ValidName(s string) bool {
 		}
 	}
 	return true
-}
-
-// redactRedis drops a password from a Redis URL for messages.
-func redactRedis(url string) string {
-	if i := strings.Index(url, "://"); i >= 0 {
-		if at := strings.LastIndex(url, "@"); at > i {
-			return url[:i+3] + "REDACTED@" + url[at+1:]
-		}
-	}
-	return url
 }
 
 // ErrRedis marks an error of Redis itself (it went away, it timed out): the job waits for it

@@ -31,6 +31,34 @@ const maxChanges = 200
 // limit or more are in flight, and cancels nothing. A new pace applies to waits already under
 // way; a raised rate takes effect at once, also for the call already waiting for a token.
 func (e *Engine) Set(u Update, origin string) error {
+	return e.apply(u, func(parts []Change) bool {
+		if len(parts) == 0 {
+			return false
+		}
+		c := Combine(parts...)
+		e.logLocked(origin, c.Knob, c.From, c.To)
+		return true
+	})
+}
+
+// Follow applies u, this engine's part of a change made elsewhere (a shared job's settings,
+// turned on any of its hosts), as [Engine.Set] does, and logs c, the change as it was made,
+// in its place: the log then says what the operator turned and where ("rate unlimited →
+// 50/s (web-2/4121/ctl)"), also for a knob this engine does not apply (the job's rate, which
+// a gate keeps) or a value it takes only a part of (its share of the job's parallelism).
+func (e *Engine) Follow(u Update, c Change) error {
+	return e.apply(u, func([]Change) bool {
+		if c.Knob == "" {
+			return false
+		}
+		e.logLocked(c.Origin, c.Knob, c.From, c.To)
+		return true
+	})
+}
+
+// apply is Set's work; log, called with e.mu held, logs the knobs whose value changed and
+// says whether it logged (a log entry tells the snapshot's waiters; else apply does).
+func (e *Engine) apply(u Update, log func(parts []Change) bool) error {
 	e.mu.Lock()
 	old := e.settings
 	next, err := u.next(old, e.maxWhy)
@@ -56,11 +84,8 @@ func (e *Engine) Set(u Update, origin string) error {
 			parts = append(parts, Change{Knob: k.String(), From: k.Format(old), To: k.Format(next)})
 		}
 	}
-	if len(parts) == 0 {
+	if !log(parts) {
 		e.broadcastLocked()
-	} else {
-		c := Combine(parts...)
-		e.logLocked(origin, c.Knob, c.From, c.To)
 	}
 	started := !e.started.IsZero()
 	if started && u.Turns(KnobParallelism) {

@@ -470,3 +470,34 @@ func TestSourceError(t *testing.T) {
 		}
 	})
 }
+
+// TestFollowLogsTheChangeAsMade: a change made elsewhere (a shared job's settings) is applied
+// in this engine's part and logged as it was made, once, with its origin: a rate this engine
+// does not apply is logged too, and a parallelism this engine takes only a share of is
+// logged at the job's values, not this engine's.
+func TestFollowLogsTheChangeAsMade(t *testing.T) {
+	e, _ := newTestEngine(t, Config{Settings: Settings{Parallelism: 4, Burst: 1}, Adapter: AdapterFunc(func(context.Context, Item) (Outcome, error) {
+		return Outcome{Verdict: OK}, nil
+	})}, "1\n")
+	job := Change{Origin: "web-2/4121/ctl", Knob: "rate", From: "120/s", To: "100/s"}
+	if err := e.Follow(Update{}, job); err != nil {
+		t.Fatal(err)
+	}
+	share := Change{Origin: "web-2/4121/ctl", Knob: "parallelism", From: "24", To: "48"}
+	if err := e.Follow(Turn(KnobParallelism, Settings{Parallelism: 8}), share); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range e.Changes() {
+		if c.Knob != "start" {
+			got = append(got, c.String())
+		}
+	}
+	want := []string{"rate 120/s → 100/s (web-2/4121/ctl)", "parallelism 24 → 48 (web-2/4121/ctl)"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("change log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if p := e.Snapshot().Settings.Parallelism; p != 8 {
+		t.Fatalf("parallelism %d after following: want this engine's part, 8", p)
+	}
+}
