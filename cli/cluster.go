@@ -316,6 +316,9 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	if coordinator && tally != nil {
 		p.rows = tally.snapshot // the job's rows, every host's, as the file holds them
 	}
+	if !coordinator {
+		p.sink = "job " + rf.job + "'s coordinator (through redis)"
+	}
 	if coordinator {
 		p.progress = func() jobRows {
 			rows, total, eta := progress.load()

@@ -176,6 +176,10 @@ func TestClusterThreeHosts(t *testing.T) {
 	if err := <-joiners[0].done; err != nil {
 		t.Errorf("the surviving host: %v\n%s", err, joiners[0].stderr())
 	}
+	// A joined host wrote no file: its summary says where its rows went.
+	if sum := joiners[0].stdout(); !strings.Contains(sum, "rows sent to job "+job+"'s coordinator") || strings.Contains(sum, "results appended") {
+		t.Errorf("the joined host's summary does not say where its rows went:\n%s", sum)
+	}
 
 	rows := readRows(t, out)
 	byItem := rowsByItem(t, rows)

@@ -249,7 +249,10 @@ type runPlan struct {
 	summaryJSON func(f *os.File, hostReport endReport) error
 	// rows, when set, counts the rows the summary breaks down in place of this host's engine's:
 	// a shared job's coordinator counts every host's rows as it writes them to the file.
-	rows  func() tallied
+	rows func() tallied
+	// sink, when set, names where this host's rows go in the summary, in place of --out (a
+	// host that joined a shared job sends them to its coordinator).
+	sink  string
 	close func()
 }
 
@@ -384,6 +387,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	if p.rows != nil {
 		report.rows = p.rows()
 	}
+	report.sink = p.sink
 	printEnd(env.Stdout, report)
 	obs.finish(env, rf, sum)
 	failed, planErr := p.finish(sum)

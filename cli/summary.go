@@ -16,6 +16,7 @@ import (
 
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
+	"github.com/throttle-dev/throttle/internal/redact"
 	"github.com/throttle-dev/throttle/probes"
 )
 
@@ -256,10 +257,13 @@ func (t *rowTally) snapshot() tallied {
 // endReport is everything the end of a run says: the text summary on stdout and the JSON of
 // --summary-json are both made from it.
 type endReport struct {
-	sum      engine.Summary
-	lat      probes.Stats
-	out      string // where the rows are; "" for a replay or a host of a shared job
-	scratch  bool   // out is removed as the command ends (the demo's own directory)
+	sum engine.Summary
+	lat probes.Stats
+	out string // where the rows are; "" for a replay
+	// sink, when set, is where this host's rows went instead of a file of its own (a host
+	// that joined a shared job sends them to the job's coordinator).
+	sink     string
+	scratch  bool // out is removed as the command ends (the demo's own directory)
 	rows     tallied
 	retry    []string // the command that retries only the failures; nil: none to give
 	settings engine.Settings
@@ -315,7 +319,10 @@ func printEnd(w io.Writer, r endReport) {
 			}
 		}
 	}
-	if r.out != "" && s.Lost > 0 {
+	switch {
+	case r.sink != "" && s.Lost > 0:
+		fmt.Fprintf(w, "%s finished items could not be sent to %s\n", human.Count(s.Lost), r.sink)
+	case r.out != "" && s.Lost > 0:
 		fmt.Fprintf(w, "%s finished items could not be written to %s\n", human.Count(s.Lost), r.out)
 	}
 	for _, warning := range s.Warnings {
@@ -329,10 +336,14 @@ func printEnd(w io.Writer, r endReport) {
 		return
 	}
 	if rows > 0 || s.Lost == 0 {
-		if line := "results appended to " + r.out; utf8.RuneCountInString(line) <= summaryWidth {
+		what, where := "results appended to", r.out
+		if r.sink != "" {
+			what, where = "rows sent to", r.sink
+		}
+		if line := what + " " + where; utf8.RuneCountInString(line) <= summaryWidth {
 			fmt.Fprintln(w, line)
 		} else {
-			fmt.Fprintln(w, "results appended to\n  "+r.out)
+			fmt.Fprintln(w, what+"\n  "+where)
 		}
 	}
 	if len(r.retry) > 0 {
@@ -378,8 +389,11 @@ func cut(s string, width int) string {
 // retryArgs builds the command that runs only the failed items of this run: the run's own
 // arguments as given (templates keep their ${NAME}: a secret's value was never in them),
 // with --input replaced by the results file and --only-failed added; --resume and --follow,
-// which do not go with it, are left out. nil when the run was not started by `throttle run`
-// (the demo makes its own input; a joined host takes its items from the shared job).
+// which do not go with it, are left out, and so is a job across hosts (--job, --reset,
+// --host-parallelism, --lease; --redis too unless a --limit needs it, its password
+// redacted): the failures are retried on one host. nil when the run was not started by
+// `throttle run` (the demo makes its own input; a joined host takes its items from the
+// shared job).
 func retryArgs(args []string, out string) []string {
 	first := -1
 	for i, a := range args {
@@ -391,7 +405,13 @@ func retryArgs(args []string, out string) []string {
 	if first < 0 || args[first] != "run" {
 		return nil
 	}
-	drop := map[string]bool{"--only-failed": true, "--resume": true, "--follow": true}
+	drop := map[string]bool{"--only-failed": true, "--resume": true, "--follow": true, "--reset": true}
+	dropValued := map[string]bool{"--input": true, "--job": true, "--host-parallelism": true, "--lease": true, "--redis": true}
+	for _, a := range args {
+		if name, _, _ := strings.Cut(a, "="); name == "--limit" {
+			dropValued["--redis"] = false // the shared limits are in it
+		}
+	}
 	cmd := []string{"throttle"}
 	var tail []string // after "--": the exec adapter's command, kept as it is
 	for i := 0; i < len(args); i++ {
@@ -402,12 +422,18 @@ func retryArgs(args []string, out string) []string {
 		}
 		name, _, hasValue := strings.Cut(a, "=")
 		switch {
-		case name == "--input":
+		case dropValued[name]:
 			if !hasValue {
 				i++ // its value
 			}
 			continue
 		case drop[name]:
+			continue
+		case name == "--redis" && hasValue:
+			a = "--redis=" + redact.URL(strings.TrimPrefix(a, "--redis="))
+		case name == "--redis" && i+1 < len(args):
+			cmd = append(cmd, a, redact.URL(args[i+1]))
+			i++
 			continue
 		}
 		cmd = append(cmd, a)

@@ -22,6 +22,13 @@ func TestRetryArgs(t *testing.T) {
 		{[]string{"run", "--input=ids.txt", "--only-failed", "--follow", "exec", "--", "sh", "-c", "--input x"},
 			[]string{"throttle", "run", "exec", "--input", "r.jsonl", "--only-failed", "--", "sh", "-c", "--input x"}},
 		{[]string{"demo", "--parallelism", "4"}, nil},
+		// A job across hosts is retried on one host; a shared limit keeps its redis, without
+		// the password.
+		{[]string{"run", "http", "--input", "ids.txt", "--redis", "redis://:pw@r:6379/0", "--job", "j", "--reset", "--lease=20s", "--host-parallelism", "8"},
+			[]string{"throttle", "run", "http", "--input", "r.jsonl", "--only-failed"}},
+		{[]string{"run", "http", "--input", "ids.txt", "--redis", "redis://:pw@r:6379/0", "--job=j", "--limit", "tmdb"},
+			[]string{"throttle", "run", "http", "--redis", "redis://REDACTED@r:6379/0", "--limit", "tmdb", "--input", "r.jsonl", "--only-failed"}},
+		{[]string{"join", "--redis", "redis://r:6379/0", "--job", "j"}, nil},
 	} {
 		if got := retryArgs(tc.args, "r.jsonl"); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("retryArgs(%q) = %q, want %q", tc.args, got, tc.want)
