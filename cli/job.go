@@ -385,7 +385,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	// The summary is the run's output: stdout, terminal or not (CONTRACT.md, Streams).
 	report := endOf(env, rf, e, sum, mon, tally)
 	if p.rows != nil {
-		report.rows = p.rows()
+		report.rows, report.jobRows = p.rows(), true
 	}
 	report.sink = p.sink
 	printEnd(env.Stdout, report)

@@ -263,6 +263,9 @@ type endReport struct {
 	// sink, when set, is where this host's rows went instead of a file of its own (a host
 	// that joined a shared job sends them to the job's coordinator).
 	sink     string
+	// jobRows says the rows are a shared job's, every host's, while the calls and the latency
+	// are this host's (a coordinator's summary): the lines say which is which.
+	jobRows bool
 	scratch  bool // out is removed as the command ends (the demo's own directory)
 	rows     tallied
 	retry    []string // the command that retries only the failures; nil: none to give
@@ -290,10 +293,17 @@ func printEnd(w io.Writer, r endReport) {
 	}
 	fmt.Fprintf(w, "%s in %s: %s, %s ok, %s failed\n", verb, s.Elapsed.Round(time.Millisecond),
 		human.Counted(rows, "item", "items"), human.Count(s.OK), human.Count(s.Failed))
-	fmt.Fprintf(w, "%s, %s, %s × 429 · %.1f items/s\n",
-		human.Counted(s.Calls, "call", "calls"), human.Counted(s.Retries, "retry", "retries"), human.Count(s.TooMany), perSec)
+	calls, latency := "", "latency"
+	if r.jobRows {
+		calls, latency = fmt.Sprintf("the job %.1f items/s · this host ", perSec), "this host's latency"
+	}
+	calls += fmt.Sprintf("%s, %s, %s × 429", human.Counted(s.Calls, "call", "calls"), human.Counted(s.Retries, "retry", "retries"), human.Count(s.TooMany))
+	if !r.jobRows {
+		calls += fmt.Sprintf(" · %.1f items/s", perSec)
+	}
+	fmt.Fprintln(w, calls)
 	if r.lat.Calls > 0 {
-		fmt.Fprintf(w, "latency p50 %s · p95 %s · p99 %s · max %s over %s\n", human.Latency(r.lat.P50),
+		fmt.Fprintf(w, "%s p50 %s · p95 %s · p99 %s · max %s over %s\n", latency, human.Latency(r.lat.P50),
 			human.Latency(r.lat.P95), human.Latency(r.lat.P99), human.Latency(r.lat.Max), human.Counted(r.lat.Calls, "call", "calls"))
 	}
 	if left := s.NotRun(); left > 0 {
