@@ -220,6 +220,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	items := &input{source: src, total: -1, name: "job " + rf.job, size: -1, close: func() error { return nil }}
 	p = &runPlan{
 		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
+		started: fmt.Sprintf("the job's parallelism %d, pace %v, rate %s, burst %d; this host up to %d",
+			settings.Parallelism, settings.Pace, engine.FormatRate(settings.Rate), max(settings.Burst, 1), local.Parallelism),
 		controls: func(e *engine.Engine) controlsWithNote {
 			ctrl = cj.Controls(e)
 			ctrl.Update(settings) // the job's, read or written above: shown from the first line

@@ -78,7 +78,7 @@ d drains it. Several screens may attach at once.`,
 
 // serveControl starts the run's control socket at --control or the default private place. A
 // socket that cannot be made is a warning, not a failure: the run goes on without it.
-func serveControl(env *Env, e engine.Controls, mon *probes.Monitor, rf *runFlags, title string) (stop func(), where string) {
+func serveControl(env *Env, e engine.Controls, mon *probes.Monitor, rf *runFlags, title string, progress func() jobRows) (stop func(), where string) {
 	path := rf.control
 	if path == "" {
 		var err error
@@ -93,6 +93,12 @@ func serveControl(env *Env, e engine.Controls, mon *probes.Monitor, rf *runFlags
 		return func() {}, ""
 	}
 	srv.Viewer, srv.Retries, srv.Auto = mon, rf.retries, rf.auto
+	if progress != nil {
+		srv.Job = func() control.JobProgress {
+			j := progress()
+			return control.JobProgress{Rows: j.rows, Total: j.total, ETASeconds: j.eta.Seconds()}
+		}
+	}
 	go srv.Serve()
 	return func() { _ = srv.Close() }, srv.Path()
 }
@@ -246,12 +252,21 @@ func printStatus(env *Env, s *control.Status) {
 		}
 		fmt.Fprintf(w, "the target pushed back %d %s%s\n", s.Signals, times, limit)
 	}
-	total := "?"
+	done := "done " + human.Count(s.OK+s.Failed) + " of ?"
 	if s.Total >= 0 {
-		total = human.Count(s.Total)
+		done = "done " + human.Count(s.OK+s.Failed) + " of " + human.Count(s.Total)
 	}
-	fmt.Fprintf(w, "done %s of %s: ok %s, failed %s · calls %s, retries %s, 429s %s, errors %s\n",
-		human.Count(s.OK+s.Failed), total, human.Count(s.OK), human.Count(s.Failed), human.Count(s.Calls),
+	if j := s.Job; j != nil && j.Total > 0 {
+		// The coordinator of a job across hosts: the job's rows, then this host's counts.
+		line := fmt.Sprintf("job: %s/%s rows %.1f%%", human.Count(j.Rows), human.Count(j.Total), 100*float64(j.Rows)/float64(j.Total))
+		if j.ETASeconds > 0 {
+			line += " · ETA " + human.Clock(time.Duration(j.ETASeconds*float64(time.Second)))
+		}
+		fmt.Fprintln(w, line)
+		done = "this host: done " + human.Count(s.OK+s.Failed)
+	}
+	fmt.Fprintf(w, "%s: ok %s, failed %s · calls %s, retries %s, 429s %s, errors %s\n",
+		done, human.Count(s.OK), human.Count(s.Failed), human.Count(s.Calls),
 		human.Count(s.Retries), human.Count(s.TooMany), human.Count(s.Errors))
 	if s.RateWindow != "" { // the screen's figures, with their window
 		fmt.Fprintf(w, "%s: %.1f calls/s, 429s %.1f%%\n", s.RateWindow, s.CallsPerSecond, 100*s.TooManyShare)

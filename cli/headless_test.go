@@ -209,6 +209,23 @@ func TestCtlGetShowsWaiting(t *testing.T) {
 	}
 }
 
+// TestCtlGetShowsTheJob: on a shared job's coordinator ctl get gives the job's rows against
+// the input's total and its ETA, then this host's counts as this host's ("done 357 of ?"
+// said the host's rows against no total).
+func TestCtlGetShowsTheJob(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&Env{Stdout: &out}, &control.Status{Title: "t", PID: 7, State: "running", Parallelism: 16, Pace: "0s", Rate: "unlimited", Burst: 1,
+		OK: 350, Failed: 7, Calls: 360, Total: -1, Job: &control.JobProgress{Rows: 1191, Total: 3000, ETASeconds: 6}})
+	for _, want := range []string{"job: 1,191/3,000 rows 39.7% · ETA 0:06\n", "this host: done 357: ok 350, failed 7 · calls 360"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("ctl get lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "of ?") {
+		t.Errorf("ctl get says the total is unknown:\n%s", out.String())
+	}
+}
+
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
 type lockedBuffer struct {
 	mu sync.Mutex

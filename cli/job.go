@@ -225,6 +225,7 @@ type runPlan struct {
 	settings  engine.Settings // this host's engine's
 	syncEvery time.Duration   // how often the engine syncs results (a file); 0: never
 	origin    string          // the engine's name for the changes it makes itself
+	started   string          // what the change log says the run started with ("": the engine's settings)
 	// controls, when set, wraps the engine with what the screen, ctl and the tuner turn (a
 	// shared job's settings, which every host follows).
 	controls func(e *engine.Engine) controlsWithNote
@@ -296,7 +297,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	e, err := engine.New(engine.Config{
 		Settings: p.settings, Retries: rf.retries, MaxBackoff: rf.maxBackoff, Timeout: rf.timeout,
 		Chunk: rf.chunk, Adapter: j.adapter, Source: p.in.source, Total: p.in.total, Results: tally, SyncEvery: p.syncEvery,
-		Origin: p.origin, Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
+		Origin: p.origin, Started: p.started, Adapt: rf.adapt, Hold: rf.holdMode(), Redact: scrubHook(env, rf),
 	})
 	if err != nil {
 		return usageError("%v", err)
@@ -333,7 +334,7 @@ func runPlanned(ctx context.Context, env *Env, rf *runFlags, j job, p *runPlan) 
 	}
 	mon, stopMonitor := startMonitor(ctx, e, tuner, obs.feeds...)
 	defer stopMonitor()
-	stopControl, sock := serveControl(env, ctrl, mon, rf, title)
+	stopControl, sock := serveControl(env, ctrl, mon, rf, title, j.progress)
 	defer stopControl()
 
 	var sayMu sync.Mutex

@@ -262,10 +262,10 @@ type endReport struct {
 	out string // where the rows are; "" for a replay
 	// sink, when set, is where this host's rows went instead of a file of its own (a host
 	// that joined a shared job sends them to the job's coordinator).
-	sink     string
+	sink string
 	// jobRows says the rows are a shared job's, every host's, while the calls and the latency
 	// are this host's (a coordinator's summary): the lines say which is which.
-	jobRows bool
+	jobRows  bool
 	scratch  bool // out is removed as the command ends (the demo's own directory)
 	rows     tallied
 	retry    []string // the command that retries only the failures; nil: none to give

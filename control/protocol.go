@@ -102,6 +102,19 @@ type Status struct {
 	EffectiveRate        string `json:"effective_rate"`
 	TargetLimit          string `json:"target_limit"`
 	Signals              int    `json:"signals"`
+
+	// Job, on the coordinator of a job across hosts, is the whole job's progress; the counts
+	// above are then this host's.
+	Job *JobProgress `json:"job,omitempty"`
+}
+
+// JobProgress is a shared job's progress as its coordinator knows it: the rows every host's
+// calls gave, written to the results file, against the input's total (0: not known), and
+// when the rest should be in (0: cannot tell yet).
+type JobProgress struct {
+	Rows       int64   `json:"rows"`
+	Total      int64   `json:"total"`
+	ETASeconds float64 `json:"eta_seconds"`
 }
 
 // statusOf is the status of a run from its snapshot and, when the job has statistics, their

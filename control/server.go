@@ -37,6 +37,9 @@ type Server struct {
 	Viewer  Viewer
 	Retries int
 	Auto    bool
+	// Job, when set before Serve, is the progress of the job across hosts this host
+	// coordinates: get tells it beside this host's counts.
+	Job func() JobProgress
 }
 
 // Listen creates the control socket at path (0600) and returns its server; Serve must be
@@ -173,6 +176,10 @@ func (s *Server) serveConn(c *net.UnixConn) {
 				points = s.Viewer.Points(time.Now(), probes.RateWindow+2*time.Second)
 			}
 			resp.Status = statusOf(s.title, os.Getpid(), snap, points, s.Viewer != nil)
+			if s.Job != nil {
+				j := s.Job()
+				resp.Status.Job = &j
+			}
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if enc.Encode(resp) != nil {

@@ -501,3 +501,25 @@ func TestFollowLogsTheChangeAsMade(t *testing.T) {
 		t.Fatalf("parallelism %d after following: want this engine's part, 8", p)
 	}
 }
+
+// TestStartedNamesTheStart: the change log's first entry says what the run started with:
+// the engine's settings, or Config.Started in their place.
+func TestStartedNamesTheStart(t *testing.T) {
+	ok := AdapterFunc(func(context.Context, Item) (Outcome, error) { return Outcome{Verdict: OK}, nil })
+	for _, tc := range []struct{ started, want string }{
+		{"", "start: parallelism 3, pace 0s, rate unlimited, burst 1 (cli)"},
+		{"the job's parallelism 48, rate 300/s", "start: the job's parallelism 48, rate 300/s (cluster)"},
+	} {
+		origin := "cli"
+		if tc.started != "" {
+			origin = "cluster"
+		}
+		e, _ := newTestEngine(t, Config{Settings: Settings{Parallelism: 3, Burst: 1}, Adapter: ok, Origin: origin, Started: tc.started}, "1\n")
+		if _, err := e.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.Changes()[0].String(); got != tc.want {
+			t.Errorf("first change %q, want %q", got, tc.want)
+		}
+	}
+}

@@ -48,6 +48,10 @@ type Config struct {
 	Jitter func() float64
 	// Origin names who set the starting settings in the change log (default "cli").
 	Origin string
+	// Started, when set, is what the change log's first entry says the run started with, in
+	// place of this engine's settings: a host's share of a job across hosts starts with the
+	// job's settings, some of which (the rate) a gate keeps rather than this engine.
+	Started string
 	// Adapt turns on the congestion response: under the settings (then ceilings) the engine
 	// keeps an effective rate and parallelism that fall when the target pushes back (429s,
 	// a spent quota, 503 with Retry-After) and climb back. Off, the settings hold as given.
@@ -238,8 +242,12 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, errors.New("engine: Run called twice")
 	}
 	e.started = e.clock.Now()
-	e.logLocked(e.cfg.Origin, "start", "", fmt.Sprintf("parallelism %d, pace %v, rate %s, burst %d",
-		e.settings.Parallelism, e.settings.Pace, FormatRate(e.settings.Rate), e.settings.Burst))
+	started := e.cfg.Started
+	if started == "" {
+		started = fmt.Sprintf("parallelism %d, pace %v, rate %s, burst %d",
+			e.settings.Parallelism, e.settings.Pace, FormatRate(e.settings.Rate), e.settings.Burst)
+	}
+	e.logLocked(e.cfg.Origin, "start", "", started)
 	stopped := ctx.Err() != nil
 	if stopped && e.state < Stopping {
 		e.setStateLocked(Stopping, "context")
