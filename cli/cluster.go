@@ -104,6 +104,11 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		if settings, err = cj.Settings(ctx); err != nil {
 			return nil, usageError("--redis: %v", err)
 		}
+		// A job whose rows are all in its coordinator's file has nothing left to run: a
+		// host that joined it would end at once, with nothing said.
+		if _, done, err := cj.Collector(ctx); err == nil && done {
+			return nil, usageError("--redis: job %s is finished: its coordinator wrote every row; to run it again, start it anew on the coordinator (throttle run … --redis … --job %s)", rf.job, rf.job)
+		}
 		if _, err = cj.Generation(ctx); err != nil {
 			return nil, usageError("--redis: %v", err)
 		}

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -202,6 +203,12 @@ func TestClusterThreeHosts(t *testing.T) {
 	}
 	if n, at := maxInWindow(starts, time.Second); n > 125 {
 		t.Errorf("the server saw %d calls in the second after %v; the global rate is 120/s, burst 5", n, at)
+	}
+	// A host that joins the finished job is told so, and runs nothing.
+	b, err := exec.Command(bin, "join", "--redis", url, "--job", job, "--headless").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(b), "job "+job+" is finished") {
+		t.Errorf("join of the finished job: %v\n%s\nwant exit 2 and that the job is finished", err, b)
 	}
 	_ = context.Background
 }
