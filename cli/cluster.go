@@ -120,27 +120,32 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	var (
 		mu      sync.Mutex
 		say     = func(line string) { fmt.Fprintln(env.Stderr, line) }
-		gone    atomic.Bool
-		jobGone func() // set below, once the source exists
+		gone    atomic.Pointer[error] // why the job's state is gone (ErrJobGone, ErrJobRestarted), once it is
+		jobGone func(why error)       // set below, once the source exists
 	)
 	outage := cluster.NewOutage(func(err error) {
-		if err != nil {
+		if err != nil && !errors.Is(err, cluster.ErrNoSettings) {
 			mu.Lock()
 			defer mu.Unlock()
 			say("redis unavailable (" + err.Error() + "): the job is paused; nothing is lost, it resumes when redis is back")
 			return
 		}
-		// Back, but with the job? A Redis that restarted empty answers too. Not here: the
-		// Outage must not wait on a round trip.
+		// Back, but with the job? A Redis that restarted empty answers too; and a Redis that
+		// answers without the job's settings was reset under it. Not here: the Outage must
+		// not wait on a round trip.
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			switch err := cj.CheckGeneration(cctx); {
-			case errors.Is(err, cluster.ErrJobGone):
-				jobGone()
-			case err == nil:
+			switch gen := cj.CheckGeneration(cctx); {
+			case errors.Is(gen, cluster.ErrJobGone):
+				jobGone(gen)
+			case gen == nil && err == nil:
 				mu.Lock()
 				say("redis is back: the job resumes")
+				mu.Unlock()
+			case gen == nil:
+				mu.Lock()
+				say(fmt.Sprintf("job %s: %v: its calls wait", rf.job, err))
 				mu.Unlock()
 			}
 		}()
@@ -175,29 +180,41 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	local.Parallelism, local.MaxParallelism = localCap(settings.Parallelism), 0
 	var eng atomic.Pointer[engine.Engine] // set once the engine exists
 	src := cj.Source(runCtx, cluster.SourceOptions{Lease: lease, Outage: outage, Slots: hostSlots(&eng, local.Parallelism, rf.chunk)})
-	// A Redis without the job's state (it restarted empty): the work list, the leases and the
-	// rows not yet collected are gone, and waiting would wait for ever. Every host stops: the
-	// calls in flight get 5 s to end, then they are cancelled; their rows have nowhere to go.
+	// goneNext says what to do once the job's state is gone (why).
+	goneNext := func(why error) string {
+		switch {
+		case errors.Is(why, cluster.ErrJobRestarted) && coordinator:
+			return rf.out + " holds the rows this run collected; the new run has its own coordinator and results"
+		case errors.Is(why, cluster.ErrJobRestarted):
+			return "to help the new run, join it again: throttle join --redis " + redact.URL(rf.redis) + " --job " + rf.job
+		case coordinator:
+			return rf.out + " holds the rows collected; finish the job with the same command and --resume"
+		}
+		return "the coordinator finishes it with --resume"
+	}
+	// A Redis without the job's state (it restarted empty, or the job was started anew):
+	// the work list, the leases and the rows not yet collected are gone, and waiting would
+	// wait for ever. Every host stops: the calls in flight get 5 s to end, then they are
+	// cancelled; their rows have nowhere to go.
 	var stopTimer *time.Timer
-	jobGone = sync.OnceFunc(func() {
-		gone.Store(true)
-		src.Abandon(cluster.ErrJobGone)
-		next := "the coordinator finishes it with --resume"
-		if coordinator {
-			next = fmt.Sprintf("%s holds the rows collected; finish the job with the same command and --resume", rf.out)
-		}
-		mu.Lock()
-		say(fmt.Sprintf("job %s: %v: this host stops; %s", rf.job, cluster.ErrJobGone, next))
-		mu.Unlock()
-		if e := eng.Load(); e != nil {
-			e.Drain("cluster")
+	var goneOnce sync.Once
+	jobGone = func(why error) {
+		goneOnce.Do(func() {
+			gone.Store(&why)
+			src.Abandon(why)
 			mu.Lock()
-			stopTimer = time.AfterFunc(5*time.Second, func() { e.Stop("cluster") })
+			say(fmt.Sprintf("job %s: %v: this host stops; %s", rf.job, why, goneNext(why)))
 			mu.Unlock()
-		}
-		stopCollect()
-		cancel()
-	})
+			if e := eng.Load(); e != nil {
+				e.Drain("cluster")
+				mu.Lock()
+				stopTimer = time.AfterFunc(5*time.Second, func() { e.Stop("cluster") })
+				mu.Unlock()
+			}
+			stopCollect()
+			cancel()
+		})
+	}
 	local.Rate, local.Burst = 0, 1 // the rate is the job's, in redis
 
 	var (
@@ -367,8 +384,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	}
 	p.finish = func(sum engine.Summary) (bool, error) {
 		if !coordinator {
-			if gone.Load() {
-				return true, fmt.Errorf("job %s: %w: the coordinator finishes it with --resume", rf.job, cluster.ErrJobGone)
+			if why := gone.Load(); why != nil {
+				return true, fmt.Errorf("job %s: %w: %s", rf.job, *why, goneNext(*why))
 			}
 			if cj.Uncollected(context.WithoutCancel(ctx)) {
 				return true, fmt.Errorf("job %s: nobody collected this host's rows: they wait in redis; %s", rf.job, finishHint)
@@ -398,8 +415,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			// The job's count, not this host's: the other hosts' items are missing too.
 			fmt.Fprintf(env.Stderr, "job %s: %s of its %s items have no row in %s\n", rf.job, human.Count(missing), human.Count(total), rf.out)
 		}
-		if gone.Load() {
-			return true, fmt.Errorf("job %s: %w: finish it with the same command and --resume", rf.job, cluster.ErrJobGone)
+		if why := gone.Load(); why != nil {
+			return true, fmt.Errorf("job %s: %w: %s", rf.job, *why, goneNext(*why))
 		}
 		return stats.Failed > 0 || (total >= 0 && stats.Rows < total), nil
 	}

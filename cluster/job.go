@@ -173,6 +173,20 @@ func (j *Job) sameGen(m redis.XMessage) bool {
 // not yet collected went with it; the coordinator's results file holds what was collected.
 var ErrJobGone = errors.New("redis no longer holds the job's state (restarted empty, or its keys were deleted)")
 
+// ErrJobRestarted says that the job was started anew under its name (a coordinator's
+// --reset) while this host ran the run before: that run's state is gone as with
+// [ErrJobGone], which it matches, but nothing went wrong with Redis.
+var ErrJobRestarted error = jobRestarted{}
+
+type jobRestarted struct{}
+
+func (jobRestarted) Error() string {
+	return "the job was started anew under its name (a coordinator's --reset): the run this host was part of is over"
+}
+
+// Is makes the restart one way for the job's state to be gone.
+func (jobRestarted) Is(target error) bool { return target == ErrJobGone }
+
 // Generation reads the generation of the job that Define stored and remembers it, for
 // WatchGeneration: a host that joins calls it once, before it takes work.
 func (j *Job) Generation(ctx context.Context) (string, error) {
@@ -188,30 +202,33 @@ func (j *Job) Generation(ctx context.Context) (string, error) {
 }
 
 // CheckGeneration returns ErrJobGone when Redis no longer holds the generation this host
-// knows: the job's state is not the one it joined. A Redis that does not answer is its own
+// knows: the job's state is not the one it joined (ErrJobRestarted, which matches it, when
+// Redis holds another: the job was started anew). A Redis that does not answer is its own
 // error (an outage, waited out elsewhere), not a verdict.
 func (j *Job) CheckGeneration(ctx context.Context) error {
 	gen, err := j.rdb.HGet(ctx, j.Key("meta"), "gen").Result()
 	switch {
-	case errors.Is(err, redis.Nil) || err == nil && gen != j.gen:
+	case errors.Is(err, redis.Nil):
 		return ErrJobGone
 	case err != nil:
 		return err
+	case gen != j.gen:
+		return ErrJobRestarted
 	}
 	return nil
 }
 
 // WatchGeneration checks the job's generation every interval until ctx ends, and calls gone
-// once, then returns, when Redis answers without it: after an outage this is the check that
+// once, with ErrJobGone or ErrJobRestarted, then returns, when Redis answers without it: after an outage this is the check that
 // tells a Redis that came back empty from one that kept the job. A host that has no
 // generation (neither Define nor Generation was called) watches nothing.
-func (j *Job) WatchGeneration(ctx context.Context, every time.Duration, gone func()) {
+func (j *Job) WatchGeneration(ctx context.Context, every time.Duration, gone func(why error)) {
 	if j.gen == "" {
 		return
 	}
 	tick(ctx, every, max(every, time.Second), false, func(ctx context.Context) bool {
-		if errors.Is(j.CheckGeneration(ctx), ErrJobGone) {
-			gone()
+		if err := j.CheckGeneration(ctx); errors.Is(err, ErrJobGone) {
+			gone(err)
 			return false
 		}
 		return true

@@ -646,7 +646,7 @@ func TestGenerationTellsAJobGone(t *testing.T) {
 		t.Fatalf("the job is there: %v", err)
 	}
 	gone := make(chan struct{})
-	go h.WatchGeneration(ctx, 50*time.Millisecond, func() { close(gone) })
+	go h.WatchGeneration(ctx, 50*time.Millisecond, func(error) { close(gone) })
 	select {
 	case <-gone:
 		t.Fatal("gone while the job's keys are there")
@@ -660,15 +660,15 @@ func TestGenerationTellsAJobGone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the job's keys are gone and the watcher did not say so in 5 s")
 	}
-	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
-		t.Errorf("check after the reset: %v, want ErrJobGone", err)
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) || errors.Is(err, ErrJobRestarted) {
+		t.Errorf("check after the reset: %v, want ErrJobGone (no new run)", err)
 	}
 	// A job defined again under the same name is another generation.
 	if err := c.Define(ctx, []string{"http"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) {
-		t.Errorf("check against a new definition: %v, want ErrJobGone", err)
+	if err := h.CheckGeneration(ctx); !errors.Is(err, ErrJobGone) || !errors.Is(err, ErrJobRestarted) {
+		t.Errorf("check against a new definition: %v, want ErrJobRestarted (an ErrJobGone)", err)
 	}
 }
 
