@@ -17,7 +17,6 @@ import (
 	"github.com/throttle-dev/throttle/engine"
 	"github.com/throttle-dev/throttle/internal/human"
 	"github.com/throttle-dev/throttle/internal/redact"
-	"github.com/throttle-dev/throttle/probes"
 	"github.com/throttle-dev/throttle/tui"
 )
 
@@ -480,9 +479,6 @@ func (p *jobProgress) load() (rows, total int64, eta time.Duration) {
 // calls in flight across hosts against the global cap, calls/s against the rate and, on the
 // coordinator, the rows of the whole job against its total.
 func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64, int64, time.Duration)) func(int) tui.Hosts {
-	// One rate for the screen and the progress lines, which both look: over the last seconds
-	// measured, never over the moment between two looks.
-	rate := &jobRate{hosts: map[string]*probes.CounterRate{}}
 	return func(n int) tui.Hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
@@ -503,41 +499,20 @@ func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64,
 				rows = append(rows, tui.HostLoad{Host: h.Host, InFlight: h.InFlight, Calls: h.Calls})
 			}
 		}
-		job.PerSecond, job.Over = rate.look(hosts)
+		job.PerSecond, job.Over = jobRate(hosts)
 		return tui.Hosts{Job: job, Rows: rows}
 	}
 }
 
-// jobRate is the calls per second of a job across its hosts: the sum of each live host's own
-// rate, each measured between its heartbeats by the time Redis stamped on them. (The sum of
-// the hosts' counts at the moment of a look mixes beats up to a second old, and falls when
-// a host leaves: it read 206/s under a rate of 200/s, and -83/s after a host died.)
-type jobRate struct {
-	mu    sync.Mutex
-	hosts map[string]*probes.CounterRate
-}
-
-// look takes the hosts' latest beats and returns the job's calls per second and the longest
-// time over which a host's rate was measured (0 while none was measured for a second).
-func (r *jobRate) look(hosts []cluster.HostStatus) (perSecond float64, over time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[string]bool, len(hosts))
+// jobRate is the calls per second of a job across its live hosts: the sum of the rates each
+// measured between its own beats (see [cluster.HostStatus]), and the longest time one was
+// measured over (at most probes.RateWindow); 0 and 0 while none has measured a second. (The sum of the hosts' counts at a look mixes beats up
+// to a second old, and falls when a host leaves: it read 206/s under a rate of 200/s, and
+// -83/s after a host died.)
+func jobRate(hosts []cluster.HostStatus) (perSecond float64, over time.Duration) {
 	for _, h := range hosts {
-		seen[h.Host] = true
-		c := r.hosts[h.Host]
-		if c == nil {
-			c = &probes.CounterRate{}
-			r.hosts[h.Host] = c
-		}
-		ps, o := c.Look(h.At, h.Calls)
-		perSecond += ps
-		over = max(over, o)
-	}
-	for name := range r.hosts {
-		if !seen[name] {
-			delete(r.hosts, name)
-		}
+		perSecond += h.PerSecond
+		over = max(over, h.Over)
 	}
 	return perSecond, over
 }

@@ -67,7 +67,7 @@ func TestClusterCapSharedByHosts(t *testing.T) {
 	t.Logf("calls per host (coordinator, join, join): %v = %v of %d; at most %d in flight", calls, shares, total, maxIn)
 }
 
-var callsLine = regexp.MustCompile(`(?m)^([\d,]+) calls, `)
+var callsLine = regexp.MustCompile(`(?m)^(?:the job [\d.]+ items/s · this host )?([\d,]+) calls, `) // a coordinator says which figures are its own
 
 // hostCalls reads the calls a host made from its end summary on stdout ("1,234 calls, 0
 // retries, …").

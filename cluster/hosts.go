@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/throttle-dev/throttle/engine"
+	"github.com/throttle-dev/throttle/probes"
 )
 
 // HostStatus is one host's last heartbeat.
@@ -17,8 +18,13 @@ type HostStatus struct {
 	Host     string
 	InFlight int
 	Calls    int64
-	OK       int64
-	Failed   int64
+	// PerSecond is the host's calls per second over the last Over (at most
+	// probes.RateWindow), as it measured them between its own beats; 0 and 0 until it
+	// measured a second.
+	PerSecond float64
+	Over      time.Duration
+	OK        int64
+	Failed    int64
 	// At is when the heartbeat arrived, by Redis's clock (the hosts' clocks may differ).
 	At time.Time
 	// Alive says the host beat within three of its intervals; a host that died stays listed,
@@ -32,12 +38,14 @@ const HostsForget = time.Minute
 
 // hostBeat is a heartbeat as the hosts hash stores it. At is set by Redis.
 type hostBeat struct {
-	InFlight int   `json:"in_flight"`
-	Calls    int64 `json:"calls"`
-	OK       int64 `json:"ok"`
-	Failed   int64 `json:"failed"`
-	EveryMS  int64 `json:"every_ms"`
-	AtMS     int64 `json:"at_ms"`
+	InFlight  int     `json:"in_flight"`
+	Calls     int64   `json:"calls"`
+	PerSecond float64 `json:"per_second"`
+	OverMS    int64   `json:"per_second_over_ms"`
+	OK        int64   `json:"ok"`
+	Failed    int64   `json:"failed"`
+	EveryMS   int64   `json:"every_ms"`
+	AtMS      int64   `json:"at_ms"`
 }
 
 // hostsBeatScript stores a heartbeat stamped with Redis's time, so that Hosts compares
@@ -64,9 +72,15 @@ func (j *Job) Heartbeat(ctx context.Context, every time.Duration, snap func() en
 	if every <= 0 {
 		every = time.Second
 	}
+	// The host's calls per second, each count read with its time: the job's rate is the sum
+	// of its hosts', whatever their beats' phases (the sum of counts beaten up to a second
+	// apart read 206/s under a rate of 200/s).
+	var rate probes.CounterRate
 	tick(ctx, every, max(every, time.Second), true, func(bctx context.Context) bool {
 		s := snap()
-		b, _ := json.Marshal(hostBeat{InFlight: s.InFlight, Calls: s.Calls, OK: s.OK, Failed: s.Failed, EveryMS: every.Milliseconds()})
+		ps, over := rate.Look(time.Now(), s.Calls)
+		b, _ := json.Marshal(hostBeat{InFlight: s.InFlight, Calls: s.Calls, PerSecond: ps, OverMS: over.Milliseconds(),
+			OK: s.OK, Failed: s.Failed, EveryMS: every.Milliseconds()})
 		_ = hostsBeatScript.Run(bctx, j.rdb, []string{j.Key("hosts")}, j.host, string(b)).Err()
 		return true
 	})
@@ -98,7 +112,7 @@ func (j *Job) Hosts(ctx context.Context) ([]HostStatus, error) {
 		}
 		every := max(time.Duration(b.EveryMS)*time.Millisecond, 100*time.Millisecond)
 		hosts = append(hosts, HostStatus{
-			Host: name, InFlight: b.InFlight, Calls: b.Calls, OK: b.OK, Failed: b.Failed,
+			Host: name, InFlight: b.InFlight, Calls: b.Calls, PerSecond: b.PerSecond, Over: time.Duration(b.OverMS) * time.Millisecond, OK: b.OK, Failed: b.Failed,
 			At: time.UnixMilli(b.AtMS), Alive: age <= 3*every,
 		})
 	}

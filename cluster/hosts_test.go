@@ -104,3 +104,28 @@ func waitUntil(d time.Duration, ok func() bool) bool {
 	}
 	return ok()
 }
+
+// TestHeartbeatSaysItsRate: a host beats its own calls per second, each count read with its
+// time, so that the job's rate is the sum of its hosts' whatever their beats' phases.
+func TestHeartbeatSaysItsRate(t *testing.T) {
+	t.Parallel()
+	j := limitsJobs(t, "", "web-1")[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		j.Heartbeat(ctx, 100*time.Millisecond, func() engine.Snapshot {
+			return engine.Snapshot{Calls: int64(200 * time.Since(start).Seconds())} // 200 calls/s
+		})
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(1500 * time.Millisecond)
+	hosts, err := j.Hosts(context.Background())
+	if err != nil || len(hosts) != 1 {
+		t.Fatalf("hosts %+v, %v", hosts, err)
+	}
+	if h := hosts[0]; h.PerSecond < 196 || h.PerSecond > 204 || h.Over < time.Second {
+		t.Fatalf("web-1 beat %.1f calls/s over %v: want 200 over at least 1 s", h.PerSecond, h.Over)
+	}
+}

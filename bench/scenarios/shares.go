@@ -82,7 +82,7 @@ func sharesScenario(o *options) ([]*figure, error) {
 	return []*figure{least, spread}, nil
 }
 
-var summaryCalls = regexp.MustCompile(`(?m)^([\d,]+) calls, `)
+var summaryCalls = regexp.MustCompile(`(?m)^(?:the job [\d.]+ items/s · this host )?([\d,]+) calls, `) // a coordinator says which figures are its own
 
 // hostsCalls runs a coordinator and n hosts that join its job, each to its end, and returns
 // the calls each made (the coordinator's first), from their end summaries.
