@@ -850,7 +850,7 @@ end
 // the acquire script before its acquisitions: for each limit (keys: leases, hold, state, want,
 // channel; owners: the sharer), the leases SHARER|MEMBER go back, a hold of hold ms (0: none)
 // is set by holder unless a longer one is, and each freed slot is announced on the limit's
-// channel while some job waits for one. It expects now.
+// channel while some job waits for one; a hold set is announced there too. It expects now.
 const limitRelease = `
 local function release(keys, owners, members, hold, holder, window)
   for i, k in ipairs(keys) do
@@ -862,6 +862,9 @@ local function release(keys, owners, members, hold, holder, window)
     end
     if hold > 0 and redis.call('PTTL', k[2]) < hold then
       redis.call('SET', k[2], holder, 'PX', hold)
+      -- Every sharer's kept leases end now, not within keepFor: a call on one would not see
+      -- the hold.
+      redis.call('PUBLISH', k[5], 'hold')
     end
     if freed > 0 then
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', k[4], now - window, '+inf')) do
@@ -1010,8 +1013,12 @@ func (g *Gate) listenOnce(ctx context.Context) (subscribed bool) {
 			if !ok {
 				return true
 			}
-			if m.Payload == "free" {
+			switch m.Payload {
+			case "free":
 				g.waiters[i].wakeSlot()
+				return true
+			case "hold": // another sharer's 429: no call may start on a lease kept from before
+				g.dropKept()
 				return true
 			}
 			var lm limitMessage

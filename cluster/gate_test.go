@@ -342,7 +342,8 @@ func checkHeld(t *testing.T, calls *gateCalls, told int64, hold time.Duration, s
 	resumed := map[int]time.Duration{}
 	for _, s := range calls.snapshot() {
 		d := s.at.Sub(at)
-		if d > 30*time.Millisecond && d < hold {
+		// The hold's end is Redis's, told in whole ms: a call may start a ms before hold.
+		if d > 30*time.Millisecond && d < hold-2*time.Millisecond {
 			t.Fatalf("%s %d started a call %v after the 429: want every %s held for %v", who, s.host, d, who, hold)
 		}
 		if _, ok := resumed[s.host]; !ok && d >= hold {

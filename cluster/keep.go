@@ -12,8 +12,9 @@ import (
 // limits' slots and no limit meters the calls (no rate, no tpm), Redis says so with the lease
 // (the acquire script's keep), and the host may hand the lease of an ended call to its next
 // call without asking again, for keepFor after Redis admitted it. Redis then judges every
-// lease again at least that often: another host's or job's wish for a slot, a hold, a removed
-// limit or a lowered cap reaches the host within keepFor. The calls started on kept leases
+// lease again at least that often: another host's or job's wish for a slot, a removed limit
+// or a lowered cap reaches the host within keepFor; a hold (another sharer's 429) and a
+// change of a limit are announced on its channel and end the keeping at once. The calls started on kept leases
 // are counted in Redis with the next trip.
 
 // keepFor is how long after Redis admitted a lease the host may hand it from call to call.
