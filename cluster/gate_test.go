@@ -82,19 +82,7 @@ func runEngines(t *testing.T, adapters []engine.Adapter, prefix string, items, p
 	t.Helper()
 	es := make([]*engine.Engine, len(adapters))
 	for i, a := range adapters {
-		var lines strings.Builder
-		for k := range items {
-			fmt.Fprintf(&lines, "%s%d-%d\n", prefix, i, k)
-		}
-		e, err := engine.New(engine.Config{
-			Settings: engine.Settings{Parallelism: par, Burst: 1}, Retries: 3, Timeout: 10 * time.Second,
-			Adapter: a, Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
-			Total: int64(items), Results: io.Discard,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		es[i] = e
+		es[i] = linesEngine(t, a, fmt.Sprintf("%s%d-", prefix, i), items, par, 3, 10*time.Second)
 	}
 	sums := make([]engine.Summary, len(es))
 	var wg sync.WaitGroup
@@ -653,18 +641,7 @@ func TestGateSharesTheCapAmongHosts(t *testing.T) {
 		g := jobGate(t, jobs[i], calls.adapter(i, 20*time.Millisecond, nil), GateOptions{Outage: NewOutage(func(err error) {
 			t.Errorf("host %d: unexpected redis error %v", i, err)
 		})})
-		var lines strings.Builder
-		for k := range items {
-			fmt.Fprintf(&lines, "h%d-%d\n", i, k)
-		}
-		e, err := engine.New(engine.Config{
-			Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 10 * time.Second,
-			Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
-			Total: items, Results: io.Discard,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := linesEngine(t, g.Adapter(), fmt.Sprintf("h%d-", i), items, 16, 0, 10*time.Second)
 		go func() {
 			s, err := e.Run(ctx)
 			if err != nil {
@@ -736,18 +713,7 @@ func TestGateLimitNamesWhatHolds(t *testing.T) {
 func runAcrossOutage(t *testing.T, g *Gate, proxy *cuttest.Proxy) {
 	t.Helper()
 	const items = 300
-	var lines strings.Builder
-	for k := range items {
-		fmt.Fprintf(&lines, "%d\n", k)
-	}
-	e, err := engine.New(engine.Config{
-		Settings: engine.Settings{Parallelism: 16, Burst: 1}, Timeout: 5 * time.Second,
-		Adapter: g.Adapter(), Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
-		Total: items, Results: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := linesEngine(t, g.Adapter(), "", items, 16, 0, 5*time.Second)
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		proxy.Cut()
@@ -760,4 +726,24 @@ func runAcrossOutage(t *testing.T, g *Gate, proxy *cuttest.Proxy) {
 	if err != nil || sum.OK != items || sum.Failed != 0 {
 		t.Fatalf("run across an outage: %+v, %v: want %d ok and no failure", sum, err, items)
 	}
+}
+
+// linesEngine is an engine over items lines of its own (prefix, then the item's number),
+// through a, at local parallelism par, its rows discarded; retries and the call timeout as
+// given.
+func linesEngine(t *testing.T, a engine.Adapter, prefix string, items, par, retries int, timeout time.Duration) *engine.Engine {
+	t.Helper()
+	var lines strings.Builder
+	for k := range items {
+		fmt.Fprintf(&lines, "%s%d\n", prefix, k)
+	}
+	e, err := engine.New(engine.Config{
+		Settings: engine.Settings{Parallelism: par, Burst: 1}, Retries: retries, Timeout: timeout,
+		Adapter: a, Source: engine.NewLineReader(strings.NewReader(lines.String()), false),
+		Total: int64(items), Results: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
