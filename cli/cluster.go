@@ -241,8 +241,7 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 	items := &input{source: src, total: -1, name: "job " + rf.job, size: -1, close: func() error { return nil }}
 	p = &runPlan{
 		in: items, results: src.Sink(), settings: local, origin: "cluster", tune: rf.auto && coordinator,
-		started: fmt.Sprintf("the job's parallelism %d, pace %v, rate %s, burst %d; this host up to %d",
-			settings.Parallelism, settings.Pace, engine.FormatRate(settings.Rate), max(settings.Burst, 1), local.Parallelism),
+		started: fmt.Sprintf("the job's %s; this host up to %d", describeSettings(settings), local.Parallelism),
 		controls: func(e *engine.Engine) controlsWithNote {
 			ctrl = cj.Controls(e)
 			ctrl.Update(settings) // the job's, read or written above: shown from the first line
@@ -336,19 +335,11 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		},
 		close: func() { stopCollect(); stopWork(); outage.Close(); closeAll() }, // an outage's end after the summary is no news
 	}
-	if coordinator && tally != nil {
-		p.rows = tally.snapshot // the job's rows, every host's, as the file holds them
-	}
-	if !coordinator {
-		p.sink = "job " + rf.job + "'s coordinator (through redis)"
-	}
 	if coordinator {
-		p.progress = func() jobRows {
-			rows, total, eta := progress.load()
-			return jobRows{rows: rows, total: total, eta: eta}
+		if tally != nil {
+			p.rows = tally.snapshot // the job's rows, every host's, as the file holds them
 		}
-	}
-	if coordinator {
+		p.progress = progress.load
 		p.summaryJSON = func(f *os.File, r endReport) error {
 			var hosts []cluster.HostStatus
 			if hostsSeen != nil {
@@ -359,6 +350,8 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 			}
 			return clusterSummaryJSON(f, cj.Host(), hosts, rf.job, total, r, stats, tally, time.Since(began))
 		}
+	} else {
+		p.sink = "job " + rf.job + "'s coordinator (through redis)"
 	}
 	p.settle = func(sum *engine.Summary) {
 		mu.Lock()
@@ -464,27 +457,28 @@ func (p *jobProgress) store(st cluster.CollectStats, total int64) {
 
 // load returns the rows so far, the total (0: unknown) and when the rest should be in (0:
 // cannot tell yet), at the pace of the rows so far.
-func (p *jobProgress) load() (rows, total int64, eta time.Duration) {
+func (p *jobProgress) load() jobRows {
 	if p == nil {
-		return 0, 0, 0
+		return jobRows{}
 	}
-	rows, total = p.rows.Load(), max(0, p.total.Load())
-	if el := time.Since(p.start); rows > 0 && total > rows {
-		eta = el / time.Duration(rows) * time.Duration(total-rows)
+	r := jobRows{rows: p.rows.Load(), total: max(0, p.total.Load())}
+	if el := time.Since(p.start); r.rows > 0 && r.total > r.rows {
+		r.eta = el / time.Duration(r.rows) * time.Duration(r.total-r.rows)
 	}
-	return rows, total, eta
+	return r
 }
 
 // clusterHosts lists the job's live hosts for the screen's hosts panel, after the whole job:
 // calls in flight across hosts against the global cap, calls/s against the rate and, on the
 // coordinator, the rows of the whole job against its total.
-func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64, int64, time.Duration)) func(int) tui.Hosts {
+func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() jobRows) func(int) tui.Hosts {
 	return func(n int) tui.Hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		set := ctrl.Snapshot().Settings
 		job := &tui.JobLoad{Cap: set.Parallelism, Rate: set.Rate}
-		job.Rows, job.Total, job.ETA = progress()
+		jr := progress()
+		job.Rows, job.Total, job.ETA = jr.rows, jr.total, jr.eta
 		if v, err := cj.InFlight(ctx); err == nil {
 			job.InFlight = v
 		}
@@ -506,9 +500,9 @@ func clusterHosts(cj *cluster.Job, ctrl engine.Controls, progress func() (int64,
 
 // jobRate is the calls per second of a job across its live hosts: the sum of the rates each
 // measured between its own beats (see [cluster.HostStatus]), and the longest time one was
-// measured over (at most probes.RateWindow); 0 and 0 while none has measured a second. (The sum of the hosts' counts at a look mixes beats up
-// to a second old, and falls when a host leaves: it read 206/s under a rate of 200/s, and
-// -83/s after a host died.)
+// measured over (at most probes.RateWindow); 0 and 0 while none has measured a second. (The
+// sum of the hosts' counts at a look mixes beats up to a second old, and falls when a host
+// leaves: it read 206/s under a rate of 200/s, and -83/s after a host died.)
 func jobRate(hosts []cluster.HostStatus) (perSecond float64, over time.Duration) {
 	for _, h := range hosts {
 		perSecond += h.PerSecond

@@ -418,6 +418,9 @@ func retryArgs(args []string, out string) []string {
 	drop := map[string]bool{"--only-failed": true, "--resume": true, "--follow": true, "--reset": true}
 	dropValued := map[string]bool{"--input": true, "--job": true, "--host-parallelism": true, "--lease": true, "--redis": true}
 	for _, a := range args {
+		if a == "--" { // the exec adapter's command: not throttle's flags
+			break
+		}
 		if name, _, _ := strings.Cut(a, "="); name == "--limit" {
 			dropValued["--redis"] = false // the shared limits are in it
 		}

@@ -29,6 +29,9 @@ func TestRetryArgs(t *testing.T) {
 		{[]string{"run", "http", "--input", "ids.txt", "--redis", "redis://:pw@r:6379/0", "--job=j", "--limit", "tmdb"},
 			[]string{"throttle", "run", "http", "--redis", "redis://REDACTED@r:6379/0", "--limit", "tmdb", "--input", "r.jsonl", "--only-failed"}},
 		{[]string{"join", "--redis", "redis://r:6379/0", "--job", "j"}, nil},
+		// A --limit in the exec adapter's command is not throttle's.
+		{[]string{"run", "--input", "ids.txt", "--redis", "redis://r:6379/0", "--job", "j", "exec", "--", "tool", "--limit", "5"},
+			[]string{"throttle", "run", "exec", "--input", "r.jsonl", "--only-failed", "--", "tool", "--limit", "5"}},
 	} {
 		if got := retryArgs(tc.args, "r.jsonl"); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("retryArgs(%q) = %q, want %q", tc.args, got, tc.want)

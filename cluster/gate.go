@@ -571,11 +571,11 @@ const (
 //
 // KEYS: per limit conf, leases, hold, gcra, state, want, channel. ARGV: starve window ms, the
 // number of calls R, the number of leases to give back M, the hold ms they ask for (0: none),
-// the holder, the calls the host started on kept leases since its last trip, how far ahead (ms)
-// a call may take the units of a rate or tpm (see meter); then per limit the sharer, its weight, the default lease ms and how many of the
-// sharer's calls wait on the limit (refused before, none of the trip); then the M leases'
-// sequence numbers; then per call its seq, its tokens and per limit what it takes from the
-// rate.
+// the holder, the calls the host started on kept leases since its last trip, how far ahead
+// (ms) a call may take the units of a rate or tpm (see meter); then per limit the sharer, its
+// weight, the default lease ms and how many of the sharer's calls wait on the limit (refused
+// before, none of the trip); then the M leases' sequence numbers; then per call its seq, its
+// tokens and per limit what it takes from the rate.
 // Answer: per call, {0, keep, due, lease ms per limit} (keep: 1 if the host may hand the lease
 // on to its next calls, see keptLeases; due: the µs until the call may start, its tokens taken
 // ahead) or {status, limit index (1-based), value, more}:

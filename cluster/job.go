@@ -219,9 +219,10 @@ func (j *Job) CheckGeneration(ctx context.Context) error {
 }
 
 // WatchGeneration checks the job's generation every interval until ctx ends, and calls gone
-// once, with ErrJobGone or ErrJobRestarted, then returns, when Redis answers without it: after an outage this is the check that
-// tells a Redis that came back empty from one that kept the job. A host that has no
-// generation (neither Define nor Generation was called) watches nothing.
+// once, with ErrJobGone or ErrJobRestarted, then returns, when Redis answers without it:
+// after an outage this is the check that tells a Redis that came back empty from one that
+// kept the job. A host that has no generation (neither Define nor Generation was called)
+// watches nothing.
 func (j *Job) WatchGeneration(ctx context.Context, every time.Duration, gone func(why error)) {
 	if j.gen == "" {
 		return

@@ -14,8 +14,8 @@ import (
 // call without asking again, for keepFor after Redis admitted it. Redis then judges every
 // lease again at least that often: another host's or job's wish for a slot, a removed limit
 // or a lowered cap reaches the host within keepFor; a hold (another sharer's 429) and a
-// change of a limit are announced on its channel and end the keeping at once. The calls started on kept leases
-// are counted in Redis with the next trip.
+// change of a limit are announced on its channel and end the keeping at once. The calls
+// started on kept leases are counted in Redis with the next trip.
 
 // keepFor is how long after Redis admitted a lease the host may hand it from call to call.
 const keepFor = 50 * time.Millisecond
