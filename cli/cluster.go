@@ -360,6 +360,15 @@ func clusterPlan(ctx context.Context, env *Env, rf *runFlags, j *job, settings e
 		}
 		mu.Unlock()
 		if !coordinator {
+			// The run may have ended on the job's state being gone (its rows had nowhere to
+			// go) before the generation's watch looked: one look says so, before the summary.
+			if gone.Load() == nil {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+				if err := cj.CheckGeneration(cctx); errors.Is(err, cluster.ErrJobGone) {
+					jobGone(err)
+				}
+				cancel()
+			}
 			stopWork()
 			return
 		}

@@ -59,8 +59,11 @@ func TestRowWriterFailureCountsWhatWasNotWritten(t *testing.T) {
 	e, _ := newTestEngine(t, Config{Settings: Settings{Parallelism: 2, Burst: 1}, Adapter: okAdapter(), Results: sink}, numbered(300))
 	sum, _ := e.Run(context.Background())
 	// As with a file that fails: the rows taken count, the rest are lost, and the run drains.
-	if sum.OK != 120 || sum.Lost < 1 || sum.OK+sum.Lost+sum.NotStarted != 300 {
-		t.Fatalf("summary %+v: want 120 written, the rest lost or not started", sum)
+	// The items not run are those read and not started and those never read (NotRun): how
+	// far the reader got when the drain came is the scheduler's (it failed 3% of loaded runs
+	// when only the first were counted).
+	if sum.OK != 120 || sum.Lost < 1 || sum.OK+sum.Lost+sum.NotRun() != 300 {
+		t.Fatalf("summary %+v (not run %d): want 120 written, the rest lost or not run", sum, sum.NotRun())
 	}
 }
 
